@@ -1,0 +1,300 @@
+//! The per-device peer map and its signed deltas.
+//!
+//! The console sends each agent the full map on connect and a [`PeerDelta`] on every
+//! change. Both travel inside a [`Signed`] envelope: the exact JSON text that was
+//! signed plus an Ed25519 signature over it, so no canonical re-encoding is needed to
+//! verify, and an agent can cache what it received and trust it again after a restart
+//! while the console is down.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, NetworkId};
+use crate::keys::{KeyError, SigningKey, SigningPublicKey, WgPublicKey};
+use crate::time::UnixMillis;
+use crate::wire::DeviceState;
+
+/// What a device learns about itself from its map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfInfo {
+    pub name: String,
+    pub state: DeviceState,
+    pub overlay_v4: Ipv4Addr,
+    pub overlay_v6: Ipv6Addr,
+    pub network_v4: Ipv4Net,
+    pub network_v6: Ipv6Net,
+}
+
+/// One peer the device may talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub public_key: WgPublicKey,
+    pub overlay_v4: Ipv4Addr,
+    pub overlay_v6: Ipv6Addr,
+    /// Source addresses accepted from this peer (cryptokey routing).
+    pub allowed_ips: Vec<IpNet>,
+    /// UDP endpoints the peer reported, best first.
+    pub endpoints: Vec<SocketAddr>,
+    /// Runs stock WireGuard, not the zmesh agent (no control stream, no probes).
+    #[serde(default)]
+    pub agentless: bool,
+    #[serde(default)]
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMap {
+    pub network_id: NetworkId,
+    pub device_id: DeviceId,
+    /// Network revision this map reflects; deltas chain from it.
+    pub version: u64,
+    pub issued_at_ms: UnixMillis,
+    pub me: SelfInfo,
+    /// Sorted by device id, so two maps of the same content are equal.
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDelta {
+    pub network_id: NetworkId,
+    pub device_id: DeviceId,
+    pub base_version: u64,
+    pub version: u64,
+    pub issued_at_ms: UnixMillis,
+    /// Present when the device's own record changed.
+    #[serde(default)]
+    pub me: Option<SelfInfo>,
+    /// Peers added, or changed (key, endpoints, addresses, name).
+    #[serde(default)]
+    pub upsert: Vec<Peer>,
+    #[serde(default)]
+    pub remove: Vec<DeviceId>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MapError {
+    #[error("delta is for {got}, this map is {want}")]
+    WrongTarget { want: DeviceId, got: DeviceId },
+    #[error("delta starts at version {base}, map is at {have}")]
+    VersionGap { have: u64, base: u64 },
+    #[error(transparent)]
+    Signature(#[from] KeyError),
+    #[error("signed payload is not a valid message: {0}")]
+    Payload(String),
+}
+
+impl PeerMap {
+    pub fn peer(&self, id: &DeviceId) -> Option<&Peer> {
+        self.peers.iter().find(|p| &p.device_id == id)
+    }
+
+    /// The delta that turns `self` into `new`, or `None` when nothing changed but the
+    /// version (then the agent need not be told at all).
+    pub fn diff(&self, new: &PeerMap) -> Option<PeerDelta> {
+        let old: BTreeMap<_, _> = self.peers.iter().map(|p| (p.device_id, p)).collect();
+        let newm: BTreeMap<_, _> = new.peers.iter().map(|p| (p.device_id, p)).collect();
+        let upsert: Vec<Peer> = new
+            .peers
+            .iter()
+            .filter(|p| old.get(&p.device_id) != Some(&p))
+            .cloned()
+            .collect();
+        let remove: Vec<DeviceId> = old.keys().filter(|id| !newm.contains_key(id)).copied().collect();
+        let me = (self.me != new.me).then(|| new.me.clone());
+        if upsert.is_empty() && remove.is_empty() && me.is_none() {
+            return None;
+        }
+        Some(PeerDelta {
+            network_id: new.network_id,
+            device_id: new.device_id,
+            base_version: self.version,
+            version: new.version,
+            issued_at_ms: new.issued_at_ms,
+            me,
+            upsert,
+            remove,
+        })
+    }
+
+    pub fn apply(&mut self, d: &PeerDelta) -> Result<(), MapError> {
+        if d.device_id != self.device_id {
+            return Err(MapError::WrongTarget { want: self.device_id, got: d.device_id });
+        }
+        if d.base_version != self.version {
+            return Err(MapError::VersionGap { have: self.version, base: d.base_version });
+        }
+        let mut peers: BTreeMap<DeviceId, Peer> =
+            std::mem::take(&mut self.peers).into_iter().map(|p| (p.device_id, p)).collect();
+        for id in &d.remove {
+            peers.remove(id);
+        }
+        for p in &d.upsert {
+            peers.insert(p.device_id, p.clone());
+        }
+        self.peers = peers.into_values().collect();
+        if let Some(me) = &d.me {
+            self.me = me.clone();
+        }
+        self.version = d.version;
+        self.issued_at_ms = d.issued_at_ms;
+        Ok(())
+    }
+
+    /// Sorts peers into their canonical order.
+    pub fn normalize(&mut self) {
+        self.peers.sort_by_key(|p| p.device_id);
+    }
+}
+
+/// A value together with the exact JSON text that was signed and the signature.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    pub payload: String,
+    pub signature: String,
+    #[serde(skip)]
+    _t: PhantomData<T>,
+}
+
+impl<T> std::fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signed({} bytes)", self.payload.len())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Signed<T> {
+    pub fn sign(value: &T, key: &SigningKey) -> Self {
+        let payload = serde_json::to_string(value).expect("wire types always serialize");
+        let signature = B64.encode(key.sign(payload.as_bytes()));
+        Signed { payload, signature, _t: PhantomData }
+    }
+
+    /// Checks the signature, then parses the payload.
+    pub fn verify(&self, key: &SigningPublicKey) -> Result<T, MapError> {
+        let sig = B64.decode(&self.signature).map_err(|_| MapError::Signature(KeyError::BadSignature))?;
+        key.verify(self.payload.as_bytes(), &sig)?;
+        serde_json::from_str(&self.payload).map_err(|e| MapError::Payload(e.to_string()))
+    }
+}
+
+pub type SignedPeerMap = Signed<PeerMap>;
+pub type SignedDelta = Signed<PeerDelta>;
+
+/// What an agent keeps on disk: the last full map and the deltas received since,
+/// all still signed, so a restart while the console is down can trust them again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedMap {
+    pub map: SignedPeerMap,
+    #[serde(default)]
+    pub deltas: Vec<SignedDelta>,
+}
+
+impl CachedMap {
+    /// Verifies every piece and replays the deltas.
+    pub fn restore(&self, key: &SigningPublicKey) -> Result<PeerMap, MapError> {
+        let mut map = self.map.verify(key)?;
+        for d in &self.deltas {
+            map.apply(&d.verify(key)?)?;
+        }
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::WgPrivateKey;
+
+    fn peer(n: u8) -> Peer {
+        let v4 = Ipv4Addr::new(100, 64, 0, n);
+        let v6: Ipv6Addr = format!("fd00::{n}").parse().unwrap();
+        Peer {
+            device_id: DeviceId::new(),
+            name: format!("p{n}"),
+            public_key: WgPrivateKey::generate().public_key(),
+            overlay_v4: v4,
+            overlay_v6: v6,
+            allowed_ips: vec![IpNet::from(std::net::IpAddr::V4(v4)), IpNet::from(std::net::IpAddr::V6(v6))],
+            endpoints: vec![],
+            agentless: false,
+            persistent_keepalive: None,
+        }
+    }
+
+    fn map(peers: Vec<Peer>, version: u64) -> PeerMap {
+        let mut m = PeerMap {
+            network_id: NetworkId::new(),
+            device_id: DeviceId::from_uuid(uuid::Uuid::nil()),
+            version,
+            issued_at_ms: 0,
+            me: SelfInfo {
+                name: "me".into(),
+                state: DeviceState::Active,
+                overlay_v4: Ipv4Addr::new(100, 64, 0, 1),
+                overlay_v6: "fd00::1".parse().unwrap(),
+                network_v4: "100.64.0.0/10".parse().unwrap(),
+                network_v6: "fd00::/48".parse().unwrap(),
+            },
+            peers,
+        };
+        m.normalize();
+        m
+    }
+
+    #[test]
+    fn diff_then_apply_reaches_the_new_map() {
+        let (a, b, c) = (peer(2), peer(3), peer(4));
+        let old = map(vec![a.clone(), b.clone()], 1);
+        let mut b2 = b.clone();
+        b2.endpoints.push("192.0.2.1:51820".parse().unwrap());
+        let mut new = map(vec![b2.clone(), c.clone()], 5);
+        new.network_id = old.network_id;
+        let d = old.diff(&new).unwrap();
+        assert_eq!(d.remove, vec![a.device_id]);
+        assert_eq!(d.upsert.len(), 2);
+        let mut applied = old.clone();
+        applied.apply(&d).unwrap();
+        assert_eq!(applied, new);
+        // a gap is refused and leaves the map alone
+        let mut stale = old.clone();
+        stale.version = 0;
+        assert!(matches!(stale.apply(&d), Err(MapError::VersionGap { .. })));
+        assert_eq!(stale.peers, old.peers);
+        assert!(old.diff(&old).is_none());
+    }
+
+    #[test]
+    fn signed_envelope_detects_tampering() {
+        let sk = SigningKey::generate();
+        let m = map(vec![peer(2)], 1);
+        let s = Signed::sign(&m, &sk);
+        assert_eq!(s.verify(&sk.public_key()).unwrap(), m);
+        let mut t = s.clone();
+        t.payload = t.payload.replace("p2", "p9");
+        assert!(t.verify(&sk.public_key()).is_err());
+        assert!(s.verify(&SigningKey::generate().public_key()).is_err());
+    }
+
+    #[test]
+    fn cache_restores_map_and_deltas() {
+        let sk = SigningKey::generate();
+        let m1 = map(vec![peer(2)], 1);
+        let mut m2 = m1.clone();
+        m2.version = 2;
+        m2.peers.push(peer(3));
+        m2.normalize();
+        let d = m1.diff(&m2).unwrap();
+        let cache = CachedMap { map: Signed::sign(&m1, &sk), deltas: vec![Signed::sign(&d, &sk)] };
+        let text = serde_json::to_string(&cache).unwrap();
+        let back: CachedMap = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.restore(&sk.public_key()).unwrap(), m2);
+    }
+}

@@ -1,0 +1,176 @@
+//! Versioned wire messages between agent and console.
+//!
+//! Enrollment is one HTTPS request (`POST /agent/v1/enroll`). After that the agent
+//! holds one long-lived WebSocket (`GET /agent/v1/stream`, `Authorization: Bearer
+//! <device credential>`) carrying JSON text frames: [`ServerMsg`] down, [`ClientMsg`]
+//! up. Every message is an internally tagged enum (`{"type": "...", ...}`), so a
+//! newer peer's unknown message type is a parse error the receiver can log and skip
+//! rather than a silent misread.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, NetworkId};
+use crate::keys::{SigningPublicKey, WgPublicKey};
+use crate::peermap::{SignedDelta, SignedPeerMap};
+use crate::secret::Secret;
+use crate::time::UnixMillis;
+
+/// HTTP path of the enrollment endpoint.
+pub const ENROLL_PATH: &str = "/agent/v1/enroll";
+/// HTTP path of the control stream (WebSocket upgrade).
+pub const STREAM_PATH: &str = "/agent/v1/stream";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    /// Enrolled but waiting for an admin's approval; gets no peers.
+    Pending,
+    Active,
+    /// Credential dead, removed from every peer map. Final.
+    Revoked,
+}
+
+impl DeviceState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceState::Pending => "pending",
+            DeviceState::Active => "active",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeviceState::Pending),
+            "active" => Some(DeviceState::Active),
+            "revoked" => Some(DeviceState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub protocol: u16,
+    /// The secret part of the enrollment key (`zmek1.<secret>.…`).
+    pub enroll_key: Secret,
+    /// The device's WireGuard public key. The private key stays on the device.
+    pub public_key: WgPublicKey,
+    /// Requested device name; the console derives one from `hostname` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub protocol: u16,
+    pub device_id: DeviceId,
+    pub network_id: NetworkId,
+    pub name: String,
+    pub state: DeviceState,
+    pub overlay_v4: Ipv4Addr,
+    pub overlay_v6: Ipv6Addr,
+    pub network_v4: Ipv4Net,
+    pub network_v6: Ipv6Net,
+    /// Bearer credential for the control stream; the console keeps only its hash.
+    pub credential: Secret,
+    /// Key that signs every peer map; the agent pins it and checks cached maps with it.
+    pub signing_key: SigningPublicKey,
+}
+
+/// Console -> agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello { protocol: u16, device_id: DeviceId, server_time_ms: UnixMillis },
+    /// The whole map; sent on connect and on resync.
+    PeerMap { map: SignedPeerMap },
+    /// What changed since the map (or delta) with `base_version`.
+    PeerDelta { delta: SignedDelta },
+    /// The device was revoked or deleted; the console closes the stream after this.
+    Revoked { reason: String },
+    Pong { nonce: u64 },
+}
+
+/// Agent -> console.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Hello {
+        protocol: u16,
+        agent_version: String,
+        /// Version of the map the agent already has (from its cache), if any.
+        #[serde(default)]
+        have_version: Option<u64>,
+    },
+    /// The UDP endpoints the agent can be reached at (interface addresses for now;
+    /// STUN-mapped ones once NAT traversal lands).
+    Endpoints { endpoints: Vec<SocketAddr> },
+    Health { peers: Vec<PeerHealth> },
+    /// The agent could not apply a delta (version gap); send the whole map.
+    Resync,
+    Ping { nonce: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    pub device_id: DeviceId,
+    /// "direct" or "relay".
+    pub path: String,
+    pub last_handshake_ms: Option<UnixMillis>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// JSON body of every error the console's HTTP API returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `enroll_key_expired`, `name_taken`.
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged() {
+        let m = ClientMsg::Ping { nonce: 7 };
+        let j = serde_json::to_string(&m).unwrap();
+        assert_eq!(j, r#"{"type":"ping","nonce":7}"#);
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn enroll_request_rejects_unknown_fields_and_redacts() {
+        let key = crate::keys::WgPrivateKey::generate().public_key();
+        let r = EnrollRequest {
+            protocol: 1,
+            enroll_key: Secret::from_string("s3cr3t-value".into()),
+            public_key: key,
+            name: None,
+            hostname: Some("h".into()),
+            os: None,
+        };
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["extra"] = 1.into();
+        assert!(serde_json::from_value::<EnrollRequest>(v).is_err());
+    }
+}
