@@ -46,7 +46,10 @@ impl EnrollKey {
 
 impl fmt::Debug for EnrollKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnrollKey").field("secret", &self.secret).field("pin", &self.pin).finish()
+        f.debug_struct("EnrollKey")
+            .field("secret", &self.secret)
+            .field("pin", &self.pin)
+            .finish()
     }
 }
 
@@ -58,7 +61,11 @@ impl FromStr for EnrollKey {
             return Err(EnrollKeyError::Prefix);
         }
         let secret = parts.next().ok_or(EnrollKeyError::Secret)?;
-        if secret.len() < 16 || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if secret.len() < 16
+            || !secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(EnrollKeyError::Secret);
         }
         let pin = match parts.next() {
@@ -68,7 +75,10 @@ impl FromStr for EnrollKey {
         if parts.next().is_some() {
             return Err(EnrollKeyError::Fingerprint);
         }
-        Ok(EnrollKey { secret: Secret::from_string(secret.to_string()), pin })
+        Ok(EnrollKey {
+            secret: Secret::from_string(secret.to_string()),
+            pin,
+        })
     }
 }
 
@@ -79,21 +89,35 @@ mod tests {
     #[test]
     fn round_trip_with_and_without_pin() {
         let pin = CertFingerprint::of_der(b"x");
-        let k = EnrollKey { secret: EnrollKey::new_secret(), pin: Some(pin) };
+        let k = EnrollKey {
+            secret: EnrollKey::new_secret(),
+            pin: Some(pin),
+        };
         let parsed: EnrollKey = k.to_text().parse().unwrap();
         assert_eq!(parsed.secret, k.secret);
         assert_eq!(parsed.pin, Some(pin));
-        let k2 = EnrollKey { secret: EnrollKey::new_secret(), pin: None };
+        let k2 = EnrollKey {
+            secret: EnrollKey::new_secret(),
+            pin: None,
+        };
         assert_eq!(k2.to_text().parse::<EnrollKey>().unwrap().pin, None);
         assert!(!format!("{k:?}").contains(k.secret.expose()));
     }
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!("nope".parse::<EnrollKey>().unwrap_err(), EnrollKeyError::Prefix);
-        assert_eq!("zmek1.short".parse::<EnrollKey>().unwrap_err(), EnrollKeyError::Secret);
         assert_eq!(
-            "zmek1.aaaaaaaaaaaaaaaaaaaa.zz".parse::<EnrollKey>().unwrap_err(),
+            "nope".parse::<EnrollKey>().unwrap_err(),
+            EnrollKeyError::Prefix
+        );
+        assert_eq!(
+            "zmek1.short".parse::<EnrollKey>().unwrap_err(),
+            EnrollKeyError::Secret
+        );
+        assert_eq!(
+            "zmek1.aaaaaaaaaaaaaaaaaaaa.zz"
+                .parse::<EnrollKey>()
+                .unwrap_err(),
             EnrollKeyError::Fingerprint
         );
     }

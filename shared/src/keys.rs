@@ -130,7 +130,8 @@ pub struct SigningPublicKey(pub [u8; 32]);
 
 impl SigningPublicKey {
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::BadSignature)?;
+        let vk =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::BadSignature)?;
         let sig: [u8; 64] = sig.try_into().map_err(|_| KeyError::BadSignature)?;
         vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
             .map_err(|_| KeyError::BadSignature)
@@ -163,7 +164,11 @@ impl CertFingerprint {
     }
     /// Colon-separated upper-case hex, as browsers and `openssl x509 -fingerprint` show it.
     pub fn to_colon_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        self.0
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }
 impl fmt::Display for CertFingerprint {
@@ -182,7 +187,9 @@ impl FromStr for CertFingerprint {
     fn from_str(s: &str) -> Result<Self, KeyError> {
         let clean: String = s.chars().filter(|c| *c != ':').collect();
         let v = hex::decode(clean).map_err(|_| KeyError::Fingerprint)?;
-        v.try_into().map(CertFingerprint).map_err(|_| KeyError::Fingerprint)
+        v.try_into()
+            .map(CertFingerprint)
+            .map_err(|_| KeyError::Fingerprint)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod keys;
 pub mod peermap;
 pub mod secret;
+pub mod stun;
 pub mod time;
 pub mod wire;
 

@@ -108,7 +108,11 @@ impl PeerMap {
             .filter(|p| old.get(&p.device_id) != Some(&p))
             .cloned()
             .collect();
-        let remove: Vec<DeviceId> = old.keys().filter(|id| !newm.contains_key(id)).copied().collect();
+        let remove: Vec<DeviceId> = old
+            .keys()
+            .filter(|id| !newm.contains_key(id))
+            .copied()
+            .collect();
         let me = (self.me != new.me).then(|| new.me.clone());
         if upsert.is_empty() && remove.is_empty() && me.is_none() {
             return None;
@@ -127,13 +131,21 @@ impl PeerMap {
 
     pub fn apply(&mut self, d: &PeerDelta) -> Result<(), MapError> {
         if d.device_id != self.device_id {
-            return Err(MapError::WrongTarget { want: self.device_id, got: d.device_id });
+            return Err(MapError::WrongTarget {
+                want: self.device_id,
+                got: d.device_id,
+            });
         }
         if d.base_version != self.version {
-            return Err(MapError::VersionGap { have: self.version, base: d.base_version });
+            return Err(MapError::VersionGap {
+                have: self.version,
+                base: d.base_version,
+            });
         }
-        let mut peers: BTreeMap<DeviceId, Peer> =
-            std::mem::take(&mut self.peers).into_iter().map(|p| (p.device_id, p)).collect();
+        let mut peers: BTreeMap<DeviceId, Peer> = std::mem::take(&mut self.peers)
+            .into_iter()
+            .map(|p| (p.device_id, p))
+            .collect();
         for id in &d.remove {
             peers.remove(id);
         }
@@ -174,12 +186,18 @@ impl<T: Serialize + DeserializeOwned> Signed<T> {
     pub fn sign(value: &T, key: &SigningKey) -> Self {
         let payload = serde_json::to_string(value).expect("wire types always serialize");
         let signature = B64.encode(key.sign(payload.as_bytes()));
-        Signed { payload, signature, _t: PhantomData }
+        Signed {
+            payload,
+            signature,
+            _t: PhantomData,
+        }
     }
 
     /// Checks the signature, then parses the payload.
     pub fn verify(&self, key: &SigningPublicKey) -> Result<T, MapError> {
-        let sig = B64.decode(&self.signature).map_err(|_| MapError::Signature(KeyError::BadSignature))?;
+        let sig = B64
+            .decode(&self.signature)
+            .map_err(|_| MapError::Signature(KeyError::BadSignature))?;
         key.verify(self.payload.as_bytes(), &sig)?;
         serde_json::from_str(&self.payload).map_err(|e| MapError::Payload(e.to_string()))
     }
@@ -222,7 +240,10 @@ mod tests {
             public_key: WgPrivateKey::generate().public_key(),
             overlay_v4: v4,
             overlay_v6: v6,
-            allowed_ips: vec![IpNet::from(std::net::IpAddr::V4(v4)), IpNet::from(std::net::IpAddr::V6(v6))],
+            allowed_ips: vec![
+                IpNet::from(std::net::IpAddr::V4(v4)),
+                IpNet::from(std::net::IpAddr::V6(v6)),
+            ],
             endpoints: vec![],
             agentless: false,
             persistent_keepalive: None,
@@ -292,7 +313,10 @@ mod tests {
         m2.peers.push(peer(3));
         m2.normalize();
         let d = m1.diff(&m2).unwrap();
-        let cache = CachedMap { map: Signed::sign(&m1, &sk), deltas: vec![Signed::sign(&d, &sk)] };
+        let cache = CachedMap {
+            map: Signed::sign(&m1, &sk),
+            deltas: vec![Signed::sign(&d, &sk)],
+        };
         let text = serde_json::to_string(&cache).unwrap();
         let back: CachedMap = serde_json::from_str(&text).unwrap();
         assert_eq!(back.restore(&sk.public_key()).unwrap(), m2);

@@ -22,7 +22,10 @@ impl Secret {
     pub fn generate(prefix: &str) -> Self {
         let mut b = [0u8; 32];
         OsRng.fill_bytes(&mut b);
-        let s = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b));
+        let s = format!(
+            "{prefix}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        );
         b.zeroize();
         Secret(s)
     }

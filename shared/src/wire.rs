@@ -89,14 +89,26 @@ pub struct EnrollResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
-    Hello { protocol: u16, device_id: DeviceId, server_time_ms: UnixMillis },
+    Hello {
+        protocol: u16,
+        device_id: DeviceId,
+        server_time_ms: UnixMillis,
+    },
     /// The whole map; sent on connect and on resync.
-    PeerMap { map: SignedPeerMap },
+    PeerMap {
+        map: SignedPeerMap,
+    },
     /// What changed since the map (or delta) with `base_version`.
-    PeerDelta { delta: SignedDelta },
+    PeerDelta {
+        delta: SignedDelta,
+    },
     /// The device was revoked or deleted; the console closes the stream after this.
-    Revoked { reason: String },
-    Pong { nonce: u64 },
+    Revoked {
+        reason: String,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 /// Agent -> console.
@@ -112,11 +124,17 @@ pub enum ClientMsg {
     },
     /// The UDP endpoints the agent can be reached at (interface addresses for now;
     /// STUN-mapped ones once NAT traversal lands).
-    Endpoints { endpoints: Vec<SocketAddr> },
-    Health { peers: Vec<PeerHealth> },
+    Endpoints {
+        endpoints: Vec<SocketAddr>,
+    },
+    Health {
+        peers: Vec<PeerHealth>,
+    },
     /// The agent could not apply a delta (version gap); send the whole map.
     Resync,
-    Ping { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
