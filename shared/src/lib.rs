@@ -4,6 +4,7 @@
 //! messages of the enrollment API and the control stream, and the signed peer map.
 //! Pure code only: no async runtime, no web framework, no database.
 
+pub mod audit;
 pub mod enroll_key;
 pub mod ids;
 pub mod keys;
