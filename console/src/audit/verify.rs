@@ -88,7 +88,7 @@ impl Tally {
 /// A hash error at `seq` on an event that would be valid one number lower: everything
 /// from here on was renumbered to make room for an event inserted at `seq - 1`.
 fn explain(e: &AuditEvent, err: ChainError) -> (Option<u64>, String) {
-    if let ChainError::Hash { seq } = err {
+    if let ChainError::Hash { seq } | ChainError::Link { seq } = err {
         if seq > 1 {
             let mut moved = e.clone();
             moved.seq = seq - 1;
