@@ -147,7 +147,9 @@ pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
     let (po, pn) = (profiles(&mo), profiles(&mn));
     // Devices with the same pair of profiles see the same change; compute it once.
     type Key<'k> = (&'k [(usize, Vec<PortRange>)], &'k [(usize, Vec<PortRange>)]);
-    let mut cache: HashMap<Key, Vec<(usize, usize, Vec<PortRange>, bool)>> = HashMap::new();
+    // (source, protocol slot, ports, added)
+    type Change = (usize, usize, Vec<PortRange>, bool);
+    let mut cache: HashMap<Key, Vec<Change>> = HashMap::new();
     let mut out = Vec::new();
     for d in 0..mo.ix.n() {
         let key: Key = (&po[d], &pn[d]);

@@ -104,7 +104,7 @@ impl<'a> Index<'a> {
         self.devs.len()
     }
 
-    fn from_list(&self, l: Option<&Vec<usize>>) -> Bits {
+    fn set_of(&self, l: Option<&Vec<usize>>) -> Bits {
         let mut b = Bits::empty(self.n());
         for &i in l.into_iter().flatten() {
             b.set(i);
@@ -169,9 +169,9 @@ impl<'a> Index<'a> {
                 .get(g.as_str())
                 .cloned()
                 .unwrap_or_else(|| Bits::empty(self.n())),
-            Selector::Tag(t) => self.from_list(self.by_tag.get(t.as_str())),
-            Selector::User(u) => self.from_list(self.by_owner.get(u.as_str())),
-            Selector::Device(d) => self.from_list(self.by_name.get(d.as_str())),
+            Selector::Tag(t) => self.set_of(self.by_tag.get(t.as_str())),
+            Selector::User(u) => self.set_of(self.by_owner.get(u.as_str())),
+            Selector::Device(d) => self.set_of(self.by_name.get(d.as_str())),
             Selector::Host(h) => match self.host(h) {
                 Some(n) => self.in_prefix(&n),
                 None => Bits::empty(self.n()),
