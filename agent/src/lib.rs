@@ -1,1 +1,2 @@
 //! zmesh agent library.
+pub mod filter;
