@@ -331,7 +331,7 @@ fn find_binaries() -> Result<Binaries, String> {
             Some((v, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versioned.into_iter().map(|(_, p)| p));
     let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
     match (find("initdb"), find("postgres")) {
