@@ -1,1 +1,4 @@
-//! zmesh agent library.
+//! zmesh agent library: the sans-IO data-plane core and its I/O shell.
+
+pub mod core;
+pub mod io;
