@@ -251,10 +251,6 @@ impl SendBatch {
         self.lens.len() >= self.cap
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
-    }
-
     /// The next free slot, to encrypt into.
     pub fn slot(&mut self) -> &mut [u8] {
         let i = self.lens.len();
