@@ -1,1 +1,12 @@
-//! zmesh agent library.
+//! zmesh agent library: the data plane (`core`, `io`) and the control plane around it
+//! (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
+
+#[path = "io_stub.rs"]
+pub mod io;
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ipc;
+pub mod state;
