@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{Ipv4Net, Ipv6Net};
 use zmesh_shared::{DeviceId, WgPrivateKey, WgPublicKey};
 
 pub struct DataPlaneConfig {
@@ -19,15 +19,7 @@ pub struct DataPlaneConfig {
     pub mtu: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    pub device_id: DeviceId,
-    pub name: String,
-    pub public_key: WgPublicKey,
-    pub allowed_ips: Vec<IpNet>,
-    pub endpoints: Vec<SocketAddr>,
-    pub persistent_keepalive: Option<u16>,
-}
+pub use crate::core::PeerConfig;
 
 #[derive(Debug, Clone)]
 pub struct PeerStats {

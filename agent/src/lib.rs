@@ -1,6 +1,7 @@
 //! zmesh agent library: the data plane (`core`, `io`) and the control plane around it
 //! (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
 
+pub mod core;
 #[path = "io_stub.rs"]
 pub mod io;
 

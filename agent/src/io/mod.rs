@@ -1,0 +1,1 @@
+//! I/O shell of the data plane (TUN device, UDP socket, event loop, `DataPlane` handle).
