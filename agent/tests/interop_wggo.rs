@@ -29,6 +29,9 @@ fn convert(cfg: &str, private_key: &str) -> Converted {
     let mut have_key = false;
     for line in cfg.lines() {
         let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
         if t.starts_with('[') {
             section = t.to_ascii_lowercase();
             out.push(t.to_string());
@@ -156,11 +159,11 @@ fn agent_interoperates_with_wireguard_go() {
 
 #[test]
 fn converts_wg_quick_config() {
-    let cfg = "[Interface]\nPrivateKey = <insert>\nAddress = 100.64.0.9/32, fd00::9/128\nDNS = 1.1.1.1\n\n[Peer]\nPublicKey = abc=\nAllowedIPs = 100.64.0.1/32, fd00::1/128\nEndpoint = 10.0.0.1:51820\n";
+    let cfg = "# comment = x\n[Interface]\n# PrivateKey = <set on the device>\nAddress = 100.64.0.9/32, fd00::9/128\nDNS = 1.1.1.1\n\n[Peer]\nPublicKey = abc=\nAllowedIPs = 100.64.0.1/32, fd00::1/128\nEndpoint = 10.0.0.1:51820\n";
     let c = convert(cfg, "PRIV=");
     assert_eq!(c.addresses, vec!["100.64.0.9/32", "fd00::9/128"]);
     assert_eq!(c.routes, vec!["100.64.0.1/32", "fd00::1/128"]);
     assert!(c.setconf.contains("PrivateKey = PRIV="));
-    assert!(!c.setconf.contains("<insert>") && !c.setconf.contains("Address") && !c.setconf.contains("DNS"));
+    assert!(!c.setconf.contains("<set") && !c.setconf.contains('#') && !c.setconf.contains("Address") && !c.setconf.contains("DNS"));
     assert!(c.setconf.contains("Endpoint = 10.0.0.1:51820"));
 }
