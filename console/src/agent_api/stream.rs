@@ -1,0 +1,346 @@
+//! `GET /agent/v1/stream`: one WebSocket per connected agent.
+//!
+//! The device credential is checked before the upgrade (401 otherwise). Then the
+//! console sends `Hello` and the signed full map, and from there on a signed delta
+//! whenever the network changes in a way this device can see. The task keeps the
+//! last map it *sent*, so every delta chains from what the agent actually has.
+//! Revocation or deletion sends `Revoked` and closes. The server pings every
+//! `ping_interval`; a connection silent for three intervals is dropped.
+
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast::error::RecvError;
+use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
+use zmesh_shared::secret::hash_secret;
+use zmesh_shared::time::now_ms;
+use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
+use zmesh_shared::{DeviceId, NetworkId, PROTOCOL_VERSION};
+
+use crate::api::auth::bearer;
+use crate::bus::Change;
+use crate::error::ApiError;
+use crate::peermap::build_peer_map;
+use crate::state::AppState;
+use crate::store::{DeviceRow, NetworkSnapshot, StoreError};
+
+/// Most endpoints one agent may report.
+const MAX_ENDPOINTS: usize = 16;
+/// Most unparsable frames tolerated before the stream is closed.
+const MAX_BAD_FRAMES: u32 = 32;
+/// WebSocket close codes (application range 4000-4999).
+const CLOSE_REVOKED: u16 = 4001;
+const CLOSE_PROTOCOL: u16 = 4002;
+
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let device = match authenticate(&state, &headers).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return ApiError::bad_request(
+                "websocket_required",
+                "this endpoint needs a WebSocket upgrade",
+            )
+            .into_response()
+        }
+    };
+    tracing::info!(device = %device.id, name = %device.name, "agent stream connected");
+    ws.max_message_size(256 * 1024)
+        .on_upgrade(move |socket| async move {
+            let id = device.id;
+            Stream {
+                state,
+                device_id: id,
+                network_id: device.network_id,
+                socket,
+                last: None,
+            }
+            .run()
+            .await;
+            tracing::info!(device = %id, "agent stream closed");
+        })
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DeviceRow, ApiError> {
+    let cred = bearer(headers)?;
+    state
+        .store
+        .device_by_credential(&hash_secret(cred))
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized("unauthorized", "unknown or revoked device credential")
+        })
+}
+
+/// Why a stream ended; only for the log.
+#[derive(Debug)]
+enum End {
+    Closed,
+    Revoked,
+    Dead,
+    SendFailed,
+    Store(StoreError),
+    Protocol,
+}
+
+impl From<StoreError> for End {
+    fn from(e: StoreError) -> Self {
+        End::Store(e)
+    }
+}
+
+struct Stream {
+    state: AppState,
+    device_id: DeviceId,
+    network_id: NetworkId,
+    socket: WebSocket,
+    /// The last full map the agent has (sent in full or reached through deltas).
+    last: Option<PeerMap>,
+}
+
+impl Stream {
+    async fn run(mut self) {
+        let end = self.run_inner().await;
+        match end {
+            End::Store(e) => {
+                tracing::error!(device = %self.device_id, error = %e, "agent stream failed")
+            }
+            other => {
+                tracing::debug!(device = %self.device_id, reason = ?other, "agent stream ended")
+            }
+        }
+    }
+
+    async fn run_inner(&mut self) -> End {
+        // Subscribe before the first read so no change between read and loop is missed.
+        let mut changes = self.state.bus.subscribe();
+        let _ = self
+            .state
+            .store
+            .touch_device(self.device_id, now_ms())
+            .await;
+        let hello = ServerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            device_id: self.device_id,
+            server_time_ms: now_ms(),
+        };
+        if let Err(e) = self.send(&hello).await {
+            return e;
+        }
+        if let Err(e) = self.send_full().await {
+            return e;
+        }
+        let interval = self.state.ping_interval;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut last_heard = Instant::now();
+        let mut bad_frames = 0u32;
+        loop {
+            tokio::select! {
+                msg = self.socket.recv() => {
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(_)) | None => return End::Closed,
+                    };
+                    last_heard = Instant::now();
+                    let r = match msg {
+                        Message::Text(t) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
+                            Ok(m) => self.on_client(m).await,
+                            Err(e) => {
+                                bad_frames += 1;
+                                tracing::debug!(device = %self.device_id, error = %e, "unparsable frame from agent");
+                                if bad_frames > MAX_BAD_FRAMES { Err(End::Protocol) } else { Ok(()) }
+                            }
+                        },
+                        Message::Close(_) => Err(End::Closed),
+                        // Pings are answered by the WebSocket layer; pongs only prove liveness.
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        return e;
+                    }
+                }
+                change = changes.recv() => {
+                    let r = match change {
+                        Ok(Change::Network { network_id, revision }) if network_id == self.network_id => {
+                            if self.last.as_ref().is_none_or(|m| revision > m.version) {
+                                self.send_update(revision).await
+                            } else {
+                                Ok(())
+                            }
+                        }
+                        Ok(Change::DeviceRevoked { device_id, reason }) if device_id == self.device_id => {
+                            Err(self.revoke(&reason).await)
+                        }
+                        Ok(_) => Ok(()),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(device = %self.device_id, missed = n, "stream lagged behind changes; catching up");
+                            match self.state.store.get_network(self.network_id).await {
+                                Ok(net) => self.send_update(net.revision).await,
+                                Err(e) => Err(e.into()),
+                            }
+                        }
+                        Err(RecvError::Closed) => Err(End::Closed),
+                    };
+                    if let Err(e) = r {
+                        return e;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > interval * 3 {
+                        return End::Dead;
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::SendFailed;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_client(&mut self, m: ClientMsg) -> Result<(), End> {
+        match m {
+            ClientMsg::Hello {
+                protocol,
+                agent_version,
+                have_version,
+            } => {
+                tracing::debug!(device = %self.device_id, %agent_version, ?have_version, "agent hello");
+                if protocol != PROTOCOL_VERSION {
+                    let _ = self
+                        .socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CLOSE_PROTOCOL,
+                            reason: "unsupported protocol".into(),
+                        })))
+                        .await;
+                    return Err(End::Protocol);
+                }
+                Ok(())
+            }
+            ClientMsg::Endpoints { mut endpoints } => {
+                endpoints.truncate(MAX_ENDPOINTS);
+                let changed = self
+                    .state
+                    .store
+                    .set_device_endpoints(self.device_id, &endpoints, now_ms())
+                    .await?;
+                if changed {
+                    tracing::debug!(device = %self.device_id, count = endpoints.len(), "endpoints changed");
+                    self.state.publish_network(self.network_id).await;
+                }
+                Ok(())
+            }
+            ClientMsg::Health { .. } => Ok(self
+                .state
+                .store
+                .touch_device(self.device_id, now_ms())
+                .await?),
+            ClientMsg::Resync => self.send_full().await,
+            ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
+        }
+    }
+
+    async fn send(&mut self, m: &ServerMsg) -> Result<(), End> {
+        let text = serde_json::to_string(m).map_err(|_| End::Protocol)?;
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| End::SendFailed)
+    }
+
+    /// The map for this device at `min_revision` or newer; `None` when it must go.
+    /// (Borrows only the state: a `&self` held across an await would need the
+    /// socket to be `Sync`.)
+    async fn current_map(&mut self, min_revision: u64) -> Result<Option<PeerMap>, End> {
+        let state = &self.state;
+        let snap = state
+            .snapshots
+            .get(&state.store, self.network_id, min_revision)
+            .await?;
+        Ok(map_for(&snap, self.device_id, now_ms()))
+    }
+
+    async fn send_full(&mut self) -> Result<(), End> {
+        let net = self.state.store.get_network(self.network_id).await?;
+        let Some(map) = self.current_map(net.revision).await? else {
+            return Err(self.revoke("revoked").await);
+        };
+        self.send(&ServerMsg::PeerMap {
+            map: Signed::sign(&map, &self.state.signing_key),
+        })
+        .await?;
+        self.last = Some(map);
+        Ok(())
+    }
+
+    async fn send_update(&mut self, revision: u64) -> Result<(), End> {
+        let Some(new) = self.current_map(revision).await? else {
+            return Err(self.revoke("revoked").await);
+        };
+        let Some(last) = &self.last else {
+            return self.send_full().await;
+        };
+        if let Some(delta) = last.diff(&new) {
+            self.send(&ServerMsg::PeerDelta {
+                delta: Signed::sign(&delta, &self.state.signing_key),
+            })
+            .await?;
+            self.last = Some(new);
+        }
+        Ok(())
+    }
+
+    async fn revoke(&mut self, reason: &str) -> End {
+        tracing::info!(device = %self.device_id, reason, "closing stream of revoked device");
+        let _ = self
+            .send(&ServerMsg::Revoked {
+                reason: reason.to_string(),
+            })
+            .await;
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_REVOKED,
+                reason: reason.to_string().into(),
+            })))
+            .await;
+        End::Revoked
+    }
+}
+
+/// The device's map: peers for an active device, an empty map for a pending one
+/// (so it learns its own state), `None` when it is revoked or gone.
+pub fn map_for(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> Option<PeerMap> {
+    if let Some(m) = build_peer_map(snap, device, now_ms) {
+        return Some(m);
+    }
+    let d = snap.devices.iter().find(|d| d.id == device)?;
+    if d.state != DeviceState::Pending {
+        return None;
+    }
+    Some(PeerMap {
+        network_id: snap.network.id,
+        device_id: d.id,
+        version: snap.network.revision,
+        issued_at_ms: now_ms,
+        me: SelfInfo {
+            name: d.name.clone(),
+            state: d.state,
+            overlay_v4: d.overlay_v4,
+            overlay_v6: d.overlay_v6,
+            network_v4: snap.network.prefix_v4,
+            network_v6: snap.network.prefix_v6,
+        },
+        peers: vec![],
+    })
+}

@@ -1,0 +1,74 @@
+//! Bearer-token authentication for the admin API.
+//!
+//! Tokens are looked up by their SHA-256 (the store never holds a token). The
+//! `admin` role may do anything; `auditor` may only read (GET/HEAD), so a write
+//! with an auditor token is refused with 403 before any handler runs.
+
+use axum::extract::{Request, State};
+use axum::http::{header::AUTHORIZATION, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use zmesh_shared::secret::hash_secret;
+use zmesh_shared::time::now_ms;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{AdminTokenRow, Role};
+
+/// The authenticated admin, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct Caller(pub AdminTokenRow);
+
+impl Caller {
+    /// How the caller is recorded in `created_by` / `owner` columns.
+    pub fn label(&self) -> String {
+        format!("token:{}", self.0.name)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let v = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthorized",
+            "missing Authorization: Bearer <token> header",
+        )
+    })?;
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("unauthorized", "malformed Authorization header"))?;
+    let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            "expected Authorization: Bearer <token>",
+        ));
+    }
+    Ok(token)
+}
+
+pub async fn require_admin(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(req.headers())?;
+    let row = state
+        .store
+        .admin_token_by_hash(&hash_secret(token), now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized("unauthorized", "unknown, expired or revoked token")
+        })?;
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    if row.role == Role::Auditor && !read_only {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "auditor tokens may only read",
+        ));
+    }
+    tracing::debug!(token = %row.id, role = row.role.as_str(), method = %req.method(), path = %req.uri().path(), "admin call");
+    req.extensions_mut().insert(Caller(row));
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,301 @@
+//! The console's HTTP surface: ONE route table ([`routes`]) that both registers every
+//! handler in [`app`] and generates the OpenAPI document (`api/openapi.rs`), so the
+//! two cannot drift apart.
+
+pub mod auth;
+pub mod devices;
+pub mod enroll_keys;
+pub mod json;
+pub mod openapi;
+pub mod types;
+
+use std::collections::BTreeMap;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::Router;
+
+use crate::agent_api;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub use json::ApiJson;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// `Authorization: Bearer <admin token>`; auditors may only read.
+    Admin,
+    /// `Authorization: Bearer <device credential>` (checked by the handler).
+    Device,
+    /// An enrollment key in the body.
+    EnrollKey,
+}
+
+/// One documented, registered route.
+pub struct RouteDef {
+    pub method: Method,
+    /// axum 0.8 path syntax, which is also OpenAPI's (`/devices/{id}`).
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub access: Access,
+    /// Schema name in `components.schemas` of the JSON request body, if any.
+    pub request: Option<&'static str>,
+    /// (status, schema name or "" for none/non-JSON, description)
+    pub responses: &'static [(u16, &'static str, &'static str)],
+    pub handler: fn() -> MethodRouter<AppState>,
+}
+
+const E401: (u16, &str, &str) = (401, "ErrorBody", "missing or unknown bearer token");
+const E403: (u16, &str, &str) = (403, "ErrorBody", "auditor token used for a write");
+const E404: (u16, &str, &str) = (404, "ErrorBody", "no such object");
+const E422: (u16, &str, &str) = (422, "ErrorBody", "invalid field; `field` names it");
+const E400: (u16, &str, &str) = (400, "ErrorBody", "malformed JSON or missing body");
+const E409: (u16, &str, &str) = (
+    409,
+    "ErrorBody",
+    "conflicts with existing state (name or key taken)",
+);
+
+/// Every route the console serves.
+pub fn routes() -> Vec<RouteDef> {
+    use Access::*;
+    vec![
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/openapi.json",
+            operation_id: "getOpenApi",
+            summary: "This OpenAPI 3.1 document",
+            tag: "meta",
+            access: Public,
+            request: None,
+            responses: &[(200, "", "OpenAPI document")],
+            handler: || get(openapi::get_document),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/enroll-keys",
+            operation_id: "createEnrollKey",
+            summary: "Create an enrollment key; the key text is returned only here",
+            tag: "enroll-keys",
+            access: Admin,
+            request: Some("CreateEnrollKey"),
+            responses: &[(201, "EnrollKeyCreated", "created"), E400, E401, E403, E422],
+            handler: || post(enroll_keys::create),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/enroll-keys",
+            operation_id: "listEnrollKeys",
+            summary: "List enrollment keys (never their secrets)",
+            tag: "enroll-keys",
+            access: Admin,
+            request: None,
+            responses: &[(200, "EnrollKeyList", "the keys"), E401],
+            handler: || get(enroll_keys::list),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/enroll-keys/{id}",
+            operation_id: "getEnrollKey",
+            summary: "One enrollment key",
+            tag: "enroll-keys",
+            access: Admin,
+            request: None,
+            responses: &[(200, "EnrollKey", "the key"), E401, E404],
+            handler: || get(enroll_keys::get_one),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/enroll-keys/{id}/revoke",
+            operation_id: "revokeEnrollKey",
+            summary: "Revoke an enrollment key; devices enrolled with it stay",
+            tag: "enroll-keys",
+            access: Admin,
+            request: None,
+            responses: &[(200, "EnrollKey", "revoked"), E401, E403, E404],
+            handler: || post(enroll_keys::revoke),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/devices",
+            operation_id: "listDevices",
+            summary: "List devices",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(200, "DeviceList", "the devices"), E401],
+            handler: || get(devices::list),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/devices",
+            operation_id: "addAgentlessDevice",
+            summary: "Register an agentless (stock WireGuard) device by its public key",
+            tag: "devices",
+            access: Admin,
+            request: Some("AddDevice"),
+            responses: &[(201, "Device", "created"), E400, E401, E403, E409, E422],
+            handler: || post(devices::add),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/devices/{id}",
+            operation_id: "getDevice",
+            summary: "One device, by id or name",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(200, "Device", "the device"), E401, E404],
+            handler: || get(devices::get_one),
+        },
+        RouteDef {
+            method: Method::PATCH,
+            path: "/api/v1/devices/{id}",
+            operation_id: "updateDevice",
+            summary: "Rename a device, set its tags or key expiry",
+            tag: "devices",
+            access: Admin,
+            request: Some("PatchDevice"),
+            responses: &[
+                (200, "Device", "updated"),
+                E400,
+                E401,
+                E403,
+                E404,
+                E409,
+                E422,
+            ],
+            handler: || patch(devices::update),
+        },
+        RouteDef {
+            method: Method::DELETE,
+            path: "/api/v1/devices/{id}",
+            operation_id: "deleteDevice",
+            summary: "Delete a device; its stream is closed and peers drop it",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(204, "", "deleted"), E401, E403, E404],
+            handler: || delete(devices::remove),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/devices/{id}/approve",
+            operation_id: "approveDevice",
+            summary: "Approve a pending device",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(200, "Device", "approved"), E401, E403, E404, E422],
+            handler: || post(devices::approve),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/devices/{id}/revoke",
+            operation_id: "revokeDevice",
+            summary: "Revoke a device: its credential dies at once and peers drop it",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(200, "Device", "revoked"), E401, E403, E404],
+            handler: || post(devices::revoke),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/devices/{id}/wireguard-config",
+            operation_id: "exportWireguardConfig",
+            summary: "wg-quick configuration for an agentless device (text/plain)",
+            tag: "devices",
+            access: Admin,
+            request: None,
+            responses: &[(200, "", "wg-quick config (text/plain)"), E401, E404, E409],
+            handler: || get(devices::wireguard_config),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: zmesh_shared::wire::ENROLL_PATH,
+            operation_id: "enrollDevice",
+            summary: "Agent enrollment with an enrollment key",
+            tag: "agent",
+            access: EnrollKey,
+            request: Some("EnrollRequest"),
+            responses: &[
+                (
+                    200,
+                    "EnrollResponse",
+                    "enrolled; the credential is returned only here",
+                ),
+                E400,
+                (401, "ErrorBody", "unknown enrollment key"),
+                (
+                    403,
+                    "ErrorBody",
+                    "key expired, used or revoked (`code` says which)",
+                ),
+                E409,
+                E422,
+            ],
+            handler: || post(agent_api::enroll::enroll),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: zmesh_shared::wire::STREAM_PATH,
+            operation_id: "agentStream",
+            summary: "Agent control stream (WebSocket upgrade; JSON ServerMsg/ClientMsg frames)",
+            tag: "agent",
+            access: Device,
+            request: None,
+            responses: &[
+                (101, "", "switching to WebSocket"),
+                (400, "ErrorBody", "not a WebSocket upgrade"),
+                E401,
+            ],
+            handler: || get(agent_api::stream::stream),
+        },
+    ]
+}
+
+/// The whole application, every route from [`routes`].
+pub fn app(state: AppState) -> Router {
+    let mut by_path: BTreeMap<&'static str, (Access, MethodRouter<AppState>)> = BTreeMap::new();
+    for r in routes() {
+        let mr = (r.handler)();
+        match by_path.remove(r.path) {
+            Some((access, prev)) => {
+                assert_eq!(
+                    access, r.access,
+                    "one path must have one access kind: {}",
+                    r.path
+                );
+                by_path.insert(r.path, (access, prev.merge(mr)));
+            }
+            None => {
+                by_path.insert(r.path, (r.access, mr));
+            }
+        }
+    }
+    let mut admin = Router::new();
+    let mut other = Router::new();
+    for (path, (access, mr)) in by_path {
+        let mr = mr.fallback(|| async { ApiError::MethodNotAllowed });
+        if access == Access::Admin {
+            admin = admin.route(path, mr);
+        } else {
+            other = other.route(path, mr);
+        }
+    }
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    other
+        .merge(admin)
+        .fallback(|| async { ApiError::NotFound { what: "route" } })
+        .layer(DefaultBodyLimit::max(json::MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,199 @@
+//! The OpenAPI 3.1 document, generated from the same route table that registers the
+//! handlers (`api::routes`), plus hand-written schemas for the bodies.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::{routes, Access};
+
+pub async fn get_document() -> Json<Value> {
+    Json(document())
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in routes() {
+        let mut op = Map::new();
+        op.insert("operationId".into(), json!(r.operation_id));
+        op.insert("summary".into(), json!(r.summary));
+        op.insert("tags".into(), json!([r.tag]));
+        match r.access {
+            Access::Admin => {
+                op.insert("security".into(), json!([{"adminToken": []}]));
+            }
+            Access::Device => {
+                op.insert("security".into(), json!([{"deviceCredential": []}]));
+            }
+            Access::Public | Access::EnrollKey => {
+                op.insert("security".into(), json!([]));
+            }
+        }
+        let params: Vec<Value> = path_params(r.path)
+            .into_iter()
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"},
+                "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else { "id" }}))
+            .collect();
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(schema) = r.request {
+            op.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+            );
+        }
+        let mut responses = Map::new();
+        for (status, schema, desc) in r.responses {
+            let mut resp = Map::new();
+            resp.insert("description".into(), json!(desc));
+            if !schema.is_empty() {
+                resp.insert(
+                    "content".into(),
+                    json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}),
+                );
+            } else if r.operation_id == "exportWireguardConfig" && *status == 200 {
+                resp.insert(
+                    "content".into(),
+                    json!({"text/plain": {"schema": {"type": "string"}}}),
+                );
+            }
+            responses.insert(status.to_string(), Value::Object(resp));
+        }
+        op.insert("responses".into(), Value::Object(responses));
+        let entry = paths
+            .entry(r.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry
+            .as_object_mut()
+            .expect("path item is an object")
+            .insert(r.method.as_str().to_ascii_lowercase(), Value::Object(op));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "zmesh console API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Admin API (/api/v1) and agent API (/agent/v1) of the zmesh console. Errors are always ErrorBody."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin or auditor API token (DATA_DIR/admin.token)"},
+                "deviceCredential": {"type": "http", "scheme": "bearer", "description": "device credential from enrollment"}
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+/// `{id}` style parameters of a path.
+pub fn path_params(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(str::to_string)
+        .collect()
+}
+
+fn schemas() -> Value {
+    let tags = json!({"type": "array", "items": {"type": "string", "pattern": "^(tag:)?[a-z0-9-]{1,63}$"}, "maxItems": 32});
+    let ms = json!({"type": ["integer", "null"], "description": "Unix milliseconds"});
+    let enroll_key_props = json!({
+        "id": {"type": "string", "pattern": "^ek_[0-9a-f]{32}$"},
+        "network_id": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "reusable": {"type": "boolean"},
+        "preapproved": {"type": "boolean"},
+        "tags": tags,
+        "expires_at_ms": ms,
+        "created_at_ms": {"type": "integer"},
+        "created_by": {"type": "string"},
+        "revoked_at_ms": ms,
+        "used_count": {"type": "integer"},
+        "last_used_at_ms": ms
+    });
+    let mut created_props = enroll_key_props.as_object().cloned().unwrap_or_default();
+    created_props.insert(
+        "key".into(),
+        json!({"type": "string", "description": "zmek1.<secret>.<cert sha256>; shown only once"}),
+    );
+    json!({
+        "ErrorBody": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string", "examples": ["enroll_key_expired", "name_taken", "invalid"]},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the request field at fault"}}}}},
+        "CreateEnrollKey": {"type": "object", "additionalProperties": false, "properties": {
+            "reusable": {"type": "boolean", "default": false},
+            "preapproved": {"type": "boolean", "default": true},
+            "tags": tags,
+            "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": super::types::MAX_TTL_SECONDS, "description": "default 86400"},
+            "expires_at_ms": {"type": "integer", "description": "instead of ttl_seconds"},
+            "description": {"type": "string", "maxLength": super::types::MAX_DESCRIPTION}}},
+        "EnrollKey": {"type": "object", "properties": enroll_key_props},
+        "EnrollKeyCreated": {"type": "object", "required": ["key", "id"], "properties": created_props},
+        "EnrollKeyList": {"type": "object", "properties": {"enroll_keys": {"type": "array", "items": {"$ref": "#/components/schemas/EnrollKey"}}}},
+        "Device": {"type": "object", "properties": {
+            "id": {"type": "string", "pattern": "^dev_[0-9a-f]{32}$"},
+            "network_id": {"type": "string"},
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "tags": tags,
+            "public_key": {"type": "string", "description": "WireGuard public key, base64"},
+            "overlay_v4": {"type": "string", "format": "ipv4"},
+            "overlay_v6": {"type": "string", "format": "ipv6"},
+            "state": {"enum": ["pending", "active", "revoked"]},
+            "agentless": {"type": "boolean"},
+            "hostname": {"type": ["string", "null"]},
+            "os": {"type": ["string", "null"]},
+            "endpoints": {"type": "array", "items": {"type": "string"}},
+            "key_expires_at_ms": ms,
+            "created_at_ms": {"type": "integer"},
+            "last_seen_ms": ms,
+            "enroll_key_id": {"type": ["string", "null"]}}},
+        "DeviceList": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}}}},
+        "PatchDevice": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"},
+            "tags": tags,
+            "key_expires_at_ms": {"type": ["integer", "null"], "description": "null: never expires"}}},
+        "AddDevice": {"type": "object", "additionalProperties": false, "required": ["name", "public_key"], "properties": {
+            "name": {"type": "string"},
+            "public_key": {"type": "string", "description": "WireGuard public key, base64"},
+            "tags": tags}},
+        "EnrollRequest": {"type": "object", "additionalProperties": false, "required": ["protocol", "enroll_key", "public_key"], "properties": {
+            "protocol": {"type": "integer", "const": zmesh_shared::PROTOCOL_VERSION},
+            "enroll_key": {"type": "string", "description": "the secret part of zmek1.<secret>.<pin> (the whole key text is accepted too)"},
+            "public_key": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "hostname": {"type": ["string", "null"]},
+            "os": {"type": ["string", "null"]}}},
+        "EnrollResponse": {"type": "object", "properties": {
+            "protocol": {"type": "integer"},
+            "device_id": {"type": "string"},
+            "network_id": {"type": "string"},
+            "name": {"type": "string"},
+            "state": {"enum": ["pending", "active", "revoked"]},
+            "overlay_v4": {"type": "string"},
+            "overlay_v6": {"type": "string"},
+            "network_v4": {"type": "string"},
+            "network_v6": {"type": "string"},
+            "credential": {"type": "string", "description": "bearer credential for the stream; shown only once"},
+            "signing_key": {"type": "string", "description": "Ed25519 key that signs peer maps"}}}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_referenced_schema_exists() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(schemas.contains_key(&name), "missing schema {name}");
+        }
+        assert_eq!(path_params("/a/{id}/b"), vec!["id".to_string()]);
+    }
+}

@@ -1,0 +1,141 @@
+//! HTTPS client of the admin CLI. Trust is either the console certificate pinned by
+//! SHA-256 (read from DATA_DIR/tls/cert.pem) or a CA file; there is no insecure mode.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zmesh_shared::wire::ErrorBody;
+
+use super::ConnArgs;
+use crate::server::{admin_token_path, console_url_path};
+
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    pub fn from_args(data_dir: &Path, a: &ConnArgs) -> anyhow::Result<Self> {
+        let base = match &a.console {
+            Some(u) => u.clone(),
+            None => {
+                let p = console_url_path(data_dir);
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("no --console given and cannot read {} (is the console running with --data-dir {}?)", p.display(), data_dir.display()))?
+            }
+        };
+        let base = base.trim().trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            bail!("console URL must start with https:// (got {base:?})");
+        }
+        let token = match &a.token {
+            Some(t) => t.clone(),
+            None => {
+                let p = admin_token_path(data_dir);
+                std::fs::read_to_string(&p).with_context(|| {
+                    format!(
+                        "no --token/ZMESH_TOKEN given and cannot read {}",
+                        p.display()
+                    )
+                })?
+            }
+        };
+        let token = token.trim().to_string();
+        let tls = match &a.ca_file {
+            Some(ca) => crate::tls_pin::ca_client_config(ca)?,
+            None => {
+                let (cert, _) = crate::tls::self_signed_paths(data_dir);
+                let pin = crate::tls::fingerprint_of_pem_file(&cert).with_context(|| {
+                    format!(
+                        "cannot pin the console certificate (use --ca-file for a CA-signed one)"
+                    )
+                })?;
+                crate::tls_pin::pinned_client_config(pin)?
+            }
+        };
+        Ok(Self::new(base, token, tls)?)
+    }
+
+    pub fn new(base: String, token: String, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(ApiClient { http, base, token })
+    }
+
+    fn req(&self, m: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        json(self.send(self.req(Method::GET, path)).await?).await
+    }
+
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self.send(self.req(Method::GET, path)).await?.text().await?)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let mut r = self.req(Method::POST, path);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        json(self.send(r).await?).await
+    }
+
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        json(self.send(self.req(Method::PATCH, path).json(body)).await?).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.req(Method::DELETE, path)).await?;
+        Ok(())
+    }
+
+    /// Sends, and turns a non-2xx answer into an error carrying the console's message.
+    async fn send(&self, r: RequestBuilder) -> anyhow::Result<Response> {
+        let resp = r
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the console at {}", self.base))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => match b.error.field {
+                Some(f) => bail!(
+                    "{} (field `{f}`; {status}, {})",
+                    b.error.message,
+                    b.error.code
+                ),
+                None => bail!("{} ({status}, {})", b.error.message, b.error.code),
+            },
+            Err(_) => bail!("console answered {status}"),
+        }
+    }
+}
+
+async fn json<T: DeserializeOwned>(r: Response) -> anyhow::Result<T> {
+    let bytes = r.bytes().await.context("reading the console's answer")?;
+    serde_json::from_slice(&bytes).context("the console's answer is not the expected JSON")
+}

@@ -1,0 +1,302 @@
+//! Command line of `zmesh-console`: `serve`, and the admin commands (`keys`,
+//! `devices`) that call a running console's REST API over HTTPS, pinning its
+//! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
+//! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::api::types::{AddDevice, CreateEnrollKey, PatchDevice};
+use crate::config::{ServeArgs, ServeConfig};
+pub use client::ApiClient;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zmesh-console",
+    version,
+    about = "zmesh control plane and its admin CLI"
+)]
+pub struct Cli {
+    /// Data directory (database, TLS identity, signing key, admin token).
+    #[arg(
+        long,
+        env = "ZMESH_DATA_DIR",
+        default_value = "./zmesh-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the console (HTTPS API for agents and admins).
+    Serve(ServeArgs),
+    /// Manage enrollment keys.
+    Keys {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Manage devices.
+    Devices {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: DevicesCmd,
+    },
+}
+
+/// How the CLI reaches the console.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Console URL (default: DATA_DIR/console.url).
+    #[arg(
+        long = "console",
+        env = "ZMESH_CONSOLE_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub console: Option<String>,
+    /// Admin API token (default: DATA_DIR/admin.token). Prefer the env var to the flag.
+    #[arg(long, env = "ZMESH_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Verify the console against this CA bundle instead of pinning DATA_DIR/tls/cert.pem.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create an enrollment key; prints the key alone on stdout.
+    Create {
+        /// May enroll any number of devices (default: one device).
+        #[arg(long)]
+        reusable: bool,
+        /// Devices enrolled with it wait for `devices approve`.
+        #[arg(long)]
+        needs_approval: bool,
+        /// Tags given to devices enrolled with it (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Lifetime, e.g. 30m, 24h, 7d (default 24h, at most 365d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List enrollment keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an enrollment key.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCmd {
+    /// List devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending device.
+    Approve { device: String },
+    /// Revoke a device (its credential dies at once; peers drop it).
+    Revoke { device: String },
+    /// Delete a device.
+    Delete { device: String },
+    /// Rename a device.
+    Rename { device: String, new_name: String },
+    /// Replace a device's tags (comma-separated; "" clears them).
+    Tags { device: String, tags: String },
+    /// Register an agentless (stock WireGuard) device.
+    Add {
+        name: String,
+        #[arg(long)]
+        public_key: String,
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Print the wg-quick configuration of an agentless device.
+    ExportConfig { device: String },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = ServeConfig::from_args(&cli.data_dir, args)?;
+            crate::server::run(cfg).await
+        }
+        Command::Keys { conn, cmd } => keys(ApiClient::from_args(&cli.data_dir, &conn)?, cmd).await,
+        Command::Devices { conn, cmd } => {
+            devices(ApiClient::from_args(&cli.data_dir, &conn)?, cmd).await
+        }
+    }
+}
+
+/// A path segment: device names and ids are `[A-Za-z0-9_-]`, so anything else cannot
+/// match and is refused here rather than turned into a surprising URL.
+fn seg(s: &str) -> anyhow::Result<String> {
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("{s:?} is not a valid device name, device id or key id");
+    }
+    Ok(s.to_string())
+}
+
+async fn keys(c: ApiClient, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create {
+            reusable,
+            needs_approval,
+            tags,
+            ttl,
+            description,
+        } => {
+            let body = CreateEnrollKey {
+                reusable,
+                preapproved: !needs_approval,
+                tags,
+                ttl_seconds: ttl.map(|d| d.as_secs().max(1)),
+                expires_at_ms: None,
+                description,
+            };
+            let v: Value = c.post("/api/v1/enroll-keys", Some(&body)).await?;
+            let key = v["key"]
+                .as_str()
+                .context("console answered without a key")?;
+            eprintln!(
+                "created enrollment key {} (shown once; store it now)",
+                v["id"].as_str().unwrap_or("?")
+            );
+            println!("{key}");
+        }
+        KeysCmd::List { json } => {
+            let v: Value = c.get("/api/v1/enroll-keys").await?;
+            let items = v["enroll_keys"].as_array().cloned().unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", output::keys_table(&items));
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            let v: Value = c
+                .post(
+                    &format!("/api/v1/enroll-keys/{}/revoke", seg(&id)?),
+                    None::<&()>,
+                )
+                .await?;
+            println!("revoked {}", v["id"].as_str().unwrap_or(&id));
+        }
+    }
+    Ok(())
+}
+
+async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
+    let path = |d: &str| -> anyhow::Result<String> { Ok(format!("/api/v1/devices/{}", seg(d)?)) };
+    match cmd {
+        DevicesCmd::List { json } => {
+            let v: Value = c.get("/api/v1/devices").await?;
+            let items = v["devices"].as_array().cloned().unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", output::devices_table(&items));
+            }
+        }
+        DevicesCmd::Approve { device } => {
+            let v: Value = c
+                .post(&format!("{}/approve", path(&device)?), None::<&()>)
+                .await?;
+            println!(
+                "{} is {}",
+                v["name"].as_str().unwrap_or(&device),
+                v["state"].as_str().unwrap_or("?")
+            );
+        }
+        DevicesCmd::Revoke { device } => {
+            let v: Value = c
+                .post(&format!("{}/revoke", path(&device)?), None::<&()>)
+                .await?;
+            println!(
+                "{} is {}",
+                v["name"].as_str().unwrap_or(&device),
+                v["state"].as_str().unwrap_or("?")
+            );
+        }
+        DevicesCmd::Delete { device } => {
+            c.delete(&path(&device)?).await?;
+            println!("deleted {device}");
+        }
+        DevicesCmd::Rename { device, new_name } => {
+            let body = PatchDevice {
+                name: Some(new_name),
+                ..Default::default()
+            };
+            let v: Value = c.patch(&path(&device)?, &body).await?;
+            println!("renamed {device} to {}", v["name"].as_str().unwrap_or("?"));
+        }
+        DevicesCmd::Tags { device, tags } => {
+            let tags: Vec<String> = tags
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            let body = PatchDevice {
+                tags: Some(tags),
+                ..Default::default()
+            };
+            let v: Value = c.patch(&path(&device)?, &body).await?;
+            println!(
+                "{} tags: {}",
+                v["name"].as_str().unwrap_or(&device),
+                output::join(&v["tags"])
+            );
+        }
+        DevicesCmd::Add {
+            name,
+            public_key,
+            tags,
+        } => {
+            let public_key = public_key
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+            let body = AddDevice {
+                name,
+                public_key,
+                tags,
+            };
+            let v: Value = c.post("/api/v1/devices", Some(&body)).await?;
+            println!(
+                "added {} ({}) {} {}",
+                v["name"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?"),
+                v["overlay_v4"].as_str().unwrap_or(""),
+                v["overlay_v6"].as_str().unwrap_or("")
+            );
+        }
+        DevicesCmd::ExportConfig { device } => {
+            let text = c
+                .get_text(&format!("{}/wireguard-config", path(&device)?))
+                .await?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}

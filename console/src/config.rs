@@ -1,0 +1,185 @@
+//! `zmesh-console serve` configuration: flags and environment parsed once into a
+//! validated [`ServeConfig`] that is passed down; nothing reads the environment later.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--tls-cert and --tls-key must be given together")]
+    TlsPair,
+    #[error("--tls-san {0:?} is neither an IP address nor a DNS name")]
+    BadSan(String),
+    #[error("--database {0:?}: expected a sqlite:// or postgres:// URL")]
+    BadDatabaseUrl(String),
+    #[error("cannot resolve the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Raw `serve` flags as clap sees them.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTPS (agents and admin API).
+    #[arg(long, env = "ZMESH_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Database URL: sqlite://PATH or postgres://... (default: sqlite file DATA_DIR/zmesh.db).
+    #[arg(long, env = "ZMESH_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Extra name or IP for the self-signed certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME_OR_IP")]
+    pub tls_san: Vec<String>,
+    /// PEM certificate chain to serve instead of the self-signed one (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Generate once into DATA_DIR/tls/, then reuse.
+    SelfSigned {
+        extra_sans: Vec<String>,
+    },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Absolute.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub tls: TlsSource,
+}
+
+impl ServeConfig {
+    pub fn from_args(data_dir: &Path, a: ServeArgs) -> Result<Self, ConfigError> {
+        let data_dir = absolute(data_dir)?;
+        let database_url = match a.database {
+            Some(u) => {
+                let lower = u.to_ascii_lowercase();
+                if !(lower.starts_with("sqlite:")
+                    || lower.starts_with("postgres://")
+                    || lower.starts_with("postgresql://"))
+                {
+                    return Err(ConfigError::BadDatabaseUrl(u));
+                }
+                u
+            }
+            None => default_database_url(&data_dir),
+        };
+        let tls = match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (None, None) => {
+                for s in &a.tls_san {
+                    if s.parse::<IpAddr>().is_err() && !is_dns_name(s) {
+                        return Err(ConfigError::BadSan(s.clone()));
+                    }
+                }
+                TlsSource::SelfSigned {
+                    extra_sans: a.tls_san,
+                }
+            }
+            _ => return Err(ConfigError::TlsPair),
+        };
+        Ok(ServeConfig {
+            data_dir,
+            listen: a.listen,
+            database_url,
+            tls,
+        })
+    }
+
+    /// The URL a CLI on this machine should use: the listen address, with an
+    /// unspecified address replaced by loopback of the same family.
+    pub fn local_url(&self) -> String {
+        local_url(self.listen)
+    }
+}
+
+pub fn local_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, listen.port()))
+}
+
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("zmesh.db").display())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(p).map_err(|source| ConfigError::DataDir {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            listen: "0.0.0.0:8443".parse().unwrap(),
+            database: None,
+            tls_san: vec![],
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = ServeConfig::from_args(Path::new("/tmp/zd"), args()).unwrap();
+        assert_eq!(c.database_url, "sqlite:///tmp/zd/zmesh.db");
+        assert_eq!(c.local_url(), "https://127.0.0.1:8443");
+        assert_eq!(c.tls, TlsSource::SelfSigned { extra_sans: vec![] });
+        let mut a = args();
+        a.tls_cert = Some("c.pem".into());
+        assert!(matches!(
+            ServeConfig::from_args(Path::new("/tmp"), a),
+            Err(ConfigError::TlsPair)
+        ));
+        let mut a = args();
+        a.tls_san = vec!["vpn.example.com".into(), "10.0.0.1".into()];
+        assert!(ServeConfig::from_args(Path::new("/tmp"), a).is_ok());
+        let mut a = args();
+        a.tls_san = vec!["bad name".into()];
+        assert!(matches!(
+            ServeConfig::from_args(Path::new("/tmp"), a),
+            Err(ConfigError::BadSan(_))
+        ));
+        let mut a = args();
+        a.database = Some("mysql://x".into());
+        assert!(matches!(
+            ServeConfig::from_args(Path::new("/tmp"), a),
+            Err(ConfigError::BadDatabaseUrl(_))
+        ));
+        assert_eq!(local_url("[::]:9".parse().unwrap()), "https://[::1]:9");
+    }
+}

@@ -1,0 +1,23 @@
+//! zmesh console library: the control plane behind the `zmesh-console` binary.
+//!
+//! `store` and `peermap` hold the data model; everything else is the HTTP layer:
+//! [`api::app`] builds the router (admin REST API + agent API) from one route table,
+//! [`server::serve`] serves it over TLS, [`server::run`] is `zmesh-console serve`, and
+//! [`cli`] is the admin command line that talks to a running console.
+
+pub mod agent_api;
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod peermap;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod tls_pin;
+
+pub use api::app;
+pub use server::serve;
+pub use state::AppState;

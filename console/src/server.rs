@@ -1,0 +1,237 @@
+//! `zmesh-console serve`: first-start setup of the data directory (TLS identity,
+//! signing key, admin token, console.url) and the HTTPS server loop (tokio-rustls +
+//! hyper-util, HTTP/1.1 with upgrades for WebSockets, and HTTP/2), with graceful
+//! shutdown.
+
+use std::fs;
+use std::future::Future;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
+use zmesh_shared::secret::hash_secret;
+use zmesh_shared::time::now_ms;
+use zmesh_shared::{Secret, SigningKey};
+
+use crate::bus::Bus;
+use crate::config::ServeConfig;
+use crate::state::AppState;
+use crate::store::{Backend, Role, Store};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a file readable by the owner only (created 0600, never briefly wider).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+pub fn signing_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("signing.key")
+}
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+pub fn console_url_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("console.url")
+}
+
+/// Loads DATA_DIR/signing.key, creating it on first start.
+pub fn load_or_create_signing_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
+    let path = signing_key_path(data_dir);
+    if path.exists() {
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return SigningKey::from_base64(text.trim())
+            .with_context(|| format!("{} is not a signing key", path.display()));
+    }
+    let key = SigningKey::generate();
+    write_private_file(&path, format!("{}\n", key.to_base64()).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), public = %key.public_key(), "generated peer-map signing key");
+    Ok(key)
+}
+
+/// Makes sure an admin can get in: keeps a valid DATA_DIR/admin.token, or creates the
+/// first admin token when the database has no usable admin token. A token revoked on
+/// purpose is not resurrected while other admin tokens exist.
+pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    let path = admin_token_path(data_dir);
+    let now = now_ms();
+    if let Ok(text) = fs::read_to_string(&path) {
+        if store
+            .admin_token_by_hash(&hash_secret(text.trim()), now)
+            .await?
+            .is_some()
+        {
+            println!("admin API token: {} (role admin)", path.display());
+            return Ok(());
+        }
+    }
+    let any_admin = store.list_admin_tokens().await?.iter().any(|t| {
+        t.role == Role::Admin
+            && t.revoked_at_ms.is_none()
+            && t.expires_at_ms.is_none_or(|e| e > now)
+    });
+    if any_admin {
+        tracing::warn!(path = %path.display(), "admin token file is missing or no longer valid; use another admin token");
+        return Ok(());
+    }
+    let token = Secret::generate("zmt_");
+    store
+        .create_admin_token("initial-admin", Role::Admin, &token.hash(), None, now)
+        .await?;
+    write_private_file(&path, format!("{}\n", token.expose()).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("created admin API token in {} (mode 0600)", path.display());
+    Ok(())
+}
+
+/// Runs `serve` until SIGTERM/SIGINT.
+pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    create_private_dir(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    fs::set_permissions(&cfg.data_dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
+    let tls_id = crate::tls::load_or_create(&cfg.data_dir, &cfg.tls)?;
+    let tls = crate::tls::server_config(&tls_id)?;
+    let signing_key = load_or_create_signing_key(&cfg.data_dir)?;
+    let store = Store::connect(&cfg.database_url)
+        .await
+        .context("opening the database")?;
+    ensure_admin_token(&store, &cfg.data_dir).await?;
+    let mut bus = Bus::new();
+    if store.backend() == Backend::Postgres {
+        bus = crate::bus::pg::attach(bus, &cfg.database_url)
+            .await
+            .context("LISTEN on PostgreSQL")?;
+    }
+    let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus).await?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let url = crate::config::local_url(listener.local_addr()?);
+    fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
+        .context("writing console.url")?;
+    println!(
+        "TLS certificate {} SHA-256 fingerprint: {}",
+        tls_id.cert_path.display(),
+        tls_id.fingerprint
+    );
+    println!("peer-map signing key: {}", state.signing_key.public_key());
+    println!(
+        "listening on https://{} (local CLI: {url})",
+        listener.local_addr()?
+    );
+    tracing::info!(listen = %cfg.listen, "console started");
+    serve(listener, tls, state, shutdown_signal()).await?;
+    tracing::info!("console stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the console");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Serves [`crate::api::app`] over TLS on `listener` until `shutdown` resolves, then
+/// drains in-flight requests (at most 10 s). Usable from tests with a 127.0.0.1:0
+/// listener.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let app = crate::api::app(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut app = app.clone();
+                    async move { app.call(req.map(axum::body::Body::new)).await }
+                });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within the drain timeout");
+    }
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! Devices: enrollment (key check, name, addresses, revision in one transaction),
+//! agentless peers, lookups, and the admin and agent mutations.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use zmesh_shared::wire::DeviceState;
+use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, WgPublicKey};
+
+use super::enroll_keys::{check_hash, enroll_key_from_row, ENROLL_KEY_COLS};
+use super::error::{unique_violation, Violation};
+use super::networks::{allocate, bump_revision, Allocation};
+use super::validate::first_free_name;
+use super::{bool_col, json_col, opt_parse_col, parse_col, to_json};
+use super::{
+    derive_name_base, normalize_tags, validate_name, DeviceRow, EnrollDevice, EnrollKeyRejection,
+    NewAgentlessDevice, Store, StoreError,
+};
+
+pub(crate) const DEVICE_COLS: &str = "id, network_id, name, owner, tags, public_key, overlay_v4, overlay_v6, \
+     state, agentless, hostname, os, endpoints, key_expires_at_ms, created_at_ms, last_seen_ms, enroll_key_id";
+
+/// A transaction that hit a unique index on addresses (only possible if rows were
+/// edited behind the store's back) is retried this many times in all.
+const MAX_ATTEMPTS: usize = 4;
+/// Endpoints an agent may report at once.
+const MAX_ENDPOINTS: usize = 32;
+
+pub(crate) fn device_from_row(r: &AnyRow) -> Result<DeviceRow, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(DeviceRow {
+        id: parse_col(r, "id")?,
+        network_id: parse_col(r, "network_id")?,
+        name: r.try_get("name")?,
+        owner: r.try_get("owner")?,
+        tags: json_col(r, "tags")?,
+        public_key: parse_col(r, "public_key")?,
+        overlay_v4: parse_col(r, "overlay_v4")?,
+        overlay_v6: parse_col(r, "overlay_v6")?,
+        state: DeviceState::parse(&state).ok_or_else(|| StoreError::corrupt("state", &state))?,
+        agentless: bool_col(r, "agentless")?,
+        hostname: r.try_get("hostname")?,
+        os: r.try_get("os")?,
+        endpoints: json_col(r, "endpoints")?,
+        key_expires_at_ms: r.try_get("key_expires_at_ms")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        last_seen_ms: r.try_get("last_seen_ms")?,
+        enroll_key_id: opt_parse_col(r, "enroll_key_id")?,
+    })
+}
+
+/// Everything needed to insert one device row.
+struct Insert<'a> {
+    id: DeviceId,
+    network_id: NetworkId,
+    name: &'a str,
+    owner: &'a str,
+    tags: &'a [String],
+    public_key: WgPublicKey,
+    alloc: Allocation,
+    state: DeviceState,
+    agentless: bool,
+    hostname: Option<&'a str>,
+    os: Option<&'a str>,
+    created_at_ms: i64,
+    enroll_key_id: Option<EnrollKeyId>,
+    credential_hash: Option<&'a str>,
+}
+
+async fn insert_device(
+    tx: &mut Transaction<'static, Any>,
+    d: &Insert<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO devices (id, network_id, name, owner, tags, public_key, host_num, overlay_v4, overlay_v6, \
+         state, agentless, hostname, os, endpoints, key_expires_at_ms, created_at_ms, last_seen_ms, \
+         enroll_key_id, credential_hash, revoked_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL, $16, $17, NULL)",
+    )
+    .bind(d.id.to_string())
+    .bind(d.network_id.to_string())
+    .bind(d.name)
+    .bind(d.owner)
+    .bind(to_json(&d.tags))
+    .bind(d.public_key.to_string())
+    .bind(d.alloc.host)
+    .bind(d.alloc.v4.to_string())
+    .bind(d.alloc.v6.to_string())
+    .bind(d.state.as_str())
+    .bind(i64::from(d.agentless))
+    .bind(d.hostname.map(str::to_string))
+    .bind(d.os.map(str::to_string))
+    .bind("[]")
+    .bind(d.created_at_ms)
+    .bind(d.enroll_key_id.map(|k| k.to_string()))
+    .bind(d.credential_hash.map(str::to_string))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match unique_violation(&e) {
+        Some(Violation::PublicKey) => StoreError::PublicKeyTaken,
+        Some(Violation::Name) => StoreError::NameTaken { name: d.name.to_string() },
+        _ => StoreError::Db(e),
+    })?;
+    Ok(())
+}
+
+async fn public_key_taken(
+    tx: &mut Transaction<'static, Any>,
+    pk: &WgPublicKey,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query("SELECT id FROM devices WHERE public_key = $1")
+        .bind(pk.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some())
+}
+
+/// Whether another device of the network has this name (case-insensitive).
+async fn name_taken(
+    tx: &mut Transaction<'static, Any>,
+    net: NetworkId,
+    name: &str,
+    except: Option<DeviceId>,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT id FROM devices WHERE network_id = $1 AND lower(name) = lower($2) AND id <> $3",
+    )
+    .bind(net.to_string())
+    .bind(name)
+    .bind(except.map(|d| d.to_string()).unwrap_or_default())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// `base` or the first free `base-N`; one query for all names of that shape.
+async fn free_derived_name(
+    tx: &mut Transaction<'static, Any>,
+    net: NetworkId,
+    base: &str,
+) -> Result<String, StoreError> {
+    // `base` is [a-z0-9-] only, so it holds no LIKE wildcard
+    let rows = sqlx::query(
+        "SELECT lower(name) AS n FROM devices WHERE network_id = $1 AND (lower(name) = $2 OR lower(name) LIKE $3)",
+    )
+    .bind(net.to_string())
+    .bind(base)
+    .bind(format!("{base}-%"))
+    .fetch_all(&mut **tx)
+    .await?;
+    let taken = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("n"))
+        .collect::<Result<HashSet<_>, _>>()?;
+    Ok(first_free_name(base, &taken))
+}
+
+async fn fetch_device(
+    tx: &mut Transaction<'static, Any>,
+    id: DeviceId,
+) -> Result<DeviceRow, StoreError> {
+    let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "device" })?;
+    device_from_row(&r)
+}
+
+/// Runs `attempt` again when it failed on a unique index other than name or public key.
+async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt().await {
+            Err(StoreError::Db(e))
+                if n < MAX_ATTEMPTS && unique_violation(&e) == Some(Violation::Other) =>
+            {
+                tracing::debug!(attempt = n, "unique violation on device insert; retrying");
+            }
+            r => return r,
+        }
+    }
+}
+
+impl Store {
+    /// Redeems an enrollment key for a new device; see the contract in CONSOLE_SPEC.md.
+    pub async fn enroll_device(&self, e: EnrollDevice) -> Result<DeviceRow, StoreError> {
+        if let Some(n) = &e.name {
+            validate_name(n)?;
+        }
+        check_hash("credential_hash", &e.credential_hash)?;
+        if !is_hash(&e.secret_hash) {
+            return Err(StoreError::EnrollKey(EnrollKeyRejection::Unknown));
+        }
+        check_text("hostname", e.hostname.as_deref(), 255)?;
+        check_text("os", e.os.as_deref(), 255)?;
+        with_retry(|| self.try_enroll(&e)).await
+    }
+
+    async fn try_enroll(&self, e: &EnrollDevice) -> Result<DeviceRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Counting the use first locks the key row on PostgreSQL, so two devices racing
+        // for a one-off key are serialised and the second sees used_count > 1. A
+        // rejection below drops `tx`, which rolls the count back.
+        let key = sqlx::query(&format!(
+            "UPDATE enroll_keys SET used_count = used_count + 1, last_used_at_ms = $2 \
+             WHERE secret_hash = $1 RETURNING {ENROLL_KEY_COLS}"
+        ))
+        .bind(&e.secret_hash)
+        .bind(e.now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::EnrollKey(EnrollKeyRejection::Unknown))?;
+        let key = enroll_key_from_row(&key)?;
+        if key.revoked_at_ms.is_some() {
+            return Err(StoreError::EnrollKey(EnrollKeyRejection::Revoked));
+        }
+        if key.expires_at_ms.is_some_and(|t| t <= e.now_ms) {
+            return Err(StoreError::EnrollKey(EnrollKeyRejection::Expired));
+        }
+        if !key.reusable && key.used_count > 1 {
+            return Err(StoreError::EnrollKey(EnrollKeyRejection::Used));
+        }
+        if public_key_taken(&mut tx, &e.public_key).await? {
+            return Err(StoreError::PublicKeyTaken);
+        }
+        let alloc = allocate(&mut tx, key.network_id).await?;
+        let name = match &e.name {
+            Some(n) => {
+                if name_taken(&mut tx, key.network_id, n, None).await? {
+                    return Err(StoreError::NameTaken { name: n.clone() });
+                }
+                n.clone()
+            }
+            None => {
+                free_derived_name(
+                    &mut tx,
+                    key.network_id,
+                    &derive_name_base(e.hostname.as_deref()),
+                )
+                .await?
+            }
+        };
+        let id = DeviceId::new();
+        insert_device(
+            &mut tx,
+            &Insert {
+                id,
+                network_id: key.network_id,
+                name: &name,
+                owner: &key.created_by,
+                tags: &key.tags,
+                public_key: e.public_key,
+                alloc,
+                state: if key.preapproved {
+                    DeviceState::Active
+                } else {
+                    DeviceState::Pending
+                },
+                agentless: false,
+                hostname: e.hostname.as_deref(),
+                os: e.os.as_deref(),
+                created_at_ms: e.now_ms,
+                enroll_key_id: Some(key.id),
+                credential_hash: Some(&e.credential_hash),
+            },
+        )
+        .await?;
+        let row = fetch_device(&mut tx, id).await?;
+        tx.commit().await?;
+        tracing::info!(device_id = %id, network_id = %key.network_id, enroll_key_id = %key.id,
+            revision = alloc.revision, "device enrolled");
+        Ok(row)
+    }
+
+    /// Adds a stock WireGuard peer (no agent, no credential). Active at once.
+    pub async fn add_agentless_device(
+        &self,
+        d: NewAgentlessDevice,
+    ) -> Result<DeviceRow, StoreError> {
+        validate_name(&d.name)?;
+        let tags = normalize_tags(&d.tags)?;
+        check_text("owner", Some(&d.owner), 255)?;
+        with_retry(|| async {
+            let mut tx = self.begin_write().await?;
+            if public_key_taken(&mut tx, &d.public_key).await? {
+                return Err(StoreError::PublicKeyTaken);
+            }
+            let alloc = allocate(&mut tx, d.network_id).await?;
+            if name_taken(&mut tx, d.network_id, &d.name, None).await? {
+                return Err(StoreError::NameTaken {
+                    name: d.name.clone(),
+                });
+            }
+            let id = DeviceId::new();
+            insert_device(
+                &mut tx,
+                &Insert {
+                    id,
+                    network_id: d.network_id,
+                    name: &d.name,
+                    owner: &d.owner,
+                    tags: &tags,
+                    public_key: d.public_key,
+                    alloc,
+                    state: DeviceState::Active,
+                    agentless: true,
+                    hostname: None,
+                    os: None,
+                    created_at_ms: d.now_ms,
+                    enroll_key_id: None,
+                    credential_hash: None,
+                },
+            )
+            .await?;
+            let row = fetch_device(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// The network's devices in every state, by name.
+    pub async fn list_devices(&self, net: NetworkId) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE network_id = $1 ORDER BY lower(name), id"
+        ))
+        .bind(net.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    pub async fn get_device(&self, id: DeviceId) -> Result<DeviceRow, StoreError> {
+        let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "device" })?;
+        device_from_row(&r)
+    }
+
+    /// Case-insensitive lookup by name.
+    pub async fn device_by_name(
+        &self,
+        net: NetworkId,
+        name: &str,
+    ) -> Result<DeviceRow, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE network_id = $1 AND lower(name) = lower($2)"
+        ))
+        .bind(net.to_string())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound { what: "device" })?;
+        device_from_row(&r)
+    }
+
+    /// The device holding this credential, unless unknown or revoked.
+    pub async fn device_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<DeviceRow>, StoreError> {
+        if !is_hash(credential_hash) {
+            return Ok(None);
+        }
+        let r = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE credential_hash = $1 AND state <> 'revoked'"
+        ))
+        .bind(credential_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(device_from_row).transpose()
+    }
+
+    pub async fn rename_device(&self, id: DeviceId, name: &str) -> Result<DeviceRow, StoreError> {
+        validate_name(name)?;
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        if cur.name == name {
+            return Ok(cur);
+        }
+        if name_taken(&mut tx, cur.network_id, name, Some(id)).await? {
+            return Err(StoreError::NameTaken {
+                name: name.to_string(),
+            });
+        }
+        sqlx::query("UPDATE devices SET name = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some(Violation::Name) => StoreError::NameTaken {
+                    name: name.to_string(),
+                },
+                _ => StoreError::Db(e),
+            })?;
+        self.finish_change(tx, id, cur.network_id).await
+    }
+
+    pub async fn set_device_tags(
+        &self,
+        id: DeviceId,
+        tags: &[String],
+    ) -> Result<DeviceRow, StoreError> {
+        let tags = normalize_tags(tags)?;
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        if cur.tags == tags {
+            return Ok(cur);
+        }
+        sqlx::query("UPDATE devices SET tags = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(to_json(&tags))
+            .execute(&mut *tx)
+            .await?;
+        self.finish_change(tx, id, cur.network_id).await
+    }
+
+    /// Pending -> Active. Approving an active device changes nothing; a revoked one is refused.
+    pub async fn approve_device(&self, id: DeviceId) -> Result<DeviceRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        match cur.state {
+            DeviceState::Active => return Ok(cur),
+            DeviceState::Revoked => {
+                return Err(StoreError::invalid(
+                    "state",
+                    "a revoked device cannot be approved",
+                ));
+            }
+            DeviceState::Pending => {}
+        }
+        sqlx::query("UPDATE devices SET state = 'active' WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.finish_change(tx, id, cur.network_id).await
+    }
+
+    /// Revokes the device: its credential stops working with this commit (the hash is
+    /// dropped too) and it leaves every peer map. Revoking twice changes nothing.
+    pub async fn revoke_device(&self, id: DeviceId, now_ms: i64) -> Result<DeviceRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        if cur.state == DeviceState::Revoked {
+            return Ok(cur);
+        }
+        sqlx::query(
+            "UPDATE devices SET state = 'revoked', credential_hash = NULL, revoked_at_ms = $2 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let row = self.finish_change(tx, id, cur.network_id).await?;
+        tracing::info!(device_id = %id, "device revoked");
+        Ok(row)
+    }
+
+    /// Deletes the row (its public key may then enroll again).
+    pub async fn delete_device(&self, id: DeviceId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("DELETE FROM devices WHERE id = $1 RETURNING network_id")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "device" })?;
+        let net: NetworkId = parse_col(&r, "network_id")?;
+        bump_revision(&mut tx, net).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_device_key_expiry(
+        &self,
+        id: DeviceId,
+        at_ms: Option<i64>,
+    ) -> Result<DeviceRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        if cur.key_expires_at_ms == at_ms {
+            return Ok(cur);
+        }
+        sqlx::query("UPDATE devices SET key_expires_at_ms = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        self.finish_change(tx, id, cur.network_id).await
+    }
+
+    /// Records the endpoints an agent reported (duplicates dropped, order kept) and its
+    /// last-seen time. Returns whether they changed; only then is the revision bumped.
+    pub async fn set_device_endpoints(
+        &self,
+        id: DeviceId,
+        eps: &[SocketAddr],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut clean: Vec<SocketAddr> = Vec::with_capacity(eps.len());
+        for e in eps {
+            if !clean.contains(e) {
+                clean.push(*e);
+            }
+        }
+        if clean.len() > MAX_ENDPOINTS {
+            return Err(StoreError::invalid(
+                "endpoints",
+                format!("at most {MAX_ENDPOINTS} endpoints"),
+            ));
+        }
+        let mut tx = self.begin_write().await?;
+        let cur = fetch_device(&mut tx, id).await?;
+        let changed = cur.endpoints != clean;
+        sqlx::query("UPDATE devices SET endpoints = $2, last_seen_ms = $3 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(to_json(&clean))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        if changed {
+            bump_revision(&mut tx, cur.network_id).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records that the device was seen; not a change peers care about.
+    pub async fn touch_device(&self, id: DeviceId, now_ms: i64) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE devices SET last_seen_ms = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "device" });
+        }
+        Ok(())
+    }
+
+    /// Bumps the revision, re-reads the device and commits.
+    async fn finish_change(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        id: DeviceId,
+        net: NetworkId,
+    ) -> Result<DeviceRow, StoreError> {
+        bump_revision(&mut tx, net).await?;
+        let row = fetch_device(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+}
+
+fn is_hash(h: &str) -> bool {
+    check_hash("hash", h).is_ok()
+}
+
+fn check_text(field: &'static str, v: Option<&str>, max: usize) -> Result<(), StoreError> {
+    match v {
+        Some(s) if s.len() > max => Err(StoreError::invalid(field, format!("at most {max} bytes"))),
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(StoreError::invalid(field, "control characters"))
+        }
+        _ => Ok(()),
+    }
+}

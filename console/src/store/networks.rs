@@ -1,0 +1,233 @@
+//! Networks: the default network, revisions, overlay address allocation and snapshots.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use rand::RngCore;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use zmesh_shared::NetworkId;
+
+use super::devices::{device_from_row, DEVICE_COLS};
+use super::{parse_col, Network, NetworkSnapshot, Store, StoreError};
+
+pub(crate) const NETWORK_COLS: &str = "id, name, prefix_v4, prefix_v6, revision, created_at_ms";
+
+const DEFAULT_NAME: &str = "default";
+/// The CGNAT range, which Tailscale-style overlays use because LANs rarely do.
+const DEFAULT_V4: &str = "100.64.0.0/10";
+
+pub(crate) fn network_from_row(r: &AnyRow) -> Result<Network, StoreError> {
+    let revision: i64 = r.try_get("revision")?;
+    Ok(Network {
+        id: parse_col(r, "id")?,
+        name: r.try_get("name")?,
+        prefix_v4: parse_col(r, "prefix_v4")?,
+        prefix_v6: parse_col(r, "prefix_v6")?,
+        revision: u64::try_from(revision).map_err(|e| StoreError::corrupt("revision", e))?,
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}
+
+/// A random ULA /48 (fdxx:xxxx:xxxx::/48, RFC 4193), so two consoles' networks differ.
+fn random_ula48() -> Ipv6Net {
+    let mut b = [0u8; 16];
+    b[0] = 0xfd;
+    rand::thread_rng().fill_bytes(&mut b[1..6]);
+    for x in &mut b[6..] {
+        *x = 0;
+    }
+    Ipv6Net::new(Ipv6Addr::from(b), 48).expect("48 is a valid prefix length")
+}
+
+/// The overlay addresses of host number `host` (1-based) in a network.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allocation {
+    pub host: i64,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    pub revision: i64,
+}
+
+/// The largest host number both prefixes can hold (v4 skips network and broadcast).
+fn max_host(v4: &Ipv4Net, v6: &Ipv6Net) -> i64 {
+    let v4_hosts = (1u64 << (32 - u32::from(v4.prefix_len()))).saturating_sub(2);
+    let v6_bits = 128 - u32::from(v6.prefix_len());
+    let v6_hosts = if v6_bits >= 63 {
+        i64::MAX as u64
+    } else {
+        (1u64 << v6_bits) - 1
+    };
+    v4_hosts.min(v6_hosts).min(i64::MAX as u64) as i64
+}
+
+fn addresses(v4: &Ipv4Net, v6: &Ipv6Net, host: i64) -> (Ipv4Addr, Ipv6Addr) {
+    let a4 = Ipv4Addr::from(u32::from(v4.network()).wrapping_add(host as u32));
+    let a6 = Ipv6Addr::from(u128::from(v6.network()).wrapping_add(host as u128));
+    (a4, a6)
+}
+
+/// Bumps the network revision; returns the new one. `NotFound` if the network is gone.
+pub(crate) async fn bump_revision(
+    tx: &mut Transaction<'static, Any>,
+    net: NetworkId,
+) -> Result<i64, StoreError> {
+    let row =
+        sqlx::query("UPDATE networks SET revision = revision + 1 WHERE id = $1 RETURNING revision")
+            .bind(net.to_string())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "network" })?;
+    Ok(row.try_get("revision")?)
+}
+
+/// Takes the next host number and bumps the revision in one statement. On PostgreSQL the
+/// UPDATE locks the network row until commit, which serialises enrollments per network
+/// (SQLite serialises all writers anyway), so the name and address checks that follow
+/// in the same transaction cannot race. Numbers are handed out in order and not reused
+/// while the counter has room (a deleted device's address is not given to a newcomer
+/// soon after); once the counter passes the end, the lowest free number is searched.
+pub(crate) async fn allocate(
+    tx: &mut Transaction<'static, Any>,
+    net: NetworkId,
+) -> Result<Allocation, StoreError> {
+    let row = sqlx::query(
+        "UPDATE networks SET revision = revision + 1, next_host = next_host + 1 \
+         WHERE id = $1 RETURNING revision, next_host, prefix_v4, prefix_v6",
+    )
+    .bind(net.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound { what: "network" })?;
+    let v4: Ipv4Net = parse_col(&row, "prefix_v4")?;
+    let v6: Ipv6Net = parse_col(&row, "prefix_v6")?;
+    let revision: i64 = row.try_get("revision")?;
+    let next: i64 = row.try_get("next_host")?;
+    let max = max_host(&v4, &v6);
+    let host = if next - 1 >= 1 && next - 1 <= max {
+        next - 1
+    } else {
+        lowest_free_host(tx, net, max).await?
+    };
+    let (a4, a6) = addresses(&v4, &v6, host);
+    Ok(Allocation {
+        host,
+        v4: a4,
+        v6: a6,
+        revision,
+    })
+}
+
+async fn lowest_free_host(
+    tx: &mut Transaction<'static, Any>,
+    net: NetworkId,
+    max: i64,
+) -> Result<i64, StoreError> {
+    let rows = sqlx::query("SELECT host_num FROM devices WHERE network_id = $1 ORDER BY host_num")
+        .bind(net.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut want = 1i64;
+    for r in rows {
+        let h: i64 = r.try_get("host_num")?;
+        if h > want {
+            break;
+        }
+        want = want.max(h + 1);
+    }
+    if want > max {
+        return Err(StoreError::AddressSpaceExhausted);
+    }
+    Ok(want)
+}
+
+impl Store {
+    /// The network named "default", created on first call (100.64.0.0/10 and a random
+    /// ULA /48). Replicas racing to create it all end up with the same row.
+    pub async fn default_network(&self) -> Result<Network, StoreError> {
+        let select = format!("SELECT {NETWORK_COLS} FROM networks WHERE name = $1");
+        if let Some(r) = sqlx::query(&select)
+            .bind(DEFAULT_NAME)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return network_from_row(&r);
+        }
+        sqlx::query(
+            "INSERT INTO networks (id, name, prefix_v4, prefix_v6, revision, next_host, created_at_ms) \
+             VALUES ($1, $2, $3, $4, 0, 1, $5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(NetworkId::new().to_string())
+        .bind(DEFAULT_NAME)
+        .bind(DEFAULT_V4)
+        .bind(random_ula48().to_string())
+        .bind(zmesh_shared::time::now_ms())
+        .execute(&self.pool)
+        .await?;
+        let r = sqlx::query(&select)
+            .bind(DEFAULT_NAME)
+            .fetch_one(&self.pool)
+            .await?;
+        network_from_row(&r)
+    }
+
+    pub async fn get_network(&self, id: NetworkId) -> Result<Network, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {NETWORK_COLS} FROM networks WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound { what: "network" })?;
+        network_from_row(&r)
+    }
+
+    /// The network and all its devices (every state), consistent with its revision.
+    pub async fn network_snapshot(&self, net: NetworkId) -> Result<NetworkSnapshot, StoreError> {
+        let mut tx = self.begin_snapshot().await?;
+        let r = sqlx::query(&format!(
+            "SELECT {NETWORK_COLS} FROM networks WHERE id = $1"
+        ))
+        .bind(net.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "network" })?;
+        let network = network_from_row(&r)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE network_id = $1 ORDER BY id"
+        ))
+        .bind(net.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let devices = rows
+            .iter()
+            .map(device_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(NetworkSnapshot { network, devices })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_numbers_map_into_both_prefixes() {
+        let v4: Ipv4Net = DEFAULT_V4.parse().unwrap();
+        let v6: Ipv6Net = "fd12:3456:789a::/48".parse().unwrap();
+        assert_eq!(max_host(&v4, &v6), (1 << 22) - 2);
+        let (a, b) = addresses(&v4, &v6, 1);
+        assert_eq!(a, Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(b, "fd12:3456:789a::1".parse::<Ipv6Addr>().unwrap());
+        let (a, _) = addresses(&v4, &v6, 256);
+        assert_eq!(a, Ipv4Addr::new(100, 64, 1, 0));
+        let (a, _) = addresses(&v4, &v6, max_host(&v4, &v6));
+        assert_eq!(a, Ipv4Addr::new(100, 127, 255, 254));
+        let small: Ipv4Net = "10.0.0.0/30".parse().unwrap();
+        assert_eq!(max_host(&small, &v6), 2);
+        let ula = random_ula48();
+        assert_eq!(ula.prefix_len(), 48);
+        assert_eq!(ula.network().octets()[0], 0xfd);
+    }
+}

@@ -1,0 +1,99 @@
+//! Admin API tokens, looked up by the hash of the bearer secret.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use zmesh_shared::TokenId;
+
+use super::enroll_keys::check_hash;
+use super::error::unique_violation;
+use super::{parse_col, AdminTokenRow, Role, Store, StoreError};
+
+const TOKEN_COLS: &str = "id, name, role, created_at_ms, expires_at_ms, revoked_at_ms";
+
+fn token_from_row(r: &AnyRow) -> Result<AdminTokenRow, StoreError> {
+    let role: String = r.try_get("role")?;
+    Ok(AdminTokenRow {
+        id: parse_col(r, "id")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::corrupt("role", &role))?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        expires_at_ms: r.try_get("expires_at_ms")?,
+        revoked_at_ms: r.try_get("revoked_at_ms")?,
+    })
+}
+
+impl Store {
+    pub async fn create_admin_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<AdminTokenRow, StoreError> {
+        if name.trim().is_empty() || name.len() > 128 {
+            return Err(StoreError::invalid("name", "must be 1 to 128 bytes"));
+        }
+        check_hash("token_hash", token_hash)?;
+        let id = TokenId::new();
+        let r = sqlx::query(&format!(
+            "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, revoked_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL) RETURNING {TOKEN_COLS}"
+        ))
+        .bind(id.to_string())
+        .bind(name)
+        .bind(role.as_str())
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match unique_violation(&e) {
+            Some(_) => StoreError::invalid("token_hash", "a token with this secret exists"),
+            None => StoreError::Db(e),
+        })?;
+        token_from_row(&r)
+    }
+
+    /// The live token with this hash: `None` if unknown, revoked or expired at `now_ms`.
+    pub async fn admin_token_by_hash(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<AdminTokenRow>, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM admin_tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL \
+             AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+        ))
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(token_from_row).transpose()
+    }
+
+    /// All tokens, revoked and expired included, oldest first.
+    pub async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM admin_tokens ORDER BY created_at_ms, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes a token (idempotent; the first revocation time is kept).
+    pub async fn revoke_admin_token(&self, id: TokenId, now_ms: i64) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $2) WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "token" });
+        }
+        Ok(())
+    }
+}
