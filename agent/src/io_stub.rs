@@ -36,20 +36,45 @@ pub struct PeerStats {
 #[derive(Clone)]
 pub struct DataPlane {
     addr: SocketAddr,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<PeerConfig>>>,
+    _sock: std::sync::Arc<std::net::UdpSocket>,
 }
 
 impl DataPlane {
-    pub async fn start(_cfg: DataPlaneConfig) -> anyhow::Result<DataPlane> {
-        anyhow::bail!("data plane not built into this binary yet")
+    pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlane> {
+        if std::env::var_os("ZMESH_STUB_DATAPLANE").is_none() {
+            anyhow::bail!("data plane not built into this binary yet");
+        }
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", cfg.listen_port))?;
+        Ok(DataPlane {
+            addr: sock.local_addr()?,
+            peers: Default::default(),
+            _sock: std::sync::Arc::new(sock),
+        })
     }
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
-    pub async fn set_peers(&self, _peers: Vec<PeerConfig>) -> anyhow::Result<()> {
-        anyhow::bail!("data plane not built into this binary yet")
+    pub async fn set_peers(&self, peers: Vec<PeerConfig>) -> anyhow::Result<()> {
+        *self.peers.lock().unwrap() = peers;
+        Ok(())
     }
     pub async fn peer_stats(&self) -> Vec<PeerStats> {
-        Vec::new()
+        self.peers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| PeerStats {
+                device_id: p.device_id,
+                name: p.name.clone(),
+                public_key: p.public_key,
+                endpoint: p.endpoints.first().copied(),
+                path: "direct",
+                last_handshake: None,
+                rx_bytes: 0,
+                tx_bytes: 0,
+            })
+            .collect()
     }
     pub async fn ping(&self, _dst: IpAddr, _timeout: Duration) -> anyhow::Result<Duration> {
         anyhow::bail!("data plane not built into this binary yet")

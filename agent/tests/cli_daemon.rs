@@ -49,8 +49,14 @@ fn daemon_answers_the_cli_over_a_private_socket() {
         assert!(Instant::now() < deadline, "daemon never created its socket");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 
     let out = zmesh(&dir, &["status", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -62,19 +68,65 @@ fn daemon_answers_the_cli_over_a_private_socket() {
 
     // `up` before enrolling, a malformed key, a non-https console: clear errors.
     let out = zmesh(&dir, &["up"]);
-    assert!(!out.status.success() && stderr(&out).contains("not enrolled"), "{}", stderr(&out));
-    let out = zmesh(&dir, &["up", "--console", "https://127.0.0.1:9", "--enroll-key", "nope"]);
-    assert!(!out.status.success() && stderr(&out).contains("--enroll-key"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("not enrolled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = zmesh(
+        &dir,
+        &[
+            "up",
+            "--console",
+            "https://127.0.0.1:9",
+            "--enroll-key",
+            "nope",
+        ],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("--enroll-key"),
+        "{}",
+        stderr(&out)
+    );
     let key = format!("zmek1.{}.{}", "a".repeat(43), "0".repeat(64));
-    let out = zmesh(&dir, &["up", "--console", "http://127.0.0.1:9", "--enroll-key", &key]);
-    assert!(!out.status.success() && stderr(&out).contains("https"), "{}", stderr(&out));
+    let out = zmesh(
+        &dir,
+        &[
+            "up",
+            "--console",
+            "http://127.0.0.1:9",
+            "--enroll-key",
+            &key,
+        ],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("https"),
+        "{}",
+        stderr(&out)
+    );
     // nothing reachable on port 9: the error says so, and no enrollment is recorded
-    let out = zmesh(&dir, &["up", "--console", "https://127.0.0.1:9", "--enroll-key", &key]);
-    assert!(!out.status.success() && stderr(&out).contains("console"), "{}", stderr(&out));
+    let out = zmesh(
+        &dir,
+        &[
+            "up",
+            "--console",
+            "https://127.0.0.1:9",
+            "--enroll-key",
+            &key,
+        ],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("console"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.join("enrollment.json").exists());
     // the key made for the attempt is private
     let k = dir.join("private.key");
-    assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // the private key never appears in status output
     let key_text = std::fs::read_to_string(&k).unwrap();
     let out = zmesh(&dir, &["status", "--json"]);

@@ -56,7 +56,9 @@ fn python() -> String {
 
 #[test]
 fn three_agents_mesh_survives_console_outage_and_revocation() {
-    let Some(mut lab) = lab_or_skip("e2e_netns") else { return };
+    let Some(mut lab) = lab_or_skip("e2e_netns") else {
+        return;
+    };
     let t0 = Instant::now();
     let mut console = Console::new(&mut lab, Ipv4Addr::new(10, 77, 0, 1));
     let mut agents: Vec<Agent> = ["a", "b", "c"]
@@ -71,26 +73,53 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
     for a in agents.iter_mut() {
         a.start_daemon(&mut lab);
         let key = console.create_key(&lab);
-        let out = a.zmesh(&lab, &["up", "--console", &console.url(), "--enroll-key", &key, "--name", &a.name]);
+        let out = a.zmesh(
+            &lab,
+            &[
+                "up",
+                "--console",
+                &console.url(),
+                "--enroll-key",
+                &key,
+                "--name",
+                &a.name,
+            ],
+        );
         eprintln!("up {}: {}", a.name, out.trim());
         // the enrollment state is private
         for f in ["private.key", "enrollment.json"] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(a.state_dir.join(f)).unwrap().permissions().mode() & 0o777;
+            let mode = std::fs::metadata(a.state_dir.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{f} of {}", a.name);
         }
     }
 
     // Everyone sees the two others.
     for a in &agents {
-        let want: Vec<String> = ["a", "b", "c"].iter().filter(|n| **n != a.name).map(|n| n.to_string()).collect();
-        wait_for(&format!("{} to list {want:?}", a.name), Duration::from_secs(20), Duration::from_millis(200), || {
-            (a.peer_names(&lab) == want).then_some(())
-        });
+        let want: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .filter(|n| **n != a.name)
+            .map(|n| n.to_string())
+            .collect();
+        wait_for(
+            &format!("{} to list {want:?}", a.name),
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || (a.peer_names(&lab) == want).then_some(()),
+        );
         let s = a.status(&lab);
         assert_eq!(s["self"]["name"], a.name.as_str());
         assert_eq!(s["self"]["connected"], true, "{s}");
-        assert!(!s.to_string().contains(&std::fs::read_to_string(a.state_dir.join("private.key")).unwrap().trim().to_string()));
+        assert!(!s.to_string().contains(
+            &std::fs::read_to_string(a.state_dir.join("private.key"))
+                .unwrap()
+                .trim()
+                .to_string()
+        ));
     }
     let ips: Vec<Ipv4Addr> = agents.iter().map(|a| a.overlay_v4(&lab)).collect();
     eprintln!("overlay addresses: {ips:?} ({:?})", t0.elapsed());
@@ -98,9 +127,12 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
     // Ping between all pairs (the first one also performs the handshake).
     for (i, a) in agents.iter().enumerate() {
         for (j, _) in agents.iter().enumerate().filter(|(j, _)| *j != i) {
-            wait_for(&format!("ping {} -> {}", a.name, ips[j]), Duration::from_secs(20), Duration::from_millis(100), || {
-                a.ping(&lab, ips[j], 3).then_some(())
-            });
+            wait_for(
+                &format!("ping {} -> {}", a.name, ips[j]),
+                Duration::from_secs(20),
+                Duration::from_millis(100),
+                || a.ping(&lab, ips[j], 3).then_some(()),
+            );
         }
     }
     // Handshakes show up in status.
@@ -116,21 +148,44 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
 
     // A few megabytes over TCP, checked end to end.
     let py = python();
-    let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let want_hash = hex::encode(Sha256::digest(&data));
     let file = lab.dir.path().join("payload.bin");
     std::fs::write(&file, &data).unwrap();
     let recv_ip = ips[1].to_string();
-    lab.spawn(&agents[1].ns, "tcp-receiver", &[&py, "-c", RECEIVER, &recv_ip, "5001"]);
-    wait_for("TCP transfer a -> b", Duration::from_secs(30), Duration::from_millis(200), || {
-        lab.exec_timeout(&agents[0].ns, &[&py, "-c", SENDER, &recv_ip, "5001", file.to_str().unwrap()], Duration::from_secs(60))
+    lab.spawn(
+        &agents[1].ns,
+        "tcp-receiver",
+        &[&py, "-c", RECEIVER, &recv_ip, "5001"],
+    );
+    wait_for(
+        "TCP transfer a -> b",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            lab.exec_timeout(
+                &agents[0].ns,
+                &[&py, "-c", SENDER, &recv_ip, "5001", file.to_str().unwrap()],
+                Duration::from_secs(60),
+            )
             .status
             .success()
             .then_some(())
-    });
-    let line = wait_for("receiver result", Duration::from_secs(30), Duration::from_millis(100), || {
-        tail(&lab.log_path("tcp-receiver"), 5).lines().find(|l| l.starts_with("RESULT")).map(String::from)
-    });
+        },
+    );
+    let line = wait_for(
+        "receiver result",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            tail(&lab.log_path("tcp-receiver"), 5)
+                .lines()
+                .find(|l| l.starts_with("RESULT"))
+                .map(String::from)
+        },
+    );
     assert_eq!(line, format!("RESULT {want_hash} {}", data.len()));
     eprintln!("4 MiB TCP transfer verified ({:?})", t0.elapsed());
 
@@ -141,52 +196,118 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
     while outage.elapsed() < Duration::from_secs(32) {
         for (i, a) in agents.iter().enumerate() {
             let j = (i + 1) % agents.len();
-            assert!(a.ping(&lab, ips[j], 2), "{} -> {} failed {:?} into the console outage", a.name, ips[j], outage.elapsed());
+            assert!(
+                a.ping(&lab, ips[j], 2),
+                "{} -> {} failed {:?} into the console outage",
+                a.name,
+                ips[j],
+                outage.elapsed()
+            );
         }
         rounds += 1;
         std::thread::sleep(Duration::from_secs(3));
     }
     assert!(rounds >= 5);
-    wait_for("agents to notice the console is gone", Duration::from_secs(60), Duration::from_millis(500), || {
-        agents.iter().all(|a| a.status(&lab)["self"]["connected"] == false).then_some(())
-    });
-    eprintln!("traffic flowed through a {:?} console outage ({:?})", outage.elapsed(), t0.elapsed());
+    wait_for(
+        "agents to notice the console is gone",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            agents
+                .iter()
+                .all(|a| a.status(&lab)["self"]["connected"] == false)
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "traffic flowed through a {:?} console outage ({:?})",
+        outage.elapsed(),
+        t0.elapsed()
+    );
 
     // Restart b while the console is down: tunnels come back from the signed cache.
     agents[1].stop_daemon(&mut lab);
-    assert!(!agents[0].ping(&lab, ips[1], 1), "b answered while its daemon was stopped");
+    assert!(
+        !agents[0].ping(&lab, ips[1], 1),
+        "b answered while its daemon was stopped"
+    );
     agents[1].start_daemon(&mut lab);
-    wait_for("b's tunnels restored from cache", Duration::from_secs(20), Duration::from_millis(100), || {
-        (agents[0].ping(&lab, ips[1], 2) && agents[1].ping(&lab, ips[2], 2)).then_some(())
-    });
-    assert_eq!(agents[1].peer_names(&lab), vec!["a".to_string(), "c".to_string()]);
+    // The restarted side speaks first (fresh handshakes), then traffic flows both ways.
+    wait_for(
+        "b's tunnels restored from cache",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (agents[1].ping(&lab, ips[0], 2) && agents[1].ping(&lab, ips[2], 2)).then_some(()),
+    );
+    wait_for(
+        "a -> b after b's restart",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || agents[0].ping(&lab, ips[1], 2).then_some(()),
+    );
+    assert_eq!(
+        agents[1].peer_names(&lab),
+        vec!["a".to_string(), "c".to_string()]
+    );
     assert_eq!(agents[1].status(&lab)["self"]["connected"], false);
     eprintln!("b restarted from cache ({:?})", t0.elapsed());
 
     // Console back: every agent reconnects.
     console.start(&mut lab, &probe_ns);
-    wait_for("agents to reconnect", Duration::from_secs(60), Duration::from_millis(500), || {
-        agents.iter().all(|a| a.status(&lab)["self"]["connected"] == true).then_some(())
-    });
+    wait_for(
+        "agents to reconnect",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            agents
+                .iter()
+                .all(|a| a.status(&lab)["self"]["connected"] == true)
+                .then_some(())
+        },
+    );
     eprintln!("agents reconnected ({:?})", t0.elapsed());
 
     // Revoke c: within 2 s a and b drop it and refuse its packets.
     let revoked_at = Instant::now();
     console.cli(&lab, &["devices", "revoke", "c"]);
-    wait_for("a and b to drop c", Duration::from_secs(2), Duration::from_millis(50), || {
-        agents[..2].iter().all(|a| !a.peer_names(&lab).contains(&"c".to_string())).then_some(())
-    });
+    wait_for(
+        "a and b to drop c",
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        || {
+            agents[..2]
+                .iter()
+                .all(|a| !a.peer_names(&lab).contains(&"c".to_string()))
+                .then_some(())
+        },
+    );
     let dropped_after = revoked_at.elapsed();
-    assert!(dropped_after <= Duration::from_secs(2), "c dropped after {dropped_after:?}");
+    assert!(
+        dropped_after <= Duration::from_secs(2),
+        "c dropped after {dropped_after:?}"
+    );
     for j in 0..2 {
-        assert!(!agents[2].ping(&lab, ips[j], 2), "c still reaches {} after revocation", agents[j].name);
+        assert!(
+            !agents[2].ping(&lab, ips[j], 2),
+            "c still reaches {} after revocation",
+            agents[j].name
+        );
     }
     // a and b still talk.
     assert!(agents[0].ping(&lab, ips[1], 3));
-    wait_for("c to know it is revoked", Duration::from_secs(10), Duration::from_millis(200), || {
-        (agents[2].status(&lab)["self"]["state"] == "revoked").then_some(())
-    });
+    wait_for(
+        "c to know it is revoked",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (agents[2].status(&lab)["self"]["state"] == "revoked").then_some(()),
+    );
     let up_again = agents[2].try_zmesh(&lab, &["up"]);
-    assert!(!up_again.status.success(), "a revoked device must not come back up");
-    eprintln!("c revoked and dropped in {dropped_after:?}; total {:?}", t0.elapsed());
+    assert!(
+        !up_again.status.success(),
+        "a revoked device must not come back up"
+    );
+    eprintln!(
+        "c revoked and dropped in {dropped_after:?}; total {:?}",
+        t0.elapsed()
+    );
 }

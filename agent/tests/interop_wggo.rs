@@ -12,7 +12,17 @@ use support::netns::{lab_or_skip, wait_for};
 use support::{text, Agent, Console};
 
 /// wg-quick keys that `wg setconf` does not understand.
-const WG_QUICK_ONLY: &[&str] = &["address", "dns", "mtu", "table", "preup", "postup", "predown", "postdown", "saveconfig"];
+const WG_QUICK_ONLY: &[&str] = &[
+    "address",
+    "dns",
+    "mtu",
+    "table",
+    "preup",
+    "postup",
+    "predown",
+    "postdown",
+    "saveconfig",
+];
 
 struct Converted {
     setconf: String,
@@ -45,7 +55,11 @@ fn convert(cfg: &str, private_key: &str) -> Converted {
             continue;
         };
         let key = k.trim().to_ascii_lowercase();
-        let vals = || v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let vals = || {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
         if section == "[interface]" && key == "address" {
             addresses.extend(vals());
         }
@@ -57,19 +71,32 @@ fn convert(cfg: &str, private_key: &str) -> Converted {
         }
         out.push(format!("{} = {}", k.trim(), v.trim()));
     }
-    assert!(have_key, "exported config has no [Interface] section:\n{cfg}");
-    Converted { setconf: out.join("\n") + "\n", addresses, routes }
+    assert!(
+        have_key,
+        "exported config has no [Interface] section:\n{cfg}"
+    );
+    Converted {
+        setconf: out.join("\n") + "\n",
+        addresses,
+        routes,
+    }
 }
 
 fn has(bin: &str) -> bool {
-    std::process::Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success())
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn agent_interoperates_with_wireguard_go() {
-    let Some(mut lab) = lab_or_skip("interop_wggo") else { return };
+    let Some(mut lab) = lab_or_skip("interop_wggo") else {
+        return;
+    };
     if !has("wireguard-go") || !has("wg") {
-        let msg = "interop_wggo needs wireguard-go and wg (apt-get install wireguard-go wireguard-tools)";
+        let msg =
+            "interop_wggo needs wireguard-go and wg (apt-get install wireguard-go wireguard-tools)";
         if std::env::var_os("CI").is_some() {
             panic!("{msg}");
         }
@@ -78,37 +105,80 @@ fn agent_interoperates_with_wireguard_go() {
     }
     let mut console = Console::new(&mut lab, Ipv4Addr::new(10, 78, 0, 1));
     let mut agent = Agent::new(&mut lab, "a", Ipv4Addr::new(10, 78, 0, 11));
-    let wg_ns = lab.add_node(Ipv4Addr::new(10, 78, 0, 21)).expect("wireguard-go namespace");
+    let wg_ns = lab
+        .add_node(Ipv4Addr::new(10, 78, 0, 21))
+        .expect("wireguard-go namespace");
     console.start(&mut lab, &agent.ns.clone());
     agent.start_daemon(&mut lab);
     let key = console.create_key(&lab);
-    agent.zmesh(&lab, &["up", "--console", &console.url(), "--enroll-key", &key, "--name", "a"]);
+    agent.zmesh(
+        &lab,
+        &[
+            "up",
+            "--console",
+            &console.url(),
+            "--enroll-key",
+            &key,
+            "--name",
+            "a",
+        ],
+    );
     let a_ip = agent.overlay_v4(&lab);
-    wait_for("agent a to be connected", Duration::from_secs(20), Duration::from_millis(200), || {
-        (agent.status(&lab)["self"]["connected"] == true).then_some(())
-    });
+    wait_for(
+        "agent a to be connected",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (agent.status(&lab)["self"]["connected"] == true).then_some(()),
+    );
 
     // Stock WireGuard key pair, made by `wg` itself.
-    let private = String::from_utf8(lab.exec_ok(&wg_ns, &["wg", "genkey"]).unwrap().stdout).unwrap().trim().to_string();
+    let private = String::from_utf8(lab.exec_ok(&wg_ns, &["wg", "genkey"]).unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let public = {
         let mut c = lab.command(&wg_ns, &["wg", "pubkey"]);
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
         let mut ch = c.spawn().unwrap();
         use std::io::Write;
-        ch.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
-        String::from_utf8(ch.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+        ch.stdin
+            .take()
+            .unwrap()
+            .write_all(private.as_bytes())
+            .unwrap();
+        String::from_utf8(ch.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
     };
     console.cli(&lab, &["devices", "add", "wggo", "--public-key", &public]);
     // The agent learns about the new peer from the console.
-    wait_for("a to list wggo", Duration::from_secs(10), Duration::from_millis(200), || {
-        agent.peer_names(&lab).contains(&"wggo".to_string()).then_some(())
-    });
+    wait_for(
+        "a to list wggo",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            agent
+                .peer_names(&lab)
+                .contains(&"wggo".to_string())
+                .then_some(())
+        },
+    );
     // Export once a's endpoint is known, so the config points at it.
-    let cfg = wait_for("export-config with a's endpoint", Duration::from_secs(20), Duration::from_millis(300), || {
-        let c = console.cli(&lab, &["devices", "export-config", "wggo"]);
-        c.contains("10.78.0.11").then_some(c)
-    });
-    assert!(!cfg.contains(&private), "the console must never know the agentless private key");
+    let cfg = wait_for(
+        "export-config with a's endpoint",
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || {
+            let c = console.cli(&lab, &["devices", "export-config", "wggo"]);
+            c.contains("10.78.0.11").then_some(c)
+        },
+    );
+    assert!(
+        !cfg.contains(&private),
+        "the console must never know the agentless private key"
+    );
     let conv = convert(&cfg, &private);
     let wg_ip: Ipv4Addr = conv
         .addresses
@@ -118,40 +188,88 @@ fn agent_interoperates_with_wireguard_go() {
         .unwrap_or_else(|| panic!("no IPv4 Address in exported config:\n{cfg}"));
 
     // wireguard-go in the foreground, configured with wg + ip as wg-quick would.
-    let mut env_cmd: Vec<&str> = vec!["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "LOG_LEVEL=error"];
+    let mut env_cmd: Vec<&str> = vec![
+        "env",
+        "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
+        "LOG_LEVEL=error",
+    ];
     env_cmd.extend_from_slice(&["wireguard-go", "-f", "wg0"]);
     lab.spawn(&wg_ns, "wireguard-go", &env_cmd);
-    wait_for("wg0 to exist", Duration::from_secs(10), Duration::from_millis(100), || {
-        lab.exec(&wg_ns, &["ip", "link", "show", "wg0"]).status.success().then_some(())
-    });
+    wait_for(
+        "wg0 to exist",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            lab.exec(&wg_ns, &["ip", "link", "show", "wg0"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
     let conf_path = lab.dir.path().join("wggo.conf");
     std::fs::write(&conf_path, &conv.setconf).unwrap();
-    lab.exec_ok(&wg_ns, &["wg", "setconf", "wg0", conf_path.to_str().unwrap()]).unwrap();
+    lab.exec_ok(
+        &wg_ns,
+        &["wg", "setconf", "wg0", conf_path.to_str().unwrap()],
+    )
+    .unwrap();
     for a in &conv.addresses {
-        lab.exec_ok(&wg_ns, &["ip", "addr", "add", a, "dev", "wg0"]).unwrap();
+        lab.exec_ok(&wg_ns, &["ip", "addr", "add", a, "dev", "wg0"])
+            .unwrap();
     }
-    lab.exec_ok(&wg_ns, &["ip", "link", "set", "wg0", "mtu", "1420", "up"]).unwrap();
+    lab.exec_ok(&wg_ns, &["ip", "link", "set", "wg0", "mtu", "1420", "up"])
+        .unwrap();
     for r in &conv.routes {
         let out = lab.exec(&wg_ns, &["ip", "route", "replace", r, "dev", "wg0"]);
         assert!(out.status.success(), "route {r}: {}", text(&out));
     }
 
     // Ping both ways; wireguard-go initiates first (it knows a's endpoint).
-    wait_for("ping wggo -> a", Duration::from_secs(20), Duration::from_millis(200), || {
-        lab.exec_timeout(&wg_ns, &["ping", "-n", "-q", "-c", "2", "-W", "2", &a_ip.to_string()], Duration::from_secs(10))
+    wait_for(
+        "ping wggo -> a",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            lab.exec_timeout(
+                &wg_ns,
+                &["ping", "-n", "-q", "-c", "2", "-W", "2", &a_ip.to_string()],
+                Duration::from_secs(10),
+            )
             .status
             .success()
             .then_some(())
-    });
-    wait_for("ping a -> wggo", Duration::from_secs(20), Duration::from_millis(200), || {
-        agent.ping(&lab, wg_ip, 2).then_some(())
-    });
-    let hs = String::from_utf8(lab.exec_ok(&wg_ns, &["wg", "show", "wg0", "latest-handshakes"]).unwrap().stdout).unwrap();
-    let ts: u64 = hs.split_whitespace().nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
+        },
+    );
+    wait_for(
+        "ping a -> wggo",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || agent.ping(&lab, wg_ip, 2).then_some(()),
+    );
+    let hs = String::from_utf8(
+        lab.exec_ok(&wg_ns, &["wg", "show", "wg0", "latest-handshakes"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ts: u64 = hs
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     assert!(ts > 0, "wireguard-go reports no handshake: {hs}");
     let s = agent.status(&lab);
-    let peer = s["peers"].as_array().unwrap().iter().find(|p| p["name"] == "wggo").cloned().unwrap();
-    assert!(peer["last_handshake"].is_string(), "agent reports no handshake with wggo: {peer}");
+    let peer = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "wggo")
+        .cloned()
+        .unwrap();
+    assert!(
+        peer["last_handshake"].is_string(),
+        "agent reports no handshake with wggo: {peer}"
+    );
     assert_eq!(peer["public_key"], public.as_str());
     let out = agent.zmesh(&lab, &["ping", "wggo", "--count", "2"]);
     assert!(out.contains("reply from wggo"), "{out}");
@@ -164,6 +282,11 @@ fn converts_wg_quick_config() {
     assert_eq!(c.addresses, vec!["100.64.0.9/32", "fd00::9/128"]);
     assert_eq!(c.routes, vec!["100.64.0.1/32", "fd00::1/128"]);
     assert!(c.setconf.contains("PrivateKey = PRIV="));
-    assert!(!c.setconf.contains("<set") && !c.setconf.contains('#') && !c.setconf.contains("Address") && !c.setconf.contains("DNS"));
+    assert!(
+        !c.setconf.contains("<set")
+            && !c.setconf.contains('#')
+            && !c.setconf.contains("Address")
+            && !c.setconf.contains("DNS")
+    );
     assert!(c.setconf.contains("Endpoint = 10.0.0.1:51820"));
 }

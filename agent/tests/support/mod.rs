@@ -27,15 +27,27 @@ pub fn console_bin() -> PathBuf {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Waits until a TCP port answers, probing from inside `from_ns`.
 pub fn wait_tcp(lab: &Lab, from_ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) {
     let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
-    wait_for(&format!("{ip}:{port} to accept connections"), timeout, Duration::from_millis(200), || {
-        lab.exec_timeout(from_ns, &["bash", "-c", &probe], Duration::from_secs(2)).status.success().then_some(())
-    });
+    wait_for(
+        &format!("{ip}:{port} to accept connections"),
+        timeout,
+        Duration::from_millis(200),
+        || {
+            lab.exec_timeout(from_ns, &["bash", "-c", &probe], Duration::from_secs(2))
+                .status
+                .success()
+                .then_some(())
+        },
+    );
 }
 
 /// The real console in its own namespace.
@@ -51,7 +63,12 @@ impl Console {
         let ns = lab.add_node(ip).expect("console namespace");
         let data_dir = lab.dir.path().join("console-data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        Console { ns, ip, data_dir, pid: None }
+        Console {
+            ns,
+            ip,
+            data_dir,
+            pid: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -65,7 +82,14 @@ impl Console {
         let pid = lab.spawn(
             &self.ns,
             "console",
-            &[bin.to_str().unwrap(), "serve", "--data-dir", self.data_dir.to_str().unwrap(), "--listen", &listen],
+            &[
+                bin.to_str().unwrap(),
+                "serve",
+                "--data-dir",
+                self.data_dir.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
         );
         self.pid = Some(pid);
         wait_tcp(lab, probe_ns, self.ip, 8443, Duration::from_secs(30));
@@ -84,14 +108,19 @@ impl Console {
         full.extend_from_slice(args);
         full.extend_from_slice(&["--data-dir", self.data_dir.to_str().unwrap()]);
         let out = lab.exec_timeout(&self.ns, &full, Duration::from_secs(30));
-        assert!(out.status.success(), "zmesh-console {args:?} failed: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "zmesh-console {args:?} failed: {}",
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Creates an enrollment key and returns its text (`zmek1.…`).
     pub fn create_key(&self, lab: &Lab) -> String {
         let out = self.cli(lab, &["keys", "create"]);
-        find_enroll_key(&out).unwrap_or_else(|| panic!("no zmek1 key in `keys create` output: {out}"))
+        find_enroll_key(&out)
+            .unwrap_or_else(|| panic!("no zmek1 key in `keys create` output: {out}"))
     }
 }
 
@@ -114,7 +143,13 @@ impl Agent {
     pub fn new(lab: &mut Lab, name: &str, underlay: Ipv4Addr) -> Agent {
         let ns = lab.add_node(underlay).expect("agent namespace");
         let state_dir = lab.dir.path().join(format!("state-{name}"));
-        Agent { name: name.to_string(), ns, underlay, state_dir, pid: None }
+        Agent {
+            name: name.to_string(),
+            ns,
+            underlay,
+            state_dir,
+            pid: None,
+        }
     }
 
     pub fn start_daemon(&mut self, lab: &mut Lab) {
@@ -136,9 +171,15 @@ impl Agent {
         );
         self.pid = Some(pid);
         let sock = self.state_dir.join("zmesh.sock");
-        wait_for(&format!("daemon {} socket", self.name), Duration::from_secs(15), Duration::from_millis(50), || {
-            (sock.exists() && self.try_zmesh(lab, &["status", "--json"]).status.success()).then_some(())
-        });
+        wait_for(
+            &format!("daemon {} socket", self.name),
+            Duration::from_secs(15),
+            Duration::from_millis(50),
+            || {
+                (sock.exists() && self.try_zmesh(lab, &["status", "--json"]).status.success())
+                    .then_some(())
+            },
+        );
     }
 
     /// Graceful stop (SIGTERM), as systemd would.
@@ -158,20 +199,30 @@ impl Agent {
 
     pub fn zmesh(&self, lab: &Lab, args: &[&str]) -> String {
         let out = self.try_zmesh(lab, args);
-        assert!(out.status.success(), "zmesh {args:?} on {} failed: {}", self.name, text(&out));
+        assert!(
+            out.status.success(),
+            "zmesh {args:?} on {} failed: {}",
+            self.name,
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn status(&self, lab: &Lab) -> serde_json::Value {
         let out = self.zmesh(lab, &["status", "--json"]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json of {}: {e}: {out}", self.name))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("status --json of {}: {e}: {out}", self.name))
     }
 
     pub fn peer_names(&self, lab: &Lab) -> Vec<String> {
         let s = self.status(lab);
         let mut v: Vec<String> = s["peers"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -181,7 +232,11 @@ impl Agent {
         let s = self.status(lab);
         s["self"]["overlay_ips"]
             .as_array()
-            .and_then(|a| a.iter().filter_map(|v| v.as_str()?.parse::<Ipv4Addr>().ok()).next())
+            .and_then(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str()?.parse::<Ipv4Addr>().ok())
+                    .next()
+            })
             .unwrap_or_else(|| panic!("no overlay v4 in status of {}: {s}", self.name))
     }
 
@@ -189,8 +244,12 @@ impl Agent {
     pub fn ping(&self, lab: &Lab, dst: Ipv4Addr, count: u32) -> bool {
         let c = count.to_string();
         let dst = dst.to_string();
-        lab.exec_timeout(&self.ns, &["ping", "-n", "-q", "-c", &c, "-W", "2", &dst], Duration::from_secs(30))
-            .status
-            .success()
+        lab.exec_timeout(
+            &self.ns,
+            &["ping", "-n", "-q", "-c", &c, "-W", "2", &dst],
+            Duration::from_secs(30),
+        )
+        .status
+        .success()
     }
 }

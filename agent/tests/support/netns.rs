@@ -12,13 +12,20 @@ use std::time::{Duration, Instant};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn unique_name() -> String {
-    format!("zm{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "zm{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn run_checked(cmd: &mut Command) -> Result<Output, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(out)
 }
@@ -78,11 +85,19 @@ impl Lab {
         let veth = format!("v{}", self.next_veth);
         self.next_veth += 1;
         let br = self.bridge_ns.clone();
-        self.exec_ok(&br, &["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        self.exec_ok(
+            &br,
+            &[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
         self.exec_ok(&br, &["ip", "link", "set", &veth, "master", "br0"])?;
         self.exec_ok(&br, &["ip", "link", "set", &veth, "up"])?;
         self.exec_ok(&ns, &["ip", "link", "set", "lo", "up"])?;
-        self.exec_ok(&ns, &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        self.exec_ok(
+            &ns,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        )?;
         self.exec_ok(&ns, &["ip", "link", "set", "eth0", "up"])?;
         Ok(ns)
     }
@@ -96,20 +111,26 @@ impl Lab {
     /// Runs a command inside `ns` to completion, bounded by `timeout`.
     pub fn exec_timeout(&self, ns: &str, args: &[&str], timeout: Duration) -> Output {
         let mut c = self.command(ns, args);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
         let deadline = Instant::now() + timeout;
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     break;
                 }
             }
         }
-        child.wait_with_output().unwrap_or_else(|e| panic!("wait {args:?}: {e}"))
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("wait {args:?}: {e}"))
     }
 
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
@@ -132,7 +153,11 @@ impl Lab {
     /// Starts a tracked background process in `ns`, output to `<lab dir>/<name>.log`.
     pub fn spawn(&mut self, ns: &str, name: &str, args: &[&str]) -> u32 {
         let log = self.dir.path().join(format!("{name}.log"));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = self
             .command(ns, args)
             .stdin(Stdio::null())
@@ -141,13 +166,19 @@ impl Lab {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let pid = child.id();
-        self.procs.push(Proc { name: name.to_string(), child, log });
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
         pid
     }
 
     /// Stops a tracked process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, pid: u32, grace: Duration) {
-        let Some(i) = self.procs.iter().position(|p| p.child.id() == pid) else { return };
+        let Some(i) = self.procs.iter().position(|p| p.child.id() == pid) else {
+            return;
+        };
         let mut p = self.procs.remove(i);
         // SAFETY: plain kill(2) on a pid we spawned and have not reaped yet.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -176,7 +207,9 @@ impl Lab {
     }
 
     fn dump_logs(&self) {
-        let Ok(rd) = std::fs::read_dir(self.dir.path()) else { return };
+        let Ok(rd) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "log") {
@@ -218,7 +251,12 @@ impl Drop for Lab {
 }
 
 /// Polls `f` every `every` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
