@@ -84,3 +84,6 @@ pub enum CoreError {
     #[error("cannot build an echo request to {0}")]
     BadPingTarget(IpAddr),
 }
+
+#[cfg(test)]
+mod robustness_tests;
