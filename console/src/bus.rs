@@ -94,10 +94,14 @@ impl Bus {
     }
 }
 
+/// The latest snapshot of one network; the async lock makes concurrent readers wait
+/// for one database read instead of each doing their own.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<NetworkSnapshot>>>>;
+
 /// One snapshot per network, refreshed when a newer revision is asked for.
 #[derive(Default)]
 pub struct SnapshotCache {
-    slots: Mutex<HashMap<NetworkId, Arc<tokio::sync::Mutex<Option<Arc<NetworkSnapshot>>>>>>,
+    slots: Mutex<HashMap<NetworkId, Slot>>,
 }
 
 impl std::fmt::Debug for SnapshotCache {

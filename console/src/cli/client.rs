@@ -51,14 +51,12 @@ impl ApiClient {
             None => {
                 let (cert, _) = crate::tls::self_signed_paths(data_dir);
                 let pin = crate::tls::fingerprint_of_pem_file(&cert).with_context(|| {
-                    format!(
-                        "cannot pin the console certificate (use --ca-file for a CA-signed one)"
-                    )
+                    "cannot pin the console certificate (use --ca-file for a CA-signed one)"
                 })?;
                 crate::tls_pin::pinned_client_config(pin)?
             }
         };
-        Ok(Self::new(base, token, tls)?)
+        Self::new(base, token, tls)
     }
 
     pub fn new(base: String, token: String, tls: rustls::ClientConfig) -> anyhow::Result<Self> {

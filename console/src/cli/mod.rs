@@ -32,6 +32,8 @@ pub struct Cli {
         global = true
     )]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,15 +44,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage enrollment keys.
     Keys {
-        #[command(flatten)]
-        conn: ConnArgs,
         #[command(subcommand)]
         cmd: KeysCmd,
     },
     /// Manage devices.
     Devices {
-        #[command(flatten)]
-        conn: ConnArgs,
         #[command(subcommand)]
         cmd: DevicesCmd,
     },
@@ -138,9 +136,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = ServeConfig::from_args(&cli.data_dir, args)?;
             crate::server::run(cfg).await
         }
-        Command::Keys { conn, cmd } => keys(ApiClient::from_args(&cli.data_dir, &conn)?, cmd).await,
-        Command::Devices { conn, cmd } => {
-            devices(ApiClient::from_args(&cli.data_dir, &conn)?, cmd).await
+        Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
+        Command::Devices { cmd } => {
+            devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }
