@@ -2,7 +2,6 @@
 //! (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
 
 pub mod core;
-#[path = "io_stub.rs"]
 pub mod io;
 
 pub mod cli;
