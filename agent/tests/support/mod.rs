@@ -209,9 +209,21 @@ impl Agent {
     }
 
     pub fn status(&self, lab: &Lab) -> serde_json::Value {
-        let out = self.zmesh(lab, &["status", "--json"]);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("status --json of {}: {e}: {out}", self.name))
+        let out = self.try_zmesh(lab, &["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status of {} failed: {}",
+            self.name,
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json of {}: {e}: {:?} {}",
+                self.name,
+                out.status,
+                text(&out)
+            )
+        })
     }
 
     pub fn peer_names(&self, lab: &Lab) -> Vec<String> {
