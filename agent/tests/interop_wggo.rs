@@ -82,6 +82,15 @@ fn convert(cfg: &str, private_key: &str) -> Converted {
     }
 }
 
+/// wireguard-go keeps its UAPI socket in the host-wide /var/run/wireguard, so the
+/// interface name must be unique per run, and a killed daemon's socket is removed here.
+struct UapiSocketGuard(std::path::PathBuf);
+impl Drop for UapiSocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn has(bin: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {bin}")])
@@ -188,19 +197,21 @@ fn agent_interoperates_with_wireguard_go() {
         .unwrap_or_else(|| panic!("no IPv4 Address in exported config:\n{cfg}"));
 
     // wireguard-go in the foreground, configured with wg + ip as wg-quick would.
+    let ifname = format!("zmwg{}", std::process::id() % 100_000);
+    let _uapi = UapiSocketGuard(format!("/var/run/wireguard/{ifname}.sock").into());
     let mut env_cmd: Vec<&str> = vec![
         "env",
         "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
         "LOG_LEVEL=error",
     ];
-    env_cmd.extend_from_slice(&["wireguard-go", "-f", "wg0"]);
-    lab.spawn(&wg_ns, "wireguard-go", &env_cmd);
+    env_cmd.extend_from_slice(&["wireguard-go", "-f", &ifname]);
+    let wg_pid = lab.spawn(&wg_ns, "wireguard-go", &env_cmd);
     wait_for(
-        "wg0 to exist",
+        "the wireguard-go interface to exist",
         Duration::from_secs(10),
         Duration::from_millis(100),
         || {
-            lab.exec(&wg_ns, &["ip", "link", "show", "wg0"])
+            lab.exec(&wg_ns, &["ip", "link", "show", &ifname])
                 .status
                 .success()
                 .then_some(())
@@ -210,17 +221,17 @@ fn agent_interoperates_with_wireguard_go() {
     std::fs::write(&conf_path, &conv.setconf).unwrap();
     lab.exec_ok(
         &wg_ns,
-        &["wg", "setconf", "wg0", conf_path.to_str().unwrap()],
+        &["wg", "setconf", &ifname, conf_path.to_str().unwrap()],
     )
     .unwrap();
     for a in &conv.addresses {
-        lab.exec_ok(&wg_ns, &["ip", "addr", "add", a, "dev", "wg0"])
+        lab.exec_ok(&wg_ns, &["ip", "addr", "add", a, "dev", &ifname])
             .unwrap();
     }
-    lab.exec_ok(&wg_ns, &["ip", "link", "set", "wg0", "mtu", "1420", "up"])
+    lab.exec_ok(&wg_ns, &["ip", "link", "set", &ifname, "mtu", "1420", "up"])
         .unwrap();
     for r in &conv.routes {
-        let out = lab.exec(&wg_ns, &["ip", "route", "replace", r, "dev", "wg0"]);
+        let out = lab.exec(&wg_ns, &["ip", "route", "replace", r, "dev", &ifname]);
         assert!(out.status.success(), "route {r}: {}", text(&out));
     }
 
@@ -247,7 +258,7 @@ fn agent_interoperates_with_wireguard_go() {
         || agent.ping(&lab, wg_ip, 2).then_some(()),
     );
     let hs = String::from_utf8(
-        lab.exec_ok(&wg_ns, &["wg", "show", "wg0", "latest-handshakes"])
+        lab.exec_ok(&wg_ns, &["wg", "show", &ifname, "latest-handshakes"])
             .unwrap()
             .stdout,
     )
@@ -273,6 +284,8 @@ fn agent_interoperates_with_wireguard_go() {
     assert_eq!(peer["public_key"], public.as_str());
     let out = agent.zmesh(&lab, &["ping", "wggo", "--count", "2"]);
     assert!(out.contains("reply from wggo"), "{out}");
+    // A clean stop lets wireguard-go remove its socket and interface itself.
+    lab.stop(wg_pid, Duration::from_secs(5));
 }
 
 #[test]
