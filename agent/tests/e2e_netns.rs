@@ -267,6 +267,32 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
     );
     eprintln!("agents reconnected ({:?})", t0.elapsed());
 
+    // `zmesh down` removes the tunnels and the TUN but keeps the enrollment;
+    // `zmesh up` alone brings them back.
+    agents[0].zmesh(&lab, &["down"]);
+    assert_eq!(agents[0].status(&lab)["self"]["state"], "down");
+    assert!(
+        !lab.exec(&agents[0].ns, &["ip", "link", "show", "zmesh0"])
+            .status
+            .success(),
+        "TUN still there after down"
+    );
+    assert!(!agents[1].ping(&lab, ips[0], 1), "a answered while down");
+    agents[0].zmesh(&lab, &["up"]);
+    wait_for(
+        "a back up after `zmesh up`",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (agents[0].ping(&lab, ips[1], 2) && agents[0].ping(&lab, ips[2], 2)).then_some(()),
+    );
+    wait_for(
+        "a reconnected after up",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (agents[0].status(&lab)["self"]["connected"] == true).then_some(()),
+    );
+    eprintln!("down/up cycle ok ({:?})", t0.elapsed());
+
     // Revoke c: within 2 s a and b drop it and refuse its packets.
     let revoked_at = Instant::now();
     console.cli(&lab, &["devices", "revoke", "c"]);
@@ -306,6 +332,12 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
         !up_again.status.success(),
         "a revoked device must not come back up"
     );
+    // Logout leaves nothing secret behind.
+    agents[2].zmesh(&lab, &["logout"]);
+    for f in ["private.key", "enrollment.json", "peermap.json"] {
+        assert!(!agents[2].state_dir.join(f).exists(), "{f} survived logout");
+    }
+    assert!(agents[2].status(&lab)["self"].is_null());
     eprintln!(
         "c revoked and dropped in {dropped_after:?}; total {:?}",
         t0.elapsed()
