@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use support::netns::{lab_or_skip, wait_for};
-use support::{text, Agent, Console};
+use support::{has_binary, Agent, Console, WireguardGo};
 
 /// wg-quick keys that `wg setconf` does not understand.
 const WG_QUICK_ONLY: &[&str] = &[
@@ -82,28 +82,12 @@ fn convert(cfg: &str, private_key: &str) -> Converted {
     }
 }
 
-/// wireguard-go keeps its UAPI socket in the host-wide /var/run/wireguard, so the
-/// interface name must be unique per run, and a killed daemon's socket is removed here.
-struct UapiSocketGuard(std::path::PathBuf);
-impl Drop for UapiSocketGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn has(bin: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn agent_interoperates_with_wireguard_go() {
     let Some(mut lab) = lab_or_skip("interop_wggo") else {
         return;
     };
-    if !has("wireguard-go") || !has("wg") {
+    if !has_binary("wireguard-go") || !has_binary("wg") {
         let msg =
             "interop_wggo needs wireguard-go and wg (apt-get install wireguard-go wireguard-tools)";
         if std::env::var_os("CI").is_some() {
@@ -197,43 +181,14 @@ fn agent_interoperates_with_wireguard_go() {
         .unwrap_or_else(|| panic!("no IPv4 Address in exported config:\n{cfg}"));
 
     // wireguard-go in the foreground, configured with wg + ip as wg-quick would.
-    let ifname = format!("zmwg{}", std::process::id() % 100_000);
-    let _uapi = UapiSocketGuard(format!("/var/run/wireguard/{ifname}.sock").into());
-    let mut env_cmd: Vec<&str> = vec![
-        "env",
-        "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
-        "LOG_LEVEL=error",
-    ];
-    env_cmd.extend_from_slice(&["wireguard-go", "-f", &ifname]);
-    let wg_pid = lab.spawn(&wg_ns, "wireguard-go", &env_cmd);
-    wait_for(
-        "the wireguard-go interface to exist",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            lab.exec(&wg_ns, &["ip", "link", "show", &ifname])
-                .status
-                .success()
-                .then_some(())
-        },
-    );
-    let conf_path = lab.dir.path().join("wggo.conf");
-    std::fs::write(&conf_path, &conv.setconf).unwrap();
-    lab.exec_ok(
+    let wg = WireguardGo::start(
+        &mut lab,
         &wg_ns,
-        &["wg", "setconf", &ifname, conf_path.to_str().unwrap()],
-    )
-    .unwrap();
-    for a in &conv.addresses {
-        lab.exec_ok(&wg_ns, &["ip", "addr", "add", a, "dev", &ifname])
-            .unwrap();
-    }
-    lab.exec_ok(&wg_ns, &["ip", "link", "set", &ifname, "mtu", "1420", "up"])
-        .unwrap();
-    for r in &conv.routes {
-        let out = lab.exec(&wg_ns, &["ip", "route", "replace", r, "dev", &ifname]);
-        assert!(out.status.success(), "route {r}: {}", text(&out));
-    }
+        "i",
+        &conv.setconf,
+        &conv.addresses,
+        &conv.routes,
+    );
 
     // Ping both ways; wireguard-go initiates first (it knows a's endpoint).
     wait_for(
@@ -257,18 +212,11 @@ fn agent_interoperates_with_wireguard_go() {
         Duration::from_millis(200),
         || agent.ping(&lab, wg_ip, 2).then_some(()),
     );
-    let hs = String::from_utf8(
-        lab.exec_ok(&wg_ns, &["wg", "show", &ifname, "latest-handshakes"])
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let ts: u64 = hs
-        .split_whitespace()
-        .nth(1)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    assert!(ts > 0, "wireguard-go reports no handshake: {hs}");
+    let hs = wg.handshakes(&lab, &wg_ns);
+    assert!(
+        hs.first().is_some_and(|t| *t > 0),
+        "wireguard-go reports no handshake: {hs:?}"
+    );
     let s = agent.status(&lab);
     let peer = s["peers"]
         .as_array()
@@ -284,8 +232,7 @@ fn agent_interoperates_with_wireguard_go() {
     assert_eq!(peer["public_key"], public.as_str());
     let out = agent.zmesh(&lab, &["ping", "wggo", "--count", "2"]);
     assert!(out.contains("reply from wggo"), "{out}");
-    // A clean stop lets wireguard-go remove its socket and interface itself.
-    lab.stop(wg_pid, Duration::from_secs(5));
+    wg.stop(&mut lab);
 }
 
 #[test]

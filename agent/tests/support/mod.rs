@@ -265,3 +265,100 @@ impl Agent {
         .success()
     }
 }
+
+pub fn has_binary(bin: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A stock `wireguard-go` interface in a lab namespace. Its UAPI socket lives in the
+/// host-wide /var/run/wireguard, so the name is unique per run and the socket is
+/// removed on drop even if the process was killed.
+pub struct WireguardGo {
+    pub ifname: String,
+    pub pid: u32,
+    uapi: PathBuf,
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.uapi);
+    }
+}
+
+impl WireguardGo {
+    /// Starts wireguard-go in `ns` and configures it as wg-quick would: `wg setconf`
+    /// with `setconf`, then addresses and routes with `ip`.
+    pub fn start(
+        lab: &mut Lab,
+        ns: &str,
+        tag: &str,
+        setconf: &str,
+        addresses: &[String],
+        routes: &[String],
+    ) -> Self {
+        let ifname = format!("zw{tag}{}", std::process::id() % 100_000);
+        let uapi = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
+        let pid = lab.spawn(
+            ns,
+            &format!("wireguard-go-{tag}"),
+            &[
+                "env",
+                "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
+                "LOG_LEVEL=error",
+                "wireguard-go",
+                "-f",
+                &ifname,
+            ],
+        );
+        let wg = WireguardGo {
+            ifname: ifname.clone(),
+            pid,
+            uapi,
+        };
+        wait_for(
+            "the wireguard-go interface",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                lab.exec(ns, &["ip", "link", "show", &ifname])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+        let conf = lab.dir.path().join(format!("{ifname}.conf"));
+        std::fs::write(&conf, setconf).unwrap();
+        lab.exec_ok(ns, &["wg", "setconf", &ifname, conf.to_str().unwrap()])
+            .unwrap();
+        for a in addresses {
+            lab.exec_ok(ns, &["ip", "addr", "add", a, "dev", &ifname])
+                .unwrap();
+        }
+        lab.exec_ok(ns, &["ip", "link", "set", &ifname, "mtu", "1420", "up"])
+            .unwrap();
+        for r in routes {
+            lab.exec_ok(ns, &["ip", "route", "replace", r, "dev", &ifname])
+                .unwrap();
+        }
+        wg
+    }
+
+    /// Unix time of the latest handshake with each peer (0 = never).
+    pub fn handshakes(&self, lab: &Lab, ns: &str) -> Vec<u64> {
+        let out = lab
+            .exec_ok(ns, &["wg", "show", &self.ifname, "latest-handshakes"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    }
+
+    /// A clean stop lets wireguard-go remove its interface and socket itself.
+    pub fn stop(self, lab: &mut Lab) {
+        lab.stop(self.pid, Duration::from_secs(5));
+    }
+}
