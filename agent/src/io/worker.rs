@@ -265,7 +265,7 @@ impl Worker {
                 break;
             }
         }
-        debug_assert!(RECV_BUF >= 65536);
+        const { assert!(RECV_BUF >= 65536) };
     }
 
     fn timers(&mut self) {
