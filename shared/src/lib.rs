@@ -9,6 +9,7 @@ pub mod enroll_key;
 pub mod ids;
 pub mod keys;
 pub mod peermap;
+pub mod policy;
 pub mod secret;
 pub mod stun;
 pub mod time;

@@ -105,7 +105,7 @@ impl PeerMap {
         let upsert: Vec<Peer> = new
             .peers
             .iter()
-            .filter(|p| old.get(&p.device_id) != Some(&p))
+            .filter(|p| old.get(&p.device_id) != Some(p))
             .cloned()
             .collect();
         let remove: Vec<DeviceId> = old

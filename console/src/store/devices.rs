@@ -142,6 +142,10 @@ async fn free_derived_name(
     net: NetworkId,
     base: &str,
 ) -> Result<String, StoreError> {
+    // the common case, a new hostname, is one indexed lookup; the LIKE below scans
+    if !name_taken(tx, net, base, None).await? {
+        return Ok(base.to_string());
+    }
     // `base` is [a-z0-9-] only, so it holds no LIKE wildcard
     let rows = sqlx::query(
         "SELECT lower(name) AS n FROM devices WHERE network_id = $1 AND (lower(name) = $2 OR lower(name) LIKE $3)",

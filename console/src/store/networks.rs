@@ -104,7 +104,7 @@ pub(crate) async fn allocate(
     let revision: i64 = row.try_get("revision")?;
     let next: i64 = row.try_get("next_host")?;
     let max = max_host(&v4, &v6);
-    let host = if next - 1 >= 1 && next - 1 <= max {
+    let host = if next > 1 && next - 1 <= max {
         next - 1
     } else {
         lowest_free_host(tx, net, max).await?

@@ -58,11 +58,7 @@ impl PgServer {
     /// `durable = false` turns fsync off (fine for tests, not for benchmarks).
     pub fn start(durable: bool) -> Result<PgServer, String> {
         if let Ok(url) = std::env::var("ZMESH_TEST_PG_URL") {
-            let base = strip_database(&url);
-            return Ok(PgServer {
-                base_url: base,
-                local: None,
-            });
+            return Ok(PgServer::external(&url));
         }
         let bins = find_binaries()?;
         let as_user = if unsafe { libc::geteuid() } == 0 {
@@ -158,6 +154,14 @@ impl PgServer {
             }
         }
         Err(last_err)
+    }
+
+    /// A server someone else runs; databases made on it are dropped after use.
+    pub fn external(url: &str) -> PgServer {
+        PgServer {
+            base_url: strip_database(url),
+            local: None,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -327,7 +331,7 @@ fn find_binaries() -> Result<Binaries, String> {
             Some((v, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versioned.into_iter().map(|(_, p)| p));
     let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
     match (find("initdb"), find("postgres")) {

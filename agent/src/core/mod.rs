@@ -1,0 +1,89 @@
+//! Sans-IO WireGuard mesh core: one boringtun `Tunn` per peer, cryptokey routing
+//! (longest-prefix match on allowed IPs outbound, source check inbound), endpoint
+//! choice and roaming, timers, the built-in ping and drop counters.
+//!
+//! Nothing here touches sockets, the TUN device, an async runtime or the system clock:
+//! time comes in as `now: Instant` (boringtun's `Tunn` reads its own clock internally,
+//! which is accepted). The I/O shell in [`crate::io`] and the simulation test drive it.
+
+mod counters;
+mod node;
+pub mod packet;
+mod peer;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use zmesh_shared::{DeviceId, WgPublicKey};
+
+pub use counters::Counters;
+pub use node::{Node, MIN_OUT_BUF, OVERHEAD};
+
+/// The desired configuration of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub public_key: WgPublicKey,
+    /// Source addresses accepted from this peer, and destinations routed to it.
+    pub allowed_ips: Vec<IpNet>,
+    /// UDP endpoints to try, best first (the first is used until one answers).
+    pub endpoints: Vec<SocketAddr>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A datagram the core wants sent (handshakes, keepalives, cookie replies, packets that
+/// waited for a handshake). The hot path returns its datagram directly instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Something the owner of the node may want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    HandshakeCompleted {
+        device_id: DeviceId,
+        public_key: WgPublicKey,
+        endpoint: SocketAddr,
+    },
+    PingReply {
+        device_id: DeviceId,
+        from: IpAddr,
+        id: u16,
+        seq: u16,
+        rtt: Duration,
+    },
+    EndpointChanged {
+        device_id: DeviceId,
+        endpoint: SocketAddr,
+    },
+}
+
+/// A snapshot of one peer for status displays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStats {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub public_key: WgPublicKey,
+    pub endpoint: Option<SocketAddr>,
+    /// Time since the current session was established, if there is one.
+    pub last_handshake_age: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("no peer's allowed IPs cover {0}")]
+    NoRoute(IpAddr),
+    #[error("peer {0} has no endpoint")]
+    NoEndpoint(DeviceId),
+    #[error("cannot build an echo request to {0}")]
+    BadPingTarget(IpAddr),
+}
+
+#[cfg(test)]
+mod robustness_tests;

@@ -1,0 +1,467 @@
+//! The `Node`: all peers of this device, the hot paths (TUN packet -> datagram,
+//! datagram -> TUN packet), timers and the built-in ping.
+//!
+//! Inbound datagrams are matched to a peer without trying every `Tunn`: handshake
+//! initiations by the static key they carry (decrypted with ours, after the MAC check),
+//! everything else by the receiver index, whose upper 24 bits are the index we gave the
+//! peer's `Tunn`. The decrypted packet's source must lie in that peer's allowed IPs.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zmesh_shared::WgPrivateKey;
+
+use super::packet;
+use super::peer::{Peer, RouteTable};
+use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
+
+/// Bytes a data message adds to an IP packet (type, index, counter, tag).
+pub const OVERHEAD: usize = 32;
+/// Smallest `out` buffer the hot paths accept (a handshake initiation is 148 bytes).
+pub const MIN_OUT_BUF: usize = 148;
+/// How often per-peer timers run.
+const TICK: Duration = Duration::from_millis(250);
+/// Handshake messages per second before cookies are demanded. Each handshake message is
+/// checked twice (once here to find the peer, once inside `Tunn`), hence the doubling.
+const HANDSHAKE_RATE_LIMIT: u64 = 2 * 100;
+/// A ping without reply is forgotten after this long.
+const PING_TTL: Duration = Duration::from_secs(30);
+/// Largest IP packet (the IPv4/IPv6 length fields are 16 bits).
+const MAX_IP_PACKET: usize = 65535;
+/// Upper bound on queued packets flushed after one handshake (boringtun queues 256).
+const MAX_FLUSH: usize = 300;
+/// Receiver indexes are 24 bits wide.
+const INDEX_MASK: u32 = 0x00ff_ffff;
+
+enum Kind {
+    Init,
+    Response,
+    Other,
+}
+
+pub struct Node {
+    secret: StaticSecret,
+    public: PublicKey,
+    own_v4: Ipv4Addr,
+    own_v6: Ipv6Addr,
+    peers: HashMap<u32, Peer>,
+    by_key: HashMap<[u8; 32], u32>,
+    routes: RouteTable,
+    next_index: u32,
+    rate_limiter: Arc<RateLimiter>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    /// Outstanding pings: (target, id, seq) -> sent at.
+    pings: HashMap<(IpAddr, u16, u16), Instant>,
+    next_tick: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl Node {
+    pub fn new(private_key: WgPrivateKey, own_v4: Ipv4Addr, own_v6: Ipv6Addr) -> Self {
+        let secret = private_key.to_x25519();
+        let public = PublicKey::from(&secret);
+        Node {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            secret,
+            public,
+            own_v4,
+            own_v6,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            routes: RouteTable::default(),
+            next_index: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            pings: HashMap::new(),
+            next_tick: None,
+            scratch: vec![0u8; 2048],
+        }
+    }
+
+    /// Sets the desired peer set. Peers whose key and keepalive are unchanged keep their
+    /// `Tunn` (and so their session); a changed key is a different peer (new `Tunn`, new
+    /// receiver index); peers not listed are dropped with their sessions.
+    pub fn set_peers(&mut self, peers: Vec<PeerConfig>, now: Instant) {
+        let mut old = std::mem::take(&mut self.peers);
+        self.by_key.clear();
+        for cfg in peers {
+            let key = cfg.public_key.0;
+            if key == *self.public.as_bytes() || self.by_key.contains_key(&key) {
+                tracing::warn!(peer = %cfg.public_key, "ignoring duplicate peer or our own key");
+                continue;
+            }
+            let reuse = old
+                .iter()
+                .find(|(_, p)| p.config.public_key.0 == key)
+                .map(|(i, _)| *i)
+                .filter(|i| old[i].config.persistent_keepalive == cfg.persistent_keepalive);
+            let peer = match reuse.and_then(|i| old.remove(&i)) {
+                Some(mut p) => {
+                    p.update_config(cfg);
+                    p
+                }
+                None => {
+                    let index = self.alloc_index(&old);
+                    tracing::debug!(peer = %cfg.public_key, index, "new peer");
+                    let tunn = Tunn::new(
+                        self.secret.clone(),
+                        PublicKey::from(key),
+                        None,
+                        cfg.persistent_keepalive,
+                        index,
+                        Some(Arc::clone(&self.rate_limiter)),
+                    );
+                    Peer::new(index, cfg, tunn)
+                }
+            };
+            self.by_key.insert(key, peer.index);
+            self.peers.insert(peer.index, peer);
+        }
+        for p in old.values() {
+            tracing::debug!(peer = %p.config.public_key, "peer removed");
+        }
+        self.routes.rebuild(self.peers.values());
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    fn alloc_index(&mut self, old: &HashMap<u32, Peer>) -> u32 {
+        // Indexes are not reused soon, so a stale session of a removed peer never maps to
+        // a new one; 2^24 peers changes are far away, but wrap safely anyway.
+        loop {
+            let i = self.next_index & INDEX_MASK;
+            self.next_index = self.next_index.wrapping_add(1);
+            if i != 0 && !self.peers.contains_key(&i) && !old.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Hot path, outbound: routes `pkt` (an IP packet read from the TUN) by destination
+    /// and encrypts it into `out`. `Some((endpoint, len))`: send `out[..len]` there.
+    /// Without a session the packet is queued and a handshake initiation is returned.
+    pub fn handle_tun_packet(
+        &mut self,
+        pkt: &[u8],
+        out: &mut [u8],
+        _now: Instant,
+    ) -> Option<(SocketAddr, usize)> {
+        let Some(dst) = packet::dst_addr(pkt) else {
+            self.counters.drop_tun_invalid += 1;
+            return None;
+        };
+        if pkt.len() > MAX_IP_PACKET || out.len() < (pkt.len() + OVERHEAD).max(MIN_OUT_BUF) {
+            self.counters.drop_oversize += 1;
+            return None;
+        }
+        let Some(idx) = self.routes.lookup(dst) else {
+            self.counters.drop_no_route += 1;
+            tracing::trace!(%dst, "no route");
+            return None;
+        };
+        let peer = self.peers.get_mut(&idx)?;
+        let Some(ep) = peer.endpoint else {
+            self.counters.drop_no_endpoint += 1;
+            return None;
+        };
+        match peer.tunn.encapsulate(pkt, out) {
+            TunnResult::WriteToNetwork(b) => {
+                if b.first() == Some(&4) {
+                    self.counters.tx_packets += 1;
+                }
+                Some((ep, b.len()))
+            }
+            TunnResult::Err(e) => {
+                tracing::trace!(?e, "encapsulate failed");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Hot path, inbound: authenticates and decrypts a datagram from `from` into `out`.
+    /// `Some(len)`: write `out[..len]` to the TUN. Handshake replies and queued packets
+    /// go to [`poll_transmit`](Self::poll_transmit).
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        if data.len() > MAX_IP_PACKET + OVERHEAD || out.len() < data.len().max(MIN_OUT_BUF) {
+            self.counters.drop_oversize += 1;
+            return None;
+        }
+        let parsed = match Tunn::parse_incoming_packet(data) {
+            Ok(p) => p,
+            Err(_) => {
+                self.counters.drop_garbage += 1;
+                return None;
+            }
+        };
+        let (idx, kind) = match parsed {
+            Packet::HandshakeInit(ref init) => {
+                // MAC and load check before the costly DH of identifying the sender.
+                match self.rate_limiter.verify_packet(Some(from.ip()), data, out) {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.counters.cookie_replies += 1;
+                        self.transmits.push_back(Transmit {
+                            dst: from,
+                            payload: cookie.to_vec(),
+                        });
+                        return None;
+                    }
+                    Err(_) => {
+                        self.counters.drop_garbage += 1;
+                        return None;
+                    }
+                }
+                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, init) else {
+                    self.counters.drop_handshake_failed += 1;
+                    return None;
+                };
+                let Some(idx) = self.by_key.get(&half.peer_static_public) else {
+                    self.counters.drop_unknown_key += 1;
+                    tracing::debug!(%from, "handshake from unknown key");
+                    return None;
+                };
+                (*idx, Kind::Init)
+            }
+            Packet::HandshakeResponse(ref r) => (r.receiver_idx >> 8, Kind::Response),
+            Packet::PacketCookieReply(ref c) => (c.receiver_idx >> 8, Kind::Other),
+            Packet::PacketData(ref d) => (d.receiver_idx >> 8, Kind::Other),
+        };
+        let Some(peer) = self.peers.get_mut(&idx) else {
+            self.counters.drop_unknown_index += 1;
+            tracing::trace!(%from, idx, "unknown receiver index");
+            return None;
+        };
+        let (len, src) = match peer.tunn.decapsulate(Some(from.ip()), data, out) {
+            TunnResult::WriteToTunnelV4(b, a) => (b.len(), IpAddr::V4(a)),
+            TunnResult::WriteToTunnelV6(b, a) => (b.len(), IpAddr::V6(a)),
+            TunnResult::WriteToNetwork(b) => {
+                self.transmits.push_back(Transmit {
+                    dst: from,
+                    payload: b.to_vec(),
+                });
+                if peer.roam(from) {
+                    let device_id = peer.config.device_id;
+                    self.events.push_back(Event::EndpointChanged {
+                        device_id,
+                        endpoint: from,
+                    });
+                }
+                if matches!(kind, Kind::Init | Kind::Response) {
+                    self.counters.handshakes += 1;
+                    tracing::debug!(peer = %peer.config.public_key, %from, "handshake completed");
+                    self.events.push_back(Event::HandshakeCompleted {
+                        device_id: peer.config.device_id,
+                        public_key: peer.config.public_key,
+                        endpoint: from,
+                    });
+                }
+                // Packets that waited for this handshake go out now.
+                for _ in 0..MAX_FLUSH {
+                    match peer.tunn.decapsulate(None, &[], out) {
+                        TunnResult::WriteToNetwork(b) => {
+                            self.counters.tx_packets += 1;
+                            self.transmits.push_back(Transmit {
+                                dst: from,
+                                payload: b.to_vec(),
+                            })
+                        }
+                        _ => break,
+                    }
+                }
+                return None;
+            }
+            TunnResult::Done => {
+                // Keepalive or cookie: authenticated, so the sender is where it says.
+                if peer.roam(from) {
+                    let device_id = peer.config.device_id;
+                    self.events.push_back(Event::EndpointChanged {
+                        device_id,
+                        endpoint: from,
+                    });
+                }
+                return None;
+            }
+            TunnResult::Err(e) => {
+                let c = &mut self.counters;
+                match e {
+                    WireGuardError::InvalidAeadTag => c.drop_decrypt_failed += 1,
+                    WireGuardError::InvalidCounter | WireGuardError::DuplicateCounter => {
+                        c.drop_replay += 1
+                    }
+                    WireGuardError::NoCurrentSession | WireGuardError::WrongIndex => {
+                        c.drop_no_session += 1
+                    }
+                    WireGuardError::InvalidMac
+                    | WireGuardError::InvalidPacket
+                    | WireGuardError::IncorrectPacketLength
+                    | WireGuardError::WrongPacketType => c.drop_garbage += 1,
+                    _ => c.drop_handshake_failed += 1,
+                }
+                tracing::trace!(?e, %from, "datagram dropped");
+                return None;
+            }
+        };
+        // Cryptokey routing: the peer may only speak for its own allowed IPs.
+        if !peer.allows(src) {
+            self.counters.drop_bad_source += 1;
+            tracing::trace!(%src, peer = %peer.config.public_key, "source outside allowed IPs");
+            return None;
+        }
+        if peer.roam(from) {
+            let device_id = peer.config.device_id;
+            self.events.push_back(Event::EndpointChanged {
+                device_id,
+                endpoint: from,
+            });
+        }
+        let pkt = &out[..len];
+        if packet::parse_ip(pkt).is_none() {
+            self.counters.drop_bad_inner += 1;
+            return None;
+        }
+        if let Some(r) = packet::parse_echo_reply(pkt) {
+            if let Some(sent) = self.pings.remove(&(r.src, r.id, r.seq)) {
+                if r.dst == IpAddr::V4(self.own_v4) || r.dst == IpAddr::V6(self.own_v6) {
+                    self.events.push_back(Event::PingReply {
+                        device_id: peer.config.device_id,
+                        from: r.src,
+                        id: r.id,
+                        seq: r.seq,
+                        rtt: now.saturating_duration_since(sent),
+                    });
+                    return None;
+                }
+            }
+        }
+        self.counters.rx_packets += 1;
+        Some(len)
+    }
+
+    /// Runs per-peer timers (handshake retries, keepalives, rekeys) when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.next_tick {
+            Some(t) if now >= t => {}
+            _ => return,
+        }
+        self.next_tick = Some(now + TICK);
+        // Our limiter is shared by all Tunns, so they do not reset it themselves.
+        self.rate_limiter.reset_count();
+        for peer in self.peers.values_mut() {
+            match peer.tunn.update_timers(&mut self.scratch) {
+                TunnResult::WriteToNetwork(b) => {
+                    if b.first() == Some(&1) {
+                        peer.rotate_endpoint();
+                    }
+                    if let Some(ep) = peer.endpoint {
+                        self.transmits.push_back(Transmit {
+                            dst: ep,
+                            payload: b.to_vec(),
+                        });
+                    }
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                TunnResult::Err(e) => tracing::trace!(?e, "timer error"),
+                _ => {}
+            }
+        }
+        self.pings
+            .retain(|_, sent| now.saturating_duration_since(*sent) < PING_TTL);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Sends an ICMP echo request from our overlay address to `dst` through the tunnel.
+    /// The reply surfaces as [`Event::PingReply`] and is not written to the TUN.
+    pub fn send_ping(
+        &mut self,
+        dst: IpAddr,
+        id: u16,
+        seq: u16,
+        now: Instant,
+    ) -> Result<(), CoreError> {
+        let src = match dst {
+            IpAddr::V4(_) => IpAddr::V4(self.own_v4),
+            IpAddr::V6(_) => IpAddr::V6(self.own_v6),
+        };
+        let idx = self.routes.lookup(dst).ok_or(CoreError::NoRoute(dst))?;
+        let peer = self.peers.get(&idx).ok_or(CoreError::NoRoute(dst))?;
+        if peer.endpoint.is_none() {
+            return Err(CoreError::NoEndpoint(peer.config.device_id));
+        }
+        let mut pkt = [0u8; 64];
+        let n = packet::build_echo_request(src, dst, id, seq, b"zmesh-ping", &mut pkt)
+            .ok_or(CoreError::BadPingTarget(dst))?;
+        let mut out = [0u8; 256];
+        self.pings.insert((dst, id, seq), now);
+        // None here means "queued behind a handshake in progress", which is fine.
+        if let Some((ep, len)) = self.handle_tun_packet(&pkt[..n], &mut out, now) {
+            self.transmits.push_back(Transmit {
+                dst: ep,
+                payload: out[..len].to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let mut v: Vec<PeerStats> = self
+            .peers
+            .values()
+            .map(|p| {
+                let (age, tx, rx, _, _) = p.tunn.stats();
+                PeerStats {
+                    device_id: p.config.device_id,
+                    name: p.config.name.clone(),
+                    public_key: p.config.public_key,
+                    endpoint: p.endpoint,
+                    last_handshake_age: age,
+                    rx_bytes: rx as u64,
+                    tx_bytes: tx as u64,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.device_id.cmp(&b.device_id)));
+        v
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn public_key(&self) -> zmesh_shared::WgPublicKey {
+        zmesh_shared::WgPublicKey(*self.public.as_bytes())
+    }
+
+    pub fn overlay_addrs(&self) -> (Ipv4Addr, Ipv6Addr) {
+        (self.own_v4, self.own_v6)
+    }
+}

@@ -1,0 +1,192 @@
+//! Reachability questions: which rule (if any) lets one device reach another on a
+//! given protocol and port, and which device-to-device edges a policy change adds
+//! or removes. Used by policy `tests`, by the console's "why can't A reach B", and
+//! to show an admin the effect of an edit before it is applied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::*;
+use super::resolve::{proto_port_match, Bits, Index};
+use crate::ids::DeviceId;
+
+/// Every rule's resolved sides, for repeated questions against one policy.
+pub(crate) struct Matcher<'a> {
+    pub ix: Index<'a>,
+    /// Per rule: source devices.
+    pub src: Vec<Bits>,
+    /// Per rule, per destination entry: devices covered.
+    pub dst: Vec<Vec<Bits>>,
+}
+
+impl<'a> Matcher<'a> {
+    pub fn new(p: &'a Policy, inv: &'a Inventory, all: bool) -> Self {
+        let ix = Index::new(p, inv, all);
+        let mut src = Vec::with_capacity(p.rules.len());
+        let mut dst = Vec::with_capacity(p.rules.len());
+        for r in &p.rules {
+            let mut s = Bits::empty(ix.n());
+            for sel in &r.src {
+                s.or(&ix.resolve(&sel.v));
+            }
+            src.push(s);
+            dst.push(r.dst.iter().map(|d| ix.resolve(&d.v.sel)).collect());
+        }
+        Matcher { ix, src, dst }
+    }
+
+    /// The first rule that accepts `proto`/`port` from device `s` to device `d`.
+    pub fn accepting(&self, s: usize, d: usize, proto: Proto, port: u16) -> Option<RuleRef> {
+        let rules = &self.ix.policy.rules;
+        rules.iter().enumerate().find_map(|(ri, r)| {
+            let hit = self.src[ri].get(s)
+                && r.dst
+                    .iter()
+                    .zip(&self.dst[ri])
+                    .any(|(e, b)| b.get(d) && proto_port_match(r.proto, &e.v.ports, proto, port));
+            hit.then_some(RuleRef {
+                index: ri as u32,
+                line: r.pos.line,
+                column: r.pos.column,
+            })
+        })
+    }
+}
+
+/// Which rule accepts `proto` traffic to `port` (ignored for icmp) from `src` to `dst`;
+/// `None` means denied. Answers for the policy as written: devices are matched whether
+/// or not they are active.
+pub fn check(
+    p: &Policy,
+    inv: &Inventory,
+    src: DeviceId,
+    dst: DeviceId,
+    proto: Proto,
+    port: u16,
+) -> Option<RuleRef> {
+    let m = Matcher::new(p, inv, true);
+    let (s, d) = (m.ix.position(&src)?, m.ix.position(&dst)?);
+    m.accepting(s, d, proto, port)
+}
+
+/// One device-to-device permission that a policy change adds or removes.
+/// `tcp`/`udp` carry port ranges; `icmp` (whole) has no ports,
+/// and `any` (no ports) stands for the IP protocols other than tcp, udp and icmp.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EdgeChange {
+    pub src: DeviceId,
+    pub dst: DeviceId,
+    pub proto: Proto,
+    pub ports: Vec<PortRange>,
+    pub added: bool,
+}
+
+const PROTOS: [Proto; 4] = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Any];
+type Perms = [Vec<PortRange>; 4];
+
+fn add_perm(perm: &mut Perms, proto: Proto, ports: &[PortRange]) {
+    let all = is_all_ports(ports);
+    let mut put = |k: usize, p: &[PortRange]| {
+        perm[k].extend_from_slice(p);
+        perm[k] = normalize_ports(std::mem::take(&mut perm[k]));
+    };
+    match proto {
+        Proto::Tcp => put(0, ports),
+        Proto::Udp => put(1, ports),
+        Proto::Icmp => put(2, &[PortRange::ALL]),
+        Proto::Any => {
+            put(0, ports);
+            put(1, ports);
+            if all {
+                put(2, &[PortRange::ALL]);
+                put(3, &[PortRange::ALL]);
+            }
+        }
+    }
+}
+
+/// Per destination device: its inbound profile, (rule, ports) pairs in rule order.
+fn profiles(m: &Matcher) -> Vec<Vec<(usize, Vec<PortRange>)>> {
+    let n = m.ix.n();
+    let mut prof: Vec<Vec<(usize, Vec<PortRange>)>> = vec![Vec::new(); n];
+    for (ri, r) in m.ix.policy.rules.iter().enumerate() {
+        if m.src[ri].is_empty() {
+            continue;
+        }
+        let mut per_dev: HashMap<usize, Vec<PortRange>> = HashMap::new();
+        for (e, b) in r.dst.iter().zip(&m.dst[ri]) {
+            for d in b.iter() {
+                per_dev.entry(d).or_default().extend_from_slice(&e.v.ports);
+            }
+        }
+        for (d, ports) in per_dev {
+            prof[d].push((ri, normalize_ports(ports)));
+        }
+    }
+    prof
+}
+
+/// The permissions each source device has into a device with this profile.
+fn grants(m: &Matcher, prof: &[(usize, Vec<PortRange>)]) -> BTreeMap<usize, Perms> {
+    let mut out: BTreeMap<usize, Perms> = BTreeMap::new();
+    for (ri, ports) in prof {
+        let proto = m.ix.policy.rules[*ri].proto;
+        for s in m.src[*ri].iter() {
+            add_perm(out.entry(s).or_default(), proto, ports);
+        }
+    }
+    out
+}
+
+/// Every (source, destination, protocol, port range) edge between active devices that
+/// `new` adds or removes relative to `old`, sorted. Ports are merged per device pair and
+/// protocol, so a rule split or reordering that changes nothing yields nothing.
+pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
+    let (mo, mn) = (Matcher::new(old, inv, false), Matcher::new(new, inv, false));
+    let (po, pn) = (profiles(&mo), profiles(&mn));
+    // Devices with the same pair of profiles see the same change; compute it once.
+    type Key<'k> = (&'k [(usize, Vec<PortRange>)], &'k [(usize, Vec<PortRange>)]);
+    // (source, protocol slot, ports, added)
+    type Change = (usize, usize, Vec<PortRange>, bool);
+    let mut cache: HashMap<Key, Vec<Change>> = HashMap::new();
+    let mut out = Vec::new();
+    for d in 0..mo.ix.n() {
+        let key: Key = (&po[d], &pn[d]);
+        let changes = cache.entry(key).or_insert_with(|| {
+            let (go, gn) = (grants(&mo, key.0), grants(&mn, key.1));
+            let mut ch = Vec::new();
+            let empty: Perms = Default::default();
+            let srcs: std::collections::BTreeSet<usize> =
+                go.keys().chain(gn.keys()).copied().collect();
+            for s in srcs {
+                let (a, b) = (go.get(&s).unwrap_or(&empty), gn.get(&s).unwrap_or(&empty));
+                for k in 0..4 {
+                    let added = subtract_ports(&b[k], &a[k]);
+                    let removed = subtract_ports(&a[k], &b[k]);
+                    if !added.is_empty() {
+                        ch.push((s, k, added, true));
+                    }
+                    if !removed.is_empty() {
+                        ch.push((s, k, removed, false));
+                    }
+                }
+            }
+            ch
+        });
+        for (s, k, ports, added) in changes.iter() {
+            if *s == d {
+                continue;
+            }
+            out.push(EdgeChange {
+                src: mo.ix.devs[*s].id,
+                dst: mo.ix.devs[d].id,
+                proto: PROTOS[*k],
+                ports: if *k < 2 { ports.clone() } else { Vec::new() },
+                added: *added,
+            });
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,205 @@
+//! Compiles a policy for an inventory into what each device is sent: the peers it
+//! may reach or be reached by (no others: unlinked devices never learn of each other)
+//! and its inbound filter. Devices with the same rule memberships share one peer list
+//! and one filter (`Arc`), which keeps `*` rules over thousands of devices cheap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::model::*;
+use super::resolve::{proto_port_match, Bits, Index};
+use crate::ids::DeviceId;
+
+/// One inbound permission: packets from `src` of `proto` to `ports` are accepted.
+/// `ports` apply to tcp and udp; with `proto: any`, icmp and other protocols pass only
+/// when `ports` is all ports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FilterRule {
+    pub src: Vec<IpNet>,
+    pub proto: Proto,
+    pub ports: Vec<PortRange>,
+    /// Index in the policy's `rules` of the rule that grants this.
+    pub rule: u32,
+}
+
+impl FilterRule {
+    /// Whether this rule accepts a packet; `proto` is the packet's (never `Any` for
+    /// tcp/udp/icmp; `Any` for other IP protocols), `port` its destination port.
+    pub fn accepts(&self, src: std::net::IpAddr, proto: Proto, port: u16) -> bool {
+        proto_port_match(self.proto, &self.ports, proto, port)
+            && self.src.iter().any(|n| n.contains(&src))
+    }
+}
+
+/// What one device gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePolicy {
+    me: DeviceId,
+    /// Sorted; may contain `me`, which [`DevicePolicy::peers`] skips.
+    linked: Arc<[DeviceId]>,
+    pub filter: Arc<[FilterRule]>,
+}
+
+impl DevicePolicy {
+    /// Peer device ids, sorted, never the device itself.
+    pub fn peers(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        self.linked.iter().copied().filter(move |d| *d != self.me)
+    }
+    pub fn has_peer(&self, id: &DeviceId) -> bool {
+        *id != self.me && self.linked.binary_search(id).is_ok()
+    }
+    pub fn peer_count(&self) -> usize {
+        self.linked.len() - usize::from(self.linked.binary_search(&self.me).is_ok())
+    }
+}
+
+/// The compiled policy: one entry per active device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub devices: BTreeMap<DeviceId, DevicePolicy>,
+}
+
+impl Compiled {
+    pub fn get(&self, id: &DeviceId) -> Option<&DevicePolicy> {
+        self.devices.get(id)
+    }
+}
+
+/// Groups equal keys into classes; returns the class of each item and the class keys.
+fn classes<K: std::hash::Hash + Eq + Clone>(keys: impl Iterator<Item = K>) -> (Vec<usize>, Vec<K>) {
+    let mut map: HashMap<K, usize> = HashMap::new();
+    let mut reps = Vec::new();
+    let of = keys
+        .map(|k| {
+            *map.entry(k.clone()).or_insert_with(|| {
+                reps.push(k);
+                reps.len() - 1
+            })
+        })
+        .collect();
+    (of, reps)
+}
+
+/// Compiles `p` for the active devices of `inv`. Pure and deterministic: the same input
+/// gives the same output, whatever the inventory order.
+pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
+    let ix = Index::new(p, inv, false);
+    let n = ix.n();
+    let nr = p.rules.len();
+    let mut src: Vec<Bits> = Vec::with_capacity(nr);
+    let mut dst_any: Vec<Bits> = Vec::with_capacity(nr);
+    // Per device: (rule, dst entry) pairs that cover it, in order.
+    let mut covers: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+    let mut literal: Vec<Vec<IpNet>> = Vec::with_capacity(nr);
+    for (ri, r) in p.rules.iter().enumerate() {
+        let mut s = Bits::empty(n);
+        let mut lit = Vec::new();
+        for sel in &r.src {
+            s.or(&ix.resolve(&sel.v));
+            lit.extend(ix.literal_prefixes(&sel.v));
+        }
+        let mut da = Bits::empty(n);
+        for (ei, e) in r.dst.iter().enumerate() {
+            let b = ix.resolve(&e.v.sel);
+            for d in b.iter() {
+                covers[d].push((ri as u32, ei as u32));
+            }
+            da.or(&b);
+        }
+        src.push(s);
+        dst_any.push(da);
+        literal.push(lit);
+    }
+
+    // Peers: a device's links are the union of the destinations of the rules it is a
+    // source of, and the sources of the rules it is a destination of.
+    let mut src_sig = vec![Bits::empty(nr); n];
+    let mut dst_sig = vec![Bits::empty(nr); n];
+    for ri in 0..nr {
+        for i in src[ri].iter() {
+            src_sig[i].set(ri);
+        }
+        for i in dst_any[ri].iter() {
+            dst_sig[i].set(ri);
+        }
+    }
+    let (src_cls, src_reps) = classes(src_sig.into_iter());
+    let (dst_cls, dst_reps) = classes(dst_sig.into_iter());
+    let union = |sig: &Bits, sets: &[Bits]| {
+        let mut u = Bits::empty(n);
+        for r in sig.iter() {
+            u.or(&sets[r]);
+        }
+        u
+    };
+    let out_u: Vec<Bits> = src_reps.iter().map(|s| union(s, &dst_any)).collect();
+    let in_u: Vec<Bits> = dst_reps.iter().map(|s| union(s, &src)).collect();
+    let (pair_cls, pair_reps) = classes((0..n).map(|i| (src_cls[i], dst_cls[i])));
+    let linked: Vec<Arc<[DeviceId]>> = pair_reps
+        .iter()
+        .map(|&(a, b)| {
+            let mut u = out_u[a].clone();
+            u.or(&in_u[b]);
+            u.iter().map(|i| ix.devs[i].id).collect()
+        })
+        .collect();
+
+    // Filters: one per distinct set of covering (rule, entry) pairs. A rule's source
+    // addresses are computed at most once.
+    let mut src_nets: Vec<Option<Vec<IpNet>>> = vec![None; nr];
+    let (f_cls, f_reps) = classes(covers.into_iter());
+    let filters: Vec<Arc<[FilterRule]>> = f_reps
+        .iter()
+        .map(|cov| {
+            let mut out: Vec<FilterRule> = Vec::new();
+            for (ri, ei) in cov {
+                let (ri, ei) = (*ri as usize, *ei as usize);
+                let ports = &p.rules[ri].dst[ei].v.ports;
+                if let Some(last) = out.last_mut().filter(|f| f.rule as usize == ri) {
+                    last.ports = normalize_ports(last.ports.iter().chain(ports).copied().collect());
+                    continue;
+                }
+                let nets = src_nets[ri].get_or_insert_with(|| {
+                    let mut v = literal[ri].clone();
+                    let covered_by_lit = |a: &IpNet| literal[ri].iter().any(|l| l.contains(a));
+                    for i in src[ri].iter() {
+                        for net in ix.device_nets(i) {
+                            if !covered_by_lit(&net) {
+                                v.push(net);
+                            }
+                        }
+                    }
+                    IpNet::aggregate(&v)
+                });
+                if nets.is_empty() {
+                    continue;
+                }
+                out.push(FilterRule {
+                    src: nets.clone(),
+                    proto: p.rules[ri].proto,
+                    ports: ports.clone(),
+                    rule: ri as u32,
+                });
+            }
+            out.into()
+        })
+        .collect();
+
+    let devices = (0..n)
+        .map(|i| {
+            let id = ix.devs[i].id;
+            (
+                id,
+                DevicePolicy {
+                    me: id,
+                    linked: linked[pair_cls[i]].clone(),
+                    filter: filters[f_cls[i]].clone(),
+                },
+            )
+        })
+        .collect();
+    Compiled { devices }
+}

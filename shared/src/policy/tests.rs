@@ -1,0 +1,162 @@
+//! Cross-checks between the compiler, `check` and `diff` on generated inventories,
+//! plus the tag-owner helper.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::ids::DeviceId;
+
+fn inventory(n: u32) -> Inventory {
+    let tags = ["tag:server", "tag:ci", "tag:db"];
+    Inventory {
+        devices: (1..=n)
+            .map(|i| InvDevice {
+                id: DeviceId::from_uuid(uuid::Uuid::from_u128(i as u128 * 7919)),
+                name: format!("d{i}"),
+                owner: format!("u{}@example.com", i % 5),
+                tags: if i % 3 == 0 {
+                    vec![tags[(i as usize / 3) % 3].to_string()]
+                } else {
+                    vec![]
+                },
+                overlay_v4: Ipv4Addr::from(0x6440_0000 + i),
+                overlay_v6: format!("fd00::{i:x}").parse().unwrap(),
+                active: i % 11 != 0,
+            })
+            .collect(),
+    }
+}
+
+const POLICY: &str = r#"{
+  "version": 1,
+  "groups": { "group:a": ["user:u1@example.com", "tag:ci", "group:b"], "group:b": ["user:u2@example.com", "d4"] },
+  "tag_owners": { "tag:server": ["group:a"], "tag:ci": ["user:u3@example.com"], "tag:db": ["tag:server"] },
+  "hosts": { "low": "100.64.0.0/28" },
+  "rules": [
+    { "src": ["group:a"], "dst": ["tag:server:22,80-90"], "proto": "tcp" },
+    { "src": ["tag:server"], "dst": ["tag:db:5432", "low:53"], "proto": "udp" },
+    { "src": ["user:u4@example.com", "100.64.0.40/29"], "dst": ["d7:*", "group:b:443"] },
+    { "src": ["group:b"], "dst": ["tag:server"], "proto": "icmp" },
+  ],
+}"#;
+
+#[test]
+fn filters_peers_and_check_agree() {
+    let inv = inventory(60);
+    let p = Policy::parse_and_validate(POLICY, &inv).unwrap();
+    let c = compile(&p, &inv);
+    let active: Vec<&InvDevice> = inv.devices.iter().filter(|d| d.active).collect();
+    assert_eq!(c.devices.len(), active.len());
+    for s in &active {
+        for d in &active {
+            if s.id == d.id {
+                continue;
+            }
+            let f = &c.get(&d.id).unwrap().filter;
+            let mut linked = false;
+            for (proto, port) in [
+                (Proto::Tcp, 22),
+                (Proto::Tcp, 85),
+                (Proto::Udp, 53),
+                (Proto::Udp, 5432),
+                (Proto::Tcp, 443),
+                (Proto::Icmp, 0),
+                (Proto::Tcp, 1),
+            ] {
+                let want = check(&p, &inv, s.id, d.id, proto, port).is_some();
+                let got = f
+                    .iter()
+                    .any(|r| r.accepts(IpAddr::V4(s.overlay_v4), proto, port));
+                let got6 = f
+                    .iter()
+                    .any(|r| r.accepts(IpAddr::V6(s.overlay_v6), proto, port));
+                assert_eq!(
+                    (got, got6),
+                    (want, want),
+                    "{} -> {} {proto:?}/{port}",
+                    s.name,
+                    d.name
+                );
+                linked |= want;
+            }
+            if linked {
+                assert!(
+                    c.get(&s.id).unwrap().has_peer(&d.id) && c.get(&d.id).unwrap().has_peer(&s.id)
+                );
+            }
+        }
+        let me = c.get(&s.id).unwrap();
+        assert!(!me.has_peer(&s.id));
+        assert_eq!(me.peers().count(), me.peer_count());
+    }
+}
+
+#[test]
+fn compile_ignores_inventory_order() {
+    let inv = inventory(40);
+    let p = Policy::parse_and_validate(POLICY, &inv).unwrap();
+    let mut rev = inv.clone();
+    rev.devices.reverse();
+    assert_eq!(compile(&p, &inv), compile(&p, &rev));
+}
+
+#[test]
+fn diff_is_empty_for_equivalent_policies_and_symmetric() {
+    let inv = inventory(40);
+    let p = Policy::parse_and_validate(POLICY, &inv).unwrap();
+    let same = POLICY.replace(
+        r#"["tag:server:22,80-90"]"#,
+        r#"["tag:server:80-85", "tag:server:22,86-90"]"#,
+    );
+    let q = Policy::parse_and_validate(&same, &inv).unwrap();
+    assert!(diff(&p, &q, &inv).is_empty());
+    let narrower = POLICY.replace("22,80-90", "22");
+    let r = Policy::parse_and_validate(&narrower, &inv).unwrap();
+    let fwd = diff(&p, &r, &inv);
+    assert!(
+        !fwd.is_empty()
+            && fwd.iter().all(|e| !e.added
+                && e.ports
+                    == vec![PortRange {
+                        first: 80,
+                        last: 90
+                    }])
+    );
+    let back = diff(&r, &p, &inv);
+    assert_eq!(fwd.len(), back.len());
+    assert!(back.iter().all(|e| e.added));
+}
+
+#[test]
+fn tag_owners_expand_groups() {
+    let inv = inventory(10);
+    let p = Policy::parse_and_validate(POLICY, &inv).unwrap();
+    assert!(tag_owner_allows(&p, "user:u1@example.com", "tag:server"));
+    assert!(
+        tag_owner_allows(&p, "u2@example.com", "tag:server"),
+        "nested group"
+    );
+    assert!(tag_owner_allows(&p, "tag:server", "tag:db"));
+    assert!(!tag_owner_allows(&p, "user:u3@example.com", "tag:server"));
+    assert!(!tag_owner_allows(&p, "user:u1@example.com", "tag:nope"));
+}
+
+#[test]
+fn hostile_input_is_refused_cleanly() {
+    let inv = inventory(3);
+    for t in [
+        "",
+        "[]",
+        "{",
+        "{\"version\": 2}",
+        "{\"version\":1,\"rules\":[{}]}",
+        &"[".repeat(5000),
+        "{\"version\":1,\"rules\":\"x\"}",
+    ] {
+        let e = Policy::parse_and_validate(t, &inv).unwrap_err();
+        assert!(!e.is_empty());
+    }
+    let e = Policy::parse("{\"version\":1,\"rules\":[{\"src\":[1],\"dst\":[\"*:99999\"]}]}")
+        .unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+}
