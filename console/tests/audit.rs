@@ -865,10 +865,7 @@ async fn syslog_forwarding_to_a_tcp_receiver() {
         assert!(k > 0, "forwarder closed the connection");
         buf.extend_from_slice(&chunk[..k]);
         // take complete frames: "LEN SP MSG"
-        loop {
-            let Some(sp) = buf.iter().position(|&b| b == b' ') else {
-                break;
-            };
+        while let Some(sp) = buf.iter().position(|&b| b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
             if buf.len() < sp + 1 + len {
                 break;
