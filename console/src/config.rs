@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// UDP address of the built-in STUN responder.
+    #[arg(long, env = "ZMESH_STUN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub stun_listen: SocketAddr,
+    /// Do not run the STUN responder.
+    #[arg(long)]
+    pub no_stun: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub tls: TlsSource,
+    /// STUN responder address; `None` when disabled.
+    pub stun_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -97,6 +105,7 @@ impl ServeConfig {
             listen: a.listen,
             database_url,
             tls,
+            stun_listen: (!a.no_stun).then_some(a.stun_listen),
         })
     }
 
@@ -150,6 +159,8 @@ mod tests {
             tls_san: vec![],
             tls_cert: None,
             tls_key: None,
+            stun_listen: "0.0.0.0:3478".parse().unwrap(),
+            no_stun: false,
         }
     }
 

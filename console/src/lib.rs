@@ -15,6 +15,7 @@ pub mod peermap;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod stun;
 pub mod tls;
 pub mod tls_pin;
 

@@ -137,6 +137,16 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    let stun_task = match cfg.stun_listen {
+        Some(addr) => {
+            let sock = crate::stun::bind(addr)
+                .await
+                .with_context(|| format!("binding the STUN responder to {addr}"))?;
+            println!("STUN responder on udp {}", sock.local_addr()?);
+            Some(tokio::spawn(crate::stun::run(sock)))
+        }
+        None => None,
+    };
     let url = crate::config::local_url(listener.local_addr()?);
     fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
         .context("writing console.url")?;
@@ -152,6 +162,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     );
     tracing::info!(listen = %cfg.listen, "console started");
     serve(listener, tls, state, shutdown_signal()).await?;
+    if let Some(t) = stun_task {
+        t.abort();
+    }
     tracing::info!("console stopped");
     Ok(())
 }
