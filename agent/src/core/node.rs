@@ -139,7 +139,7 @@ impl Node {
             peer.path
                 .set_relay(self.relay.then(|| relay_endpoint(&key)));
             peer.path.set_candidates(&peer.config.endpoints, now);
-            apply_path(&mut peer, &mut self.events);
+            apply_path(&mut peer, &mut self.events, &mut self.transmits);
             self.by_key.insert(key, peer.index);
             self.peers.insert(peer.index, peer);
         }
@@ -193,8 +193,10 @@ impl Node {
         };
         match peer.tunn.encapsulate(pkt, out) {
             TunnResult::WriteToNetwork(b) => {
-                if b.first() == Some(&4) {
-                    self.counters.tx_packets += 1;
+                match b.first() {
+                    Some(&4) => self.counters.tx_packets += 1,
+                    Some(&1) => peer.awaiting_handshake = true,
+                    _ => {}
                 }
                 Some((ep, b.len()))
             }
@@ -289,6 +291,7 @@ impl Node {
                 });
                 note_rx(peer, from, now, &mut self.events);
                 if matches!(kind, Kind::Init | Kind::Response) {
+                    peer.awaiting_handshake = false;
                     self.counters.handshakes += 1;
                     tracing::debug!(peer = %peer.config.public_key, %from, "handshake completed");
                     self.events.push_back(Event::HandshakeCompleted {
@@ -380,6 +383,7 @@ impl Node {
             match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(b) => {
                     if b.first() == Some(&1) {
+                        peer.awaiting_handshake = true;
                         peer.rotate_endpoint();
                     }
                     if let Some(ep) = peer.endpoint {
@@ -496,7 +500,7 @@ impl Node {
         for peer in self.peers.values_mut() {
             let key = peer.config.public_key.0;
             peer.path.set_relay(on.then(|| relay_endpoint(&key)));
-            apply_path(peer, &mut self.events);
+            apply_path(peer, &mut self.events, &mut self.transmits);
         }
     }
 
@@ -550,7 +554,7 @@ impl Node {
             probe::Kind::Pong => {
                 tracing::trace!(%from, "probe pong");
                 if peer.path.on_pong(from, p.tx, now) {
-                    apply_path(peer, &mut self.events);
+                    apply_path(peer, &mut self.events, &mut self.transmits);
                 }
             }
         }
@@ -563,7 +567,7 @@ impl Node {
             self.pings_due.clear();
             peer.path.poll(now, &mut self.pings_due);
             if peer.path.kind() != before {
-                apply_path(peer, &mut self.events);
+                apply_path(peer, &mut self.events, &mut self.transmits);
             }
             let Some(k) = &peer.probe_key else { continue };
             for (dst, tx) in self.pings_due.drain(..) {
@@ -594,13 +598,26 @@ impl Node {
 }
 
 /// Points the peer's endpoint at what its path state chose (if it chose anything).
-fn apply_path(peer: &mut Peer, events: &mut VecDeque<Event>) {
+/// A handshake waiting for an answer is sent again at once on the new path, instead of
+/// after the 5 s retry timer (the old path is the likely reason it got no answer).
+fn apply_path(peer: &mut Peer, events: &mut VecDeque<Event>, transmits: &mut VecDeque<Transmit>) {
     let Some(ep) = peer.path.endpoint() else {
         return;
     };
     if peer.endpoint != Some(ep) || !peer.confirmed {
         peer.confirmed = true;
         peer.endpoint = Some(ep);
+        if peer.awaiting_handshake {
+            let mut buf = [0u8; MIN_OUT_BUF];
+            if let TunnResult::WriteToNetwork(b) =
+                peer.tunn.format_handshake_initiation(&mut buf, true)
+            {
+                transmits.push_back(Transmit {
+                    dst: ep,
+                    payload: b.to_vec(),
+                });
+            }
+        }
         tracing::debug!(peer = %peer.config.public_key, path = ?peer.path.kind(), "path changed");
         events.push_back(Event::EndpointChanged {
             device_id: peer.config.device_id,

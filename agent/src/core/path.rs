@@ -25,6 +25,8 @@ const DEAD_AFTER: Duration = Duration::from_millis(6500);
 const REPROBE_NO_DIRECT: Duration = Duration::from_secs(20);
 /// With a direct path: probe every candidate this often, to find a faster one.
 const REPROBE_DIRECT: Duration = Duration::from_secs(60);
+/// A path that missed a keepalive while another answers is replaced at once.
+const STALE: Duration = Duration::from_millis(3500);
 /// A new path must beat the current RTT by this factor to replace it.
 const SWITCH_FACTOR: f64 = 0.75;
 /// Bounds on remembered state.
@@ -271,6 +273,9 @@ impl PathState {
 
     fn expire(&mut self, now: Instant) {
         let Some(s) = self.selected else { return };
+        if self.reselect(now) && self.selected.is_some() {
+            return; // moved to another working path
+        }
         let alive = self
             .cands
             .iter()
@@ -304,7 +309,23 @@ impl PathState {
             .and_then(|s| self.cands.iter().find(|c| c.addr == s))
             .filter(|c| live(c))
             .map(|c| (c.addr, c.rtt));
+        let fresh = |c: &&Cand| {
+            c.last_rx
+                .is_some_and(|t| now.saturating_duration_since(t) < STALE)
+        };
+        let cur_fresh = self
+            .selected
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
+            .is_some_and(|c| fresh(&c));
+        let best_fresh = self
+            .cands
+            .iter()
+            .filter(live)
+            .filter(fresh)
+            .min_by_key(|c| c.rtt)
+            .map(|c| c.addr);
         let pick = match (cur, best) {
+            (Some(_), Some(_)) if !cur_fresh && best_fresh.is_some() => best_fresh,
             (Some((ca, Some(cr))), Some((ba, Some(br)))) => {
                 if br.as_secs_f64() < cr.as_secs_f64() * SWITCH_FACTOR {
                     Some(ba)
@@ -342,15 +363,21 @@ mod tests {
         let mut out = vec![];
         p.poll(t0, &mut out);
         assert_eq!(out.len(), 2);
-        // the public candidate answers first, then the LAN one, faster
+        // the public candidate answers (40 ms); the LAN one's first answer is lost
         assert!(p.on_pong(out[0].0, out[0].1, t0 + Duration::from_millis(40)));
         assert_eq!(p.kind(), PathKind::Direct(a("192.0.2.1:1")));
-        assert!(p.on_pong(out[1].0, out[1].1, t0 + Duration::from_millis(2)) || true);
+        // next round (still within the burst): the LAN path answers in 1 ms, takes over
+        let t1 = t0 + Duration::from_millis(40) + KEEPALIVE;
+        out.clear();
+        p.poll(t1, &mut out);
+        let lan = out.iter().find(|(d, _)| *d == a("10.0.0.1:1")).unwrap();
+        assert!(p.on_pong(lan.0, lan.1, t1 + Duration::from_millis(1)));
         assert_eq!(p.kind(), PathKind::Direct(a("10.0.0.1:1")));
+        assert_eq!(p.rtt(), Some(Duration::from_millis(1)));
         // a pong from the wrong address or for an unknown tx is ignored
         assert!(!p.on_pong(a("192.0.2.9:9"), 999, t0));
         // silence: the path dies and the relay takes over
-        let later = t0 + DEAD_AFTER + Duration::from_secs(1);
+        let later = t1 + DEAD_AFTER + Duration::from_secs(1);
         out.clear();
         p.poll(later, &mut out);
         assert_eq!(p.kind(), PathKind::Relay);

@@ -24,6 +24,8 @@ pub(crate) struct Peer {
     pub path: PathState,
     /// `None` when the peer's key is unusable for probes (low-order point).
     pub probe_key: Option<ProbeKey>,
+    /// We sent a handshake initiation that has not been answered yet.
+    pub awaiting_handshake: bool,
 }
 
 impl Peer {
@@ -38,6 +40,7 @@ impl Peer {
             cursor: 0,
             path: PathState::new(u64::from(index) << 40),
             probe_key: None,
+            awaiting_handshake: false,
         }
     }
 
