@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod peermap;
+pub mod relay;
 pub mod server;
 pub mod state;
 pub mod store;

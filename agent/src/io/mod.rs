@@ -9,6 +9,7 @@
 
 mod coalesce;
 mod offload;
+pub mod relay;
 mod tun;
 mod udp;
 mod worker;
