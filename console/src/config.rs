@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Do not run the STUN responder.
     #[arg(long)]
     pub no_stun: bool,
+    /// Also run a relay (TLS/TCP) on this address, e.g. 0.0.0.0:8445.
+    #[arg(long, env = "ZMESH_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub struct ServeConfig {
     pub tls: TlsSource,
     /// STUN responder address; `None` when disabled.
     pub stun_listen: Option<SocketAddr>,
+    /// Built-in relay address; `None` when not running one.
+    pub relay_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -106,6 +111,7 @@ impl ServeConfig {
             database_url,
             tls,
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
+            relay_listen: a.relay_listen,
         })
     }
 
@@ -161,6 +167,7 @@ mod tests {
             tls_key: None,
             stun_listen: "0.0.0.0:3478".parse().unwrap(),
             no_stun: false,
+            relay_listen: None,
         }
     }
 

@@ -147,6 +147,24 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let relay_task = match cfg.relay_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the relay to {addr}"))?;
+            println!("relay on tcp {}", l.local_addr()?);
+            let relay = crate::relay::Relay::new(crate::relay::RelayConfig::new(
+                state.signing_key.public_key(),
+            ));
+            Some(tokio::spawn(crate::relay::serve(
+                l,
+                Arc::clone(&tls),
+                relay,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let url = crate::config::local_url(listener.local_addr()?);
     fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
         .context("writing console.url")?;
@@ -162,7 +180,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     );
     tracing::info!(listen = %cfg.listen, "console started");
     serve(listener, tls, state, shutdown_signal()).await?;
-    if let Some(t) = stun_task {
+    for t in [stun_task, relay_task].into_iter().flatten() {
         t.abort();
     }
     tracing::info!("console stopped");

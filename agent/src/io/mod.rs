@@ -53,7 +53,7 @@ pub struct PeerStats {
     pub name: String,
     pub public_key: WgPublicKey,
     pub endpoint: Option<SocketAddr>,
-    /// "direct", "relay", or "unknown" (no path confirmed yet).
+    /// "direct" or "relay" (an unconfirmed configured endpoint counts as direct).
     pub path: &'static str,
     /// Smoothed probe RTT of the direct path, if one is in use.
     pub rtt: Option<Duration>,
@@ -179,7 +179,7 @@ impl DataPlane {
                 path: match p.path {
                     crate::core::PathKind::Direct(_) => "direct",
                     crate::core::PathKind::Relay => "relay",
-                    crate::core::PathKind::Unknown => "unknown",
+                    crate::core::PathKind::Unknown => "direct",
                 },
                 rtt: p.rtt,
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),

@@ -8,6 +8,8 @@
 //! connection is rate-limited (token bucket on bytes), and a connection ends when its
 //! token expires. The relay never holds keys that could decrypt what it forwards.
 
+pub mod cli;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
