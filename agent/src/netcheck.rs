@@ -118,3 +118,39 @@ pub fn check_udp(
         mapping,
     })
 }
+
+/// `zmesh netcheck`: prints the report; exit code 1 when UDP is unusable.
+pub async fn run_cli(
+    stun: Vec<SocketAddr>,
+    relays: Vec<SocketAddr>,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
+    let bind: SocketAddr = if stun.iter().all(|s| s.is_ipv6()) {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let r = tokio::task::spawn_blocking(move || check_udp(bind, &stun, timeout)).await??;
+    println!("UDP: {}", if r.udp { "yes" } else { "no (blocked?)" });
+    for s in &r.results {
+        match (s.mapped, s.rtt) {
+            (Some(m), Some(rtt)) => println!(
+                "  stun {}: mapped {m} ({:.1} ms)",
+                s.server,
+                rtt.as_secs_f64() * 1000.0
+            ),
+            _ => println!("  stun {}: no answer", s.server),
+        }
+    }
+    println!("mapping: {}", r.mapping.as_str());
+    let lat = crate::io::relay::relay_latencies(&relays, timeout).await;
+    let nearest = crate::io::relay::nearest(&lat);
+    for (i, (a, l)) in relays.iter().zip(&lat).enumerate() {
+        let mark = if Some(i) == nearest { " (nearest)" } else { "" };
+        match l {
+            Some(l) => println!("  relay {a}: {:.1} ms{mark}", l.as_secs_f64() * 1000.0),
+            None => println!("  relay {a}: unreachable"),
+        }
+    }
+    Ok(if r.udp { 0 } else { 1 })
+}
