@@ -249,25 +249,17 @@ pub fn status_table(s: &Status) -> String {
                     .first()
                     .map(|i| i.to_string())
                     .unwrap_or_default(),
-                p.endpoint
-                    .map(|e| e.to_string())
+                format!("{} {}", p.path, p.via.as_deref().unwrap_or("-")),
+                p.rtt_ms
+                    .map(|r| format!("{r:.1}ms"))
                     .unwrap_or_else(|| "-".into()),
-                p.path.clone(),
                 ago(&p.last_handshake),
                 p.rx_bytes.to_string(),
                 p.tx_bytes.to_string(),
             ]
         })
         .collect();
-    let head = [
-        "NAME",
-        "OVERLAY",
-        "ENDPOINT",
-        "PATH",
-        "HANDSHAKE",
-        "RX",
-        "TX",
-    ];
+    let head = ["NAME", "OVERLAY", "PATH", "RTT", "HANDSHAKE", "RX", "TX"];
     let mut w = head.map(|h| h.len());
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -350,6 +342,8 @@ mod tests {
                 public_key: "p".into(),
                 endpoint: Some("10.0.0.2:51820".parse().unwrap()),
                 path: "direct".into(),
+                via: Some("10.0.0.2:51820".into()),
+                rtt_ms: Some(1.5),
                 last_handshake: None,
                 rx_bytes: 10,
                 tx_bytes: 20,
@@ -361,7 +355,7 @@ mod tests {
             t.lines()
                 .nth(2)
                 .unwrap()
-                .starts_with("bravo  100.64.0.2  10.0.0.2:51820  direct"),
+                .starts_with("bravo  100.64.0.2  direct 10.0.0.2:51820  1.5ms"),
             "{t}"
         );
         assert!(t.contains("never"));

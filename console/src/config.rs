@@ -16,6 +16,8 @@ pub enum ConfigError {
     BadDatabaseUrl(String),
     #[error("{0}")]
     Audit(String),
+    #[error("{0}")]
+    Nat(String),
     #[error("cannot resolve the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -52,6 +54,79 @@ pub struct ServeArgs {
     /// Also run a relay (TLS/TCP) on this address, e.g. 0.0.0.0:8445.
     #[arg(long, env = "ZMESH_RELAY_LISTEN")]
     pub relay_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub nat: NatArgs,
+}
+
+/// What `serve` tells agents about STUN servers and relays.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatArgs {
+    /// Another STUN server for agents to query (repeatable); with the built-in one, two
+    /// servers let agents tell whether their NAT maps endpoint-independently.
+    #[arg(long = "stun-server", value_name = "IP:PORT")]
+    pub stun_servers: Vec<SocketAddr>,
+    /// Name agents show for the built-in relay (`zmesh status`: "relay NAME").
+    #[arg(long, default_value = "console")]
+    pub relay_name: String,
+    /// A standalone relay (`zmesh-console relay`) agents may use (repeatable):
+    /// NAME=IP:PORT@SHA256 (the relay's certificate fingerprint, as it prints it).
+    #[arg(long = "relay-server", value_name = "NAME=IP:PORT@SHA256")]
+    pub relay_servers: Vec<String>,
+    /// Lifetime of the relay tokens given to agents (refreshed at half of it). A revoked
+    /// device keeps access to standalone relays for at most this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub relay_token_ttl: std::time::Duration,
+}
+
+/// Validated [`NatArgs`].
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    pub stun_servers: Vec<SocketAddr>,
+    pub relay_name: String,
+    pub relay_servers: Vec<zmesh_shared::wire::RelayInfo>,
+    pub relay_token_ttl: std::time::Duration,
+}
+
+impl NatArgs {
+    pub fn validate(self) -> Result<NatConfig, ConfigError> {
+        let bad = |s: &str, why: &str| ConfigError::Nat(format!("--relay-server {s:?}: {why}"));
+        let mut relays = vec![];
+        for r in &self.relay_servers {
+            let (name, rest) = r
+                .split_once('=')
+                .ok_or_else(|| bad(r, "expected NAME=IP:PORT@SHA256"))?;
+            let (addr, fp) = rest
+                .split_once('@')
+                .ok_or_else(|| bad(r, "the certificate fingerprint (@SHA256) is missing"))?;
+            if name.is_empty() || name.len() > 64 || name.contains(char::is_whitespace) {
+                return Err(bad(r, "the name must be 1-64 characters without spaces"));
+            }
+            relays.push(zmesh_shared::wire::RelayInfo {
+                name: name.to_string(),
+                addr: addr.parse().map_err(|_| bad(r, "IP:PORT is not valid"))?,
+                cert_sha256: Some(
+                    fp.parse()
+                        .map_err(|_| bad(r, "the fingerprint is not 64 hex digits"))?,
+                ),
+            });
+        }
+        if self.relay_name.is_empty() || self.relay_name.len() > 64 {
+            return Err(ConfigError::Nat(
+                "--relay-name must be 1-64 characters".into(),
+            ));
+        }
+        if self.relay_token_ttl < std::time::Duration::from_secs(30) {
+            return Err(ConfigError::Nat(
+                "--relay-token-ttl must be at least 30s".into(),
+            ));
+        }
+        Ok(NatConfig {
+            stun_servers: self.stun_servers,
+            relay_name: self.relay_name,
+            relay_servers: relays,
+            relay_token_ttl: self.relay_token_ttl,
+        })
+    }
 }
 
 /// Audit log flags of `serve`.
@@ -135,6 +210,7 @@ pub struct ServeConfig {
     pub stun_listen: Option<SocketAddr>,
     /// Built-in relay address; `None` when not running one.
     pub relay_listen: Option<SocketAddr>,
+    pub nat: NatConfig,
 }
 
 impl ServeConfig {
@@ -175,6 +251,7 @@ impl ServeConfig {
             audit: a.audit.validate()?,
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
             relay_listen: a.relay_listen,
+            nat: a.nat.validate()?,
         })
     }
 
@@ -232,6 +309,31 @@ mod tests {
             stun_listen: "0.0.0.0:3478".parse().unwrap(),
             no_stun: false,
             relay_listen: None,
+            nat: NatArgs {
+                relay_name: "console".into(),
+                relay_token_ttl: std::time::Duration::from_secs(600),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn relay_servers_parse() {
+        let fp = "ab".repeat(32);
+        let mut a = args();
+        a.nat.relay_servers = vec![format!("eu=192.0.2.1:8445@{fp}")];
+        let c = ServeConfig::from_args(Path::new("/tmp"), a).unwrap();
+        assert_eq!(c.nat.relay_servers[0].name, "eu");
+        for bad in ["eu", "eu=192.0.2.1:8445", "eu=nope@00", "=1.2.3.4:5@00"] {
+            let mut a = args();
+            a.nat.relay_servers = vec![bad.into()];
+            assert!(
+                matches!(
+                    ServeConfig::from_args(Path::new("/tmp"), a),
+                    Err(ConfigError::Nat(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

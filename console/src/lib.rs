@@ -12,6 +12,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod nat;
 pub mod peermap;
 pub mod relay;
 pub mod server;

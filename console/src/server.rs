@@ -133,35 +133,40 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             .await
             .context("LISTEN on PostgreSQL")?;
     }
-    let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    let stun_task = match cfg.stun_listen {
+    let (stun_task, stun_addr) = match cfg.stun_listen {
         Some(addr) => {
             let sock = crate::stun::bind(addr)
                 .await
                 .with_context(|| format!("binding the STUN responder to {addr}"))?;
-            println!("STUN responder on udp {}", sock.local_addr()?);
-            Some(tokio::spawn(crate::stun::run(sock)))
+            let local = sock.local_addr()?;
+            println!("STUN responder on udp {local}");
+            (Some(tokio::spawn(crate::stun::run(sock))), Some(local))
         }
+        None => (None, None),
+    };
+    let relay_listener = match cfg.relay_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the relay to {addr}"))?,
+        ),
         None => None,
     };
-    let relay_task = match cfg.relay_listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the relay to {addr}"))?;
+    let relay_addr = relay_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let nat = crate::nat::NatAdvert::from_config(&cfg.nat, stun_addr, relay_addr);
+    let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
+        .await?
+        .with_nat(nat);
+    let relay_task = match relay_listener {
+        Some(l) => {
             println!("relay on tcp {}", l.local_addr()?);
-            let relay = crate::relay::Relay::new(crate::relay::RelayConfig::new(
-                state.signing_key.public_key(),
-            ));
-            Some(tokio::spawn(crate::relay::serve(
-                l,
-                Arc::clone(&tls),
-                relay,
-                std::future::pending(),
-            )))
+            Some(spawn_relay(l, Arc::clone(&tls), &state))
         }
         None => None,
     };
@@ -190,6 +195,43 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_util::future::join_all(tasks)).await;
     tracing::info!("console stopped");
     Ok(())
+}
+
+/// The built-in relay: checks the database at connect time and drops a device's
+/// connection as soon as it is revoked (the bus says so).
+fn spawn_relay(
+    l: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: &AppState,
+) -> tokio::task::JoinHandle<()> {
+    let mut rc = crate::relay::RelayConfig::new(state.signing_key.public_key());
+    let store = state.store.clone();
+    rc.authorize = Some(Arc::new(move |device| {
+        let store = store.clone();
+        Box::pin(async move {
+            matches!(
+                store.get_device(device).await,
+                Ok(d) if d.state == zmesh_shared::wire::DeviceState::Active
+            )
+        })
+    }));
+    let relay = crate::relay::Relay::new(rc);
+    let mut changes = state.bus.subscribe();
+    let r = Arc::clone(&relay);
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(crate::bus::Change::DeviceRevoked { device_id, .. }) => {
+                    let n = r.kick_device(device_id);
+                    tracing::debug!(device = %device_id, connections = n, "revoked device off the relay");
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    tokio::spawn(crate::relay::serve(l, tls, relay, std::future::pending()))
 }
 
 /// Resolves on SIGTERM or SIGINT.

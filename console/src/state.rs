@@ -26,6 +26,8 @@ pub struct Inner {
     pub snapshots: SnapshotCache,
     /// How often streams ping agents; a stream silent for 3 intervals is dropped.
     pub ping_interval: Duration,
+    /// STUN servers and relays agents are told about; `None`: none.
+    pub nat: Option<crate::nat::NatAdvert>,
 }
 
 impl std::ops::Deref for AppState {
@@ -53,6 +55,7 @@ impl AppState {
                 bus,
                 snapshots: SnapshotCache::default(),
                 ping_interval: Duration::from_secs(15),
+                nat: None,
             }),
         })
     }
@@ -67,6 +70,22 @@ impl AppState {
                 }
             }
             Err(inner) => AppState { inner },
+        }
+    }
+
+    /// Same state telling agents about STUN servers and relays.
+    pub fn with_nat(self, nat: crate::nat::NatAdvert) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.nat = (!nat.is_empty()).then_some(nat);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; NAT settings not applied");
+                AppState { inner }
+            }
         }
     }
 

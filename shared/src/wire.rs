@@ -13,8 +13,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, NetworkId};
-use crate::keys::{SigningPublicKey, WgPublicKey};
+use crate::keys::{CertFingerprint, SigningPublicKey, WgPublicKey};
 use crate::peermap::{SignedDelta, SignedPeerMap};
+use crate::relay::RelayToken;
 use crate::secret::Secret;
 use crate::time::UnixMillis;
 
@@ -109,6 +110,28 @@ pub enum ServerMsg {
     Pong {
         nonce: u64,
     },
+    /// Where to learn our public addresses and which relays to use. Sent to active
+    /// devices after the map, and again with a fresh relay token before the last expires.
+    NatConfig {
+        /// STUN servers; an unspecified IP (0.0.0.0 / ::) means the console's own host.
+        stun: Vec<SocketAddr>,
+        relays: Vec<RelayInfo>,
+        /// Proof for the relays that this device may use them; short-lived.
+        #[serde(default)]
+        relay_token: Option<RelayToken>,
+    },
+}
+
+/// One relay an agent may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Shown by `zmesh status` as `relay NAME`.
+    pub name: String,
+    /// TLS/TCP address; an unspecified IP means the console's own host.
+    pub addr: SocketAddr,
+    /// SHA-256 of the relay's TLS certificate; `None`: trust it like the console.
+    #[serde(default)]
+    pub cert_sha256: Option<CertFingerprint>,
 }
 
 /// Agent -> console.
@@ -122,8 +145,8 @@ pub enum ClientMsg {
         #[serde(default)]
         have_version: Option<u64>,
     },
-    /// The UDP endpoints the agent can be reached at (interface addresses for now;
-    /// STUN-mapped ones once NAT traversal lands).
+    /// The UDP endpoints the agent can be reached at: interface addresses first, then
+    /// the server-reflexive (STUN-mapped) ones.
     Endpoints {
         endpoints: Vec<SocketAddr>,
     },
@@ -227,6 +250,28 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"type":"ping","nonce":7}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn nat_config_round_trip() {
+        let m = ServerMsg::NatConfig {
+            stun: vec!["0.0.0.0:3478".parse().unwrap()],
+            relays: vec![RelayInfo {
+                name: "eu".into(),
+                addr: "192.0.2.1:8445".parse().unwrap(),
+                cert_sha256: None,
+            }],
+            relay_token: None,
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert!(j.starts_with(r#"{"type":"nat_config","#), "{j}");
+        match serde_json::from_str::<ServerMsg>(&j).unwrap() {
+            ServerMsg::NatConfig { stun, relays, .. } => {
+                assert_eq!(stun.len(), 1);
+                assert_eq!(relays[0].name, "eu");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod endpoints;
 pub mod enroll;
 pub mod map;
+pub mod nat;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,8 @@ pub enum ControlError {
 pub struct Shared {
     connected: AtomicBool,
     map: Mutex<Option<PeerMap>>,
+    /// Name of the relay we are connected to, if any.
+    relay: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -72,6 +75,7 @@ impl Shared {
         Arc::new(Shared {
             connected: AtomicBool::new(false),
             map: Mutex::new(map),
+            relay: Mutex::new(None),
         })
     }
     pub fn connected(&self) -> bool {
@@ -79,6 +83,12 @@ impl Shared {
     }
     pub fn map(&self) -> Option<PeerMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn relay(&self) -> Option<String> {
+        self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub(crate) fn set_relay(&self, name: Option<String>) {
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = name;
     }
     fn set_map(&self, m: PeerMap) {
         *self.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
@@ -98,6 +108,8 @@ pub struct ControlCtx {
     pub tun_name: String,
     pub shared: Arc<Shared>,
     pub events: mpsc::UnboundedSender<ControlEvent>,
+    /// The console's latest NAT settings, for the relay task.
+    pub nat: watch::Sender<Option<nat::NatSettings>>,
 }
 
 enum SessionEnd {
@@ -209,12 +221,20 @@ fn overlay_ips(e: &Enrollment) -> Vec<IpAddr> {
     vec![IpAddr::V4(e.overlay_v4), IpAddr::V6(e.overlay_v6)]
 }
 
+/// Host candidates first (a peer on the same network reaches us best there), then the
+/// server-reflexive addresses STUN told us.
 fn my_endpoints(ctx: &ControlCtx) -> Vec<SocketAddr> {
-    endpoints::current(
+    let mut v = endpoints::current(
         &ctx.tun_name,
         &overlay_ips(&ctx.enrollment),
         ctx.dp.local_addr().port(),
-    )
+    );
+    for a in ctx.dp.reflexive().borrow().iter() {
+        if !v.contains(a) {
+            v.push(*a);
+        }
+    }
+    v
 }
 
 async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
@@ -271,8 +291,23 @@ async fn session(
         tokio::time::interval_at(start + ENDPOINTS_CHECK_EVERY, ENDPOINTS_CHECK_EVERY);
     let mut ping_tick = tokio::time::interval_at(start + WS_PING_EVERY, WS_PING_EVERY);
     let mut last_rx = Instant::now();
+    let mut reflexive = ctx.dp.reflexive();
     loop {
         tokio::select! {
+            r = reflexive.changed() => {
+                if r.is_ok() {
+                    let now = my_endpoints(ctx);
+                    if now != eps {
+                        tracing::info!(endpoints = ?now, "endpoints changed (STUN)");
+                        send(&mut ws, &ClientMsg::Endpoints { endpoints: now.clone() }).await?;
+                        eps = now;
+                    }
+                } else {
+                    // The data plane is gone; the daemon stops us soon.
+                    reflexive = ctx.dp.reflexive();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
             _ = stop.changed() => {
                 let _ = ws.close(None).await;
                 return Ok(SessionEnd::Stopped);
@@ -372,6 +407,19 @@ async fn on_server_msg(
         },
         ServerMsg::Revoked { reason } => return Ok(Some(SessionEnd::Revoked(reason))),
         ServerMsg::Pong { .. } => {}
+        ServerMsg::NatConfig {
+            stun,
+            relays,
+            relay_token,
+        } => {
+            let console = nat::console_ip(&ctx.enrollment.console).await;
+            let s = nat::settings(&stun, &relays, relay_token, console);
+            tracing::debug!(stun = ?s.stun, relays = s.relays.len(), "NAT settings from the console");
+            if let Err(e) = ctx.dp.set_stun_servers(s.stun.clone()) {
+                tracing::warn!(error = %e, "cannot set STUN servers");
+            }
+            ctx.nat.send_replace(Some(s));
+        }
     }
     Ok(None)
 }

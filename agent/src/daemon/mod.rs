@@ -29,6 +29,7 @@ struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    relay_task: JoinHandle<()>,
 }
 
 pub struct Daemon {
@@ -204,7 +205,7 @@ impl Daemon {
         })?;
         let dp = DataPlane::start(DataPlaneConfig {
             tun_name: self.cfg.tun_name.clone(),
-            private_key,
+            private_key: private_key.clone(),
             overlay_v4: enr.overlay_v4,
             overlay_v6: enr.overlay_v6,
             network_v4: enr.network_v4,
@@ -232,6 +233,18 @@ impl Daemon {
             }
         }
         let (stop, stop_rx) = watch::channel(false);
+        let (nat_tx, nat_rx) = watch::channel(None);
+        let relay_task = tokio::spawn(
+            crate::control::nat::RelayTask {
+                enrollment: enr.clone(),
+                key: private_key,
+                dp: dp.clone(),
+                shared: shared.clone(),
+                settings: nat_rx,
+                stop: stop_rx.clone(),
+            }
+            .run(),
+        );
         let ctx = ControlCtx {
             enrollment: enr.clone(),
             state: self.state.clone(),
@@ -239,6 +252,7 @@ impl Daemon {
             tun_name: self.cfg.tun_name.clone(),
             shared: shared.clone(),
             events: self.events.clone(),
+            nat: nat_tx,
         };
         let task = tokio::spawn(control::run(ctx, st, stop_rx));
         Ok(Running {
@@ -246,6 +260,7 @@ impl Daemon {
             shared,
             stop,
             task,
+            relay_task,
         })
     }
 
@@ -255,12 +270,14 @@ impl Daemon {
             return false;
         };
         let _ = r.stop.send(true);
-        let abort = r.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), r.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        for task in [r.task, r.relay_task] {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         if let Err(e) = r.dp.shutdown().await {
             tracing::error!(error = %e, "data plane shutdown failed");

@@ -43,6 +43,7 @@ impl Daemon {
             "down"
         };
         let map = shared.as_ref().and_then(|s| s.map());
+        let relay = shared.as_ref().and_then(|s| s.relay());
         let me = SelfStatus {
             name: map
                 .as_ref()
@@ -66,16 +67,23 @@ impl Daemon {
                     .iter()
                     .map(|p| {
                         let s = stats.iter().find(|s| s.device_id == p.device_id);
+                        let endpoint = s
+                            .and_then(|s| s.endpoint)
+                            .or_else(|| p.endpoints.first().copied());
+                        let path = s.map_or("direct", |s| s.path);
+                        let via = if path == "relay" {
+                            Some(relay.clone().unwrap_or_else(|| "relay".into()))
+                        } else {
+                            endpoint.map(|e| e.to_string())
+                        };
                         PeerStatus {
                             name: p.name.clone(),
                             overlay_ips: vec![IpAddr::V4(p.overlay_v4), IpAddr::V6(p.overlay_v6)],
                             public_key: p.public_key.to_string(),
-                            endpoint: s
-                                .and_then(|s| s.endpoint)
-                                .or_else(|| p.endpoints.first().copied()),
-                            path: s
-                                .map(|s| s.path.to_string())
-                                .unwrap_or_else(|| "direct".into()),
+                            endpoint,
+                            path: path.to_string(),
+                            via,
+                            rtt_ms: s.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
                             last_handshake: s.and_then(|s| s.last_handshake).map(rfc3339),
                             rx_bytes: s.map_or(0, |s| s.rx_bytes),
                             tx_bytes: s.map_or(0, |s| s.tx_bytes),

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use ipnet::{Ipv4Net, Ipv6Net};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use zmesh_shared::{DeviceId, WgPrivateKey, WgPublicKey};
 
 pub use crate::core::{Counters, PeerConfig};
@@ -62,8 +62,16 @@ pub struct PeerStats {
     pub tx_bytes: u64,
 }
 
+/// Where the packet loop puts datagrams for the relay: (peer public key, datagram).
+/// Full means dropped, like a full UDP send buffer.
+pub type RelayOut = tokio::sync::mpsc::Sender<([u8; 32], Vec<u8>)>;
+
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>, oneshot::Sender<()>),
+    SetStun(Vec<SocketAddr>),
+    SetRelay(Option<RelayOut>),
+    /// A datagram the relay delivered from the peer with this public key.
+    RelayRecv([u8; 32], Vec<u8>),
     PeerStats(oneshot::Sender<Vec<crate::core::PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Ping {
@@ -82,6 +90,7 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     ping_id: u16,
     ping_seq: AtomicU16,
+    reflexive: watch::Receiver<Vec<SocketAddr>>,
 }
 
 /// Handle to a running data plane. Cheap to clone; all clones drive the same loop.
@@ -121,7 +130,8 @@ impl DataPlane {
             public_key = %cfg.private_key.public_key(), "data plane up"
         );
         let node = crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6);
-        let w = worker::Worker::new(node, tun, udp, rx, wake_loop, cfg.mtu);
+        let (reflexive_tx, reflexive) = watch::channel(Vec::new());
+        let w = worker::Worker::new(node, tun, udp, rx, wake_loop, cfg.mtu, reflexive_tx);
         let thread = std::thread::Builder::new()
             .name("zmesh-dataplane".into())
             .spawn(move || w.run())
@@ -134,6 +144,7 @@ impl DataPlane {
                 thread: Mutex::new(Some(thread)),
                 ping_id: rand::random(),
                 ping_seq: AtomicU16::new(0),
+                reflexive,
             }),
         })
     }
@@ -160,6 +171,29 @@ impl DataPlane {
         let (tx, rx) = oneshot::channel();
         self.send(Command::SetPeers(peers, tx))?;
         rx.await.map_err(|_| anyhow!("data plane stopped"))
+    }
+
+    /// STUN servers to learn our public (server-reflexive) addresses from, queried from
+    /// the WireGuard socket. The answers arrive on [`reflexive`](Self::reflexive).
+    pub fn set_stun_servers(&self, servers: Vec<SocketAddr>) -> anyhow::Result<()> {
+        self.send(Command::SetStun(servers))
+    }
+
+    /// Our server-reflexive addresses, updated as STUN answers change.
+    pub fn reflexive(&self) -> watch::Receiver<Vec<SocketAddr>> {
+        self.inner.reflexive.clone()
+    }
+
+    /// Connects (`Some`) or disconnects (`None`) the relay: peers without a working
+    /// direct path are reached through it.
+    pub fn set_relay(&self, out: Option<RelayOut>) -> anyhow::Result<()> {
+        self.send(Command::SetRelay(out))
+    }
+
+    /// Feeds a datagram the relay delivered from peer `src` (its public key) into the
+    /// data plane, as if it came from that peer's relay endpoint.
+    pub fn relay_deliver(&self, src: [u8; 32], data: Vec<u8>) -> anyhow::Result<()> {
+        self.send(Command::RelayRecv(src, data))
     }
 
     pub async fn peer_stats(&self) -> Vec<PeerStats> {

@@ -14,14 +14,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::coalesce::Coalescer;
 use super::offload::{split_tun_read, VnetHdr, VNET_HDR_LEN};
 use super::tun::Tun;
 use super::udp::{RecvBatch, SendBatch, Udp, RECV_BUF};
-use super::Command;
-use crate::core::{Event, Node, MIN_OUT_BUF, OVERHEAD};
+use super::{Command, RelayOut};
+use crate::core::{is_relay_endpoint, relay_endpoint, relay_key_prefix, Event, Node};
+use crate::core::{MIN_OUT_BUF, OVERHEAD};
 
 /// Datagram slots per `sendmmsg` batch (two 64 KB super-packets of 1420-byte segments).
 const SEND_SLOTS: usize = 128;
@@ -47,6 +48,32 @@ pub(crate) struct Worker {
     coalescer: Coalescer,
     pings: HashMap<(IpAddr, u16, u16), PingReply>,
     stop: Option<Option<oneshot::Sender<()>>>,
+    relay: Relay,
+    reflexive: watch::Sender<Vec<std::net::SocketAddr>>,
+}
+
+/// The relay side of the loop: datagrams for relay endpoints (100::/64, see
+/// `core::relay_endpoint`) leave through `out`, addressed by the peer's full key.
+#[derive(Default)]
+struct Relay {
+    out: Option<RelayOut>,
+    keys: HashMap<[u8; 8], [u8; 32]>,
+}
+
+impl Relay {
+    fn send(&self, dst: std::net::SocketAddr, data: &[u8]) {
+        let Some(key) = relay_key_prefix(dst).and_then(|p| self.keys.get(&p)) else {
+            return;
+        };
+        match &self.out {
+            Some(out) => {
+                if out.try_send((*key, data.to_vec())).is_err() {
+                    tracing::trace!("relay queue full or closed; datagram dropped");
+                }
+            }
+            None => tracing::trace!("no relay connection; datagram dropped"),
+        }
+    }
 }
 
 impl Worker {
@@ -57,6 +84,7 @@ impl Worker {
         rx: mpsc::Receiver<Command>,
         wake: OwnedFd,
         mtu: u16,
+        reflexive: watch::Sender<Vec<std::net::SocketAddr>>,
     ) -> Self {
         let stride = (usize::from(mtu) + OVERHEAD)
             .max(MIN_OUT_BUF)
@@ -75,6 +103,8 @@ impl Worker {
             coalescer: Coalescer::new(vnet),
             pings: HashMap::new(),
             stop: None,
+            relay: Relay::default(),
+            reflexive,
         }
     }
 
@@ -150,8 +180,42 @@ impl Worker {
             let now = Instant::now();
             match c {
                 Command::SetPeers(p, tx) => {
+                    self.relay.keys = p
+                        .iter()
+                        .map(|c| {
+                            let k = c.public_key.0;
+                            let mut pre = [0u8; 8];
+                            pre.copy_from_slice(&k[..8]);
+                            (pre, k)
+                        })
+                        .collect();
                     self.node.set_peers(p, now);
                     let _ = tx.send(());
+                    self.flush_control();
+                }
+                Command::SetStun(servers) => {
+                    self.node.set_stun_servers(servers, now);
+                    self.flush_control();
+                }
+                Command::SetRelay(out) => {
+                    self.node.set_relay_available(out.is_some());
+                    self.relay.out = out;
+                    self.flush_control();
+                }
+                Command::RelayRecv(src, data) => {
+                    let from = relay_endpoint(&src);
+                    let Worker {
+                        node,
+                        tun,
+                        coalescer,
+                        ..
+                    } = self;
+                    let out = coalescer.slot();
+                    if let Some(len) = node.handle_datagram(from, &data, out, now) {
+                        coalescer.commit(len, tun);
+                    }
+                    coalescer.flush(tun);
+                    self.flush_control();
                 }
                 Command::PeerStats(tx) => {
                     let _ = tx.send(self.node.peer_stats());
@@ -190,6 +254,7 @@ impl Worker {
             tunbuf,
             segbuf,
             send,
+            relay,
             ..
         } = self;
         for _ in 0..TUN_READS_PER_ROUND {
@@ -208,7 +273,11 @@ impl Worker {
                     send.flush(udp);
                 }
                 if let Some((dst, len)) = node.handle_tun_packet(p, send.slot(), now) {
-                    send.commit(dst, len);
+                    if is_relay_endpoint(dst) {
+                        relay.send(dst, &send.slot()[..len]);
+                    } else {
+                        send.commit(dst, len);
+                    }
                 }
             };
             if tun.vnet {
@@ -280,7 +349,9 @@ impl Worker {
     /// Sends what the core queued (handshakes, keepalives) and dispatches its events.
     fn flush_control(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
+            if is_relay_endpoint(t.dst) {
+                self.relay.send(t.dst, &t.payload);
+            } else if let Err(e) = self.udp.send_to(&t.payload, t.dst) {
                 tracing::debug!(dst = %t.dst, error = %e, "control datagram not sent");
             }
         }
@@ -319,6 +390,7 @@ impl Worker {
                         mapping = mapping.as_str(),
                         "mapped addresses changed"
                     );
+                    self.reflexive.send_replace(addrs);
                 }
             }
         }

@@ -83,7 +83,14 @@ pub struct PeerStatus {
     pub overlay_ips: Vec<IpAddr>,
     pub public_key: String,
     pub endpoint: Option<SocketAddr>,
+    /// "direct" or "relay".
     pub path: String,
+    /// Where the path goes: the peer's address for "direct", the relay's name for "relay".
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Smoothed probe round-trip time of the direct path, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
     /// RFC 3339, or null before the first handshake.
     pub last_handshake: Option<String>,
     pub rx_bytes: u64,

@@ -7,7 +7,7 @@
 //! Revocation or deletion sends `Revoked` and closes. The server pings every
 //! `ping_interval`; a connection silent for three intervals is dropped.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -18,7 +18,7 @@ use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
-use zmesh_shared::{DeviceId, NetworkId, PROTOCOL_VERSION};
+use zmesh_shared::{DeviceId, NetworkId, WgPublicKey, PROTOCOL_VERSION};
 
 use crate::api::auth::{bearer, record_refusal, Source};
 use crate::bus::Change;
@@ -72,8 +72,10 @@ pub async fn stream(
                 state,
                 device_id: id,
                 network_id: device.network_id,
+                public_key: device.public_key,
                 socket,
                 last: None,
+                nat_sent: false,
             }
             .run()
             .await;
@@ -115,9 +117,12 @@ struct Stream {
     store: crate::store::Store,
     device_id: DeviceId,
     network_id: NetworkId,
+    public_key: WgPublicKey,
     socket: WebSocket,
     /// The last full map the agent has (sent in full or reached through deltas).
     last: Option<PeerMap>,
+    /// A `NatConfig` (with a relay token) went out on this stream.
+    nat_sent: bool,
 }
 
 impl Stream {
@@ -152,6 +157,15 @@ impl Stream {
         if let Err(e) = self.send_full().await {
             return e;
         }
+        if let Err(e) = self.send_nat().await {
+            return e;
+        }
+        let refresh = self
+            .state
+            .nat
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |n| n.refresh_every());
+        let mut nat_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
         let interval = self.state.ping_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut last_heard = Instant::now();
@@ -185,7 +199,11 @@ impl Stream {
                     let r = match change {
                         Ok(Change::Network { network_id, revision }) if network_id == self.network_id => {
                             if self.last.as_ref().is_none_or(|m| revision > m.version) {
-                                self.send_update(revision).await
+                                match self.send_update(revision).await {
+                                    // A pending device that was just approved gets its token now.
+                                    Ok(()) => self.send_nat().await,
+                                    e => e,
+                                }
                             } else {
                                 Ok(())
                             }
@@ -204,6 +222,12 @@ impl Stream {
                         Err(RecvError::Closed) => Err(End::Closed),
                     };
                     if let Err(e) = r {
+                        return e;
+                    }
+                }
+                _ = nat_tick.tick() => {
+                    self.nat_sent = false;
+                    if let Err(e) = self.send_nat().await {
                         return e;
                     }
                 }
@@ -268,6 +292,33 @@ impl Stream {
             ClientMsg::Resync => self.send_full().await,
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
         }
+    }
+
+    /// STUN servers, relays and a fresh relay token, once per refresh period, and only
+    /// while the device is active (pending devices have no peers to relay to; revoked
+    /// ones have no stream).
+    async fn send_nat(&mut self) -> Result<(), End> {
+        if self.nat_sent {
+            return Ok(());
+        }
+        let active = self
+            .last
+            .as_ref()
+            .is_some_and(|m| m.me.state == DeviceState::Active);
+        let Some(nat) = self.state.nat.as_ref().filter(|_| active) else {
+            return Ok(());
+        };
+        let msg = nat.message(
+            &self.state.signing_key,
+            self.network_id,
+            self.device_id,
+            self.public_key,
+            now_ms(),
+        );
+        self.send(&msg).await?;
+        self.nat_sent = true;
+        tracing::debug!(device = %self.device_id, "sent NAT config and relay token");
+        Ok(())
     }
 
     async fn send(&mut self, m: &ServerMsg) -> Result<(), End> {

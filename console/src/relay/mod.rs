@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_rustls::TlsAcceptor;
 use zmesh_shared::relay::{auth_proof, verify_token, Frame, RelayClaims, RelayToken};
 use zmesh_shared::time::now_ms;
-use zmesh_shared::{NetworkId, SigningPublicKey};
+use zmesh_shared::{DeviceId, NetworkId, SigningPublicKey};
 
 /// Time a client has to authenticate after connecting.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +41,14 @@ pub struct RelayConfig {
     pub burst_bytes: u64,
     /// Test hook: receives a copy of every payload forwarded.
     pub tap: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Extra check after a valid token: may this device use the relay now? The relay
+    /// inside the console asks its database, so a revoked device is refused even with
+    /// an unexpired token. A standalone relay has no such check (short token lifetime).
+    pub authorize: Option<Authorize>,
 }
+
+/// See [`RelayConfig::authorize`].
+pub type Authorize = Arc<dyn Fn(DeviceId) -> BoxFuture<'static, bool> + Send + Sync>;
 
 impl std::fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +66,7 @@ impl RelayConfig {
             rate_bytes_per_sec: 12_500_000,
             burst_bytes: 2_000_000,
             tap: None,
+            authorize: None,
         }
     }
 }
@@ -75,9 +84,17 @@ pub struct RelayStats {
 
 type Key = (NetworkId, [u8; 32]);
 
+struct Client {
+    conn: u64,
+    tx: mpsc::Sender<Frame>,
+    device: DeviceId,
+    /// Wakes the connection's task to end it (device revoked).
+    kick: Arc<Notify>,
+}
+
 pub struct Relay {
     cfg: RelayConfig,
-    clients: Mutex<HashMap<Key, (u64, mpsc::Sender<Frame>)>>,
+    clients: Mutex<HashMap<Key, Client>>,
     next_conn: AtomicU64,
     pub stats: RelayStats,
 }
@@ -97,9 +114,27 @@ impl Relay {
         self.clients.lock().map(|c| c.len()).unwrap_or(0)
     }
 
+    /// Ends the connections of `device` (it was revoked or deleted). Returns how many.
+    pub fn kick_device(&self, device: DeviceId) -> usize {
+        let Ok(mut c) = self.clients.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        c.retain(|_, cl| {
+            if cl.device == device {
+                cl.kick.notify_one();
+                n += 1;
+                false
+            } else {
+                true
+            }
+        });
+        n
+    }
+
     fn forward(&self, net: NetworkId, src: [u8; 32], dst: [u8; 32], data: Vec<u8>) {
         let tx = match self.clients.lock() {
-            Ok(c) => c.get(&(net, dst)).map(|(_, tx)| tx.clone()),
+            Ok(c) => c.get(&(net, dst)).map(|c| c.tx.clone()),
             Err(_) => None,
         };
         let Some(tx) = tx else {
@@ -256,6 +291,13 @@ async fn authenticate<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     Ok(claims)
 }
 
+async fn authorized(relay: &Relay, device: DeviceId) -> bool {
+    match &relay.cfg.authorize {
+        Some(f) => f(device).await,
+        None => true,
+    }
+}
+
 async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     relay: Arc<Relay>,
@@ -268,7 +310,19 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     )
     .await
     {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) if authorized(&relay, c.device_id).await => c,
+        Ok(Ok(_)) => {
+            relay.stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+            let e = ConnError::Auth("device is not active");
+            let _ = write_frame(
+                &mut w,
+                &Frame::Error {
+                    message: e.to_string(),
+                },
+            )
+            .await;
+            return Err(e);
+        }
         Ok(Err(e)) => {
             relay.stats.auth_failed.fetch_add(1, Ordering::Relaxed);
             let _ = write_frame(
@@ -291,8 +345,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let conn = relay.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Frame>(QUEUE);
     // A device that reconnects replaces its older connection.
+    let kick = Arc::new(Notify::new());
     if let Ok(mut c) = relay.clients.lock() {
-        c.insert((net, me), (conn, tx.clone()));
+        c.insert(
+            (net, me),
+            Client {
+                conn,
+                tx: tx.clone(),
+                device: claims.device_id,
+                kick: Arc::clone(&kick),
+            },
+        );
     }
     tracing::info!(device = %claims.device_id, key = %claims.public_key.short(), "relay client authenticated");
     write_frame(&mut w, &Frame::Ready).await?;
@@ -329,6 +392,11 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 let _ = tx.try_send(Frame::Error { message: "relay token expired".into() });
                 break Ok(());
             }
+            _ = kick.notified() => {
+                let _ = tx.try_send(Frame::Error { message: "device revoked".into() });
+                tracing::info!(device = %claims.device_id, "relay dropped a revoked device");
+                break Ok(());
+            }
         };
         match f {
             Ok(Some(Frame::Send { dst, data })) => {
@@ -354,7 +422,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     };
     if let Ok(mut c) = relay.clients.lock() {
-        if c.get(&(net, me)).is_some_and(|(id, _)| *id == conn) {
+        if c.get(&(net, me)).is_some_and(|cl| cl.conn == conn) {
             c.remove(&(net, me));
         }
     }
