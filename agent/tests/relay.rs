@@ -32,6 +32,13 @@ struct Env {
 }
 
 async fn start(rate: Option<(u64, u64)>) -> (Env, mpsc::UnboundedReceiver<Vec<u8>>) {
+    start_with(rate, None).await
+}
+
+async fn start_with(
+    rate: Option<(u64, u64)>,
+    authorize: Option<zmesh_console::relay::Authorize>,
+) -> (Env, mpsc::UnboundedReceiver<Vec<u8>>) {
     let dir = tempfile::tempdir().unwrap();
     let id = zmesh_console::tls::load_or_create(
         dir.path(),
@@ -45,6 +52,7 @@ async fn start(rate: Option<(u64, u64)>) -> (Env, mpsc::UnboundedReceiver<Vec<u8
     let (tap_tx, tap_rx) = mpsc::unbounded_channel();
     let mut cfg = RelayConfig::new(console.public_key());
     cfg.tap = Some(tap_tx);
+    cfg.authorize = authorize;
     if let Some((r, b)) = rate {
         cfg.rate_bytes_per_sec = r;
         cfg.burst_bytes = b;
@@ -71,11 +79,21 @@ async fn start(rate: Option<(u64, u64)>) -> (Env, mpsc::UnboundedReceiver<Vec<u8
 }
 
 fn token(signer: &SigningKey, net: NetworkId, key: &WgPrivateKey, ttl_ms: i64) -> RelayToken {
+    token_for(signer, net, DeviceId::new(), key, ttl_ms)
+}
+
+fn token_for(
+    signer: &SigningKey,
+    net: NetworkId,
+    device_id: DeviceId,
+    key: &WgPrivateKey,
+    ttl_ms: i64,
+) -> RelayToken {
     RelayToken::sign(
         &RelayClaims {
             purpose: TOKEN_PURPOSE.into(),
             network_id: net,
-            device_id: DeviceId::new(),
+            device_id,
             public_key: key.public_key(),
             expires_at_ms: (now_ms() + ttl_ms) as u64,
         },
@@ -318,6 +336,43 @@ async fn relay_refuses_unauthenticated_and_forwards_only_within_a_network() {
         .await
         .is_err());
     assert!(env.relay.stats.drop_unknown_dst.load(Ordering::Relaxed) >= 1);
+}
+
+/// The console's relay asks the database whether a device is still active (here: a
+/// deny set) and drops a connected device the moment it is revoked.
+#[tokio::test]
+async fn relay_refuses_and_drops_revoked_devices() {
+    let revoked = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let r = Arc::clone(&revoked);
+    let authorize: zmesh_console::relay::Authorize = Arc::new(move |d: DeviceId| {
+        let ok = !r.lock().unwrap().contains(&d);
+        Box::pin(async move { ok })
+    });
+    let (env, _tap) = start_with(None, Some(authorize)).await;
+    let net = NetworkId::new();
+    let (gone, live) = (DeviceId::new(), DeviceId::new());
+    revoked.lock().unwrap().insert(gone);
+    let kg = WgPrivateKey::generate();
+    let t = token_for(&env.console, net, gone, &kg, 60_000);
+    assert!(matches!(
+        env.join_with(&t, &kg).await,
+        Err(RelayClientError::Refused(m)) if m.contains("not active")
+    ));
+    let kl = WgPrivateKey::generate();
+    let t = token_for(&env.console, net, live, &kl, 60_000);
+    let (_tx, mut rx) = env.join_with(&t, &kl).await.unwrap();
+    assert_eq!(env.relay.connected(), 1);
+    assert_eq!(env.relay.kick_device(live), 1);
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the relay tells the device why")
+        .unwrap();
+    assert_eq!(ev, Some(RelayEvent::Closing("device revoked".into())));
+    let end = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the relay closes the connection");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    assert_eq!(env.relay.connected(), 0);
 }
 
 #[tokio::test]

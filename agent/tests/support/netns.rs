@@ -102,6 +102,16 @@ impl Lab {
         Ok(ns)
     }
 
+    /// A new empty namespace (loopback up), deleted with the lab; for routers and hosts
+    /// behind them that the caller wires up itself.
+    pub fn add_ns(&mut self) -> Result<String, String> {
+        let ns = unique_name();
+        run_checked(Command::new("ip").args(["netns", "add", &ns]))?;
+        self.namespaces.push(ns.clone());
+        self.exec_ok(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
     pub fn command(&self, ns: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(args);
