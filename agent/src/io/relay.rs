@@ -80,20 +80,14 @@ pub enum RelayEvent {
 impl RelayReceiver {
     /// The next event; `Ok(None)` when the relay closed the connection. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Option<RelayEvent>, RelayClientError> {
-        loop {
-            match next_frame(&mut self.r, &mut self.buf).await? {
-                None => return Ok(None),
-                Some(Frame::Recv { src, data }) => {
-                    return Ok(Some(RelayEvent::Datagram { src, data }))
-                }
-                Some(Frame::Pong { nonce }) => return Ok(Some(RelayEvent::Pong { nonce })),
-                Some(Frame::Error { message }) => return Ok(Some(RelayEvent::Closing(message))),
-                Some(f) => {
-                    return Err(RelayClientError::Protocol(format!(
-                        "unexpected frame {f:?}"
-                    )))
-                }
-            }
+        match next_frame(&mut self.r, &mut self.buf).await? {
+            None => Ok(None),
+            Some(Frame::Recv { src, data }) => Ok(Some(RelayEvent::Datagram { src, data })),
+            Some(Frame::Pong { nonce }) => Ok(Some(RelayEvent::Pong { nonce })),
+            Some(Frame::Error { message }) => Ok(Some(RelayEvent::Closing(message))),
+            Some(f) => Err(RelayClientError::Protocol(format!(
+                "unexpected frame {f:?}"
+            ))),
         }
     }
 }

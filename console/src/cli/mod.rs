@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the console (HTTPS API for agents and admins).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a relay alone (TLS/TCP forwarding for devices without a direct path).
     Relay(crate::relay::cli::RelayArgs),
     /// Manage enrollment keys.
@@ -146,7 +146,7 @@ pub enum DevicesCmd {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let cfg = ServeConfig::from_args(&cli.data_dir, args)?;
+            let cfg = ServeConfig::from_args(&cli.data_dir, *args)?;
             crate::server::run(cfg).await
         }
         Command::Relay(args) => crate::relay::cli::run(&cli.data_dir, args).await,
