@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 /// One command found in a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
