@@ -13,9 +13,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod peermap;
+pub mod relay;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod stun;
 pub mod tls;
 pub mod tls_pin;
 

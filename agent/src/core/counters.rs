@@ -41,6 +41,12 @@ pub struct Counters {
     pub drop_oversize: u64,
     /// Handshakes answered with a cookie because we are under load.
     pub cookie_replies: u64,
+    /// Path probes that authenticated (pings and pongs).
+    #[serde(default)]
+    pub probes_rx: u64,
+    /// Probe-shaped datagrams that failed: unknown sender, bad tag.
+    #[serde(default)]
+    pub drop_probe: u64,
 }
 
 impl Counters {
@@ -59,6 +65,7 @@ impl Counters {
             + self.drop_no_endpoint
             + self.drop_tun_invalid
             + self.drop_oversize
+            + self.drop_probe
     }
 }
 
