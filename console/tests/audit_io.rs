@@ -1,7 +1,7 @@
 //! Audit exports and forwarding against independent parsers: a round trip of hostile
 //! strings through CSV and JSONL parsed back by Python's csv and json modules, and
-//! RFC 5424 syslog over TCP to a receiver in the test (a small octet-counting TCP
-//! listener stands in for rsyslog).
+//! RFC 5424 framing checked byte by byte by a small octet-counting TCP listener (the
+//! real-receiver test against rsyslogd is tests/syslog_rsyslog.rs).
 
 mod support {
     pub mod audit_fixture;

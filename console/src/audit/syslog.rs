@@ -163,7 +163,13 @@ pub async fn run(store: Store, target: SyslogTarget, stop: impl std::future::Fut
     loop {
         let wait = if conn.is_some() { POLL } else { backoff };
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => {
+                // a TLS receiver otherwise logs the connection as cut off (no close_notify)
+                if let Some(mut c) = conn.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), c.shutdown()).await;
+                }
+                return;
+            }
             _ = tokio::time::sleep(wait) => {}
         }
         let r: anyhow::Result<()> = async {
