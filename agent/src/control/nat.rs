@@ -136,6 +136,9 @@ impl RelayTask {
             let usable = cur.filter(|s| s.token.is_some() && !s.relays.is_empty());
             let end = match usable {
                 None => {
+                    // No relay (any more): peers without a direct path are unreachable.
+                    let _ = self.dp.set_relay(None);
+                    self.shared.set_relay(None);
                     tokio::select! {
                         r = self.settings.changed() => if r.is_err() { ConnEnd::Stop } else { ConnEnd::Renew },
                         _ = self.stop.changed() => ConnEnd::Stop,
