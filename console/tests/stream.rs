@@ -42,6 +42,10 @@ impl Drop for Console {
 }
 
 async fn console() -> Console {
+    console_with(None).await
+}
+
+async fn console_with(nat: Option<zmesh_console::nat::NatAdvert>) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
         .await
@@ -65,6 +69,10 @@ async fn console() -> Console {
     )
     .await
     .unwrap();
+    let state = match nat {
+        Some(n) => state.with_nat(n),
+        None => state,
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -299,5 +307,74 @@ async fn reported_endpoints_reach_peers_as_upsert() {
             assert_eq!(full.version, mb.version);
         }
         other => panic!("expected PeerMap, got {other:?}"),
+    }
+}
+
+/// Active devices get the STUN servers, the relays and a relay token naming them right
+/// after their map; pending ones get nothing until approved.
+#[tokio::test]
+async fn active_devices_get_nat_config_with_a_relay_token() {
+    let c = console_with(Some(zmesh_console::nat::NatAdvert {
+        stun: vec!["0.0.0.0:3478".parse().unwrap()],
+        relays: vec![zmesh_shared::wire::RelayInfo {
+            name: "console".into(),
+            addr: "0.0.0.0:8445".parse().unwrap(),
+            cert_sha256: None,
+        }],
+        token_ttl: Duration::from_secs(60),
+    }))
+    .await;
+    let key = new_key(&c).await;
+    let e = c.enroll(&key, "n1").await;
+    let mut ws = c.connect(e.credential.expose()).await.unwrap();
+    hello_and_map(&mut ws, e.device_id, &e.signing_key).await;
+    match next(&mut ws).await {
+        Some(ServerMsg::NatConfig {
+            stun,
+            relays,
+            relay_token: Some(t),
+        }) => {
+            assert_eq!(stun, vec!["0.0.0.0:3478".parse().unwrap()]);
+            assert_eq!(relays[0].name, "console");
+            let claims =
+                zmesh_shared::relay::verify_token(&t, &e.signing_key, now_ms() as u64).unwrap();
+            assert_eq!(claims.device_id, e.device_id);
+            assert!(claims.expires_at_ms <= now_ms() as u64 + 60_000);
+        }
+        other => panic!("expected NatConfig with a token, got {other:?}"),
+    }
+
+    // pending: no token until an admin approves the device
+    let v: Value = c
+        .admin
+        .post("/api/v1/enroll-keys", Some(&json!({"preapproved": false})))
+        .await
+        .unwrap();
+    let p = c.enroll(v["key"].as_str().unwrap(), "p1").await;
+    let mut pws = c.connect(p.credential.expose()).await.unwrap();
+    hello_and_map(&mut pws, p.device_id, &p.signing_key).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), pws.next())
+            .await
+            .is_err(),
+        "a pending device got a message after its map"
+    );
+    let _: Value = c
+        .admin
+        .post(
+            &format!("/api/v1/devices/{}/approve", p.device_id),
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    loop {
+        match next(&mut pws).await {
+            Some(ServerMsg::PeerMap { .. } | ServerMsg::PeerDelta { .. }) => continue,
+            Some(ServerMsg::NatConfig { relay_token, .. }) => {
+                assert!(relay_token.is_some());
+                break;
+            }
+            other => panic!("expected NatConfig after approval, got {other:?}"),
+        }
     }
 }
