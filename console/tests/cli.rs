@@ -87,6 +87,16 @@ fn serve_and_admin_cli_end_to_end() {
     }
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
 
+    // Tags must be declared in the access policy before keys or admins hand them out.
+    let pol = dir.path().join("tags.json");
+    std::fs::write(
+        &pol,
+        r#"{"version": 1, "tag_owners": {"tag:web": [], "tag:db": [], "tag:net": [], "tag:a": [], "tag:b": []},
+            "rules": [{"src": ["*"], "dst": ["*:*"]}]}"#,
+    )
+    .unwrap();
+    assert!(ok(&data, &["policy", "set", pol.to_str().unwrap()]).contains("policy version 1"));
+
     let key = ok(
         &data,
         &[

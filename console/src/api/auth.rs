@@ -50,8 +50,28 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 pub async fn require_admin(
     State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    authorize(state, req, next, read_only).await
+}
+
+/// For calls that change nothing whatever their method (policy check and diff are
+/// POSTs with a body): auditors may make them too.
+pub async fn require_reader(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    authorize(state, req, next, true).await
+}
+
+async fn authorize(
+    state: AppState,
     mut req: Request,
     next: Next,
+    read_only: bool,
 ) -> Result<Response, ApiError> {
     let token = bearer(req.headers())?;
     let row = state
@@ -61,7 +81,6 @@ pub async fn require_admin(
         .ok_or_else(|| {
             ApiError::unauthorized("unauthorized", "unknown, expired or revoked token")
         })?;
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if row.role == Role::Auditor && !read_only {
         return Err(ApiError::forbidden(
             "forbidden",

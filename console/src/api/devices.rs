@@ -63,6 +63,7 @@ pub async fn update(
     }
     if let Some(t) = &body.tags {
         check_tags("tags", t)?;
+        super::enroll_keys::declared(&state, "tags", t).await?;
     }
     let mut row = find(&state, &id).await?;
     if let Some(n) = &body.name {
@@ -129,6 +130,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<DeviceRow>), ApiError> {
     check_name("name", &body.name)?;
     check_tags("tags", &body.tags)?;
+    super::enroll_keys::declared(&state, "tags", &body.tags).await?;
     let row = state
         .store
         .add_agentless_device(NewAgentlessDevice {

@@ -1,10 +1,11 @@
 //! Command line of `zmesh-console`: `serve`, and the admin commands (`keys`,
-//! `devices`) that call a running console's REST API over HTTPS, pinning its
+//! `devices`, `policy`) that call a running console's REST API over HTTPS, pinning its
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
 mod client;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +52,11 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// Show, change, check and roll back the access policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
     },
 }
 
@@ -139,6 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Policy { cmd } => {
+            policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The console's persistent store: networks, enrollment keys, devices and admin tokens,
+//! The console's persistent store: networks, enrollment keys, devices, admin tokens and
+//! access-policy versions,
 //! on SQLite or PostgreSQL through one sqlx `AnyPool` and one set of SQL text.
 //!
 //! Every mutation runs in one transaction, and a change that peers can see bumps the
@@ -10,6 +11,7 @@ mod devices;
 mod enroll_keys;
 mod error;
 mod networks;
+mod policies;
 mod tokens;
 mod validate;
 
@@ -26,6 +28,7 @@ use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
 pub use error::{EnrollKeyRejection, StoreError};
+pub use policies::{PolicyVersion, SavedPolicy};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
 /// Which database the store talks to.
@@ -119,11 +122,13 @@ pub struct AdminTokenRow {
     pub revoked_at_ms: Option<i64>,
 }
 
-/// A network and all its devices, read in one transaction (consistent with `revision`).
+/// A network, all its devices and its policy in force, read in one transaction
+/// (consistent with `revision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkSnapshot {
     pub network: Network,
     pub devices: Vec<DeviceRow>,
+    pub policy: PolicyVersion,
 }
 
 /// Input of [`Store::create_enroll_key`]. The caller generates the secret and passes its hash.
