@@ -132,6 +132,9 @@ mod tests {
         assert_eq!(full_tag("web"), "tag:web");
         assert_eq!(full_tag("tag:web"), "tag:web");
         assert!(check_tags_declared(DEFAULT_POLICY, "tags", &[]).is_ok());
+        // documented verbatim in docs/policy.md
+        let docs = include_str!("../../docs/policy.md");
+        assert!(docs.contains(DEFAULT_POLICY.trim_end()), "docs/policy.md shows the default policy");
         match check_tags_declared(DEFAULT_POLICY, "tags", &["web".into()]) {
             Err(ApiError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("tags[0]")),
             other => panic!("{other:?}"),
