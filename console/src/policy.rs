@@ -134,7 +134,10 @@ mod tests {
         assert!(check_tags_declared(DEFAULT_POLICY, "tags", &[]).is_ok());
         // documented verbatim in docs/policy.md
         let docs = include_str!("../../docs/policy.md");
-        assert!(docs.contains(DEFAULT_POLICY.trim_end()), "docs/policy.md shows the default policy");
+        assert!(
+            docs.contains(DEFAULT_POLICY.trim_end()),
+            "docs/policy.md shows the default policy"
+        );
         match check_tags_declared(DEFAULT_POLICY, "tags", &["web".into()]) {
             Err(ApiError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("tags[0]")),
             other => panic!("{other:?}"),

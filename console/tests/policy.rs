@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -22,7 +22,7 @@ use zmesh_console::store::{Role, Store};
 use zmesh_console::AppState;
 use zmesh_shared::peermap::PeerMap;
 use zmesh_shared::time::now_ms;
-use zmesh_shared::wire::{ClientMsg, EnrollResponse, ServerMsg};
+use zmesh_shared::wire::{EnrollResponse, ServerMsg};
 use zmesh_shared::{CertFingerprint, DeviceId, Secret, SigningKey, SigningPublicKey, WgPrivateKey};
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;

@@ -130,11 +130,34 @@ pub enum ClientMsg {
     Health {
         peers: Vec<PeerHealth>,
     },
+    /// Inbound flows this device's policy filter dropped, for the audit log. Already
+    /// rate-limited by the agent (per source, and per message: at most
+    /// [`MAX_DENIED_FLOWS_PER_MSG`] every few seconds).
+    DeniedFlows {
+        flows: Vec<DeniedFlowReport>,
+    },
     /// The agent could not apply a delta (version gap); send the whole map.
     Resync,
     Ping {
         nonce: u64,
     },
+}
+
+/// Most records one [`ClientMsg::DeniedFlows`] carries; the console drops the rest.
+pub const MAX_DENIED_FLOWS_PER_MSG: usize = 64;
+
+/// One denied inbound flow. Ports are 0 for protocols without ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedFlowReport {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6).
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// `no_rule`, `fragment` or `malformed`.
+    pub reason: String,
+    pub at_ms: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +196,22 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"type":"ping","nonce":7}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+        let d = ClientMsg::DeniedFlows {
+            flows: vec![DeniedFlowReport {
+                src: "100.64.0.2".parse().unwrap(),
+                dst: "100.64.0.3".parse().unwrap(),
+                proto: 6,
+                src_port: 40000,
+                dst_port: 80,
+                reason: "no_rule".into(),
+                at_ms: 1,
+            }],
+        };
+        let j = serde_json::to_string(&d).unwrap();
+        assert!(
+            j.starts_with(r#"{"type":"denied_flows","flows":[{"src":"100.64.0.2""#),
+            "{j}"
+        );
     }
 
     #[test]

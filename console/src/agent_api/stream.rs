@@ -18,7 +18,7 @@ use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
 use zmesh_shared::policy::Compiled;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
-use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
+use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg, MAX_DENIED_FLOWS_PER_MSG};
 use zmesh_shared::{DeviceId, NetworkId, PROTOCOL_VERSION};
 
 use crate::api::auth::bearer;
@@ -246,6 +246,21 @@ impl Stream {
                 .store
                 .touch_device(self.device_id, now_ms())
                 .await?),
+            ClientMsg::DeniedFlows { mut flows } => {
+                flows.truncate(MAX_DENIED_FLOWS_PER_MSG);
+                for f in &flows {
+                    // Structured for the audit log; the agent already rate-limits.
+                    tracing::info!(
+                        target: "zmesh_console::denied_flow",
+                        device = %self.device_id,
+                        src = %f.src, dst = %f.dst, proto = f.proto,
+                        src_port = f.src_port, dst_port = f.dst_port,
+                        reason = %f.reason, at_ms = f.at_ms,
+                        "inbound flow denied by policy"
+                    );
+                }
+                Ok(())
+            }
             ClientMsg::Resync => self.send_full().await,
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
         }
