@@ -132,21 +132,6 @@ pub fn devices_table(items: &[Value]) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
-        let d = devices_table(&[
-            serde_json::json!({"name": "n1", "state": "active", "tags": ["a", "b"], "agentless": false}),
-        ]);
-        assert!(d.contains("n1") && d.contains("a,b") && d.contains("agent"));
-    }
-}
-
 pub fn policy_table(items: &[Value]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -160,4 +145,19 @@ pub fn policy_table(items: &[Value]) -> String {
         })
         .collect();
     table(&["VERSION", "CREATED", "AUTHOR", "SUMMARY"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+        let d = devices_table(&[
+            serde_json::json!({"name": "n1", "state": "active", "tags": ["a", "b"], "agentless": false}),
+        ]);
+        assert!(d.contains("n1") && d.contains("a,b") && d.contains("agent"));
+    }
 }
