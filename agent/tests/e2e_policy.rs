@@ -8,7 +8,7 @@
 //! "valid key, traffic the receiver denies" case: a's agent does not filter what it
 //! sends (only receivers enforce), so a's packets to b:8080 really cross the tunnel with
 //! a valid session and are dropped by b's filter, which b reports to the console as a
-//! denied flow (checked in the console log). Then a policy change (8080 allowed, 2222
+//! denied flow record (`ClientMsg::Flows`, checked with `zmesh-console audit flows`). Then a policy change (8080 allowed, 2222
 //! not) takes effect on the live agents within 1 s of `policy set` returning, and a
 //! rejected policy changes nothing on any agent (no map applied, same behaviour).
 //! Needs root; fails instead of skipping when `CI` is set (see `support::netns`).
@@ -217,17 +217,15 @@ fn policy_is_enforced_by_receiving_agents() {
     assert!(!a.ping(&lab, ip[1], 2), "denied protocol (icmp)");
     // a holds a valid key and session, sends to b:8080 anyway; b drops and reports it.
     wait_for(
-        "b's denied flow to a's port 8080 to reach the console log",
+        "b's denied flow from a to port 8080 in the console's flow records",
         Duration::from_secs(10),
-        Duration::from_millis(200),
+        Duration::from_millis(300),
         || {
-            let log = log_text(&lab, "console");
-            log.lines()
-                .any(|l| {
-                    l.contains("inbound flow denied by policy")
-                        && l.contains("dst_port=8080")
-                        && l.contains(&format!("src={}", ip[0]))
-                })
+            let out = console.cli(&lab, &["audit", "flows", "--verdict", "denied", "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            v.as_array()?
+                .iter()
+                .any(|f| f["dst_port"] == 8080 && f["proto"] == 6 && f["verdict"] == "denied")
                 .then_some(())
         },
     );

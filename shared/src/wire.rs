@@ -130,34 +130,65 @@ pub enum ClientMsg {
     Health {
         peers: Vec<PeerHealth>,
     },
-    /// Inbound flows this device's policy filter dropped, for the audit log. Already
-    /// rate-limited by the agent (per source, and per message: at most
-    /// [`MAX_DENIED_FLOWS_PER_MSG`] every few seconds).
-    DeniedFlows {
-        flows: Vec<DeniedFlowReport>,
-    },
     /// The agent could not apply a delta (version gap); send the whole map.
     Resync,
     Ping {
         nonce: u64,
     },
+    /// Batched summaries of connections the agent's filter accepted or denied since the
+    /// last batch. Both ends of a flow report it, so the console can flag a flow that
+    /// only one side reported.
+    Flows {
+        flows: Vec<FlowRecord>,
+    },
 }
 
-/// Most records one [`ClientMsg::DeniedFlows`] carries; the console drops the rest.
-pub const MAX_DENIED_FLOWS_PER_MSG: usize = 64;
+/// Most flow records one `ClientMsg::Flows` may carry; the console drops the excess.
+pub const MAX_FLOWS_PER_BATCH: usize = 1000;
 
-/// One denied inbound flow. Ports are 0 for protocols without ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowVerdict {
+    Accepted,
+    Denied,
+}
+
+impl FlowVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FlowVerdict::Accepted => "accepted",
+            FlowVerdict::Denied => "denied",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(FlowVerdict::Accepted),
+            "denied" => Some(FlowVerdict::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// One connection summary as an agent saw it (counters from the reporter's side).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeniedFlowReport {
-    pub src: std::net::IpAddr,
-    pub dst: std::net::IpAddr,
-    /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6).
+pub struct FlowRecord {
+    /// The device that opened the connection.
+    pub src_device: DeviceId,
+    pub dst_device: DeviceId,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
     pub proto: u8,
+    #[serde(default)]
     pub src_port: u16,
+    #[serde(default)]
     pub dst_port: u16,
-    /// `no_rule`, `fragment` or `malformed`.
-    pub reason: String,
-    pub at_ms: UnixMillis,
+    pub bytes: u64,
+    pub packets: u64,
+    pub first_seen_ms: UnixMillis,
+    pub last_seen_ms: UnixMillis,
+    /// The policy rule that decided, if a rule did (else the default verdict applied).
+    #[serde(default)]
+    pub rule: Option<String>,
+    pub verdict: FlowVerdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,22 +227,33 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"type":"ping","nonce":7}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
-        let d = ClientMsg::DeniedFlows {
-            flows: vec![DeniedFlowReport {
-                src: "100.64.0.2".parse().unwrap(),
-                dst: "100.64.0.3".parse().unwrap(),
-                proto: 6,
-                src_port: 40000,
-                dst_port: 80,
-                reason: "no_rule".into(),
-                at_ms: 1,
-            }],
+    }
+
+    #[test]
+    fn flows_round_trip() {
+        let f = FlowRecord {
+            src_device: DeviceId::new(),
+            dst_device: DeviceId::new(),
+            proto: 6,
+            src_port: 40000,
+            dst_port: 443,
+            bytes: 1234,
+            packets: 5,
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            rule: Some("web".into()),
+            verdict: FlowVerdict::Denied,
         };
-        let j = serde_json::to_string(&d).unwrap();
-        assert!(
-            j.starts_with(r#"{"type":"denied_flows","flows":[{"src":"100.64.0.2""#),
-            "{j}"
-        );
+        let m = ClientMsg::Flows {
+            flows: vec![f.clone()],
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert!(j.starts_with(r#"{"type":"flows","#), "{j}");
+        assert!(j.contains(r#""verdict":"denied""#));
+        match serde_json::from_str::<ClientMsg>(&j).unwrap() {
+            ClientMsg::Flows { flows } => assert_eq!(flows, vec![f]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -26,9 +26,7 @@ use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use zmesh_shared::peermap::PeerMap;
-use zmesh_shared::wire::{
-    ClientMsg, DeniedFlowReport, PeerHealth, ServerMsg, MAX_DENIED_FLOWS_PER_MSG, STREAM_PATH,
-};
+use zmesh_shared::wire::{ClientMsg, FlowRecord, FlowVerdict, PeerHealth, ServerMsg, STREAM_PATH};
 use zmesh_shared::PROTOCOL_VERSION;
 
 use self::backoff::Backoff;
@@ -41,8 +39,9 @@ const HEALTH_EVERY: Duration = Duration::from_secs(30);
 const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
 const WS_PING_EVERY: Duration = Duration::from_secs(15);
 /// Denied inbound flows are reported at most this often (and at most
-/// `MAX_DENIED_FLOWS_PER_MSG` at a time), on top of the filter's per-source limit.
+/// `MAX_DENIED_PER_REPORT` at a time), on top of the filter's per-source limit.
 const DENIED_REPORT_EVERY: Duration = Duration::from_secs(2);
+const MAX_DENIED_PER_REPORT: usize = 64;
 /// No frame at all for this long (our pings go unanswered): the link is dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -249,33 +248,44 @@ async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
         .collect()
 }
 
-/// Drains the data plane's denied-flow records; beyond one message's worth they are
-/// dropped (counted by the filter), which is what rate-limits the audit stream.
-async fn denied_reports(dp: &DataPlane) -> Vec<DeniedFlowReport> {
+/// Drains the data plane's denied-flow records as `Flows` records (verdict denied,
+/// one packet each: the filter samples denied packets, rate-limited per source).
+/// Beyond one report's worth they are dropped, which bounds the audit stream.
+async fn denied_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord> {
     let flows = dp.denied_flows().await;
+    let Some(map) = map else {
+        return vec![];
+    };
     let (now, wall) = (Instant::now(), zmesh_shared::time::now_ms());
-    if flows.len() > MAX_DENIED_FLOWS_PER_MSG {
+    if flows.len() > MAX_DENIED_PER_REPORT {
         tracing::debug!(
-            dropped = flows.len() - MAX_DENIED_FLOWS_PER_MSG,
-            "denied-flow reports over the per-message limit"
+            dropped = flows.len() - MAX_DENIED_PER_REPORT,
+            "denied-flow reports over the per-report limit"
         );
     }
     flows
         .into_iter()
-        .take(MAX_DENIED_FLOWS_PER_MSG)
-        .map(|f| DeniedFlowReport {
-            src: f.src,
-            dst: f.dst,
-            proto: f.proto,
-            src_port: f.src_port,
-            dst_port: f.dst_port,
-            reason: match f.reason {
-                crate::filter::DropReason::NoRule => "no_rule",
-                crate::filter::DropReason::Fragment => "fragment",
-                crate::filter::DropReason::Malformed => "malformed",
-            }
-            .to_string(),
-            at_ms: wall - now.saturating_duration_since(f.at).as_millis() as i64,
+        .take(MAX_DENIED_PER_REPORT)
+        .filter_map(|f| {
+            // The source passed the cryptokey check, so it is a peer's overlay address.
+            let src = map
+                .peers
+                .iter()
+                .find(|p| IpAddr::V4(p.overlay_v4) == f.src || IpAddr::V6(p.overlay_v6) == f.src)?;
+            let at = wall - now.saturating_duration_since(f.at).as_millis() as i64;
+            Some(FlowRecord {
+                src_device: src.device_id,
+                dst_device: map.device_id,
+                proto: f.proto,
+                src_port: f.src_port,
+                dst_port: f.dst_port,
+                bytes: 0,
+                packets: 1,
+                first_seen_ms: at,
+                last_seen_ms: at,
+                rule: None,
+                verdict: FlowVerdict::Denied,
+            })
         })
         .collect()
 }
@@ -348,9 +358,9 @@ async fn session(
                 send(&mut ws, &ClientMsg::Health { peers: health(&ctx.dp).await }).await?;
             }
             _ = denied_tick.tick() => {
-                let flows = denied_reports(&ctx.dp).await;
+                let flows = denied_reports(&ctx.dp, st.map()).await;
                 if !flows.is_empty() {
-                    send(&mut ws, &ClientMsg::DeniedFlows { flows }).await?;
+                    send(&mut ws, &ClientMsg::Flows { flows }).await?;
                 }
             }
             _ = eps_tick.tick() => {
