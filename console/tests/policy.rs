@@ -534,6 +534,16 @@ async fn policy_api_history_rollback_check_diff() {
         .map(|v| v["version"].as_u64().unwrap())
         .collect();
     assert_eq!(vs, vec![3, 2, 1, 0]);
+    // every change is in the audit log, in the same transaction as the version
+    let events = c
+        .admin
+        .get_text("/api/v1/audit/events?action=policy.rollback")
+        .await
+        .unwrap();
+    assert!(
+        events.contains("policy:3") && events.contains("text_sha256"),
+        "{events}"
+    );
     assert!(hist["versions"][0]["author"]
         .as_str()
         .unwrap()

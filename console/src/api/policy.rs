@@ -24,7 +24,7 @@ use super::ApiJson;
 use crate::bus::Change;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{PolicyVersion, SavedPolicy};
+use crate::store::{AuditCtx, PolicyVersion, SavedPolicy};
 
 /// Largest policy text accepted (500 rules with long source lists fit easily).
 pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
@@ -124,11 +124,13 @@ pub async fn get_current(State(state): State<AppState>) -> Result<Json<PolicyVer
 async fn save(
     state: &AppState,
     caller: &Caller,
+    ctx: AuditCtx,
     text: String,
     rollback_of: Option<u64>,
 ) -> Result<Response, ApiError> {
     let r = state
         .store
+        .acting(ctx.clone())
         .save_policy(
             state.network_id,
             &text,
@@ -155,6 +157,13 @@ async fn save(
         }
         Err(errors) => {
             tracing::info!(problems = errors.len(), "access policy rejected");
+            super::auth::record_refusal(
+                state,
+                ctx,
+                "policy.rejected",
+                serde_json::json!({ "problems": errors.len(), "rollback_of": rollback_of }),
+            )
+            .await;
             Ok(rejected(errors))
         }
     }
@@ -163,9 +172,10 @@ async fn save(
 pub async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<AuditCtx>,
     PolicyBody(text): PolicyBody,
 ) -> Result<Response, ApiError> {
-    save(&state, &caller, text, None).await
+    save(&state, &caller, ctx, text, None).await
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +187,7 @@ pub struct RollbackRequest {
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
     let old = match state
@@ -193,7 +204,7 @@ pub async fn rollback(
         }
         Err(e) => return Err(e.into()),
     };
-    save(&state, &caller, old.text, Some(body.version)).await
+    save(&state, &caller, ctx, old.text, Some(body.version)).await
 }
 
 /// A history entry: everything but the text.

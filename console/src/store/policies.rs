@@ -6,13 +6,15 @@
 //! Saving is one write transaction that first bumps the network revision (which, on
 //! PostgreSQL, locks the network row and so serialises against enrollments and device
 //! edits), then reads the inventory and the current policy, lets the caller validate
-//! against exactly that state, and inserts. A rejected policy rolls the whole
-//! transaction back: no version, no revision bump.
+//! against exactly that state, inserts, and appends the audit event (`policy.set` or
+//! `policy.rollback`). A rejected policy rolls the whole transaction back: no version,
+//! no revision bump.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use zmesh_shared::NetworkId;
 
+use super::audit::{append, Change};
 use super::devices::{device_from_row, DEVICE_COLS};
 use super::networks::bump_revision;
 use super::{DeviceRow, Store, StoreError};
@@ -210,6 +212,30 @@ impl Store {
         .bind(&summary)
         .bind(rollback_of.map(|v| v as i64))
         .execute(&mut *tx)
+        .await?;
+        let text_sha256 = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        };
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new(
+                if rollback_of.is_some() {
+                    "policy.rollback"
+                } else {
+                    "policy.set"
+                },
+                format!("policy:{version}"),
+            )
+            .before(&serde_json::json!({ "version": current.version }))
+            .after(&serde_json::json!({
+                "version": version,
+                "rollback_of": rollback_of,
+                "summary": summary,
+                "text_sha256": text_sha256,
+            })),
+        )
         .await?;
         tx.commit().await?;
         Ok(Ok(SavedPolicy {
