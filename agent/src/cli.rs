@@ -74,6 +74,17 @@ pub enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Check UDP reachability, mapped addresses, NAT mapping behaviour and relay latency.
+    Netcheck {
+        /// STUN server host:port (repeat; two or more tell the mapping behaviour).
+        #[arg(long = "stun", required = true)]
+        stun: Vec<std::net::SocketAddr>,
+        /// Relay host:port (repeat).
+        #[arg(long = "relay")]
+        relay: Vec<std::net::SocketAddr>,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Remove tunnels and the TUN device; keep the enrollment.
     Down,
     /// Down, then forget the enrollment, the key and the peer cache.
@@ -127,6 +138,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print_done(call(&state, &req).await?);
             Ok(0)
         }
+        Command::Netcheck {
+            stun,
+            relay,
+            timeout,
+        } => crate::netcheck::run_cli(stun, relay, timeout).await,
         Command::Down => {
             print_done(call(&state, &Request::Down).await?);
             Ok(0)

@@ -10,4 +10,5 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ipc;
+pub mod netcheck;
 pub mod state;

@@ -43,6 +43,15 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// UDP address of the built-in STUN responder.
+    #[arg(long, env = "ZMESH_STUN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub stun_listen: SocketAddr,
+    /// Do not run the STUN responder.
+    #[arg(long)]
+    pub no_stun: bool,
+    /// Also run a relay (TLS/TCP) on this address, e.g. 0.0.0.0:8445.
+    #[arg(long, env = "ZMESH_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
 }
 
 /// Audit log flags of `serve`.
@@ -122,6 +131,10 @@ pub struct ServeConfig {
     pub database_url: String,
     pub tls: TlsSource,
     pub audit: crate::audit::AuditConfig,
+    /// STUN responder address; `None` when disabled.
+    pub stun_listen: Option<SocketAddr>,
+    /// Built-in relay address; `None` when not running one.
+    pub relay_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -160,6 +173,8 @@ impl ServeConfig {
             database_url,
             tls,
             audit: a.audit.validate()?,
+            stun_listen: (!a.no_stun).then_some(a.stun_listen),
+            relay_listen: a.relay_listen,
         })
     }
 
@@ -214,6 +229,9 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             audit: AuditArgs::default(),
+            stun_listen: "0.0.0.0:3478".parse().unwrap(),
+            no_stun: false,
+            relay_listen: None,
         }
     }
 

@@ -14,9 +14,11 @@ pub mod config;
 pub mod error;
 pub mod peermap;
 pub mod policy;
+pub mod relay;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod stun;
 pub mod tls;
 pub mod tls_pin;
 

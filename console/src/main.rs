@@ -9,7 +9,7 @@ use zmesh_console::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZMESH_LOG").unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Command::Serve(_)) {
+        let default = if matches!(cli.command, Command::Serve(_) | Command::Relay(_)) {
             "info"
         } else {
             "warn"

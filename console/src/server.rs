@@ -137,6 +137,34 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    let stun_task = match cfg.stun_listen {
+        Some(addr) => {
+            let sock = crate::stun::bind(addr)
+                .await
+                .with_context(|| format!("binding the STUN responder to {addr}"))?;
+            println!("STUN responder on udp {}", sock.local_addr()?);
+            Some(tokio::spawn(crate::stun::run(sock)))
+        }
+        None => None,
+    };
+    let relay_task = match cfg.relay_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the relay to {addr}"))?;
+            println!("relay on tcp {}", l.local_addr()?);
+            let relay = crate::relay::Relay::new(crate::relay::RelayConfig::new(
+                state.signing_key.public_key(),
+            ));
+            Some(tokio::spawn(crate::relay::serve(
+                l,
+                Arc::clone(&tls),
+                relay,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let url = crate::config::local_url(listener.local_addr()?);
     fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
         .context("writing console.url")?;
@@ -154,6 +182,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = crate::audit::spawn_tasks(&state, &cfg.audit, stop_rx);
     serve(listener, tls, state, shutdown_signal()).await?;
+    for t in [stun_task, relay_task].into_iter().flatten() {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     // the checkpoint task signs a last checkpoint on its way out
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_util::future::join_all(tasks)).await;

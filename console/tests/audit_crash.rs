@@ -59,6 +59,8 @@ impl Console {
             .arg(&self.db)
             .arg("--audit-checkpoint-events")
             .arg("25")
+            // replicas share this host: only the HTTPS port is under test
+            .arg("--no-stun")
             .arg("--data-dir")
             .arg(&self.data)
             .env_remove("ZMESH_DATABASE_URL")

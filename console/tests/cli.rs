@@ -46,6 +46,8 @@ fn start(data: &Path) -> Serve {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--stun-listen",
+            "127.0.0.1:0",
             "--tls-san",
             "vpn.example.com",
             "--data-dir",

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod keys;
 pub mod peermap;
 pub mod policy;
+pub mod relay;
 pub mod secret;
 pub mod stun;
 pub mod time;

@@ -47,6 +47,12 @@ pub struct Counters {
     /// The inbound policy filter's own counters (accepted by rule or as reply, drops by reason).
     #[serde(default)]
     pub filter: crate::filter::Counters,
+    /// Path probes that authenticated (pings and pongs).
+    #[serde(default)]
+    pub probes_rx: u64,
+    /// Probe-shaped datagrams that failed: unknown sender, bad tag.
+    #[serde(default)]
+    pub drop_probe: u64,
 }
 
 impl Counters {
@@ -66,6 +72,7 @@ impl Counters {
             + self.drop_tun_invalid
             + self.drop_oversize
             + self.drop_policy
+            + self.drop_probe
     }
 }
 

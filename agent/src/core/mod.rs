@@ -8,9 +8,12 @@
 //! which is accepted). The I/O shell in [`crate::io`] and the simulation test drive it.
 
 mod counters;
+pub mod nat;
 mod node;
 pub mod packet;
+pub mod path;
 mod peer;
+pub mod probe;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,7 +22,9 @@ use ipnet::IpNet;
 use zmesh_shared::{DeviceId, WgPublicKey};
 
 pub use counters::Counters;
+pub use nat::{is_relay_endpoint, relay_endpoint, relay_key_prefix, NatMapping};
 pub use node::{Node, MIN_OUT_BUF, OVERHEAD};
+pub use path::PathKind;
 
 /// The desired configuration of one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,17 @@ pub enum Event {
         device_id: DeviceId,
         endpoint: SocketAddr,
     },
+    /// The path to a peer changed (direct address, relay, or none confirmed).
+    PathChanged {
+        device_id: DeviceId,
+        path: PathKind,
+        rtt: Option<Duration>,
+    },
+    /// Our STUN-mapped addresses or mapping behaviour changed: time to tell the console.
+    ReflexiveChanged {
+        addrs: Vec<SocketAddr>,
+        mapping: NatMapping,
+    },
 }
 
 /// A snapshot of one peer for status displays.
@@ -74,6 +90,9 @@ pub struct PeerStats {
     pub last_handshake_age: Option<Duration>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub path: PathKind,
+    /// Smoothed probe RTT of the direct path in use.
+    pub rtt: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

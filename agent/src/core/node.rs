@@ -23,8 +23,10 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zmesh_shared::policy::FilterRule;
 use zmesh_shared::WgPrivateKey;
 
+use super::nat::{is_relay_endpoint, relay_endpoint, StunState};
 use super::packet;
 use super::peer::{Peer, RouteTable};
+use super::probe::{self, ProbeKey};
 use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
 use crate::filter::{DeniedFlow, Filter};
 
@@ -72,6 +74,11 @@ pub struct Node {
     /// Inbound policy filter with conntrack of our own flows. Starts empty: nothing
     /// new is accepted until a policy arrives (replies to our own flows always pass).
     filter: Filter,
+    stun: StunState,
+    /// A relay connection exists: peers without a direct path go through it.
+    relay: bool,
+    /// Reused buffer for the pings `PathState::poll` asks for.
+    pings_due: Vec<(SocketAddr, u64)>,
 }
 
 impl Node {
@@ -95,6 +102,9 @@ impl Node {
             next_tick: None,
             scratch: vec![0u8; 2048],
             filter: Filter::new(Vec::new()),
+            stun: StunState::new(rand::random()),
+            relay: false,
+            pings_due: vec![],
         }
     }
 
@@ -115,7 +125,7 @@ impl Node {
                 .find(|(_, p)| p.config.public_key.0 == key)
                 .map(|(i, _)| *i)
                 .filter(|i| old[i].config.persistent_keepalive == cfg.persistent_keepalive);
-            let peer = match reuse.and_then(|i| old.remove(&i)) {
+            let mut peer = match reuse.and_then(|i| old.remove(&i)) {
                 Some(mut p) => {
                     p.update_config(cfg);
                     p
@@ -131,9 +141,15 @@ impl Node {
                         index,
                         Some(Arc::clone(&self.rate_limiter)),
                     );
-                    Peer::new(index, cfg, tunn)
+                    let mut p = Peer::new(index, cfg, tunn);
+                    p.probe_key = ProbeKey::derive(&self.secret, &PublicKey::from(key)).ok();
+                    p
                 }
             };
+            peer.path
+                .set_relay(self.relay.then(|| relay_endpoint(&key)));
+            peer.path.set_candidates(&peer.config.endpoints, now);
+            apply_path(&mut peer, &mut self.events, &mut self.transmits);
             self.by_key.insert(key, peer.index);
             self.peers.insert(peer.index, peer);
         }
@@ -189,8 +205,10 @@ impl Node {
         self.filter.outbound(pkt, now);
         match peer.tunn.encapsulate(pkt, out) {
             TunnResult::WriteToNetwork(b) => {
-                if b.first() == Some(&4) {
-                    self.counters.tx_packets += 1;
+                match b.first() {
+                    Some(&4) => self.counters.tx_packets += 1,
+                    Some(&1) => peer.awaiting_handshake = true,
+                    _ => {}
                 }
                 Some((ep, b.len()))
             }
@@ -214,6 +232,20 @@ impl Node {
     ) -> Option<usize> {
         if data.len() > MAX_IP_PACKET + OVERHEAD || out.len() < data.len().max(MIN_OUT_BUF) {
             self.counters.drop_oversize += 1;
+            return None;
+        }
+        if probe::is_probe(data) {
+            self.handle_probe(from, data, now);
+            return None;
+        }
+        // STUN only from our servers: a WireGuard message could carry the cookie by chance.
+        if self.stun.is_server(from) && zmesh_shared::stun::is_stun(data) {
+            if self.stun.on_response(from, data) {
+                self.events.push_back(Event::ReflexiveChanged {
+                    addrs: self.stun.reflexive(),
+                    mapping: self.stun.mapping(),
+                });
+            }
             return None;
         }
         let parsed = match Tunn::parse_incoming_packet(data) {
@@ -269,14 +301,9 @@ impl Node {
                     dst: from,
                     payload: b.to_vec(),
                 });
-                if peer.roam(from) {
-                    let device_id = peer.config.device_id;
-                    self.events.push_back(Event::EndpointChanged {
-                        device_id,
-                        endpoint: from,
-                    });
-                }
+                note_rx(peer, from, now, &mut self.events);
                 if matches!(kind, Kind::Init | Kind::Response) {
+                    peer.awaiting_handshake = false;
                     self.counters.handshakes += 1;
                     tracing::debug!(peer = %peer.config.public_key, %from, "handshake completed");
                     self.events.push_back(Event::HandshakeCompleted {
@@ -302,13 +329,7 @@ impl Node {
             }
             TunnResult::Done => {
                 // Keepalive or cookie: authenticated, so the sender is where it says.
-                if peer.roam(from) {
-                    let device_id = peer.config.device_id;
-                    self.events.push_back(Event::EndpointChanged {
-                        device_id,
-                        endpoint: from,
-                    });
-                }
+                note_rx(peer, from, now, &mut self.events);
                 return None;
             }
             TunnResult::Err(e) => {
@@ -337,13 +358,7 @@ impl Node {
             tracing::trace!(%src, peer = %peer.config.public_key, "source outside allowed IPs");
             return None;
         }
-        if peer.roam(from) {
-            let device_id = peer.config.device_id;
-            self.events.push_back(Event::EndpointChanged {
-                device_id,
-                endpoint: from,
-            });
-        }
+        note_rx(peer, from, now, &mut self.events);
         let pkt = &out[..len];
         if packet::parse_ip(pkt).is_none() {
             self.counters.drop_bad_inner += 1;
@@ -387,6 +402,7 @@ impl Node {
             match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(b) => {
                     if b.first() == Some(&1) {
+                        peer.awaiting_handshake = true;
                         peer.rotate_endpoint();
                     }
                     if let Some(ep) = peer.endpoint {
@@ -403,6 +419,12 @@ impl Node {
         }
         self.pings
             .retain(|_, sent| now.saturating_duration_since(*sent) < PING_TTL);
+        self.poll_paths(now);
+        let mut stun_out = vec![];
+        self.stun.poll(now, &mut stun_out);
+        for (dst, payload) in stun_out {
+            self.transmits.push_back(Transmit { dst, payload });
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -465,11 +487,120 @@ impl Node {
                     last_handshake_age: age,
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
+                    path: p.path.kind(),
+                    rtt: p.path.rtt(),
                 }
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.device_id.cmp(&b.device_id)));
         v
+    }
+
+    /// STUN servers to learn our mapped addresses from (at least two to tell the NAT's
+    /// mapping behaviour). Answers arrive as [`Event::ReflexiveChanged`].
+    pub fn set_stun_servers(&mut self, servers: Vec<SocketAddr>, now: Instant) {
+        self.stun.set_servers(servers, now);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    /// Our server-reflexive addresses and the NAT mapping behaviour seen so far.
+    pub fn reflexive(&self) -> (Vec<SocketAddr>, super::NatMapping) {
+        (self.stun.reflexive(), self.stun.mapping())
+    }
+
+    /// Whether a relay is connected; peers without a working direct path use it.
+    pub fn set_relay_available(&mut self, on: bool) {
+        if self.relay == on {
+            return;
+        }
+        self.relay = on;
+        for peer in self.peers.values_mut() {
+            let key = peer.config.public_key.0;
+            peer.path.set_relay(on.then(|| relay_endpoint(&key)));
+            apply_path(peer, &mut self.events, &mut self.transmits);
+        }
+    }
+
+    /// Probe every candidate of every peer now (the console said so, or our own
+    /// addresses changed).
+    pub fn probe_now(&mut self, now: Instant) {
+        for peer in self.peers.values_mut() {
+            peer.path.probe_now(now);
+        }
+        self.next_tick = Some(now);
+    }
+
+    fn handle_probe(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let Some(peer) = probe::sender(data)
+            .ok()
+            .and_then(|k| self.by_key.get(&k))
+            .and_then(|i| self.peers.get_mut(i))
+        else {
+            self.counters.drop_probe += 1;
+            return;
+        };
+        let Some(p) = peer
+            .probe_key
+            .as_ref()
+            .and_then(|k| probe::open(k, data).ok())
+        else {
+            self.counters.drop_probe += 1;
+            return;
+        };
+        if is_relay_endpoint(from) {
+            return; // probes measure direct paths only
+        }
+        self.counters.probes_rx += 1;
+        match p.kind {
+            probe::Kind::Ping => {
+                let pong = probe::Probe {
+                    kind: probe::Kind::Pong,
+                    tx: p.tx,
+                    observed: Some(from),
+                };
+                if let Some(k) = &peer.probe_key {
+                    self.transmits.push_back(Transmit {
+                        dst: from,
+                        payload: probe::seal(k, self.public.as_bytes(), &pong, rand::random()),
+                    });
+                }
+                tracing::trace!(%from, "probe ping");
+                peer.path.on_rx_direct(from, now);
+                self.next_tick = Some(self.next_tick.map_or(now, |t| t.min(now)));
+            }
+            probe::Kind::Pong => {
+                tracing::trace!(%from, "probe pong");
+                if peer.path.on_pong(from, p.tx, now) {
+                    apply_path(peer, &mut self.events, &mut self.transmits);
+                }
+            }
+        }
+    }
+
+    fn poll_paths(&mut self, now: Instant) {
+        let me = *self.public.as_bytes();
+        for peer in self.peers.values_mut() {
+            let before = peer.path.kind();
+            self.pings_due.clear();
+            peer.path.poll(now, &mut self.pings_due);
+            if peer.path.kind() != before {
+                apply_path(peer, &mut self.events, &mut self.transmits);
+            }
+            let Some(k) = &peer.probe_key else { continue };
+            for (dst, tx) in self.pings_due.drain(..) {
+                let ping = probe::Probe {
+                    kind: probe::Kind::Ping,
+                    tx,
+                    observed: None,
+                };
+                self.transmits.push_back(Transmit {
+                    dst,
+                    payload: probe::seal(k, &me, &ping, rand::random()),
+                });
+            }
+        }
     }
 
     pub fn counters(&self) -> &Counters {
@@ -500,5 +631,58 @@ impl Node {
 
     pub fn overlay_addrs(&self) -> (Ipv4Addr, Ipv6Addr) {
         (self.own_v4, self.own_v6)
+    }
+}
+
+/// Points the peer's endpoint at what its path state chose (if it chose anything).
+/// A handshake waiting for an answer is sent again at once on the new path, instead of
+/// after the 5 s retry timer (the old path is the likely reason it got no answer).
+fn apply_path(peer: &mut Peer, events: &mut VecDeque<Event>, transmits: &mut VecDeque<Transmit>) {
+    let Some(ep) = peer.path.endpoint() else {
+        return;
+    };
+    if peer.endpoint != Some(ep) || !peer.confirmed {
+        peer.confirmed = true;
+        peer.endpoint = Some(ep);
+        if peer.awaiting_handshake {
+            let mut buf = [0u8; MIN_OUT_BUF];
+            if let TunnResult::WriteToNetwork(b) =
+                peer.tunn.format_handshake_initiation(&mut buf, true)
+            {
+                transmits.push_back(Transmit {
+                    dst: ep,
+                    payload: b.to_vec(),
+                });
+            }
+        }
+        tracing::debug!(peer = %peer.config.public_key, path = ?peer.path.kind(), "path changed");
+        events.push_back(Event::EndpointChanged {
+            device_id: peer.config.device_id,
+            endpoint: ep,
+        });
+        events.push_back(Event::PathChanged {
+            device_id: peer.config.device_id,
+            path: peer.path.kind(),
+            rtt: peer.path.rtt(),
+        });
+    }
+}
+
+/// An authenticated WireGuard message came from `from`. Classic roaming (follow the
+/// sender), except that a working direct path is not given up for the relay or for
+/// another address until probing says so.
+fn note_rx(peer: &mut Peer, from: SocketAddr, now: Instant, events: &mut VecDeque<Event>) {
+    if !is_relay_endpoint(from) {
+        peer.path.on_rx_direct(from, now);
+    }
+    if peer.path.has_live_direct() && peer.endpoint != Some(from) {
+        return;
+    }
+    if peer.roam(from) {
+        let device_id = peer.config.device_id;
+        events.push_back(Event::EndpointChanged {
+            device_id,
+            endpoint: from,
+        });
     }
 }

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
 
+use super::path::PathState;
+use super::probe::ProbeKey;
 use super::PeerConfig;
 
 pub(crate) struct Peer {
@@ -18,6 +20,12 @@ pub(crate) struct Peer {
     /// until then handshake retries rotate through the configured endpoints.
     pub confirmed: bool,
     cursor: usize,
+    /// Direct-path probing and choice (see `path`).
+    pub path: PathState,
+    /// `None` when the peer's key is unusable for probes (low-order point).
+    pub probe_key: Option<ProbeKey>,
+    /// We sent a handshake initiation that has not been answered yet.
+    pub awaiting_handshake: bool,
 }
 
 impl Peer {
@@ -30,6 +38,9 @@ impl Peer {
             endpoint,
             confirmed: false,
             cursor: 0,
+            path: PathState::new(u64::from(index) << 40),
+            probe_key: None,
+            awaiting_handshake: false,
         }
     }
 

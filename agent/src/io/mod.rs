@@ -9,6 +9,7 @@
 
 mod coalesce;
 mod offload;
+pub mod relay;
 mod tun;
 mod udp;
 mod worker;
@@ -54,8 +55,10 @@ pub struct PeerStats {
     pub name: String,
     pub public_key: WgPublicKey,
     pub endpoint: Option<SocketAddr>,
-    /// Always "direct" for now (no relay yet).
+    /// "direct" or "relay" (an unconfirmed configured endpoint counts as direct).
     pub path: &'static str,
+    /// Smoothed probe RTT of the direct path, if one is in use.
+    pub rtt: Option<Duration>,
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -195,7 +198,12 @@ impl DataPlane {
                 name: p.name,
                 public_key: p.public_key,
                 endpoint: p.endpoint,
-                path: "direct",
+                path: match p.path {
+                    crate::core::PathKind::Direct(_) => "direct",
+                    crate::core::PathKind::Relay => "relay",
+                    crate::core::PathKind::Unknown => "direct",
+                },
+                rtt: p.rtt,
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,

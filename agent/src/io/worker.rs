@@ -317,6 +317,20 @@ impl Worker {
                 } => {
                     tracing::debug!(%device_id, %endpoint, "peer endpoint changed");
                 }
+                Event::PathChanged {
+                    device_id,
+                    path,
+                    rtt,
+                } => {
+                    tracing::info!(%device_id, ?path, ?rtt, "peer path changed");
+                }
+                Event::ReflexiveChanged { addrs, mapping } => {
+                    tracing::info!(
+                        ?addrs,
+                        mapping = mapping.as_str(),
+                        "mapped addresses changed"
+                    );
+                }
             }
         }
     }

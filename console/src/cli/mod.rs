@@ -44,6 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the console (HTTPS API for agents and admins).
     Serve(ServeArgs),
+    /// Run a relay alone (TLS/TCP forwarding for devices without a direct path).
+    Relay(crate::relay::cli::RelayArgs),
     /// Manage enrollment keys.
     Keys {
         #[command(subcommand)]
@@ -153,6 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = ServeConfig::from_args(&cli.data_dir, args)?;
             crate::server::run(cfg).await
         }
+        Command::Relay(args) => crate::relay::cli::run(&cli.data_dir, args).await,
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await

@@ -1,0 +1,401 @@
+//! Path choice for one peer: which of its candidate addresses (or the relay) to send to.
+//!
+//! The peer's candidates (interface addresses and STUN-mapped addresses it reported,
+//! plus addresses it was seen sending from) are probed all at once in short bursts; a
+//! candidate that answers is a working direct path with a measured RTT. The lowest-RTT
+//! live path is used; a working path is only replaced by one clearly faster, so the choice
+//! does not flap. The chosen path gets a keepalive probe every few seconds; if it stops
+//! answering it is dropped, the relay takes over and bursts resume from time to time.
+//!
+//! Sans-IO: the caller passes `now`, sends the pings [`PathState::poll`] asks for and
+//! feeds back pongs and authenticated traffic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Spacing of probes inside a burst, and how long a burst lasts.
+const BURST_INTERVAL: Duration = Duration::from_millis(500);
+const BURST_LEN: Duration = Duration::from_secs(5);
+/// Keepalive probe on the chosen direct path.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// A path with no answer for this long is dead.
+const DEAD_AFTER: Duration = Duration::from_millis(6500);
+/// Without a direct path: new burst this often.
+const REPROBE_NO_DIRECT: Duration = Duration::from_secs(20);
+/// With a direct path: probe every candidate this often, to find a faster one.
+const REPROBE_DIRECT: Duration = Duration::from_secs(60);
+/// A path that missed a keepalive while another answers is replaced at once.
+const STALE: Duration = Duration::from_millis(3500);
+/// A new path must beat the current RTT by this factor to replace it.
+const SWITCH_FACTOR: f64 = 0.75;
+/// Bounds on remembered state.
+const MAX_CANDIDATES: usize = 16;
+const MAX_LEARNED: usize = 4;
+const MAX_OUTSTANDING: usize = 64;
+const PING_TTL: Duration = Duration::from_secs(5);
+
+/// Where packets for a peer go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Direct(SocketAddr),
+    Relay,
+    /// No path confirmed yet (configured endpoints are tried in order).
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Cand {
+    addr: SocketAddr,
+    rtt: Option<Duration>,
+    last_rx: Option<Instant>,
+    /// Learned from traffic rather than reported by the peer.
+    learned: bool,
+}
+
+#[derive(Debug)]
+pub struct PathState {
+    cands: Vec<Cand>,
+    relay: Option<SocketAddr>,
+    selected: Option<SocketAddr>,
+    outstanding: HashMap<u64, (SocketAddr, Instant)>,
+    burst_until: Option<Instant>,
+    next_probe: Option<Instant>,
+    next_full: Option<Instant>,
+    next_tx: u64,
+}
+
+impl PathState {
+    pub fn new(tx_seed: u64) -> Self {
+        PathState {
+            cands: vec![],
+            relay: None,
+            selected: None,
+            outstanding: HashMap::new(),
+            burst_until: None,
+            next_probe: None,
+            next_full: None,
+            next_tx: tx_seed,
+        }
+    }
+
+    /// The peer's reported candidates. Stats of known ones are kept; learned ones stay.
+    pub fn set_candidates(&mut self, addrs: &[SocketAddr], now: Instant) {
+        let mut next: Vec<Cand> = vec![];
+        for a in addrs.iter().take(MAX_CANDIDATES) {
+            if next.iter().any(|c| c.addr == *a) {
+                continue;
+            }
+            let old = self.cands.iter().find(|c| c.addr == *a);
+            next.push(Cand {
+                addr: *a,
+                rtt: old.and_then(|c| c.rtt),
+                last_rx: old.and_then(|c| c.last_rx),
+                learned: false,
+            });
+        }
+        let changed = next.len() != self.cands.iter().filter(|c| !c.learned).count()
+            || next
+                .iter()
+                .any(|n| !self.cands.iter().any(|c| c.addr == n.addr && !c.learned));
+        for c in &self.cands {
+            if c.learned && !next.iter().any(|n| n.addr == c.addr) {
+                next.push(c.clone());
+            }
+        }
+        self.cands = next;
+        if self
+            .selected
+            .is_some_and(|s| !self.cands.iter().any(|c| c.addr == s))
+        {
+            self.selected = None;
+        }
+        if changed {
+            self.probe_now(now);
+        }
+    }
+
+    /// The relay endpoint for this peer, when a relay is available.
+    pub fn set_relay(&mut self, relay: Option<SocketAddr>) {
+        self.relay = relay;
+    }
+
+    /// Start a burst of probes to every candidate now (new candidates, or told to).
+    pub fn probe_now(&mut self, now: Instant) {
+        self.burst_until = Some(now + BURST_LEN);
+        self.next_probe = Some(now);
+    }
+
+    pub fn kind(&self) -> PathKind {
+        match (self.selected, self.relay) {
+            (Some(a), _) => PathKind::Direct(a),
+            (None, Some(_)) => PathKind::Relay,
+            _ => PathKind::Unknown,
+        }
+    }
+
+    /// Where to send: the chosen direct path, else the relay; `None` = undecided.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.selected.or(self.relay)
+    }
+
+    pub fn rtt(&self) -> Option<Duration> {
+        let s = self.selected?;
+        self.cands.iter().find(|c| c.addr == s)?.rtt
+    }
+
+    pub fn has_live_direct(&self) -> bool {
+        self.selected.is_some()
+    }
+
+    pub fn is_candidate(&self, a: SocketAddr) -> bool {
+        self.cands.iter().any(|c| c.addr == a)
+    }
+
+    /// Pings due now, as (destination, transaction id). Also expires a dead path.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, u64)>) {
+        self.outstanding
+            .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < PING_TTL);
+        self.expire(now);
+        if self.cands.is_empty() {
+            return;
+        }
+        if self.next_probe.is_none_or(|t| now < t) {
+            return;
+        }
+        let bursting = self.burst_until.is_some_and(|t| now < t);
+        let full_due = self.next_full.is_none_or(|t| now >= t);
+        let targets: Vec<SocketAddr> = if bursting || full_due {
+            if full_due && !bursting {
+                // A short burst makes hole punching work even if the first packets are
+                // dropped by the peer's NAT.
+                self.burst_until = Some(now + BURST_INTERVAL * 3);
+            }
+            self.next_full = Some(
+                now + if self.selected.is_some() {
+                    REPROBE_DIRECT
+                } else {
+                    REPROBE_NO_DIRECT
+                },
+            );
+            self.cands.iter().map(|c| c.addr).collect()
+        } else {
+            self.selected.into_iter().collect()
+        };
+        let still_bursting = self.burst_until.is_some_and(|t| now < t);
+        self.next_probe = Some(
+            now + if still_bursting {
+                BURST_INTERVAL
+            } else if self.selected.is_some() {
+                KEEPALIVE
+            } else {
+                self.next_full
+                    .map_or(REPROBE_NO_DIRECT, |t| t.saturating_duration_since(now))
+            },
+        );
+        for dst in targets {
+            if self.outstanding.len() >= MAX_OUTSTANDING {
+                break;
+            }
+            let tx = self.next_tx;
+            self.next_tx = self.next_tx.wrapping_add(1);
+            self.outstanding.insert(tx, (dst, now));
+            out.push((dst, tx));
+        }
+    }
+
+    /// When [`poll`](Self::poll) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dead = self
+            .selected
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
+            .and_then(|c| c.last_rx)
+            .map(|t| t + DEAD_AFTER);
+        match (self.next_probe, dead) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A pong for `tx` came from `from`. Returns true if the chosen path changed.
+    pub fn on_pong(&mut self, from: SocketAddr, tx: u64, now: Instant) -> bool {
+        let Some((dst, sent)) = self.outstanding.remove(&tx) else {
+            return false;
+        };
+        if dst != from {
+            return false;
+        }
+        let sample = now.saturating_duration_since(sent);
+        if let Some(c) = self.cands.iter_mut().find(|c| c.addr == from) {
+            c.rtt = Some(match c.rtt {
+                // Smoothed like TCP's SRTT (1/8 gain).
+                Some(r) => (r * 7 + sample) / 8,
+                None => sample,
+            });
+            c.last_rx = Some(now);
+        }
+        self.reselect(now)
+    }
+
+    /// An authenticated ping or WireGuard packet came from `from` (not the relay): the
+    /// peer is there. Unknown addresses become learned candidates and get probed.
+    /// Returns true if the chosen path changed.
+    pub fn on_rx_direct(&mut self, from: SocketAddr, now: Instant) -> bool {
+        match self.cands.iter_mut().find(|c| c.addr == from) {
+            Some(c) => {
+                c.last_rx = Some(now);
+                false
+            }
+            None => {
+                if self.cands.iter().filter(|c| c.learned).count() >= MAX_LEARNED {
+                    // Forget the oldest learned address to make room.
+                    if let Some(i) = self.cands.iter().position(|c| c.learned) {
+                        self.cands.remove(i);
+                    }
+                }
+                if self.cands.len() >= MAX_CANDIDATES {
+                    return false;
+                }
+                self.cands.push(Cand {
+                    addr: from,
+                    rtt: None,
+                    last_rx: None,
+                    learned: true,
+                });
+                // Ask at once: a pong proves the path in both directions.
+                self.next_probe = Some(now);
+                self.burst_until =
+                    Some(self.burst_until.map_or(now, |t| t.max(now)) + BURST_INTERVAL * 2);
+                false
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let Some(s) = self.selected else { return };
+        if self.reselect(now) && self.selected.is_some() {
+            return; // moved to another working path
+        }
+        let alive = self
+            .cands
+            .iter()
+            .find(|c| c.addr == s)
+            .and_then(|c| c.last_rx)
+            .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER);
+        if !alive {
+            tracing::debug!(path = %s, "direct path stopped answering");
+            self.selected = None;
+            self.reselect(now);
+            if self.selected.is_none() {
+                self.probe_now(now);
+            }
+        }
+    }
+
+    fn reselect(&mut self, now: Instant) -> bool {
+        let live = |c: &&Cand| {
+            c.rtt.is_some()
+                && c.last_rx
+                    .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER)
+        };
+        let best = self
+            .cands
+            .iter()
+            .filter(live)
+            .min_by_key(|c| c.rtt)
+            .map(|c| (c.addr, c.rtt));
+        let cur = self
+            .selected
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
+            .filter(|c| live(c))
+            .map(|c| (c.addr, c.rtt));
+        let fresh = |c: &&Cand| {
+            c.last_rx
+                .is_some_and(|t| now.saturating_duration_since(t) < STALE)
+        };
+        let cur_fresh = self
+            .selected
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
+            .is_some_and(|c| fresh(&c));
+        let best_fresh = self
+            .cands
+            .iter()
+            .filter(live)
+            .filter(fresh)
+            .min_by_key(|c| c.rtt)
+            .map(|c| c.addr);
+        let pick = match (cur, best) {
+            (Some(_), Some(_)) if !cur_fresh && best_fresh.is_some() => best_fresh,
+            (Some((ca, Some(cr))), Some((ba, Some(br)))) => {
+                if br.as_secs_f64() < cr.as_secs_f64() * SWITCH_FACTOR {
+                    Some(ba)
+                } else {
+                    Some(ca)
+                }
+            }
+            (Some((ca, _)), _) => Some(ca),
+            (None, b) => b.map(|(a, _)| a),
+        };
+        let changed = pick != self.selected;
+        self.selected = pick;
+        if changed && pick.is_some() {
+            self.next_probe = Some(now + KEEPALIVE);
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lowest_rtt_wins_and_dead_path_falls_back_to_relay() {
+        let t0 = Instant::now();
+        let mut p = PathState::new(1);
+        p.set_relay(Some(a("[100::1]:1")));
+        p.set_candidates(&[a("192.0.2.1:1"), a("10.0.0.1:1")], t0);
+        assert_eq!(p.kind(), PathKind::Relay);
+        let mut out = vec![];
+        p.poll(t0, &mut out);
+        assert_eq!(out.len(), 2);
+        // the public candidate answers (40 ms); the LAN one's first answer is lost
+        assert!(p.on_pong(out[0].0, out[0].1, t0 + Duration::from_millis(40)));
+        assert_eq!(p.kind(), PathKind::Direct(a("192.0.2.1:1")));
+        // next round (still within the burst): the LAN path answers in 1 ms, takes over
+        let t1 = t0 + Duration::from_millis(40) + KEEPALIVE;
+        out.clear();
+        p.poll(t1, &mut out);
+        let lan = out.iter().find(|(d, _)| *d == a("10.0.0.1:1")).unwrap();
+        assert!(p.on_pong(lan.0, lan.1, t1 + Duration::from_millis(1)));
+        assert_eq!(p.kind(), PathKind::Direct(a("10.0.0.1:1")));
+        assert_eq!(p.rtt(), Some(Duration::from_millis(1)));
+        // a pong from the wrong address or for an unknown tx is ignored
+        assert!(!p.on_pong(a("192.0.2.9:9"), 999, t0));
+        // silence: the path dies and the relay takes over
+        let later = t1 + DEAD_AFTER + Duration::from_secs(1);
+        out.clear();
+        p.poll(later, &mut out);
+        assert_eq!(p.kind(), PathKind::Relay);
+        assert!(!out.is_empty(), "a dead path starts a new burst");
+    }
+
+    #[test]
+    fn learned_addresses_are_bounded() {
+        let t0 = Instant::now();
+        let mut p = PathState::new(1);
+        for i in 0..100u16 {
+            p.on_rx_direct(SocketAddr::from(([192, 0, 2, 1], i)), t0);
+        }
+        assert!(p.cands.len() <= MAX_LEARNED);
+        let mut out = vec![];
+        for i in 0..100 {
+            p.poll(t0 + Duration::from_millis(600 * i), &mut out);
+        }
+        assert!(p.outstanding.len() <= MAX_OUTSTANDING);
+    }
+}

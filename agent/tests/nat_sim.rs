@@ -1,0 +1,557 @@
+//! Deterministic simulation of NAT traversal: `Node`s behind modelled NATs, two STUN
+//! servers, a relay and a "console" that passes candidates between peers, all on a
+//! virtual clock with per-link latencies. No sockets, no threads.
+//!
+//! NAT models (as in the nftables lab): `Eim` is a home router (endpoint-independent
+//! mapping: one public port per inside socket), `Sym` maps every destination to a new
+//! port. Both filter port-dependently (only replies from exactly where a packet was sent
+//! get in) and do not hairpin.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use zmesh_agent::core::{
+    is_relay_endpoint, packet, relay_endpoint, relay_key_prefix, Event, NatMapping, Node, PathKind,
+    PeerConfig,
+};
+use zmesh_shared::{stun, DeviceId, WgPrivateKey};
+
+const LAN: Duration = Duration::from_millis(1);
+const WAN: Duration = Duration::from_millis(15);
+/// One way through the relay (agent -> relay -> agent).
+const RELAY: Duration = Duration::from_millis(60);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Nat {
+    Public,
+    Eim,
+    Sym,
+}
+
+struct Site {
+    nat: Nat,
+    public_ip: Ipv4Addr,
+    /// (inside socket, destination or None for EIM) -> public port
+    map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// public port -> (inside socket, remotes allowed in)
+    rev: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
+    next_port: u16,
+}
+
+struct Host {
+    node: Node,
+    site: usize,
+    addr: SocketAddr,
+    id: DeviceId,
+    key: WgPrivateKey,
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+    reflexive: Vec<SocketAddr>,
+    mapping: NatMapping,
+    pings: Vec<Duration>,
+    paths: Vec<(Instant, PathKind)>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Dgram {
+    from: SocketAddr,
+    /// Receiving host, when the sender already resolved it (relay, LAN, NAT inbound).
+    to_host: Option<usize>,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+struct Sim {
+    hosts: Vec<Host>,
+    sites: Vec<Site>,
+    stun: [SocketAddr; 2],
+    relay: bool,
+    queue: BinaryHeap<Reverse<(Instant, u64, Dgram)>>,
+    seq: u64,
+    now: Instant,
+    start: Instant,
+}
+
+impl Sim {
+    fn new(nats: &[Nat], relay: bool) -> Sim {
+        let now = Instant::now();
+        let sites = nats
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Site {
+                nat: *n,
+                public_ip: Ipv4Addr::new(198, 51, 100, i as u8 + 1),
+                map: HashMap::new(),
+                rev: HashMap::new(),
+                next_port: 40000,
+            })
+            .collect();
+        Sim {
+            hosts: vec![],
+            sites,
+            stun: [
+                "192.0.2.100:3478".parse().unwrap(),
+                "192.0.2.101:3478".parse().unwrap(),
+            ],
+            relay,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now,
+            start: now,
+        }
+    }
+
+    /// Adds a host on `site`; its address is the site's public IP when the site has no NAT.
+    fn add_host(&mut self, site: usize) -> usize {
+        let i = self.hosts.len();
+        let key = WgPrivateKey::generate();
+        let v4 = Ipv4Addr::new(100, 64, 0, i as u8 + 1);
+        let v6 = Ipv6Addr::new(0xfd7a, 0, 0, 0, 0, 0, 0, i as u16 + 1);
+        let addr = self.fresh_addr(site, i, 0);
+        let mut node = Node::new(key.clone(), v4, v6);
+        // NAT traversal is under test, not the policy: accept every inbound packet.
+        node.set_filter(vec![zmesh_shared::policy::FilterRule {
+            src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            proto: zmesh_shared::policy::Proto::Any,
+            ports: vec![zmesh_shared::policy::PortRange::ALL],
+            rule: 0,
+        }]);
+        node.set_stun_servers(self.stun.to_vec(), self.now);
+        node.set_relay_available(self.relay);
+        self.hosts.push(Host {
+            node,
+            site,
+            addr,
+            id: DeviceId::new(),
+            key,
+            v4,
+            v6,
+            reflexive: vec![],
+            mapping: NatMapping::Unknown,
+            pings: vec![],
+            paths: vec![],
+        });
+        i
+    }
+
+    fn fresh_addr(&self, site: usize, host: usize, gen: u8) -> SocketAddr {
+        match self.sites[site].nat {
+            Nat::Public => SocketAddr::from((self.sites[site].public_ip, 51820 + gen as u16)),
+            _ => SocketAddr::from(([10, site as u8, gen, host as u8 + 10], 51820)),
+        }
+    }
+
+    /// The console: every host gets every other host's candidates (local address first,
+    /// then the STUN-mapped ones) and both sides are told to probe.
+    fn signal(&mut self) {
+        let cands: Vec<Vec<SocketAddr>> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let mut v = vec![h.addr];
+                v.extend(h.reflexive.iter().copied().filter(|a| *a != h.addr));
+                v
+            })
+            .collect();
+        for i in 0..self.hosts.len() {
+            let peers = (0..self.hosts.len())
+                .filter(|j| *j != i)
+                .map(|j| {
+                    let h = &self.hosts[j];
+                    PeerConfig {
+                        device_id: h.id,
+                        name: format!("h{j}"),
+                        public_key: h.key.public_key(),
+                        allowed_ips: vec![
+                            IpNet::from(IpAddr::V4(h.v4)),
+                            IpNet::from(IpAddr::V6(h.v6)),
+                        ],
+                        endpoints: cands[j].clone(),
+                        persistent_keepalive: Some(25),
+                    }
+                })
+                .collect();
+            let now = self.now;
+            self.hosts[i].node.set_peers(peers, now);
+            self.hosts[i].node.probe_now(now);
+        }
+    }
+
+    fn push(&mut self, at: Instant, d: Dgram) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, d)));
+    }
+
+    /// Routes a datagram host `h` sends to `to`.
+    fn route(&mut self, h: usize, to: SocketAddr, data: Vec<u8>) {
+        let src = self.hosts[h].addr;
+        if is_relay_endpoint(to) {
+            let prefix = relay_key_prefix(to).unwrap();
+            let from = relay_endpoint(self.hosts[h].key.public_key().as_bytes());
+            if let Some(t) = self
+                .hosts
+                .iter()
+                .position(|x| x.key.public_key().as_bytes()[..8] == prefix)
+            {
+                self.push(
+                    self.now + RELAY,
+                    Dgram {
+                        from,
+                        to_host: Some(t),
+                        to,
+                        data,
+                    },
+                );
+            }
+            return;
+        }
+        let site = self.hosts[h].site;
+        // Same LAN: straight there, no NAT.
+        if self.sites[site].nat != Nat::Public {
+            if let Some(t) = self
+                .hosts
+                .iter()
+                .position(|x| x.site == site && x.addr == to)
+            {
+                self.push(
+                    self.now + LAN,
+                    Dgram {
+                        from: src,
+                        to_host: Some(t),
+                        to,
+                        data,
+                    },
+                );
+                return;
+            }
+        }
+        let from = match self.sites[site].nat {
+            Nat::Public => src,
+            nat => {
+                let s = &mut self.sites[site];
+                let key = (src, if nat == Nat::Sym { Some(to) } else { None });
+                let port = match s.map.get(&key) {
+                    Some(p) => *p,
+                    None => {
+                        let p = s.next_port;
+                        s.next_port += 1;
+                        s.map.insert(key, p);
+                        s.rev.insert(p, (src, HashSet::new()));
+                        p
+                    }
+                };
+                s.rev.get_mut(&port).unwrap().1.insert(to);
+                SocketAddr::from((s.public_ip, port))
+            }
+        };
+        self.push(
+            self.now + WAN,
+            Dgram {
+                from,
+                to_host: None,
+                to,
+                data,
+            },
+        );
+    }
+
+    /// Internet delivery of a datagram that left its site.
+    fn deliver_wan(&mut self, d: Dgram) -> Option<(usize, SocketAddr, Vec<u8>)> {
+        if let Some(t) = d.to_host {
+            return Some((t, d.from, d.data));
+        }
+        if self.stun.contains(&d.to) {
+            if let Ok(stun::Message::BindingRequest { tid }) = stun::decode(&d.data) {
+                let resp = stun::binding_success(tid, d.from, "sim");
+                self.push(
+                    self.now + WAN,
+                    Dgram {
+                        from: d.to,
+                        to_host: None,
+                        to: d.from,
+                        data: resp,
+                    },
+                );
+            }
+            return None;
+        }
+        let IpAddr::V4(ip) = d.to.ip() else {
+            return None;
+        };
+        let site = self.sites.iter().position(|s| s.public_ip == ip)?;
+        if self.sites[site].nat == Nat::Public {
+            let t = self.hosts.iter().position(|h| h.addr == d.to)?;
+            return Some((t, d.from, d.data));
+        }
+        // No hairpinning: a packet from our own public address is not turned around.
+        if d.from.ip() == IpAddr::V4(ip) {
+            return None;
+        }
+        let (inside, allowed) = self.sites[site].rev.get(&d.to.port())?;
+        if !allowed.contains(&d.from) {
+            return None; // port-dependent filtering
+        }
+        let t = self.hosts.iter().position(|h| h.addr == *inside)?;
+        Some((t, d.from, d.data))
+    }
+
+    fn flush(&mut self, h: usize) {
+        while let Some(t) = self.hosts[h].node.poll_transmit() {
+            self.route(h, t.dst, t.payload);
+        }
+        let mut resignal = false;
+        while let Some(e) = self.hosts[h].node.poll_event() {
+            match e {
+                Event::ReflexiveChanged { addrs, mapping } => {
+                    self.hosts[h].reflexive = addrs;
+                    self.hosts[h].mapping = mapping;
+                    resignal = true;
+                }
+                Event::PingReply { rtt, .. } => self.hosts[h].pings.push(rtt),
+                Event::PathChanged { path, .. } => {
+                    let now = self.now;
+                    self.hosts[h].paths.push((now, path))
+                }
+                _ => {}
+            }
+        }
+        if resignal {
+            self.signal();
+        }
+    }
+
+    /// Runs the network and timers for `d` of virtual time.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..2_000_000 {
+            for h in 0..self.hosts.len() {
+                self.flush(h);
+            }
+            let next_q = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next_t = self
+                .hosts
+                .iter()
+                .filter_map(|h| h.node.poll_timeout())
+                .min();
+            let next = [next_q, next_t].into_iter().flatten().min().unwrap_or(end);
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            if next_q.is_some_and(|t| t <= now) {
+                let Reverse((_, _, d)) = self.queue.pop().unwrap();
+                if let Some((t, from, data)) = self.deliver_wan(d) {
+                    let mut out = vec![0u8; data.len().max(256) + 64];
+                    if let Some(len) = self.hosts[t]
+                        .node
+                        .handle_datagram(from, &data, &mut out, now)
+                    {
+                        let mut pkt = out[..len].to_vec();
+                        if packet::echo_request_to_reply(&mut pkt) {
+                            let mut o = vec![0u8; pkt.len() + 200];
+                            if let Some((dst, n)) =
+                                self.hosts[t].node.handle_tun_packet(&pkt, &mut o, now)
+                            {
+                                self.route(t, dst, o[..n].to_vec());
+                            }
+                        }
+                    }
+                }
+            }
+            for h in 0..self.hosts.len() {
+                if self.hosts[h].node.poll_timeout().is_some_and(|t| t <= now) {
+                    self.hosts[h].node.handle_timeout(now);
+                }
+            }
+        }
+        panic!("simulation did not reach its end time");
+    }
+
+    fn path(&self, h: usize) -> PathKind {
+        self.hosts[h].node.peer_stats()[0].path
+    }
+
+    /// Pings from `a` to `b` once a second for `secs`; returns replies received.
+    fn ping(&mut self, a: usize, b: usize, secs: u32) -> usize {
+        let before = self.hosts[a].pings.len();
+        let dst = IpAddr::V4(self.hosts[b].v4);
+        for i in 0..secs {
+            let now = self.now;
+            let _ = self.hosts[a].node.send_ping(dst, 7, i as u16, now);
+            self.run_for(Duration::from_secs(1));
+        }
+        self.hosts[a].pings.len() - before
+    }
+
+    /// When `h` first reported a direct path.
+    fn time_to_direct(&self, h: usize) -> Option<Duration> {
+        self.hosts[h]
+            .paths
+            .iter()
+            .find(|(_, p)| matches!(p, PathKind::Direct(_)))
+            .map(|(t, _)| t.duration_since(self.start))
+    }
+
+    /// Sets up the two hosts and lets STUN and signalling happen.
+    fn pair(nats: &[Nat], relay: bool) -> Sim {
+        let mut s = Sim::new(nats, relay);
+        s.add_host(0);
+        s.add_host(nats.len() - 1);
+        s.signal();
+        s.run_for(Duration::from_secs(8));
+        s
+    }
+}
+
+fn is_direct(p: PathKind) -> bool {
+    matches!(p, PathKind::Direct(_))
+}
+
+#[test]
+fn home_to_home_goes_direct_via_reflexive_addresses() {
+    let mut s = Sim::pair(&[Nat::Eim, Nat::Eim], true);
+    assert_eq!(s.hosts[0].mapping, NatMapping::EndpointIndependent);
+    for h in 0..2 {
+        let PathKind::Direct(a) = s.path(h) else {
+            panic!("host {h} not direct: {:?}", s.path(h))
+        };
+        assert_eq!(
+            a.ip(),
+            IpAddr::V4(s.sites[1 - h].public_ip),
+            "host {h} uses {a}"
+        );
+    }
+    assert_eq!(s.ping(0, 1, 3), 3);
+    // the built-in ping measured a direct-path RTT (two WAN crossings), not the relay's
+    assert!(
+        s.hosts[0].pings.iter().all(|r| *r < RELAY * 2),
+        "{:?}",
+        s.hosts[0].pings
+    );
+    println!("home<->home: direct after {:?}", s.time_to_direct(0));
+}
+
+#[test]
+fn home_to_public_goes_direct() {
+    let mut s = Sim::pair(&[Nat::Eim, Nat::Public], true);
+    assert!(is_direct(s.path(0)) && is_direct(s.path(1)));
+    assert_eq!(s.ping(1, 0, 2), 2);
+}
+
+#[test]
+fn symmetric_to_public_goes_direct_via_learned_address() {
+    let mut s = Sim::pair(&[Nat::Sym, Nat::Public], true);
+    assert_eq!(s.hosts[0].mapping, NatMapping::EndpointDependent);
+    assert!(
+        is_direct(s.path(0)) && is_direct(s.path(1)),
+        "{:?} {:?}",
+        s.path(0),
+        s.path(1)
+    );
+    assert_eq!(s.ping(0, 1, 2), 2);
+}
+
+#[test]
+fn symmetric_to_symmetric_falls_back_to_relay() {
+    let mut s = Sim::pair(&[Nat::Sym, Nat::Sym], true);
+    assert_eq!(s.path(0), PathKind::Relay);
+    assert_eq!(s.path(1), PathKind::Relay);
+    assert_eq!(s.ping(0, 1, 3), 3);
+    assert!(s.hosts[0].pings.iter().all(|r| *r >= RELAY * 2));
+    // still relay after several re-probe rounds
+    s.run_for(Duration::from_secs(60));
+    assert_eq!(s.path(0), PathKind::Relay);
+    assert_eq!(s.ping(0, 1, 2), 2);
+}
+
+#[test]
+fn symmetric_to_symmetric_without_relay_has_no_path() {
+    let mut s = Sim::pair(&[Nat::Sym, Nat::Sym], false);
+    assert_eq!(s.ping(0, 1, 3), 0);
+}
+
+#[test]
+fn two_devices_behind_one_nat_use_local_addresses() {
+    let mut s = Sim::new(&[Nat::Eim], true);
+    s.add_host(0);
+    s.add_host(0);
+    s.signal();
+    s.run_for(Duration::from_secs(8));
+    // no hairpinning, so only the LAN addresses can work
+    assert_eq!(s.path(0), PathKind::Direct(s.hosts[1].addr));
+    assert_eq!(s.path(1), PathKind::Direct(s.hosts[0].addr));
+    assert_eq!(s.ping(0, 1, 2), 2);
+}
+
+#[test]
+fn path_moves_to_relay_when_direct_dies_and_back_when_it_returns() {
+    let mut s = Sim::pair(&[Nat::Eim, Nat::Eim], true);
+    assert!(is_direct(s.path(0)));
+    // The NAT of site 1 reboots: all its mappings are gone and inbound is dropped.
+    let saved = std::mem::take(&mut s.sites[1].rev);
+    s.sites[1].map.clear();
+    s.sites[1].next_port = 50000;
+    let t_break = s.now;
+    // traffic keeps flowing (via the relay) while the direct path is dead
+    let got = s.ping(0, 1, 12);
+    assert!(got >= 8, "only {got}/12 pings during the switch to relay");
+    assert_eq!(s.path(0), PathKind::Relay);
+    let to_relay = s.hosts[0]
+        .paths
+        .iter()
+        .find(|(t, p)| *t > t_break && *p == PathKind::Relay)
+        .map(|(t, _)| t.duration_since(t_break))
+        .unwrap();
+    assert!(to_relay < Duration::from_secs(10), "{to_relay:?}");
+    drop(saved);
+    // New mappings appear through STUN refreshes, the console passes them on, and a
+    // direct path is found again.
+    s.run_for(Duration::from_secs(40));
+    assert!(
+        is_direct(s.path(0)) && is_direct(s.path(1)),
+        "{:?} {:?}",
+        s.path(0),
+        s.path(1)
+    );
+    assert_eq!(s.ping(0, 1, 2), 2);
+    println!("direct -> relay after {to_relay:?}");
+}
+
+#[test]
+fn underlay_address_change_recovers() {
+    let mut s = Sim::pair(&[Nat::Eim, Nat::Public], true);
+    assert_eq!(s.ping(0, 1, 2), 2);
+    // host 0 moves to another LAN address (new DHCP lease): its old mapping is useless
+    let new = s.fresh_addr(0, 0, 1);
+    s.hosts[0].addr = new;
+    let got = s.ping(0, 1, 15);
+    assert!(got >= 12, "only {got}/15 pings after the move");
+    assert!(is_direct(s.path(0)) && is_direct(s.path(1)));
+}
+
+#[test]
+fn first_packet_goes_through_relay_before_direct_is_known() {
+    let mut s = Sim::new(&[Nat::Eim, Nat::Eim], true);
+    s.add_host(0);
+    s.add_host(1);
+    s.signal();
+    // immediately: no direct path yet, so the relay carries the handshake and the ping
+    assert_eq!(s.path(0), PathKind::Relay);
+    let dst = IpAddr::V4(s.hosts[1].v4);
+    let now = s.now;
+    s.hosts[0].node.send_ping(dst, 9, 0, now).unwrap();
+    s.run_for(Duration::from_millis(400));
+    assert_eq!(s.hosts[0].pings.len(), 1);
+    s.run_for(Duration::from_secs(8));
+    assert!(is_direct(s.path(0)));
+    println!(
+        "first ping RTT {:?} via relay, direct after {:?}",
+        s.hosts[0].pings[0],
+        s.time_to_direct(0)
+    );
+}
