@@ -26,6 +26,8 @@ use tokio::sync::oneshot;
 use zmesh_shared::{DeviceId, WgPrivateKey, WgPublicKey};
 
 pub use crate::core::{Counters, PeerConfig};
+pub use crate::filter::DeniedFlow;
+use zmesh_shared::policy::FilterRule;
 
 /// Everything needed to bring the data plane up.
 #[derive(Debug, Clone)]
@@ -64,6 +66,8 @@ pub struct PeerStats {
 
 pub(crate) enum Command {
     SetPeers(Vec<PeerConfig>, oneshot::Sender<()>),
+    SetFilter(Vec<FilterRule>, oneshot::Sender<()>),
+    DeniedFlows(oneshot::Sender<Vec<DeniedFlow>>),
     PeerStats(oneshot::Sender<Vec<crate::core::PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Ping {
@@ -162,6 +166,24 @@ impl DataPlane {
         rx.await.map_err(|_| anyhow!("data plane stopped"))
     }
 
+    /// Replaces the inbound filter (the `filter` of this device's peer map). Until the
+    /// first call nothing new is accepted inbound; replies to our own flows always pass.
+    pub async fn set_filter(&self, rules: Vec<FilterRule>) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetFilter(rules, tx))?;
+        rx.await.map_err(|_| anyhow!("data plane stopped"))
+    }
+
+    /// Takes the denied inbound flows recorded since the last call (rate-limited per
+    /// source and bounded in the filter, so this never grows without limit).
+    pub async fn denied_flows(&self) -> Vec<DeniedFlow> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::DeniedFlows(tx)).is_err() {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
     pub async fn peer_stats(&self) -> Vec<PeerStats> {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::PeerStats(tx)).is_err() {
@@ -189,6 +211,7 @@ impl DataPlane {
             .collect()
     }
 
+    /// Data-plane counters, the policy filter's included (`drop_policy`, `filter`).
     pub async fn counters(&self) -> Counters {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Counters(tx)).is_err() {

@@ -1,11 +1,12 @@
 //! Command line of `zmesh-console`: `serve`, and the admin commands (`keys`,
-//! `devices`) that call a running console's REST API over HTTPS, pinning its
+//! `devices`, `policy`) that call a running console's REST API over HTTPS, pinning its
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
 mod audit;
 mod client;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,11 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// Show, change, check and roll back the access policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
     },
     /// Export and verify the tamper-evident audit log; read flow records.
     Audit {
@@ -153,6 +159,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Policy { cmd } => {
+            policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
         Command::Audit {
             cmd:
