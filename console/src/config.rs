@@ -14,6 +14,8 @@ pub enum ConfigError {
     BadSan(String),
     #[error("--database {0:?}: expected a sqlite:// or postgres:// URL")]
     BadDatabaseUrl(String),
+    #[error("{0}")]
+    Audit(String),
     #[error("cannot resolve the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -39,6 +41,65 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Audit log flags of `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditArgs {
+    /// Prune audit events and flow records older than this (e.g. 365d); default: keep all.
+    #[arg(long, env = "ZMESH_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub audit_retention: Option<std::time::Duration>,
+    /// Sign an audit checkpoint after this many new events (default 1000).
+    #[arg(long, value_name = "N")]
+    pub audit_checkpoint_events: Option<u64>,
+    /// ...or after this long with new events (default 60s).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub audit_checkpoint_interval: Option<std::time::Duration>,
+    /// Forward audit events as RFC 5424 syslog: tcp://HOST:PORT or tls://HOST:PORT.
+    #[arg(long, env = "ZMESH_SYSLOG", value_name = "URL")]
+    pub syslog: Option<String>,
+    /// CA file to verify a tls:// syslog receiver with.
+    #[arg(long, value_name = "FILE")]
+    pub syslog_ca: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    pub fn validate(self) -> Result<crate::audit::AuditConfig, ConfigError> {
+        let mut c = crate::audit::AuditConfig::default();
+        if let Some(n) = self.audit_checkpoint_events {
+            if n == 0 {
+                return Err(ConfigError::Audit(
+                    "--audit-checkpoint-events must be at least 1".into(),
+                ));
+            }
+            c.checkpoint_every_events = n;
+        }
+        if let Some(d) = self.audit_checkpoint_interval {
+            if d < std::time::Duration::from_secs(1) {
+                return Err(ConfigError::Audit(
+                    "--audit-checkpoint-interval must be at least 1s".into(),
+                ));
+            }
+            c.checkpoint_interval = d;
+        }
+        if let Some(r) = self.audit_retention {
+            if r < std::time::Duration::from_secs(3600) {
+                return Err(ConfigError::Audit(
+                    "--audit-retention must be at least 1h".into(),
+                ));
+            }
+            c.retention = Some(r);
+        }
+        if let Some(url) = self.syslog {
+            c.syslog = Some(
+                crate::audit::syslog::SyslogTarget::parse(&url, self.syslog_ca)
+                    .map_err(|e| ConfigError::Audit(e.to_string()))?,
+            );
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +121,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub tls: TlsSource,
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl ServeConfig {
@@ -97,6 +159,7 @@ impl ServeConfig {
             listen: a.listen,
             database_url,
             tls,
+            audit: a.audit.validate()?,
         })
     }
 
@@ -150,6 +213,7 @@ mod tests {
             tls_san: vec![],
             tls_cert: None,
             tls_key: None,
+            audit: AuditArgs::default(),
         }
     }
 

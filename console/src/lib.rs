@@ -7,6 +7,7 @@
 
 pub mod agent_api;
 pub mod api;
+pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;

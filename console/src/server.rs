@@ -151,7 +151,12 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     tracing::info!(listen = %cfg.listen, "console started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = crate::audit::spawn_tasks(&state, &cfg.audit, stop_rx);
     serve(listener, tls, state, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    // the checkpoint task signs a last checkpoint on its way out
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_util::future::join_all(tasks)).await;
     tracing::info!("console stopped");
     Ok(())
 }
@@ -217,7 +222,11 @@ pub async fn serve(
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let mut app = app.clone();
-                    async move { app.call(req.map(axum::body::Body::new)).await }
+                    let mut req = req.map(axum::body::Body::new);
+                    // handlers read the client address (audit source) from here
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    async move { app.call(req).await }
                 });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);

@@ -135,6 +135,60 @@ pub enum ClientMsg {
     Ping {
         nonce: u64,
     },
+    /// Batched summaries of connections the agent's filter accepted or denied since the
+    /// last batch. Both ends of a flow report it, so the console can flag a flow that
+    /// only one side reported.
+    Flows {
+        flows: Vec<FlowRecord>,
+    },
+}
+
+/// Most flow records one `ClientMsg::Flows` may carry; the console drops the excess.
+pub const MAX_FLOWS_PER_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowVerdict {
+    Accepted,
+    Denied,
+}
+
+impl FlowVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FlowVerdict::Accepted => "accepted",
+            FlowVerdict::Denied => "denied",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(FlowVerdict::Accepted),
+            "denied" => Some(FlowVerdict::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// One connection summary as an agent saw it (counters from the reporter's side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// The device that opened the connection.
+    pub src_device: DeviceId,
+    pub dst_device: DeviceId,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    pub proto: u8,
+    #[serde(default)]
+    pub src_port: u16,
+    #[serde(default)]
+    pub dst_port: u16,
+    pub bytes: u64,
+    pub packets: u64,
+    pub first_seen_ms: UnixMillis,
+    pub last_seen_ms: UnixMillis,
+    /// The policy rule that decided, if a rule did (else the default verdict applied).
+    #[serde(default)]
+    pub rule: Option<String>,
+    pub verdict: FlowVerdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +227,33 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"type":"ping","nonce":7}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn flows_round_trip() {
+        let f = FlowRecord {
+            src_device: DeviceId::new(),
+            dst_device: DeviceId::new(),
+            proto: 6,
+            src_port: 40000,
+            dst_port: 443,
+            bytes: 1234,
+            packets: 5,
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            rule: Some("web".into()),
+            verdict: FlowVerdict::Denied,
+        };
+        let m = ClientMsg::Flows {
+            flows: vec![f.clone()],
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert!(j.starts_with(r#"{"type":"flows","#), "{j}");
+        assert!(j.contains(r#""verdict":"denied""#));
+        match serde_json::from_str::<ClientMsg>(&j).unwrap() {
+            ClientMsg::Flows { flows } => assert_eq!(flows, vec![f]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

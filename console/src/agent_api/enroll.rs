@@ -8,16 +8,18 @@ use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{EnrollRequest, EnrollResponse};
 use zmesh_shared::{Secret, PROTOCOL_VERSION};
 
+use crate::api::auth::{record_refusal, Source};
 use crate::api::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::EnrollDevice;
+use crate::store::{AuditCtx, EnrollDevice, StoreError};
 
 /// Longest hostname / OS string kept from an agent.
 const MAX_INFO_LEN: usize = 255;
 
 pub async fn enroll(
     State(state): State<AppState>,
+    Source(source): Source,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     if req.protocol != PROTOCOL_VERSION {
@@ -46,8 +48,10 @@ pub async fn enroll(
         Err(_) => req.enroll_key.hash(),
     };
     let credential = Secret::generate("zmd_");
-    let device = state
+    let ctx = AuditCtx::new("agent", source);
+    let device = match state
         .store
+        .acting(ctx.clone())
         .enroll_device(EnrollDevice {
             secret_hash,
             public_key: req.public_key,
@@ -57,7 +61,16 @@ pub async fn enroll(
             credential_hash: credential.hash(),
             now_ms: now_ms(),
         })
-        .await?;
+        .await
+    {
+        Ok(d) => d,
+        Err(StoreError::EnrollKey(why)) => {
+            let detail = serde_json::json!({"reason": why.as_str()});
+            record_refusal(&state, ctx, "enroll.rejected", detail).await;
+            return Err(StoreError::EnrollKey(why).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let net = state.store.get_network(device.network_id).await?;
     tracing::info!(device = %device.id, name = %device.name, state = device.state.as_str(), "device enrolled");
     state.bus.publish(crate::bus::Change::Network {

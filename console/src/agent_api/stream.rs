@@ -20,12 +20,12 @@ use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
 use zmesh_shared::{DeviceId, NetworkId, PROTOCOL_VERSION};
 
-use crate::api::auth::bearer;
+use crate::api::auth::{bearer, record_refusal, Source};
 use crate::bus::Change;
 use crate::error::ApiError;
 use crate::peermap::build_peer_map;
 use crate::state::AppState;
-use crate::store::{DeviceRow, NetworkSnapshot, StoreError};
+use crate::store::{AuditCtx, DeviceRow, NetworkSnapshot, StoreError};
 
 /// Most endpoints one agent may report.
 const MAX_ENDPOINTS: usize = 16;
@@ -37,12 +37,19 @@ const CLOSE_PROTOCOL: u16 = 4002;
 
 pub async fn stream(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let device = match authenticate(&state, &headers).await {
         Ok(d) => d,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized { .. }) {
+                let d = serde_json::json!({"reason": e.to_string(), "path": zmesh_shared::wire::STREAM_PATH});
+                record_refusal(&state, AuditCtx::new("anonymous", source), "auth.failed", d).await;
+            }
+            return e.into_response();
+        }
     };
     let ws = match ws {
         Ok(ws) => ws,
@@ -58,7 +65,10 @@ pub async fn stream(
     ws.max_message_size(256 * 1024)
         .on_upgrade(move |socket| async move {
             let id = device.id;
+            // changes the agent makes (endpoints) are recorded as the device's
+            let ctx = AuditCtx::new(format!("device:{id}"), source);
             Stream {
+                store: state.store.acting(ctx),
                 state,
                 device_id: id,
                 network_id: device.network_id,
@@ -101,6 +111,8 @@ impl From<StoreError> for End {
 
 struct Stream {
     state: AppState,
+    /// The store handle that records this device as the actor.
+    store: crate::store::Store,
     device_id: DeviceId,
     network_id: NetworkId,
     socket: WebSocket,
@@ -230,7 +242,6 @@ impl Stream {
             ClientMsg::Endpoints { mut endpoints } => {
                 endpoints.truncate(MAX_ENDPOINTS);
                 let changed = self
-                    .state
                     .store
                     .set_device_endpoints(self.device_id, &endpoints, now_ms())
                     .await?;
@@ -245,6 +256,15 @@ impl Stream {
                 .store
                 .touch_device(self.device_id, now_ms())
                 .await?),
+            ClientMsg::Flows { flows } => {
+                let kept = self
+                    .state
+                    .store
+                    .insert_flows(self.device_id, &flows, now_ms())
+                    .await?;
+                tracing::debug!(device = %self.device_id, received = flows.len(), kept, "flow records");
+                Ok(())
+            }
             ClientMsg::Resync => self.send_full().await,
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
         }

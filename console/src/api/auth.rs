@@ -13,7 +13,7 @@ use zmesh_shared::time::now_ms;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{AdminTokenRow, Role};
+use crate::store::{AdminTokenRow, AuditChange, AuditCtx, Role};
 
 /// The authenticated admin, available to handlers as an extension.
 #[derive(Debug, Clone)]
@@ -48,21 +48,80 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// The client's IP address as the server accepted it (absent in in-process tests).
+pub fn source_addr(ext: &axum::http::Extensions) -> Option<String> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// Extractor: the client's IP address, for audit events of unauthenticated routes.
+#[derive(Debug, Clone)]
+pub struct Source(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_addr(&parts.extensions)))
+    }
+}
+
+/// Records a refused call in the audit log, in a transaction of its own. A failure to
+/// record is logged, and the refusal stands.
+pub async fn record_refusal(
+    state: &AppState,
+    ctx: AuditCtx,
+    action: &'static str,
+    detail: serde_json::Value,
+) {
+    let c = AuditChange {
+        action,
+        target: None,
+        before: None,
+        after: Some(detail),
+    };
+    if let Err(e) = state.store.acting(ctx).record_event(c).await {
+        tracing::error!(error = %e, action, "could not record a refused call in the audit log");
+    }
+}
+
 pub async fn require_admin(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer(req.headers())?;
-    let row = state
+    let source = source_addr(req.extensions());
+    let what = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
+    let token = match bearer(req.headers()) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut d = what;
+            d["reason"] = "missing or malformed bearer token".into();
+            record_refusal(&state, AuditCtx::new("anonymous", source), "auth.failed", d).await;
+            return Err(e);
+        }
+    };
+    let Some(row) = state
         .store
         .admin_token_by_hash(&hash_secret(token), now_ms())
         .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized("unauthorized", "unknown, expired or revoked token")
-        })?;
+    else {
+        let mut d = what;
+        d["reason"] = "unknown, expired or revoked token".into();
+        record_refusal(&state, AuditCtx::new("anonymous", source), "auth.failed", d).await;
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            "unknown, expired or revoked token",
+        ));
+    };
+    let ctx = AuditCtx::new(format!("{}:{}", row.role.as_str(), row.name), source);
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if row.role == Role::Auditor && !read_only {
+        let mut d = what;
+        d["reason"] = "auditor tokens may only read".into();
+        record_refusal(&state, ctx, "auth.forbidden", d).await;
         return Err(ApiError::forbidden(
             "forbidden",
             "auditor tokens may only read",
@@ -70,5 +129,6 @@ pub async fn require_admin(
     }
     tracing::debug!(token = %row.id, role = row.role.as_str(), method = %req.method(), path = %req.uri().path(), "admin call");
     req.extensions_mut().insert(Caller(row));
+    req.extensions_mut().insert(ctx);
     Ok(next.run(req).await)
 }

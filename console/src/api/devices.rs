@@ -20,7 +20,7 @@ use crate::bus::Change;
 use crate::error::ApiError;
 use crate::peermap::build_peer_map;
 use crate::state::AppState;
-use crate::store::{DeviceRow, NewAgentlessDevice};
+use crate::store::{AuditCtx, DeviceRow, NewAgentlessDevice};
 
 /// Finds a device of this console's network by id (`dev_…`) or by name.
 pub async fn find(state: &AppState, id_or_name: &str) -> Result<DeviceRow, ApiError> {
@@ -54,6 +54,7 @@ pub async fn get_one(
 
 pub async fn update(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<Json<DeviceRow>, ApiError> {
@@ -65,16 +66,17 @@ pub async fn update(
         check_tags("tags", t)?;
     }
     let mut row = find(&state, &id).await?;
+    let store = state.store.acting(ctx);
     if let Some(n) = &body.name {
         if !n.eq_ignore_ascii_case(&row.name) {
-            row = state.store.rename_device(row.id, n).await?;
+            row = store.rename_device(row.id, n).await?;
         }
     }
     if let Some(t) = &body.tags {
-        row = state.store.set_device_tags(row.id, t).await?;
+        row = store.set_device_tags(row.id, t).await?;
     }
     if let Some(exp) = body.key_expires_at_ms {
-        row = state.store.set_device_key_expiry(row.id, exp).await?;
+        row = store.set_device_key_expiry(row.id, exp).await?;
     }
     tracing::info!(device = %row.id, "device updated");
     state.publish_network(row.network_id).await;
@@ -83,10 +85,11 @@ pub async fn update(
 
 pub async fn approve(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     let row = find(&state, &id).await?;
-    let row = state.store.approve_device(row.id).await?;
+    let row = state.store.acting(ctx).approve_device(row.id).await?;
     tracing::info!(device = %row.id, "device approved");
     state.publish_network(row.network_id).await;
     Ok(Json(row))
@@ -94,10 +97,15 @@ pub async fn approve(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     let row = find(&state, &id).await?;
-    let row = state.store.revoke_device(row.id, now_ms()).await?;
+    let row = state
+        .store
+        .acting(ctx)
+        .revoke_device(row.id, now_ms())
+        .await?;
     tracing::info!(device = %row.id, "device revoked");
     state.bus.publish(Change::DeviceRevoked {
         device_id: row.id,
@@ -109,10 +117,11 @@ pub async fn revoke(
 
 pub async fn remove(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = find(&state, &id).await?;
-    state.store.delete_device(row.id).await?;
+    state.store.acting(ctx).delete_device(row.id).await?;
     tracing::info!(device = %row.id, "device deleted");
     state.bus.publish(Change::DeviceRevoked {
         device_id: row.id,
@@ -125,12 +134,14 @@ pub async fn remove(
 pub async fn add(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<AddDevice>,
 ) -> Result<(StatusCode, Json<DeviceRow>), ApiError> {
     check_name("name", &body.name)?;
     check_tags("tags", &body.tags)?;
     let row = state
         .store
+        .acting(ctx)
         .add_agentless_device(NewAgentlessDevice {
             network_id: state.network_id,
             name: body.name,

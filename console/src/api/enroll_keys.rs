@@ -12,11 +12,12 @@ use super::types::{CreateEnrollKey, EnrollKeyCreated, EnrollKeyList};
 use super::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{EnrollKeyRow, NewEnrollKey};
+use crate::store::{AuditCtx, EnrollKeyRow, NewEnrollKey};
 
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<CreateEnrollKey>,
 ) -> Result<(StatusCode, Json<EnrollKeyCreated>), ApiError> {
     let now = now_ms();
@@ -24,6 +25,7 @@ pub async fn create(
     let secret = EnrollKey::new_secret();
     let row = state
         .store
+        .acting(ctx)
         .create_enroll_key(
             NewEnrollKey {
                 network_id: state.network_id,
@@ -84,10 +86,15 @@ pub async fn get_one(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
     Path(id): Path<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     let row = find(&state, &id).await?;
-    let row = state.store.revoke_enroll_key(row.id, now_ms()).await?;
+    let row = state
+        .store
+        .acting(ctx)
+        .revoke_enroll_key(row.id, now_ms())
+        .await?;
     tracing::info!(enroll_key = %row.id, "enrollment key revoked");
     Ok(Json(row))
 }

@@ -2,11 +2,14 @@
 //! handler in [`app`] and generates the OpenAPI document (`api/openapi.rs`), so the
 //! two cannot drift apart.
 
+pub mod audit;
+mod audit_openapi;
 pub mod auth;
 pub mod devices;
 pub mod enroll_keys;
 pub mod json;
 pub mod openapi;
+pub mod tokens;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -215,6 +218,99 @@ pub fn routes() -> Vec<RouteDef> {
             request: None,
             responses: &[(200, "", "wg-quick config (text/plain)"), E401, E404, E409],
             handler: || get(devices::wireguard_config),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/audit/events",
+            operation_id: "exportAuditEvents",
+            summary: "Stream the audit log (format=jsonl|csv|cef; since, until, actor, device, action) with chain fields and checkpoints",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            responses: &[(200, "", "the export, streamed"), E401, E404, E422],
+            handler: || get(audit::events),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/audit/checkpoints",
+            operation_id: "listAuditCheckpoints",
+            summary: "The chain head, the pruning anchor and every signed checkpoint",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            responses: &[(200, "AuditCheckpoints", "head, anchor and checkpoints"), E401],
+            handler: || get(audit::checkpoints),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/audit/checkpoints",
+            operation_id: "signAuditCheckpoint",
+            summary: "Sign a checkpoint of the current chain head now",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            responses: &[
+                (201, "Checkpoint", "signed"),
+                (204, "", "nothing new to sign"),
+                E401,
+                E403,
+            ],
+            handler: || post(audit::sign_checkpoint),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/audit/verify",
+            operation_id: "verifyAuditChain",
+            summary: "Verify the whole chain against its signed checkpoints; names the first bad sequence number",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            responses: &[(200, "VerifyReport", "the verdict (ok false names first_bad_seq)"), E401],
+            handler: || get(audit::verify_chain),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/flows",
+            operation_id: "listFlows",
+            summary: "Flow records reported by agents (since, until, device, verdict, one_sided, after, limit)",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            responses: &[(200, "FlowList", "one page of flow records"), E401, E404, E422],
+            handler: || get(audit::flows),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/tokens",
+            operation_id: "createToken",
+            summary: "Create an admin or auditor API token; the token text is returned only here",
+            tag: "tokens",
+            access: Admin,
+            request: Some("CreateToken"),
+            responses: &[(201, "TokenCreated", "created"), E400, E401, E403, E422],
+            handler: || post(tokens::create),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/tokens",
+            operation_id: "listTokens",
+            summary: "List API tokens (never their secrets)",
+            tag: "tokens",
+            access: Admin,
+            request: None,
+            responses: &[(200, "TokenList", "the tokens"), E401],
+            handler: || get(tokens::list),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/tokens/{id}/revoke",
+            operation_id: "revokeToken",
+            summary: "Revoke an API token",
+            tag: "tokens",
+            access: Admin,
+            request: None,
+            responses: &[(200, "Token", "revoked"), E401, E403, E404],
+            handler: || post(tokens::revoke),
         },
         RouteDef {
             method: Method::POST,

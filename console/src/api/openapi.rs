@@ -33,6 +33,8 @@ pub fn document() -> Value {
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"},
                 "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else { "id" }}))
             .collect();
+        let mut params = params;
+        params.extend(super::audit_openapi::query_params(r.operation_id));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
@@ -51,6 +53,8 @@ pub fn document() -> Value {
                     "content".into(),
                     json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}),
                 );
+            } else if r.operation_id == "exportAuditEvents" && *status == 200 {
+                resp.insert("content".into(), super::audit_openapi::export_content());
             } else if r.operation_id == "exportWireguardConfig" && *status == 200 {
                 resp.insert(
                     "content".into(),
@@ -113,7 +117,7 @@ fn schemas() -> Value {
         "key".into(),
         json!({"type": "string", "description": "zmek1.<secret>.<cert sha256>; shown only once"}),
     );
-    json!({
+    let mut out = json!({
         "ErrorBody": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"], "properties": {
                 "code": {"type": "string", "examples": ["enroll_key_expired", "name_taken", "invalid"]},
@@ -175,7 +179,12 @@ fn schemas() -> Value {
             "network_v6": {"type": "string"},
             "credential": {"type": "string", "description": "bearer credential for the stream; shown only once"},
             "signing_key": {"type": "string", "description": "Ed25519 key that signs peer maps"}}}
-    })
+    });
+    if let (Some(o), Value::Object(extra)) = (out.as_object_mut(), super::audit_openapi::schemas())
+    {
+        o.extend(extra);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -79,6 +79,17 @@ impl ApiClient {
         json(self.send(self.req(Method::GET, path)).await?).await
     }
 
+    /// The raw response, for bodies streamed to a file.
+    pub async fn get_response(&self, path: &str) -> anyhow::Result<Response> {
+        self.send(self.req(Method::GET, path)).await
+    }
+
+    /// POST without a body; the answer's bytes (empty for 204).
+    pub async fn post_raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let r = self.send(self.req(Method::POST, path)).await?;
+        Ok(r.bytes().await?.to_vec())
+    }
+
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         Ok(self.send(self.req(Method::GET, path)).await?.text().await?)
     }

@@ -3,6 +3,7 @@
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
+mod audit;
 mod client;
 mod output;
 
@@ -51,6 +52,16 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// Export and verify the tamper-evident audit log; read flow records.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
+    /// Manage admin and auditor API tokens.
+    Tokens {
+        #[command(subcommand)]
+        cmd: audit::TokensCmd,
     },
 }
 
@@ -139,6 +150,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Audit {
+            cmd:
+                audit::AuditCmd::Verify {
+                    file: Some(f),
+                    public_key,
+                    json,
+                },
+        } => audit::verify_file(&f, public_key.as_deref().unwrap_or_default(), json),
+        Command::Audit { cmd } => {
+            audit::audit(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Tokens { cmd } => {
+            audit::tokens(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }

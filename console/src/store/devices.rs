@@ -9,6 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, WgPublicKey};
 
+use super::audit::{append, Change};
 use super::enroll_keys::{check_hash, enroll_key_from_row, ENROLL_KEY_COLS};
 use super::error::{unique_violation, Violation};
 use super::networks::{allocate, bump_revision, Allocation};
@@ -278,6 +279,21 @@ impl Store {
         )
         .await?;
         let row = fetch_device(&mut tx, id).await?;
+        // the holder of the enrollment key is the one acting
+        let ctx = super::AuditCtx::new(
+            format!("enroll_key:{}", key.id),
+            self.audit.source_addr.clone(),
+        );
+        let mut used = Change::new("enroll_key.use", format!("enroll_key:{}", key.id));
+        used.before = Some(serde_json::json!({"used_count": key.used_count - 1}));
+        used.after = Some(serde_json::json!({"used_count": key.used_count, "device_id": id}));
+        append(&mut tx, &ctx, used).await?;
+        append(
+            &mut tx,
+            &ctx,
+            Change::new("device.enroll", format!("device:{id}")).after(&row),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(device_id = %id, network_id = %key.network_id, enroll_key_id = %key.id,
             revision = alloc.revision, "device enrolled");
@@ -325,6 +341,12 @@ impl Store {
             )
             .await?;
             let row = fetch_device(&mut tx, id).await?;
+            append(
+                &mut tx,
+                &self.audit,
+                Change::new("device.add_agentless", format!("device:{id}")).after(&row),
+            )
+            .await?;
             tx.commit().await?;
             Ok(row)
         })
@@ -408,7 +430,7 @@ impl Store {
                 },
                 _ => StoreError::Db(e),
             })?;
-        self.finish_change(tx, id, cur.network_id).await
+        self.finish_change(tx, "device.rename", &cur).await
     }
 
     pub async fn set_device_tags(
@@ -427,7 +449,7 @@ impl Store {
             .bind(to_json(&tags))
             .execute(&mut *tx)
             .await?;
-        self.finish_change(tx, id, cur.network_id).await
+        self.finish_change(tx, "device.retag", &cur).await
     }
 
     /// Pending -> Active. Approving an active device changes nothing; a revoked one is refused.
@@ -448,7 +470,7 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        self.finish_change(tx, id, cur.network_id).await
+        self.finish_change(tx, "device.approve", &cur).await
     }
 
     /// Revokes the device: its credential stops working with this commit (the hash is
@@ -466,7 +488,7 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        let row = self.finish_change(tx, id, cur.network_id).await?;
+        let row = self.finish_change(tx, "device.revoke", &cur).await?;
         tracing::info!(device_id = %id, "device revoked");
         Ok(row)
     }
@@ -474,13 +496,18 @@ impl Store {
     /// Deletes the row (its public key may then enroll again).
     pub async fn delete_device(&self, id: DeviceId) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM devices WHERE id = $1 RETURNING network_id")
+        let cur = fetch_device(&mut tx, id).await?;
+        sqlx::query("DELETE FROM devices WHERE id = $1")
             .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound { what: "device" })?;
-        let net: NetworkId = parse_col(&r, "network_id")?;
-        bump_revision(&mut tx, net).await?;
+            .execute(&mut *tx)
+            .await?;
+        bump_revision(&mut tx, cur.network_id).await?;
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("device.delete", format!("device:{id}")).before(&cur),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -500,7 +527,7 @@ impl Store {
             .bind(at_ms)
             .execute(&mut *tx)
             .await?;
-        self.finish_change(tx, id, cur.network_id).await
+        self.finish_change(tx, "device.key_expiry", &cur).await
     }
 
     /// Records the endpoints an agent reported (duplicates dropped, order kept) and its
@@ -534,6 +561,10 @@ impl Store {
             .await?;
         if changed {
             bump_revision(&mut tx, cur.network_id).await?;
+            let mut c = Change::new("device.endpoints", format!("device:{id}"));
+            c.before = Some(serde_json::json!({"endpoints": cur.endpoints}));
+            c.after = Some(serde_json::json!({"endpoints": clean}));
+            append(&mut tx, &self.audit, c).await?;
         }
         tx.commit().await?;
         Ok(changed)
@@ -552,15 +583,19 @@ impl Store {
         Ok(())
     }
 
-    /// Bumps the revision, re-reads the device and commits.
+    /// Bumps the revision, re-reads the device, records the change and commits.
     async fn finish_change(
         &self,
         mut tx: Transaction<'static, Any>,
-        id: DeviceId,
-        net: NetworkId,
+        action: &'static str,
+        before: &DeviceRow,
     ) -> Result<DeviceRow, StoreError> {
-        bump_revision(&mut tx, net).await?;
-        let row = fetch_device(&mut tx, id).await?;
+        bump_revision(&mut tx, before.network_id).await?;
+        let row = fetch_device(&mut tx, before.id).await?;
+        let c = Change::new(action, format!("device:{}", before.id))
+            .before(before)
+            .after(&row);
+        append(&mut tx, &self.audit, c).await?;
         tx.commit().await?;
         Ok(row)
     }

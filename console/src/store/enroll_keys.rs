@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use zmesh_shared::{EnrollKeyId, NetworkId};
 
+use super::audit::{append, Change};
 use super::error::unique_violation;
 use super::{bool_col, json_col, normalize_tags, parse_col, to_json};
 use super::{EnrollKeyRow, NewEnrollKey, Store, StoreError};
@@ -55,11 +56,12 @@ impl Store {
         }
         self.get_network(k.network_id).await?;
         let id = EnrollKeyId::new();
-        sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(&format!(
             "INSERT INTO enroll_keys (id, network_id, secret_hash, description, reusable, preapproved, tags, \
              expires_at_ms, created_at_ms, created_by, revoked_at_ms, used_count, last_used_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, NULL)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, NULL) RETURNING {ENROLL_KEY_COLS}"
+        ))
         .bind(id.to_string())
         .bind(k.network_id.to_string())
         .bind(&k.secret_hash)
@@ -70,13 +72,21 @@ impl Store {
         .bind(k.expires_at_ms)
         .bind(now_ms)
         .bind(&k.created_by)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| match unique_violation(&e) {
             Some(_) => StoreError::invalid("secret_hash", "an enrollment key with this secret exists"),
             None => StoreError::Db(e),
         })?;
-        self.get_enroll_key(id).await
+        let row = enroll_key_from_row(&r)?;
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("enroll_key.create", format!("enroll_key:{id}")).after(&row),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// The network's keys, oldest first.
@@ -110,17 +120,37 @@ impl Store {
         id: EnrollKeyId,
         now_ms: i64,
     ) -> Result<EnrollKeyRow, StoreError> {
-        let r = sqlx::query(&format!(
-            "UPDATE enroll_keys SET revoked_at_ms = COALESCE(revoked_at_ms, $2) WHERE id = $1 \
-             RETURNING {ENROLL_KEY_COLS}"
+        let mut tx = self.begin_write().await?;
+        let before = sqlx::query(&format!(
+            "SELECT {ENROLL_KEY_COLS} FROM enroll_keys WHERE id = $1"
         ))
         .bind(id.to_string())
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound {
             what: "enrollment key",
         })?;
-        enroll_key_from_row(&r)
+        let before = enroll_key_from_row(&before)?;
+        if before.revoked_at_ms.is_some() {
+            return Ok(before);
+        }
+        let r = sqlx::query(&format!(
+            "UPDATE enroll_keys SET revoked_at_ms = $2 WHERE id = $1 RETURNING {ENROLL_KEY_COLS}"
+        ))
+        .bind(id.to_string())
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = enroll_key_from_row(&r)?;
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("enroll_key.revoke", format!("enroll_key:{id}"))
+                .before(&before)
+                .after(&row),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 }

@@ -6,9 +6,11 @@
 //! every change up to N. Secrets (enrollment keys, device credentials, admin tokens) are
 //! only ever stored as hashes; the row structs returned here carry no secret or hash.
 
+mod audit;
 mod devices;
 mod enroll_keys;
 mod error;
+mod flows;
 mod networks;
 mod tokens;
 mod validate;
@@ -25,7 +27,9 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
+pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
+pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
 /// Which database the store talks to.
@@ -170,6 +174,8 @@ pub struct NewAgentlessDevice {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Recorded as actor and source of every audit event this handle writes.
+    audit: std::sync::Arc<AuditCtx>,
 }
 
 impl fmt::Debug for Store {
@@ -177,6 +183,7 @@ impl fmt::Debug for Store {
         // the URL may hold a password: never print it
         f.debug_struct("Store")
             .field("backend", &self.backend)
+            .field("actor", &self.audit.actor)
             .finish_non_exhaustive()
     }
 }
@@ -236,7 +243,11 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            audit: std::sync::Arc::new(AuditCtx::system()),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use zmesh_shared::TokenId;
 
+use super::audit::{append, Change};
 use super::enroll_keys::check_hash;
 use super::error::unique_violation;
 use super::{parse_col, AdminTokenRow, Role, Store, StoreError};
@@ -36,6 +37,7 @@ impl Store {
         }
         check_hash("token_hash", token_hash)?;
         let id = TokenId::new();
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(&format!(
             "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, revoked_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, NULL) RETURNING {TOKEN_COLS}"
@@ -46,13 +48,21 @@ impl Store {
         .bind(token_hash)
         .bind(now_ms)
         .bind(expires_at_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| match unique_violation(&e) {
             Some(_) => StoreError::invalid("token_hash", "a token with this secret exists"),
             None => StoreError::Db(e),
         })?;
-        token_from_row(&r)
+        let row = token_from_row(&r)?;
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("token.create", format!("token:{id}")).after(&row),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// The live token with this hash: `None` if unknown, revoked or expired at `now_ms`.
@@ -84,16 +94,46 @@ impl Store {
 
     /// Revokes a token (idempotent; the first revocation time is kept).
     pub async fn revoke_admin_token(&self, id: TokenId, now_ms: i64) -> Result<(), StoreError> {
-        let r = sqlx::query(
-            "UPDATE admin_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $2) WHERE id = $1",
-        )
+        let mut tx = self.begin_write().await?;
+        let before = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM admin_tokens WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "token" })?;
+        let before = token_from_row(&before)?;
+        if before.revoked_at_ms.is_some() {
+            return Ok(());
+        }
+        let r = sqlx::query(&format!(
+            "UPDATE admin_tokens SET revoked_at_ms = $2 WHERE id = $1 RETURNING {TOKEN_COLS}"
+        ))
         .bind(id.to_string())
         .bind(now_ms)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "token" });
-        }
+        let row = token_from_row(&r)?;
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("token.revoke", format!("token:{id}"))
+                .before(&before)
+                .after(&row),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn get_admin_token(&self, id: TokenId) -> Result<AdminTokenRow, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM admin_tokens WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound { what: "token" })?;
+        token_from_row(&r)
     }
 }

@@ -1,0 +1,903 @@
+//! The audit log on real databases: tamper detection on SQLite and PostgreSQL (edit,
+//! delete, swap, insert, truncate, rewrite), exports verified offline, a round trip of
+//! hostile strings through CSV and JSONL parsed back by Python, events for every admin
+//! mutation (through the API), the auditor role, flow records, retention and syslog
+//! forwarding to a TCP receiver. PostgreSQL runs are skipped with a notice when no
+//! server can be had, unless `CI` is set (then they fail).
+
+mod support {
+    pub mod pg;
+}
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sqlx::Row;
+use tower::ServiceExt;
+use zmesh_console::audit::{checkpoint, export, retention, syslog, verify};
+use zmesh_console::bus::Bus;
+use zmesh_console::store::{
+    AuditChange, AuditCtx, EventFilter, NewAgentlessDevice, NewEnrollKey, Role, Store,
+};
+use zmesh_console::{app, AppState};
+use zmesh_shared::audit::{EventBody, GENESIS_HASH};
+use zmesh_shared::time::now_ms;
+use zmesh_shared::wire::{FlowRecord, FlowVerdict};
+use zmesh_shared::{DeviceId, Secret, SigningKey, WgPrivateKey};
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::connect(&format!("sqlite://{}/a.db", dir.path().display()))
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+/// A dozen events from real mutations, with signed checkpoints after events 4, 8 and
+/// at the end. Returns the number of events.
+async fn populate(s: &Store, key: &SigningKey) -> u64 {
+    let admin = s.acting(AuditCtx::new("admin:ops", Some("192.0.2.7".into())));
+    let net = s.default_network().await.unwrap();
+    for i in 0..3 {
+        admin
+            .create_enroll_key(
+                NewEnrollKey {
+                    network_id: net.id,
+                    secret_hash: Secret::generate("zmek_").hash(),
+                    description: Some(format!("key {i}")),
+                    reusable: true,
+                    preapproved: true,
+                    tags: vec!["web".into()],
+                    expires_at_ms: None,
+                    created_by: "admin:ops".into(),
+                },
+                now_ms(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut devs = vec![];
+    for i in 0..3 {
+        let d = admin
+            .add_agentless_device(NewAgentlessDevice {
+                network_id: net.id,
+                name: format!("peer{i}"),
+                public_key: WgPrivateKey::generate().public_key(),
+                tags: vec![],
+                owner: "admin:ops".into(),
+                now_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+        devs.push(d.id);
+        if s.audit_head().await.unwrap().seq >= 4 && s.list_checkpoints().await.unwrap().is_empty()
+        {
+            checkpoint::create(s, key, "manual").await.unwrap().unwrap();
+        }
+    }
+    for (i, d) in devs.iter().enumerate() {
+        admin
+            .rename_device(*d, &format!("renamed{i}"))
+            .await
+            .unwrap();
+        admin.set_device_tags(*d, &["db".into()]).await.unwrap();
+        if s.audit_head().await.unwrap().seq >= 8 && s.list_checkpoints().await.unwrap().len() < 2 {
+            checkpoint::create(s, key, "manual").await.unwrap().unwrap();
+        }
+    }
+    admin.revoke_device(devs[0], now_ms()).await.unwrap();
+    admin.delete_device(devs[1]).await.unwrap();
+    checkpoint::create(s, key, "manual").await.unwrap().unwrap();
+    s.audit_head().await.unwrap().seq
+}
+
+async fn exec(s: &Store, sql: &str) {
+    sqlx::query(sql).execute(s.pool()).await.unwrap();
+}
+
+/// Rewrites the stored events from `from` on with recomputed hashes (a thorough
+/// attacker with database access but not the signing key), fixing up the head too.
+async fn rehash_from(s: &Store, from: u64) {
+    let all = s
+        .audit_events_page(0, u64::MAX >> 1, &EventFilter::default(), 100_000)
+        .await
+        .unwrap();
+    let mut prev = if from == 1 {
+        GENESIS_HASH.to_string()
+    } else {
+        all.iter().find(|e| e.seq == from - 1).unwrap().hash.clone()
+    };
+    for e in all.iter().filter(|e| e.seq >= from) {
+        let n = EventBody {
+            time_ms: e.time_ms,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            source_addr: e.source_addr.clone(),
+            before: e.before.clone(),
+            after: e.after.clone(),
+        }
+        .seal(e.seq, &prev);
+        sqlx::query("UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&n.prev_hash)
+            .bind(&n.hash)
+            .bind(e.seq as i64)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        prev = n.hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1")
+        .bind(&prev)
+        .execute(s.pool())
+        .await
+        .unwrap();
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    None,
+    Edit,
+    Delete,
+    Swap,
+    Insert,
+    Truncate,
+    Rewrite,
+}
+
+/// Applies one kind of tampering; returns the first bad seq the verifier must name.
+async fn tamper(s: &Store, t: Tamper, n: u64) -> Option<u64> {
+    match t {
+        Tamper::None => None,
+        Tamper::Edit => {
+            exec(
+                s,
+                "UPDATE audit_events SET actor = 'admin:mallory' WHERE seq = 5",
+            )
+            .await;
+            Some(5)
+        }
+        Tamper::Delete => {
+            exec(s, "DELETE FROM audit_events WHERE seq = 6").await;
+            Some(6)
+        }
+        Tamper::Swap => {
+            // swap the contents of events 3 and 4, keeping their numbers
+            exec(s, "UPDATE audit_events SET seq = -3 WHERE seq = 3").await;
+            exec(s, "UPDATE audit_events SET seq = 3 WHERE seq = 4").await;
+            exec(s, "UPDATE audit_events SET seq = 4 WHERE seq = -3").await;
+            Some(3)
+        }
+        Tamper::Insert => {
+            // make room at 7 (two steps: unique checks are per row) and forge an event
+            // that links correctly to event 6
+            exec(s, "UPDATE audit_events SET seq = -(seq + 1) WHERE seq >= 7").await;
+            exec(s, "UPDATE audit_events SET seq = -seq WHERE seq < 0").await;
+            let six = s
+                .audit_events_page(5, 6, &EventFilter::default(), 1)
+                .await
+                .unwrap()
+                .remove(0);
+            let forged = EventBody {
+                time_ms: six.time_ms,
+                actor: "admin:ops".into(),
+                action: "device.approve".into(),
+                target: Some("device:dev_forged".into()),
+                ..Default::default()
+            }
+            .seal(7, &six.hash);
+            sqlx::query(
+                "INSERT INTO audit_events (seq, time_ms, actor, action, target, source_addr, \
+                 before_json, after_json, prev_hash, hash) VALUES (7, $1, $2, $3, $4, NULL, NULL, NULL, $5, $6)",
+            )
+            .bind(forged.time_ms)
+            .bind(&forged.actor)
+            .bind(&forged.action)
+            .bind(forged.target.clone())
+            .bind(&forged.prev_hash)
+            .bind(&forged.hash)
+            .execute(s.pool())
+            .await
+            .unwrap();
+            exec(s, "UPDATE audit_head SET seq = seq + 1").await;
+            Some(7)
+        }
+        Tamper::Truncate => {
+            let keep = n - 3;
+            let last = s
+                .audit_events_page(keep - 1, keep, &EventFilter::default(), 1)
+                .await
+                .unwrap()
+                .remove(0);
+            sqlx::query("DELETE FROM audit_events WHERE seq > $1")
+                .bind(keep as i64)
+                .execute(s.pool())
+                .await
+                .unwrap();
+            // the attacker also rewinds the head
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
+                .bind(keep as i64)
+                .bind(&last.hash)
+                .execute(s.pool())
+                .await
+                .unwrap();
+            Some(keep + 1)
+        }
+        Tamper::Rewrite => {
+            exec(
+                s,
+                "UPDATE audit_events SET actor = 'admin:mallory' WHERE seq = 2",
+            )
+            .await;
+            rehash_from(s, 2).await;
+            // caught at the first signed checkpoint the rewrite reaches
+            Some(s.list_checkpoints().await.unwrap()[0].seq)
+        }
+    }
+}
+
+const CASES: [Tamper; 7] = [
+    Tamper::None,
+    Tamper::Edit,
+    Tamper::Delete,
+    Tamper::Swap,
+    Tamper::Insert,
+    Tamper::Truncate,
+    Tamper::Rewrite,
+];
+
+async fn check_tamper(s: &Store, t: Tamper, backend: &str) {
+    let key = SigningKey::generate();
+    let pk = key.public_key();
+    let n = populate(s, &key).await;
+    assert!(n >= 14, "populate made {n} events");
+    // an export taken before the tampering verifies offline
+    if matches!(t, Tamper::None) {
+        let file = export_to_vec(s, export::Format::Jsonl, &key, &EventFilter::default()).await;
+        let r = verify::verify_export(&file[..], &pk).unwrap();
+        assert!(r.ok && r.mode == "full" && r.verified == n, "{r:?}");
+        let csv = export_to_vec(s, export::Format::Csv, &key, &EventFilter::default()).await;
+        let r = verify::verify_export(&csv[..], &pk).unwrap();
+        assert!(r.ok && r.verified == n, "{r:?}");
+    }
+    let want = tamper(s, t, n).await;
+    let r = verify::verify_store(s, &pk).await.unwrap();
+    match want {
+        None => assert!(r.ok, "{backend}: untouched log must verify: {r:?}"),
+        Some(seq) => {
+            assert!(!r.ok, "{backend} {t:?}: not caught: {r:?}");
+            assert_eq!(r.first_bad_seq, Some(seq), "{backend} {t:?}: {r:?}");
+            // the same tampering is caught in an export of the tampered log
+            let file = export_to_vec(s, export::Format::Jsonl, &key, &EventFilter::default()).await;
+            let e = verify::verify_export(&file[..], &pk).unwrap();
+            assert!(!e.ok, "{backend} {t:?}: export not caught: {e:?}");
+            if !matches!(t, Tamper::Truncate) {
+                assert_eq!(e.first_bad_seq, Some(seq), "{backend} {t:?} export: {e:?}");
+            }
+        }
+    }
+    if matches!(t, Tamper::Rewrite) {
+        assert!(r.error.unwrap().contains("rewritten"));
+    }
+}
+
+async fn export_to_vec(
+    s: &Store,
+    fmt: export::Format,
+    key: &SigningKey,
+    f: &EventFilter,
+) -> Vec<u8> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let s2 = s.clone();
+    let f2 = f.clone();
+    let pk = key.public_key().to_string();
+    let h = tokio::spawn(async move { export::run(&s2, &f2, fmt, pk, tx).await.unwrap() });
+    let mut out = vec![];
+    while let Some(b) = rx.recv().await {
+        out.extend_from_slice(&b);
+    }
+    h.await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn tamper_detection_sqlite() {
+    for t in CASES {
+        let (_d, s) = sqlite().await;
+        check_tamper(&s, t, "sqlite").await;
+    }
+}
+
+#[tokio::test]
+async fn tamper_detection_postgres() {
+    for t in CASES {
+        let Some(db) = support::pg::fresh_db("tamper_detection_postgres").await else {
+            return;
+        };
+        let s = Store::connect(&db.url).await.unwrap();
+        check_tamper(&s, t, "postgres").await;
+    }
+}
+
+const HOSTILE: &[&str] = &[
+    "=cmd|' /C calc'!A0",
+    "+1+1",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\tleading tab",
+    "\r\nleading CRLF",
+    "line1\nline2\r\nline3",
+    "quote \" inside \"\"",
+    "'apostrophe",
+    "emoji 🦀🔥 and ümlaut",
+    "comma, semicolon; pipe| backslash\\ equals=",
+    "=HYPERLINK(\"http://evil.example/\",\"x\")",
+    " leading space",
+];
+
+#[tokio::test]
+async fn hostile_strings_round_trip_through_python_csv_and_json() {
+    let (dir, s) = sqlite().await;
+    let key = SigningKey::generate();
+    for (i, h) in HOSTILE.iter().enumerate() {
+        let st = s.acting(AuditCtx::new(*h, Some(h.to_string())));
+        let mut c = AuditChange::new("test.hostile", *h);
+        c.before = Some(json!({"text": h, "i": i, "nested": {"list": [h, "", null]}}));
+        c.after = Some(json!(h));
+        st.record_event(c).await.unwrap();
+    }
+    checkpoint::create(&s, &key, "manual").await.unwrap();
+    let events = s
+        .audit_events_page(0, 1000, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), HOSTILE.len());
+    let script = r#"
+import csv, json, sys
+out = []
+with open(sys.argv[1], newline='', encoding='utf-8') as f:
+    for row in csv.DictReader(f):
+        if row['record'] != 'event':
+            continue
+        un = lambda v: v[1:] if v.startswith("'") else v
+        out.append({k: un(v) for k, v in row.items()})
+with open(sys.argv[2], encoding='utf-8') as f:
+    js = [json.loads(l) for l in f if l.strip()]
+json.dump({"csv": out, "jsonl": [e for e in js if e["type"] == "event"]}, sys.stdout)
+"#;
+    let csv = export_to_vec(&s, export::Format::Csv, &key, &EventFilter::default()).await;
+    let jsonl = export_to_vec(&s, export::Format::Jsonl, &key, &EventFilter::default()).await;
+    // no cell a spreadsheet would evaluate
+    let mut r = &csv[..];
+    while let Some(row) = verify::read_csv_record(&mut r).unwrap() {
+        for cell in row {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "dangerous cell {cell:?}"
+            );
+        }
+    }
+    let (csv_path, jsonl_path) = (dir.path().join("e.csv"), dir.path().join("e.jsonl"));
+    std::fs::write(&csv_path, &csv).unwrap();
+    std::fs::write(&jsonl_path, &jsonl).unwrap();
+    let mut py = tempfile::NamedTempFile::new().unwrap();
+    py.write_all(script.as_bytes()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(py.path())
+        .arg(&csv_path)
+        .arg(&jsonl_path)
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (pc, pj) = (
+        parsed["csv"].as_array().unwrap(),
+        parsed["jsonl"].as_array().unwrap(),
+    );
+    assert_eq!((pc.len(), pj.len()), (events.len(), events.len()));
+    for ((e, c), j) in events.iter().zip(pc).zip(pj) {
+        assert_eq!(c["seq"], e.seq.to_string());
+        assert_eq!(c["actor"], e.actor.as_str());
+        assert_eq!(c["action"], e.action.as_str());
+        assert_eq!(c["target"].as_str(), e.target.as_deref());
+        assert_eq!(c["source_addr"].as_str(), e.source_addr.as_deref());
+        assert_eq!(c["hash"], e.hash.as_str());
+        assert_eq!(c["prev_hash"], e.prev_hash.as_str());
+        let before: Value = serde_json::from_str(c["before"].as_str().unwrap()).unwrap();
+        let after: Value = serde_json::from_str(c["after"].as_str().unwrap()).unwrap();
+        assert_eq!(Some(before), e.before);
+        assert_eq!(Some(after), e.after);
+        let mut j = j.clone();
+        j.as_object_mut().unwrap().remove("type");
+        let back: zmesh_shared::audit::AuditEvent = serde_json::from_value(j).unwrap();
+        assert_eq!(&back, e);
+    }
+    // and both exports still verify offline
+    let pk = key.public_key();
+    assert!(verify::verify_export(&csv[..], &pk).unwrap().ok);
+    assert!(verify::verify_export(&jsonl[..], &pk).unwrap().ok);
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    admin: String,
+    auditor: String,
+}
+
+async fn api() -> Api {
+    let (dir, store) = sqlite().await;
+    let admin = Secret::generate("zmt_");
+    store
+        .create_admin_token("root", Role::Admin, &admin.hash(), None, now_ms())
+        .await
+        .unwrap();
+    let auditor = Secret::generate("zmt_");
+    store
+        .create_admin_token("aud", Role::Auditor, &auditor.hash(), None, now_ms())
+        .await
+        .unwrap();
+    let state = AppState::new(store, SigningKey::generate(), None, Bus::new())
+        .await
+        .unwrap();
+    Api {
+        _dir: dir,
+        state,
+        admin: admin.expose().into(),
+        auditor: auditor.expose().into(),
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        m: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, String) {
+        let mut b = Request::builder()
+            .method(m)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        let req = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                b.body(Body::from(v.to_string())).unwrap()
+            }
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let resp = app(self.state.clone()).oneshot(req).await.unwrap();
+        let st = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        (st, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    }
+    async fn events(&self) -> Vec<zmesh_shared::audit::AuditEvent> {
+        self.state
+            .store
+            .audit_events_page(0, 1 << 40, &EventFilter::default(), 10_000)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn every_api_mutation_writes_exactly_one_event() {
+    let a = api().await;
+    let base = a.events().await.len();
+    let ad = &a.admin;
+    let (st, k, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/enroll-keys",
+            ad,
+            Some(json!({"reusable": true, "description": "fleet"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let kid = k["id"].as_str().unwrap().to_string();
+    let pk = WgPrivateKey::generate().public_key().to_string();
+    let (st, d, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/devices",
+            ad,
+            Some(json!({"name": "nas", "public_key": pk})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    let did = d["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/devices/{did}");
+    a.call(Method::PATCH, &path, ad, Some(json!({"name": "nas2"})))
+        .await;
+    a.call(Method::PATCH, &path, ad, Some(json!({"tags": ["db"]})))
+        .await;
+    a.call(
+        Method::PATCH,
+        &path,
+        ad,
+        Some(json!({"key_expires_at_ms": 4102444800000i64})),
+    )
+    .await;
+    // a no-op changes nothing and records nothing
+    a.call(Method::PATCH, &path, ad, Some(json!({"tags": ["db"]})))
+        .await;
+    a.call(Method::POST, &format!("{path}/revoke"), ad, None)
+        .await;
+    a.call(Method::DELETE, &path, ad, None).await;
+    // enrollment through the agent API
+    let text = k["key"].as_str().unwrap();
+    let key: zmesh_shared::enroll_key::EnrollKey = text.parse().unwrap();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(zmesh_shared::wire::ENROLL_PATH)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"protocol": zmesh_shared::PROTOCOL_VERSION, "enroll_key": key.secret.expose(),
+                   "public_key": WgPrivateKey::generate().public_key().to_string(), "hostname": "laptop"})
+            .to_string(),
+        ))
+        .unwrap();
+    assert_eq!(
+        app(a.state.clone()).oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    a.call(
+        Method::POST,
+        &format!("/api/v1/enroll-keys/{kid}/revoke"),
+        ad,
+        None,
+    )
+    .await;
+    let (st, t, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            ad,
+            Some(json!({"name": "ci", "role": "auditor"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let tid = t["id"].as_str().unwrap().to_string();
+    a.call(
+        Method::POST,
+        &format!("/api/v1/tokens/{tid}/revoke"),
+        ad,
+        None,
+    )
+    .await;
+    let (st, _, _) = a
+        .call(Method::GET, "/api/v1/devices", "zmt_wrong", None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    let ev = a.events().await;
+    let actions: Vec<&str> = ev[base..].iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "enroll_key.create",
+            "device.add_agentless",
+            "device.rename",
+            "device.retag",
+            "device.key_expiry",
+            "device.revoke",
+            "device.delete",
+            "enroll_key.use",
+            "device.enroll",
+            "enroll_key.revoke",
+            "token.create",
+            "token.revoke",
+            "auth.failed",
+        ]
+    );
+    let rename = &ev[base + 2];
+    assert_eq!(rename.actor, "admin:root");
+    assert_eq!(
+        rename.target.as_deref(),
+        Some(format!("device:{did}").as_str())
+    );
+    assert_eq!(rename.before.as_ref().unwrap()["name"], "nas");
+    assert_eq!(rename.after.as_ref().unwrap()["name"], "nas2");
+    assert!(ev[base + 7].actor.starts_with("enroll_key:ek_"));
+    assert_eq!(ev.last().unwrap().actor, "anonymous");
+    assert!(
+        !serde_json::to_string(&ev).unwrap().contains("zmt_wrong"),
+        "a token must never be logged"
+    );
+    assert!(!serde_json::to_string(&ev)
+        .unwrap()
+        .contains(t["token"].as_str().unwrap()));
+    let r = verify::verify_store(&a.state.store, &a.state.signing_key.public_key())
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+}
+
+#[tokio::test]
+async fn auditor_reads_and_exports_but_changes_nothing() {
+    let a = api().await;
+    let au = &a.auditor;
+    for p in [
+        "/api/v1/devices",
+        "/api/v1/enroll-keys",
+        "/api/v1/tokens",
+        "/api/v1/audit/checkpoints",
+        "/api/v1/audit/verify",
+        "/api/v1/flows",
+    ] {
+        let (st, v, _) = a.call(Method::GET, p, au, None).await;
+        assert_eq!(st, StatusCode::OK, "{p}: {v}");
+    }
+    let (st, _, text) = a
+        .call(
+            Method::GET,
+            "/api/v1/audit/events?format=csv&action=token.",
+            au,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.starts_with("record,seq,"), "{text}");
+    assert!(text.contains("\"token.create\""));
+    let before = a.state.store.list_admin_tokens().await.unwrap();
+    let n_keys = a
+        .state
+        .store
+        .list_enroll_keys(a.state.network_id)
+        .await
+        .unwrap()
+        .len();
+    for (m, p, b) in [
+        (
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "role": "admin"})),
+        ),
+        (Method::POST, "/api/v1/enroll-keys", Some(json!({}))),
+        (Method::POST, "/api/v1/audit/checkpoints", None),
+        (
+            Method::POST,
+            "/api/v1/devices",
+            Some(
+                json!({"name": "x", "public_key": WgPrivateKey::generate().public_key().to_string()}),
+            ),
+        ),
+    ] {
+        let (st, v, _) = a.call(m, p, au, b).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{p}: {v}");
+    }
+    assert_eq!(a.state.store.list_admin_tokens().await.unwrap(), before);
+    assert_eq!(
+        a.state
+            .store
+            .list_enroll_keys(a.state.network_id)
+            .await
+            .unwrap()
+            .len(),
+        n_keys
+    );
+    assert!(a.state.store.list_checkpoints().await.unwrap().is_empty());
+    let ev = a.events().await;
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.action == "auth.forbidden" && e.actor == "auditor:aud")
+            .count(),
+        4
+    );
+    assert_eq!(ev.iter().filter(|e| e.action == "audit.export").count(), 1);
+    // bad filters are 422 naming the field
+    let (st, v, _) = a
+        .call(
+            Method::GET,
+            "/api/v1/audit/events?since=yesterday",
+            au,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("since"))
+    );
+    let (st, v, _) = a
+        .call(Method::GET, "/api/v1/audit/events?format=xml", au, None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("format"))
+    );
+}
+
+fn flow(src: DeviceId, dst: DeviceId, dport: u16, t: i64, v: FlowVerdict) -> FlowRecord {
+    FlowRecord {
+        src_device: src,
+        dst_device: dst,
+        proto: 6,
+        src_port: 40000,
+        dst_port: dport,
+        bytes: 1000,
+        packets: 10,
+        first_seen_ms: t,
+        last_seen_ms: t + 5000,
+        rule: Some("web".into()),
+        verdict: v,
+    }
+}
+
+#[tokio::test]
+async fn flows_are_stored_and_one_sided_ones_flagged() {
+    let a = api().await;
+    let s = &a.state.store;
+    let (x, y, z) = (DeviceId::new(), DeviceId::new(), DeviceId::new());
+    let t = now_ms();
+    // x -> y:443 reported by both ends; x -> y:22 only by x; z reports a flow between x and y (refused)
+    assert_eq!(
+        s.insert_flows(
+            x,
+            &[
+                flow(x, y, 443, t, FlowVerdict::Accepted),
+                flow(x, y, 22, t, FlowVerdict::Denied)
+            ],
+            t
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.insert_flows(y, &[flow(x, y, 443, t + 1000, FlowVerdict::Accepted)], t)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.insert_flows(z, &[flow(x, y, 80, t, FlowVerdict::Accepted)], t)
+            .await
+            .unwrap(),
+        0
+    );
+    let (st, v, _) = a.call(Method::GET, "/api/v1/flows", &a.auditor, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let flows = v["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 3);
+    let one: Vec<_> = flows.iter().filter(|f| f["one_sided"] == true).collect();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["dst_port"], 22);
+    assert_eq!(one[0]["verdict"], "denied");
+    let (_, v, _) = a
+        .call(
+            Method::GET,
+            &format!("/api/v1/flows?one_sided=true&device={x}&verdict=denied"),
+            &a.admin,
+            None,
+        )
+        .await;
+    assert_eq!(v["flows"].as_array().unwrap().len(), 1);
+    let (st, v, _) = a
+        .call(Method::GET, "/api/v1/flows?verdict=maybe", &a.admin, None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("verdict"))
+    );
+}
+
+#[tokio::test]
+async fn retention_leaves_a_signed_anchor_and_the_rest_verifies() {
+    let (_d, s) = sqlite().await;
+    let key = SigningKey::generate();
+    let pk = key.public_key();
+    let n = populate(&s, &key).await;
+    let t = now_ms();
+    s.insert_flows(DeviceId::new(), &[], t).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let p = retention::prune(&s, &key, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.through_seq, n);
+    assert_eq!(p.events, n);
+    let left = s
+        .audit_events_page(0, 1 << 40, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "only the prune event is left");
+    assert_eq!(left[0].action, "audit.prune");
+    assert_eq!(left[0].seq, n + 1);
+    let r = verify::verify_store(&s, &pk).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    // an export verifies offline from the anchor
+    let file = export_to_vec(&s, export::Format::Jsonl, &key, &EventFilter::default()).await;
+    assert!(verify::verify_export(&file[..], &pk).unwrap().ok);
+    // a forged anchor (wrong key) is refused
+    let row = sqlx::query("SELECT signature FROM audit_checkpoints WHERE kind = 'anchor'")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    let _: String = row.get("signature");
+    let other = SigningKey::generate();
+    let forged = zmesh_shared::audit::Checkpoint::sign(n, &left[0].prev_hash, t, &other);
+    sqlx::query("UPDATE audit_checkpoints SET signature = $1 WHERE kind = 'anchor'")
+        .bind(&forged.signature)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let r = verify::verify_store(&s, &pk).await.unwrap();
+    assert!(!r.ok && r.first_bad_seq == Some(n), "{r:?}");
+}
+
+/// A tiny RFC 6587 octet-counting TCP receiver stands in for rsyslog.
+#[tokio::test]
+async fn syslog_forwarding_to_a_tcp_receiver() {
+    use tokio::io::AsyncReadExt;
+    let (_d, s) = sqlite().await;
+    let key = SigningKey::generate();
+    let n = populate(&s, &key).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target =
+        syslog::SyslogTarget::parse(&format!("tcp://{}", listener.local_addr().unwrap()), None)
+            .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let fwd = tokio::spawn(syslog::run(s.clone(), target, async move {
+        let _ = stop_rx.await;
+    }));
+    let (mut conn, _) = tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got: Vec<String> = vec![];
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (got.len() as u64) < n {
+        let mut chunk = [0u8; 8192];
+        let k = tokio::time::timeout_at(deadline, conn.read(&mut chunk))
+            .await
+            .expect("syslog messages within 10 s")
+            .unwrap();
+        assert!(k > 0, "forwarder closed the connection");
+        buf.extend_from_slice(&chunk[..k]);
+        // take complete frames: "LEN SP MSG"
+        loop {
+            let Some(sp) = buf.iter().position(|&b| b == b' ') else {
+                break;
+            };
+            let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
+            if buf.len() < sp + 1 + len {
+                break;
+            }
+            got.push(String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap());
+            buf.drain(..sp + 1 + len);
+        }
+    }
+    let _ = stop_tx.send(());
+    fwd.await.unwrap();
+    let events = s
+        .audit_events_page(0, 1 << 40, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    for (m, e) in got.iter().zip(&events) {
+        assert!(m.starts_with("<109>1 ") || m.starts_with("<108>1 "), "{m}");
+        let fields: Vec<&str> = m.splitn(7, ' ').collect();
+        assert_eq!(fields[3], "zmesh-console");
+        assert_eq!(fields[5], e.action);
+        assert!(
+            fields[6].starts_with(&format!(
+                "[zmesh@32473 seq=\"{}\" hash=\"{}\"",
+                e.seq, e.hash
+            )),
+            "{m}"
+        );
+        let json_start = m.find('\u{feff}').unwrap() + '\u{feff}'.len_utf8();
+        let back: zmesh_shared::audit::AuditEvent = serde_json::from_str(&m[json_start..]).unwrap();
+        assert_eq!(&back, e);
+    }
+    assert_eq!(s.forward_cursor("syslog").await.unwrap(), n);
+}
