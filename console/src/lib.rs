@@ -1,6 +1,6 @@
 //! zmesh console library: the control plane behind the `zmesh-console` binary.
 //!
-//! `store` and `peermap` hold the data model; everything else is the HTTP layer:
+//! `store`, `peermap` and `policy` hold the data model; everything else is the HTTP layer:
 //! [`api::app`] builds the router (admin REST API + agent API) from one route table,
 //! [`server::serve`] serves it over TLS, [`server::run`] is `zmesh-console serve`, and
 //! [`cli`] is the admin command line that talks to a running console.
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod peermap;
+pub mod policy;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -89,8 +89,28 @@ pub async fn record_refusal(
 
 pub async fn require_admin(
     State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    authorize(state, req, next, read_only).await
+}
+
+/// For calls that change nothing whatever their method (policy check and diff are
+/// POSTs with a body): auditors may make them too.
+pub async fn require_reader(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    authorize(state, req, next, true).await
+}
+
+async fn authorize(
+    state: AppState,
     mut req: Request,
     next: Next,
+    read_only: bool,
 ) -> Result<Response, ApiError> {
     let source = source_addr(req.extensions());
     let what = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
@@ -117,7 +137,6 @@ pub async fn require_admin(
         ));
     };
     let ctx = AuditCtx::new(format!("{}:{}", row.role.as_str(), row.name), source);
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if row.role == Role::Auditor && !read_only {
         let mut d = what;
         d["reason"] = "auditor tokens may only read".into();

@@ -18,7 +18,7 @@ pub fn document() -> Value {
         op.insert("summary".into(), json!(r.summary));
         op.insert("tags".into(), json!([r.tag]));
         match r.access {
-            Access::Admin => {
+            Access::Admin | Access::Reader => {
                 op.insert("security".into(), json!([{"adminToken": []}]));
             }
             Access::Device => {
@@ -31,7 +31,7 @@ pub fn document() -> Value {
         let params: Vec<Value> = path_params(r.path)
             .into_iter()
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"},
-                "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else { "id" }}))
+                "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else if p == "version" { "policy version number" } else { "id" }}))
             .collect();
         let mut params = params;
         params.extend(super::audit_openapi::query_params(r.operation_id));
@@ -39,9 +39,13 @@ pub fn document() -> Value {
             op.insert("parameters".into(), Value::Array(params));
         }
         if let Some(schema) = r.request {
+            let mut content = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+            if schema == "PolicyText" {
+                content["text/plain"] = json!({"schema": {"type": "string", "description": "the policy document (docs/policy.md)"}});
+            }
             op.insert(
                 "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+                json!({"required": true, "content": content}),
             );
         }
         let mut responses = Map::new();
@@ -160,6 +164,55 @@ fn schemas() -> Value {
             "name": {"type": "string"},
             "public_key": {"type": "string", "description": "WireGuard public key, base64"},
             "tags": tags}},
+        "PolicyText": {"description": "the policy document itself (JSON with comments), or this wrapper", "type": "object", "additionalProperties": false, "required": ["policy"], "properties": {
+            "policy": {"type": "string"}}},
+        "PolicyVersion": {"type": "object", "properties": {
+            "version": {"type": "integer", "description": "0 is the built-in default"},
+            "text": {"type": "string"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]}}},
+        "PolicySaved": {"type": "object", "properties": {
+            "version": {"type": "integer"},
+            "text": {"type": "string"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]},
+            "revision": {"type": "integer", "description": "network revision after the change"}}},
+        "PolicyRejected": {"type": "object", "required": ["error", "errors"], "properties": {
+            "error": {"$ref": "#/components/schemas/ErrorBody/properties/error"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "line": {"type": "integer", "description": "1-based; 0 when the problem has no place in the text"},
+                "column": {"type": "integer"},
+                "message": {"type": "string"}}}}}},
+        "PolicyHistory": {"type": "object", "properties": {"versions": {"type": "array", "items": {"type": "object", "properties": {
+            "version": {"type": "integer"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]}}}}}},
+        "PolicyCheck": {"type": "object", "additionalProperties": false, "required": ["src", "dst", "proto"], "properties": {
+            "src": {"type": "string", "description": "device name or id"},
+            "dst": {"type": "string", "description": "device name or id"},
+            "proto": {"enum": ["tcp", "udp", "icmp", "any"]},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "required for tcp and udp"}}},
+        "PolicyCheckResult": {"type": "object", "properties": {
+            "allowed": {"type": "boolean"},
+            "rule": {"type": ["object", "null"], "properties": {"index": {"type": "integer"}, "line": {"type": "integer"}, "column": {"type": "integer"}}},
+            "policy_version": {"type": "integer"}}},
+        "PolicyDiff": {"type": "object", "properties": {
+            "summary": {"type": "string"},
+            "base_version": {"type": "integer"},
+            "changes": {"type": "array", "items": {"type": "object", "properties": {
+                "src": {"type": "string"}, "src_name": {"type": "string"},
+                "dst": {"type": "string"}, "dst_name": {"type": "string"},
+                "proto": {"enum": ["tcp", "udp", "icmp", "any"]},
+                "ports": {"type": "array", "items": {"type": "string"}},
+                "added": {"type": "boolean"}}}}}},
+        "PolicyRollback": {"type": "object", "additionalProperties": false, "required": ["version"], "properties": {
+            "version": {"type": "integer", "minimum": 0}}},
         "EnrollRequest": {"type": "object", "additionalProperties": false, "required": ["protocol", "enroll_key", "public_key"], "properties": {
             "protocol": {"type": "integer", "const": zmesh_shared::PROTOCOL_VERSION},
             "enroll_key": {"type": "string", "description": "the secret part of zmek1.<secret>.<pin> (the whole key text is accepted too)"},

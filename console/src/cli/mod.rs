@@ -1,11 +1,12 @@
 //! Command line of `zmesh-console`: `serve`, and the admin commands (`keys`,
-//! `devices`) that call a running console's REST API over HTTPS, pinning its
+//! `devices`, `policy`) that call a running console's REST API over HTTPS, pinning its
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
 mod audit;
 mod client;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +63,11 @@ pub enum Command {
     Tokens {
         #[command(subcommand)]
         cmd: audit::TokensCmd,
+    },
+    /// Show, change, check and roll back the access policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
     },
 }
 
@@ -164,6 +170,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tokens { cmd } => {
             audit::tokens(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Policy { cmd } => {
+            policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }

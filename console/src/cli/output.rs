@@ -146,3 +146,18 @@ mod tests {
         assert!(d.contains("n1") && d.contains("a,b") && d.contains("agent"));
     }
 }
+
+pub fn policy_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| {
+            vec![
+                s(&v["version"]),
+                time(&v["created_at_ms"]),
+                s(&v["author"]),
+                s(&v["summary"]),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "CREATED", "AUTHOR", "SUMMARY"], &rows)
+}
