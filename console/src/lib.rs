@@ -19,6 +19,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod tls_pin;
+pub mod web;
 
 pub use api::app;
 pub use server::serve;

@@ -3,6 +3,7 @@
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
+mod admin;
 mod audit;
 mod client;
 mod output;
@@ -44,6 +45,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the console (HTTPS API for agents and admins).
     Serve(ServeArgs),
+    /// Console accounts, straight in the database (first admin, password reset).
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
     /// Manage enrollment keys.
     Keys {
         #[command(subcommand)]
@@ -153,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = ServeConfig::from_args(&cli.data_dir, args)?;
             crate::server::run(cfg).await
         }
+        Command::Admin { cmd } => admin::run(&cli.data_dir, cmd).await,
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
