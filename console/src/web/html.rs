@@ -161,7 +161,8 @@ pub fn bare_page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// An HTML response with the headers every console page carries: no caching, no
-/// framing, no inline script (CSP), no referrer (setup links hold a secret).
+/// framing, no inline script (CSP), no referrer to other sites (setup links hold a
+/// secret).
 pub fn respond(status: StatusCode, html: String) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
@@ -189,7 +190,9 @@ pub fn secure_headers(h: &mut axum::http::HeaderMap) {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null`
+        // with form posts, which the origin check must refuse
+        HeaderValue::from_static("same-origin"),
     );
 }
 

@@ -335,6 +335,7 @@ pub async fn keys(
     State(state): State<AppState>,
     Extension(user): Extension<WebUser>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let now = now_ms();
     let keys = state.store.list_enroll_keys(state.network_id).await?;
@@ -360,10 +361,8 @@ pub async fn keys(
         );
     }
     // The URL agents should use: the one this browser reached the console at.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("CONSOLE-HOST");
+    let host = super::session::request_host(&headers, &uri)
+        .unwrap_or_else(|| "CONSOLE-HOST".into());
     let console_url = format!("https://{host}");
     let create = if user.is_admin() {
         format!(

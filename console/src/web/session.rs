@@ -12,7 +12,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -99,13 +99,12 @@ pub fn clear_cookie(name: &str) -> HeaderValue {
 
 /// Rejects a cross-site request whose browser told us where it came from. SameSite
 /// cookies and the CSRF token already stop it; this is a third, independent check.
-pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+pub fn check_origin(headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), request_host(headers, uri))
     else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    let host = host.to_str().unwrap_or("");
     if origin == format!("https://{host}") {
         Ok(())
     } else {
@@ -114,6 +113,15 @@ pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
             "request from another origin refused",
         ))
     }
+}
+
+/// The host the client addressed: `Host` (HTTP/1.1) or the URI's authority (HTTP/2).
+pub fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
 /// Looks up the live session of a session id.
@@ -169,7 +177,7 @@ pub async fn authorize_api(
         ));
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        check_origin(req.headers())?;
+        check_origin(req.headers(), req.uri())?;
         let sent = req
             .headers()
             .get(CSRF_HEADER)

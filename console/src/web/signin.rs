@@ -6,7 +6,7 @@
 //! user all get the same answer after the same Argon2 work.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -63,8 +63,8 @@ fn form_page(
     r
 }
 
-fn pre_csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
-    check_origin(headers).is_ok()
+fn pre_csrf_ok(headers: &HeaderMap, uri: &Uri, sent: &str) -> bool {
+    check_origin(headers, uri).is_ok()
         && session::cookie(headers, PRE_CSRF_COOKIE)
             .is_some_and(|c| !c.is_empty() && same_secret(c, sent))
 }
@@ -116,9 +116,10 @@ pub async fn submit(
     State(state): State<AppState>,
     Source(source): Source,
     headers: HeaderMap,
+    uri: Uri,
     Form(f): Form<SignInForm>,
 ) -> Result<Response, ApiError> {
-    if !pre_csrf_ok(&headers, &f.csrf) {
+    if !pre_csrf_ok(&headers, &uri, &f.csrf) {
         return Ok(form_page(StatusCode::FORBIDDEN, "Sign in", |c| {
             signin_body(c, Some("The form expired; please try again."), false)
         }));
@@ -186,11 +187,12 @@ pub async fn signout(
     State(state): State<AppState>,
     Source(source): Source,
     headers: HeaderMap,
+    uri: Uri,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
     if let Some(sid) = session::session_cookie(&headers) {
         if let Some(web) = session::load(&state, &sid).await? {
-            check_origin(&headers)?;
+            check_origin(&headers, &uri)?;
             if !same_secret(&f.csrf, &web.csrf) {
                 return Err(ApiError::forbidden("csrf", "missing or wrong CSRF token"));
             }
@@ -268,6 +270,7 @@ pub async fn setup_submit(
     Source(source): Source,
     Path(token): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
     Form(f): Form<SetupForm>,
 ) -> Result<Response, ApiError> {
     let again = |status, msg: &str| {
@@ -277,7 +280,7 @@ pub async fn setup_submit(
             setup_body(c, &token, Some(&msg))
         })
     };
-    if !pre_csrf_ok(&headers, &f.csrf) {
+    if !pre_csrf_ok(&headers, &uri, &f.csrf) {
         return Ok(again(
             StatusCode::FORBIDDEN,
             "The form expired; please try again.",
