@@ -107,7 +107,10 @@ async fn enroll(c: &Console, key: &str, name: &str) -> Value {
         .unwrap();
     let status = r.status();
     let body: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "enrollment of {name} failed: {status} {body}");
+    assert!(
+        status.is_success(),
+        "enrollment of {name} failed: {status} {body}"
+    );
     body
 }
 
@@ -158,7 +161,10 @@ async fn path_is(d: &Driver, url: &str, path: &str) {
         if now == format!("{url}{path}") {
             return;
         }
-        assert!(Instant::now() < deadline, "expected {path}, browser is at {now}");
+        assert!(
+            Instant::now() < deadline,
+            "expected {path}, browser is at {now}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -214,12 +220,16 @@ async fn web_console_in_headless_chromium() {
 
     // ---- sign in: a wrong password first ----
     sign_in(&d, &url, "alice", "not the password!").await;
-    d.wait_text("#signin-error", "refusal", |t| t.contains("Wrong username or password"))
-        .await;
+    d.wait_text("#signin-error", "refusal", |t| {
+        t.contains("Wrong username or password")
+    })
+    .await;
     sign_in(&d, &url, "alice", ADMIN_PW).await;
     path_is(&d, &url, "/ui/").await;
-    d.wait_text("#who", "the user", |t| t.contains("alice") && t.contains("admin"))
-        .await;
+    d.wait_text("#who", "the user", |t| {
+        t.contains("alice") && t.contains("admin")
+    })
+    .await;
 
     // ---- enrollment key: create it, read the zmesh up command ----
     d.goto(&format!("{url}/ui/keys")).await;
@@ -232,7 +242,9 @@ async fn web_console_in_headless_chromium() {
     .await;
     d.click("#create-key").await;
     let cmd = d
-        .wait_text("#up-command", "the zmesh up command", |t| t.contains("--enroll-key"))
+        .wait_text("#up-command", "the zmesh up command", |t| {
+            t.contains("--enroll-key")
+        })
         .await;
     assert!(
         cmd.starts_with(&format!("zmesh up --console {url} --enroll-key zmek1.")),
@@ -261,7 +273,8 @@ async fn web_console_in_headless_chromium() {
     d.find("#rename-form").await;
     d.screenshot(&shots, "04-device").await;
     d.goto(&format!("{url}/ui/")).await;
-    d.wait_text("#stat-total", "two devices", |t| t == "2").await;
+    d.wait_text("#stat-total", "two devices", |t| t == "2")
+        .await;
     d.screenshot(&shots, "05-overview").await;
 
     // ---- policy: an error at its line, then the diff, then apply ----
@@ -279,13 +292,17 @@ async fn web_console_in_headless_chromium() {
         .await;
     assert_eq!(bad_line, json!("bad"), "gutter does not mark line 4");
     assert_eq!(
-        d.exec("return document.getElementById('policy-apply').disabled;", json!([]))
-            .await,
+        d.exec(
+            "return document.getElementById('policy-apply').disabled;",
+            json!([])
+        )
+        .await,
         json!(true)
     );
     d.screenshot(&shots, "06-policy-error").await;
     set_policy(&d, GOOD_POLICY).await;
-    d.wait_text("#policy-status", "valid", |t| t == "valid").await;
+    d.wait_text("#policy-status", "valid", |t| t == "valid")
+        .await;
     let diff = d
         .wait_text("#policy-diff", "the diff", |t| !t.is_empty())
         .await;
@@ -298,7 +315,8 @@ async fn web_console_in_headless_chromium() {
     assert!(!diff.contains("tcp:22\n"), "diff: {diff}");
     d.screenshot(&shots, "07-policy-diff").await;
     d.click("#policy-apply").await;
-    d.wait_text("#policy-version", "version 1", |t| t == "1").await;
+    d.wait_text("#policy-version", "version 1", |t| t == "1")
+        .await;
     // check access A -> B under the policy in force
     d.type_into("#check-src", "laptop-1").await;
     d.type_into("#check-dst", "server-1").await;
@@ -321,8 +339,10 @@ async fn web_console_in_headless_chromium() {
         )
         .await;
     assert_eq!(ok, json!("true"), "{}", d.text("#chain-status").await);
-    d.wait_text("#audit-events", "the policy save", |t| t.contains("policy.save"))
-        .await;
+    d.wait_text("#audit-events", "the policy save", |t| {
+        t.contains("policy.save")
+    })
+    .await;
     d.screenshot(&shots, "09-audit").await;
     let href = d
         .exec(
@@ -332,7 +352,13 @@ async fn web_console_in_headless_chromium() {
         .await;
     let (status, csv) = page_fetch(&d, "GET", href.as_str().unwrap(), None).await;
     assert_eq!(status, 200);
-    for action in ["auth.signin", "auth.signin_failed", "enroll_key.create", "device.enroll", "policy.save"] {
+    for action in [
+        "auth.signin",
+        "auth.signin_failed",
+        "enroll_key.create",
+        "device.enroll",
+        "policy.save",
+    ] {
         assert!(csv.contains(action), "CSV export lacks {action}");
     }
     std::fs::write(shots.join("audit-export.csv"), &csv).unwrap();
@@ -344,7 +370,8 @@ async fn web_console_in_headless_chromium() {
     d.type_into("#create-user-form input[name=password]", AUDITOR_PW)
         .await;
     d.click("#create-user-form button[type=submit]").await;
-    d.wait_text("#users", "the new user", |t| t.contains("audrey")).await;
+    d.wait_text("#users", "the new user", |t| t.contains("audrey"))
+        .await;
     d.screenshot(&shots, "10-users").await;
     d.click("#signout").await;
     path_is(&d, &url, "/ui/signin").await;

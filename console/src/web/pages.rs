@@ -27,6 +27,13 @@ fn online(state: &AppState, d: &DeviceRow, now: i64) -> bool {
 /// Peers reach a device directly when it has reported endpoints; otherwise only
 /// through a relay.
 fn path_of(d: &DeviceRow) -> &'static str {
+    path_if_online(d, true)
+}
+
+fn path_if_online(d: &DeviceRow, on: bool) -> &'static str {
+    if !on {
+        return "—";
+    }
     if d.endpoints.is_empty() {
         "relayed"
     } else {
@@ -78,7 +85,7 @@ pub async fn overview(
             name = esc(&d.name),
             st = state_badge(d.state),
             on = online_badge(online(&state, d, now)),
-            path = path_of(d),
+            path = path_if_online(d, online(&state, d, now)),
             seen_abs = opt_time(d.last_seen_ms, "never"),
             seen = ago(d.last_seen_ms, now),
         );
@@ -166,7 +173,7 @@ pub async fn devices(
             tags = tags_html(&d.tags),
             v4 = d.overlay_v4,
             on = online_badge(online(&state, d, now)),
-            path = path_of(d),
+            path = path_if_online(d, online(&state, d, now)),
             seen_abs = opt_time(d.last_seen_ms, "never"),
             seen = ago(d.last_seen_ms, now),
             exp = opt_time(d.key_expires_at_ms, "never"),
@@ -361,8 +368,8 @@ pub async fn keys(
         );
     }
     // The URL agents should use: the one this browser reached the console at.
-    let host = super::session::request_host(&headers, &uri)
-        .unwrap_or_else(|| "CONSOLE-HOST".into());
+    let host =
+        super::session::request_host(&headers, &uri).unwrap_or_else(|| "CONSOLE-HOST".into());
     let console_url = format!("https://{host}");
     let create = if user.is_admin() {
         format!(

@@ -166,7 +166,11 @@ impl Driver {
             if let Some(e) = self.find_all(css).await.into_iter().next() {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no element {css} on {}", self.url().await);
+            assert!(
+                Instant::now() < deadline,
+                "no element {css} on {}",
+                self.url().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
