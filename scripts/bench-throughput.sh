@@ -6,7 +6,7 @@
 # and prints Gbit/s side by side with our ratio to wireguard-go.
 #
 # usage (root): scripts/bench-throughput.sh [--time S] [--streams "1 4"] [--paths "veth wggo zmesh"]
-# env: DATAPLANE_BIN=path (else built with cargo into $CARGO_TARGET_DIR, default /work/target)
+# env: DATAPLANE_BIN=path (else built with cargo into $CARGO_TARGET_DIR, default ./target)
 # Creates namespaces zmb<pid>-a / zmb<pid>-b and deletes them (and every process it started,
 # by PID) on exit. Each daemon is bounded by `timeout`.
 set -euo pipefail
@@ -24,7 +24,7 @@ done
 [[ $(id -u) == 0 ]] || { echo "needs root (namespaces, TUN)" >&2; exit 1; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 ID=$$
 NA=zmb$ID-a NB=zmb$ID-b
 VA=zmb${ID}a VB=zmb${ID}b              # veth ends

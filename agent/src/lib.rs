@@ -1,6 +1,13 @@
-//! zmesh agent library: the sans-IO data-plane core, its I/O shell, and the inbound
-//! packet filter.
+//! zmesh agent library: the data plane (`core`, `io`, the inbound `filter`) and the
+//! control plane around it (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
 
 pub mod core;
 pub mod filter;
 pub mod io;
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ipc;
+pub mod state;

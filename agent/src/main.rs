@@ -1,1 +1,33 @@
-fn main() {}
+//! `zmesh`: the agent binary (daemon and CLI).
+
+use clap::Parser;
+
+fn main() {
+    let cli = zmesh_agent::cli::Cli::parse();
+    let is_daemon = matches!(cli.cmd, zmesh_agent::cli::Command::Daemon { .. });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if is_daemon { "info" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zmesh: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(zmesh_agent::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zmesh: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,353 @@
+//! The `zmesh` command line: `daemon` runs the agent; every other command is a thin
+//! client that sends one request to the daemon's control socket and prints the answer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use zmesh_shared::enroll_key::EnrollKey;
+use zmesh_shared::Secret;
+
+use crate::config::DaemonConfig;
+use crate::ipc::{self, Reply, Request, Response, Status};
+use crate::state::StateDir;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zmesh",
+    version,
+    about = "zmesh agent: zero-trust WireGuard mesh"
+)]
+pub struct Cli {
+    /// State directory (key, enrollment, peer cache, control socket).
+    #[arg(
+        long,
+        global = true,
+        env = "ZMESH_STATE_DIR",
+        default_value = "/var/lib/zmesh"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (what the systemd unit starts).
+    Daemon {
+        /// Name of the TUN device to create.
+        #[arg(long, env = "ZMESH_TUN", default_value = "zmesh0")]
+        tun: String,
+        /// UDP port of the data plane (0 = ephemeral).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 1420)]
+        mtu: u16,
+    },
+    /// Enroll (first time) and bring tunnels up.
+    Up {
+        /// Console base URL, e.g. https://console.example:8443
+        #[arg(long)]
+        console: Option<String>,
+        /// Enrollment key (zmek1.…); also read from ZMESH_ENROLL_KEY.
+        #[arg(long, env = "ZMESH_ENROLL_KEY", hide_env_values = true)]
+        enroll_key: Option<String>,
+        /// Device name to request (default: derived from the hostname).
+        #[arg(long)]
+        name: Option<String>,
+        /// PEM CA file to verify the console by (instead of the key's pin).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Show this device and its peers.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ping a peer (name or overlay IP) through the tunnel.
+    Ping {
+        peer: String,
+        #[arg(long, short = 'c', default_value_t = 4)]
+        count: u32,
+        /// Per-probe timeout, e.g. 2s or 500ms.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Remove tunnels and the TUN device; keep the enrollment.
+    Down,
+    /// Down, then forget the enrollment, the key and the peer cache.
+    Logout,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn call(state: &StateDir, req: &Request) -> anyhow::Result<Reply> {
+    match ipc::call(&state.socket_path(), req, CALL_TIMEOUT).await? {
+        Response::Ok { result } => Ok(result),
+        Response::Error { message } => bail!("{message}"),
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let state = StateDir::new(&cli.state_dir);
+    match cli.cmd {
+        Command::Daemon { tun, port, mtu } => {
+            let cfg = DaemonConfig::new(cli.state_dir.clone(), tun, port, mtu)?;
+            crate::daemon::run(cfg).await?;
+            Ok(0)
+        }
+        Command::Up {
+            console,
+            enroll_key,
+            name,
+            ca_file,
+        } => {
+            if let Some(k) = &enroll_key {
+                // Catch a mangled key here, with a clear message, before it travels.
+                k.parse::<EnrollKey>().context("--enroll-key")?;
+                if console.is_none() {
+                    bail!("--console URL is required with --enroll-key");
+                }
+            }
+            let ca_pem = match ca_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("--ca-file {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let req = Request::Up {
+                console,
+                enroll_key: enroll_key.map(Secret::from_string),
+                name,
+                ca_pem,
+            };
+            print_done(call(&state, &req).await?);
+            Ok(0)
+        }
+        Command::Down => {
+            print_done(call(&state, &Request::Down).await?);
+            Ok(0)
+        }
+        Command::Logout => {
+            print_done(call(&state, &Request::Logout).await?);
+            Ok(0)
+        }
+        Command::Status { json } => {
+            let Reply::Status(s) = call(&state, &Request::Status).await? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", status_table(&s));
+            }
+            Ok(0)
+        }
+        Command::Ping {
+            peer,
+            count,
+            timeout,
+        } => {
+            let mut ok = 0;
+            let count = count.clamp(1, 10_000);
+            for i in 0..count {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let req = Request::Ping {
+                    peer: peer.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                };
+                match call(&state, &req).await {
+                    Ok(Reply::Pong(p)) => {
+                        ok += 1;
+                        let via = p.endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
+                        println!(
+                            "reply from {} ({}): seq={} time={:.2} ms path={}{via}",
+                            p.peer,
+                            p.ip,
+                            i + 1,
+                            p.rtt_us as f64 / 1000.0,
+                            p.path
+                        );
+                    }
+                    Ok(_) => bail!("unexpected reply"),
+                    Err(e) => println!("no reply from {peer}: seq={} {e:#}", i + 1),
+                }
+            }
+            println!("{count} sent, {ok} received");
+            Ok(if ok > 0 { 0 } else { 1 })
+        }
+    }
+}
+
+fn print_done(r: Reply) {
+    if let Reply::Done { message } = r {
+        println!("{message}");
+    }
+}
+
+fn ago(rfc: &Option<String>) -> String {
+    let Some(s) = rfc else { return "never".into() };
+    match humantime::parse_rfc3339(s)
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+    {
+        Some(d) => format!("{}s ago", d.as_secs()),
+        None => s.clone(),
+    }
+}
+
+/// The human form of `zmesh status`.
+pub fn status_table(s: &Status) -> String {
+    let Some(me) = &s.me else {
+        return "not enrolled\n".into();
+    };
+    let ips: Vec<String> = me.overlay_ips.iter().map(|i| i.to_string()).collect();
+    let mut out = format!(
+        "{} {} [{}] console {} ({})\n",
+        me.name,
+        ips.join(" "),
+        me.state,
+        me.console,
+        if me.connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    if s.peers.is_empty() {
+        out.push_str("no peers\n");
+        return out;
+    }
+    let rows: Vec<[String; 7]> = s
+        .peers
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.overlay_ips
+                    .first()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                p.endpoint
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                p.path.clone(),
+                ago(&p.last_handshake),
+                p.rx_bytes.to_string(),
+                p.tx_bytes.to_string(),
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME",
+        "OVERLAY",
+        "ENDPOINT",
+        "PATH",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+    ];
+    let mut w = head.map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut l = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(head.to_vec()));
+    for r in &rows {
+        out.push_str(&line(r.iter().map(|s| s.as_str()).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{PeerStatus, SelfStatus};
+
+    #[test]
+    fn cli_parses_the_documented_commands() {
+        let c = Cli::try_parse_from([
+            "zmesh",
+            "daemon",
+            "--state-dir",
+            "/tmp/s",
+            "--tun",
+            "zm1",
+            "--port",
+            "51820",
+        ])
+        .unwrap();
+        assert!(matches!(c.cmd, Command::Daemon { ref tun, port: 51820, .. } if tun == "zm1"));
+        let c = Cli::try_parse_from([
+            "zmesh",
+            "up",
+            "--console",
+            "https://x:8443",
+            "--enroll-key",
+            "k",
+            "--name",
+            "a",
+        ])
+        .unwrap();
+        assert!(matches!(c.cmd, Command::Up { name: Some(ref n), .. } if n == "a"));
+        let c = Cli::try_parse_from(["zmesh", "ping", "b", "--count", "3", "--state-dir", "/s"])
+            .unwrap();
+        assert!(matches!(c.cmd, Command::Ping { count: 3, .. }));
+        assert_eq!(c.state_dir, PathBuf::from("/s"));
+        assert!(Cli::try_parse_from(["zmesh", "status", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["zmesh", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn table_lists_peers() {
+        let s = Status {
+            me: Some(SelfStatus {
+                name: "a".into(),
+                overlay_ips: vec!["100.64.0.1".parse().unwrap()],
+                public_key: "k".into(),
+                device_id: "dev_1".into(),
+                console: "https://c:8443".into(),
+                connected: false,
+                state: "up".into(),
+                listen_port: Some(1),
+            }),
+            peers: vec![PeerStatus {
+                name: "bravo".into(),
+                overlay_ips: vec!["100.64.0.2".parse().unwrap()],
+                public_key: "p".into(),
+                endpoint: Some("10.0.0.2:51820".parse().unwrap()),
+                path: "direct".into(),
+                last_handshake: None,
+                rx_bytes: 10,
+                tx_bytes: 20,
+            }],
+        };
+        let t = status_table(&s);
+        assert!(t.contains("not connected"), "{t}");
+        assert!(
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("bravo  100.64.0.2  10.0.0.2:51820  direct"),
+            "{t}"
+        );
+        assert!(t.contains("never"));
+    }
+}

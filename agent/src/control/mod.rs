@@ -1,0 +1,385 @@
+//! Control client: enrollment over HTTPS and the long-lived control stream (WebSocket
+//! over TLS the agent sets up itself, so the console is verified by pin or CA file).
+//!
+//! The stream task verifies every peer map and delta with the console signing key,
+//! caches them in the state dir, hands the result to the data plane, reports
+//! endpoints and health, and reconnects with jittered backoff until stopped or revoked.
+
+pub mod backoff;
+pub mod endpoints;
+pub mod enroll;
+pub mod map;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use zmesh_shared::peermap::PeerMap;
+use zmesh_shared::wire::{ClientMsg, PeerHealth, ServerMsg, STREAM_PATH};
+use zmesh_shared::PROTOCOL_VERSION;
+
+use self::backoff::Backoff;
+use self::map::{peer_configs, DeltaOutcome, MapState};
+use self::tls::{client_config, Trust};
+use crate::io::DataPlane;
+use crate::state::{Enrollment, StateDir};
+
+const HEALTH_EVERY: Duration = Duration::from_secs(30);
+const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
+const WS_PING_EVERY: Duration = Duration::from_secs(15);
+/// No frame at all for this long (our pings go unanswered): the link is dead.
+const IDLE_LIMIT: Duration = Duration::from_secs(50);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Url(#[from] enroll::EnrollError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out")]
+    Timeout,
+    #[error("websocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    #[error("console credential rejected (HTTP {0})")]
+    Unauthorized(u16),
+    #[error("no message from the console for {0:?}")]
+    Idle(Duration),
+}
+
+/// What the daemon reads for `zmesh status` while the stream task runs.
+#[derive(Default)]
+pub struct Shared {
+    connected: AtomicBool,
+    map: Mutex<Option<PeerMap>>,
+}
+
+impl Shared {
+    pub fn new(map: Option<PeerMap>) -> Arc<Self> {
+        Arc::new(Shared {
+            connected: AtomicBool::new(false),
+            map: Mutex::new(map),
+        })
+    }
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    pub fn map(&self) -> Option<PeerMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn set_map(&self, m: PeerMap) {
+        *self.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+}
+
+/// Events the stream task raises to the daemon.
+#[derive(Debug)]
+pub enum ControlEvent {
+    Revoked { reason: String },
+}
+
+pub struct ControlCtx {
+    pub enrollment: Enrollment,
+    pub state: StateDir,
+    pub dp: DataPlane,
+    pub tun_name: String,
+    pub shared: Arc<Shared>,
+    pub events: mpsc::UnboundedSender<ControlEvent>,
+}
+
+enum SessionEnd {
+    Stopped,
+    Closed,
+    Revoked(String),
+}
+
+/// Pushes the map to the data plane and publishes it for status.
+pub async fn apply_map(dp: &DataPlane, shared: &Shared, map: &PeerMap) {
+    let peers = peer_configs(map);
+    let n = peers.len();
+    if let Err(e) = dp.set_peers(peers).await {
+        tracing::error!(error = %e, "data plane refused the peer set");
+    } else {
+        tracing::info!(version = map.version, peers = n, "peer map applied");
+    }
+    shared.set_map(map.clone());
+}
+
+/// Runs the control stream until `stop` turns true or the device is revoked.
+pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut established = false;
+        let end = session(&ctx, &mut st, &mut stop, &mut established).await;
+        ctx.shared.connected.store(false, Ordering::Relaxed);
+        match end {
+            Ok(SessionEnd::Stopped) => return,
+            Ok(SessionEnd::Revoked(reason)) => {
+                tracing::warn!(%reason, "console revoked this device");
+                let _ = ctx.events.send(ControlEvent::Revoked { reason });
+                return;
+            }
+            Err(ControlError::Unauthorized(code)) => {
+                let reason = format!("console rejected the device credential (HTTP {code})");
+                tracing::warn!(%reason, "treating as revoked");
+                let _ = ctx.events.send(ControlEvent::Revoked { reason });
+                return;
+            }
+            Ok(SessionEnd::Closed) => tracing::info!("control stream closed"),
+            Err(e) => tracing::warn!(error = %e, "control stream failed"),
+        }
+        if established {
+            backoff.reset();
+        }
+        let wait = backoff.next_delay();
+        tracing::debug!(?wait, "reconnecting after backoff");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn connect(enr: &Enrollment) -> Result<Ws, ControlError> {
+    let base = enroll::parse_console_url(&enr.console)?;
+    let mut url = base
+        .join(STREAM_PATH)
+        .map_err(|_| enroll::EnrollError::BadUrl(enr.console.clone()))?;
+    url.set_scheme("wss")
+        .map_err(|_| enroll::EnrollError::BadUrl(enr.console.clone()))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let (addr_host, server_name): (String, ServerName<'static>) = match url.host() {
+        Some(url::Host::Ipv4(ip)) => (ip.to_string(), ServerName::IpAddress(IpAddr::V4(ip).into())),
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), ServerName::IpAddress(IpAddr::V6(ip).into())),
+        Some(url::Host::Domain(d)) => (
+            d.to_string(),
+            ServerName::try_from(d.to_string())
+                .map_err(|_| enroll::EnrollError::BadUrl(enr.console.clone()))?,
+        ),
+        None => return Err(enroll::EnrollError::BadUrl(enr.console.clone()).into()),
+    };
+    let trust = Trust::from_parts(enr.pin, enr.ca_pem.as_deref())?;
+    let tls = TlsConnector::from(Arc::new(client_config(&trust, &[b"http/1.1"])?));
+    let fut = async {
+        let tcp = TcpStream::connect((addr_host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let tls_stream = tls.connect(server_name, tcp).await?;
+        let mut req = url.as_str().into_client_request()?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", enr.credential.expose()))
+            .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        req.headers_mut().insert(AUTHORIZATION, bearer);
+        match tokio_tungstenite::client_async(req, tls_stream).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) if matches!(resp.status().as_u16(), 401 | 403) => {
+                Err(ControlError::Unauthorized(resp.status().as_u16()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| ControlError::Timeout)?
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), ControlError> {
+    let text = serde_json::to_string(msg).expect("client messages serialize");
+    ws.send(Message::text(text)).await?;
+    Ok(())
+}
+
+fn overlay_ips(e: &Enrollment) -> Vec<IpAddr> {
+    vec![IpAddr::V4(e.overlay_v4), IpAddr::V6(e.overlay_v6)]
+}
+
+fn my_endpoints(ctx: &ControlCtx) -> Vec<SocketAddr> {
+    endpoints::current(
+        &ctx.tun_name,
+        &overlay_ips(&ctx.enrollment),
+        ctx.dp.local_addr().port(),
+    )
+}
+
+async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
+    dp.peer_stats()
+        .await
+        .into_iter()
+        .map(|s| PeerHealth {
+            device_id: s.device_id,
+            path: s.path.to_string(),
+            last_handshake_ms: s
+                .last_handshake
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64),
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+        })
+        .collect()
+}
+
+async fn session(
+    ctx: &ControlCtx,
+    st: &mut MapState,
+    stop: &mut watch::Receiver<bool>,
+    established: &mut bool,
+) -> Result<SessionEnd, ControlError> {
+    let mut ws = tokio::select! {
+        r = connect(&ctx.enrollment) => r?,
+        _ = stop.changed() => return Ok(SessionEnd::Stopped),
+    };
+    tracing::info!(console = %ctx.enrollment.console, "control stream connected");
+    *established = true;
+    ctx.shared.connected.store(true, Ordering::Relaxed);
+    send(
+        &mut ws,
+        &ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            have_version: st.version(),
+        },
+    )
+    .await?;
+    let mut eps = my_endpoints(ctx);
+    send(
+        &mut ws,
+        &ClientMsg::Endpoints {
+            endpoints: eps.clone(),
+        },
+    )
+    .await?;
+
+    let start = tokio::time::Instant::now();
+    let mut health_tick = tokio::time::interval_at(start + HEALTH_EVERY, HEALTH_EVERY);
+    let mut eps_tick =
+        tokio::time::interval_at(start + ENDPOINTS_CHECK_EVERY, ENDPOINTS_CHECK_EVERY);
+    let mut ping_tick = tokio::time::interval_at(start + WS_PING_EVERY, WS_PING_EVERY);
+    let mut last_rx = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                return Ok(SessionEnd::Stopped);
+            }
+            msg = ws.next() => {
+                last_rx = Instant::now();
+                let text = match msg {
+                    None | Some(Ok(Message::Close(_))) => return Ok(SessionEnd::Closed),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                };
+                let msg: ServerMsg = match serde_json::from_str(text.as_str()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "skipping a server message this agent does not understand");
+                        continue;
+                    }
+                };
+                if let Some(end) = on_server_msg(ctx, st, &mut ws, msg).await? {
+                    return Ok(end);
+                }
+            }
+            _ = health_tick.tick() => {
+                send(&mut ws, &ClientMsg::Health { peers: health(&ctx.dp).await }).await?;
+            }
+            _ = eps_tick.tick() => {
+                let now = my_endpoints(ctx);
+                if now != eps {
+                    tracing::info!(endpoints = ?now, "endpoints changed");
+                    send(&mut ws, &ClientMsg::Endpoints { endpoints: now.clone() }).await?;
+                    eps = now;
+                }
+            }
+            _ = ping_tick.tick() => {
+                if last_rx.elapsed() > IDLE_LIMIT {
+                    return Err(ControlError::Idle(IDLE_LIMIT));
+                }
+                ws.send(Message::Ping(Vec::new().into())).await?;
+            }
+        }
+    }
+}
+
+async fn on_server_msg(
+    ctx: &ControlCtx,
+    st: &mut MapState,
+    ws: &mut Ws,
+    msg: ServerMsg,
+) -> Result<Option<SessionEnd>, ControlError> {
+    match msg {
+        ServerMsg::Hello {
+            protocol,
+            device_id,
+            ..
+        } => {
+            if protocol != PROTOCOL_VERSION {
+                tracing::warn!(
+                    protocol,
+                    ours = PROTOCOL_VERSION,
+                    "console speaks another protocol version"
+                );
+            }
+            if device_id != ctx.enrollment.device_id {
+                tracing::warn!(%device_id, "console greeted a different device id");
+            }
+        }
+        ServerMsg::PeerMap { map } => match st.on_full(map) {
+            Ok(()) => {
+                persist(ctx, st);
+                if let Some(m) = st.map() {
+                    apply_map(&ctx.dp, &ctx.shared, m).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "rejected a peer map from the console"),
+        },
+        ServerMsg::PeerDelta { delta } => match st.on_delta(delta) {
+            Ok(DeltaOutcome::Applied { compact }) => {
+                persist(ctx, st);
+                if let Some(m) = st.map() {
+                    apply_map(&ctx.dp, &ctx.shared, m).await;
+                }
+                if compact {
+                    tracing::debug!("delta cache is long; asking for a full map");
+                    send(ws, &ClientMsg::Resync).await?;
+                }
+            }
+            Ok(DeltaOutcome::Stale) => {}
+            Ok(DeltaOutcome::Gap) => {
+                tracing::info!(have = ?st.version(), "peer delta does not chain; resyncing");
+                send(ws, &ClientMsg::Resync).await?;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rejected a peer delta; resyncing");
+                send(ws, &ClientMsg::Resync).await?;
+            }
+        },
+        ServerMsg::Revoked { reason } => return Ok(Some(SessionEnd::Revoked(reason))),
+        ServerMsg::Pong { .. } => {}
+    }
+    Ok(None)
+}
+
+fn persist(ctx: &ControlCtx, st: &MapState) {
+    if let Some(c) = st.cache() {
+        if let Err(e) = ctx.state.save_cache(c) {
+            tracing::error!(error = %e, "cannot write the peer map cache");
+        }
+    }
+}

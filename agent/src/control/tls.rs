@@ -1,0 +1,250 @@
+//! TLS to the console. Two ways to trust it and no way to skip the check: the SHA-256
+//! pin of its certificate (carried in the enrollment key, for self-signed consoles) or
+//! PEM CA roots. Handshake signatures are always verified with the ring provider, so a
+//! pinned certificate still proves possession of its private key.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, SignatureScheme};
+use zmesh_shared::CertFingerprint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("CA file holds no usable certificate")]
+    NoCaCerts,
+    #[error("CA file: {0}")]
+    Pem(std::io::Error),
+    #[error("CA certificate rejected: {0}")]
+    Ca(TlsError),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] TlsError),
+    #[error("neither a certificate pin nor a CA file: refusing to trust the console blindly")]
+    NoTrust,
+}
+
+/// How the console's certificate is trusted.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    Pin(CertFingerprint),
+    CaPem(String),
+}
+
+impl Trust {
+    pub fn from_parts(
+        pin: Option<CertFingerprint>,
+        ca_pem: Option<&str>,
+    ) -> Result<Trust, TlsSetupError> {
+        match (ca_pem, pin) {
+            (Some(pem), _) => Ok(Trust::CaPem(pem.to_string())),
+            (None, Some(p)) => Ok(Trust::Pin(p)),
+            (None, None) => Err(TlsSetupError::NoTrust),
+        }
+    }
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts exactly the certificate whose DER hashes to the pin, whatever its names or
+/// dates: the pin is a stronger statement than any CA's.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    pin: CertFingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    pub fn new(pin: CertFingerprint, provider: Arc<CryptoProvider>) -> Self {
+        PinnedVerifier { pin, provider }
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        let got = CertFingerprint::of_der(end_entity.as_ref());
+        // Constant-time compare: the pin is public, but habits matter.
+        let diff = got
+            .0
+            .iter()
+            .zip(self.pin.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            tracing::warn!(expected = %self.pin, got = %got, "console certificate does not match the pin");
+            Err(TlsError::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Builds the client config for `trust`, advertising the given ALPN protocols.
+pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsSetupError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut cfg = match trust {
+        Trust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(*pin, provider)))
+            .with_no_client_auth(),
+        Trust::CaPem(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let mut n = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                roots
+                    .add(cert.map_err(TlsSetupError::Pem)?)
+                    .map_err(TlsSetupError::Ca)?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(TlsSetupError::NoCaCerts);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    struct TestServer {
+        addr: std::net::SocketAddr,
+        der: Vec<u8>,
+        cert_pem: String,
+    }
+
+    async fn server() -> TestServer {
+        let ck = rcgen::generate_simple_self_signed(vec!["console.test".into()]).unwrap();
+        let der = ck.cert.der().to_vec();
+        let cert_pem = ck.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(der.clone())], key)
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(s).await {
+                        let _ = tls.write_all(b"hi").await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        TestServer {
+            addr,
+            der,
+            cert_pem,
+        }
+    }
+
+    async fn try_connect(
+        addr: std::net::SocketAddr,
+        trust: &Trust,
+    ) -> Result<Vec<u8>, std::io::Error> {
+        let cfg = client_config(trust, &[]).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("console.test").unwrap(), tcp)
+            .await?;
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    #[tokio::test]
+    async fn pin_accepts_the_pinned_cert_and_rejects_another() {
+        let s = server().await;
+        let good = Trust::Pin(CertFingerprint::of_der(&s.der));
+        assert_eq!(try_connect(s.addr, &good).await.unwrap(), b"hi");
+        let other = rcgen::generate_simple_self_signed(vec!["console.test".into()]).unwrap();
+        let bad = Trust::Pin(CertFingerprint::of_der(other.cert.der()));
+        let err = try_connect(s.addr, &bad).await.unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ca_file_trust_checks_the_chain() {
+        let s = server().await;
+        assert_eq!(
+            try_connect(s.addr, &Trust::CaPem(s.cert_pem.clone()))
+                .await
+                .unwrap(),
+            b"hi"
+        );
+        let other = rcgen::generate_simple_self_signed(vec!["console.test".into()]).unwrap();
+        assert!(try_connect(s.addr, &Trust::CaPem(other.cert.pem()))
+            .await
+            .is_err());
+        assert!(matches!(
+            client_config(&Trust::CaPem("nothing".into()), &[]),
+            Err(TlsSetupError::NoCaCerts)
+        ));
+        assert!(matches!(
+            Trust::from_parts(None, None),
+            Err(TlsSetupError::NoTrust)
+        ));
+    }
+}

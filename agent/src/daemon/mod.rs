@@ -1,0 +1,385 @@
+//! The agent process (`zmesh daemon`): owns the state dir, the data plane and the
+//! control stream, and answers the CLI on the control socket. Tunnels come up at
+//! start from the signed cache when the device is enrolled and was not taken down,
+//! so a restart while the console is unreachable keeps the mesh working.
+
+mod status;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+use zmesh_shared::enroll_key::EnrollKey;
+use zmesh_shared::Secret;
+
+use crate::config::DaemonConfig;
+use crate::control::enroll::{enroll, EnrollParams};
+use crate::control::map::MapState;
+use crate::control::tls::Trust;
+use crate::control::{self, ControlCtx, ControlEvent, Shared};
+use crate::io::{DataPlane, DataPlaneConfig};
+use crate::ipc::{self, PingResult, Reply, Request, Response};
+use crate::state::{Enrollment, StateDir, StateError};
+
+/// Tunnels plus the control stream feeding them.
+struct Running {
+    dp: DataPlane,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub struct Daemon {
+    cfg: DaemonConfig,
+    state: StateDir,
+    running: Mutex<Option<Running>>,
+    events: mpsc::UnboundedSender<ControlEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UpError {
+    #[error("not enrolled: run `zmesh up --console URL --enroll-key KEY`")]
+    NotEnrolled,
+    #[error("--console is required to enroll")]
+    NoConsole,
+    #[error("this device was revoked by the console; run `zmesh logout` and enroll again")]
+    Revoked,
+    #[error("enrollment key: {0}")]
+    Key(#[from] zmesh_shared::enroll_key::EnrollKeyError),
+}
+
+fn ok(message: impl Into<String>) -> Response {
+    Response::Ok {
+        result: Reply::Done {
+            message: message.into(),
+        },
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: e.to_string(),
+    }
+}
+
+impl Daemon {
+    async fn handle(self: &Arc<Self>, req: Request) -> Response {
+        tracing::debug!(request = ?req, "control request");
+        match req {
+            Request::Up {
+                console,
+                enroll_key,
+                name,
+                ca_pem,
+            } => match self.up(console, enroll_key, name, ca_pem).await {
+                Ok(m) => ok(m),
+                Err(e) => err(format!("{e:#}")),
+            },
+            Request::Down => {
+                let had = self.stop_tunnels().await;
+                if let Err(e) = self.update_enrollment(|e| e.down = true) {
+                    return err(e);
+                }
+                ok(if had {
+                    "tunnels down"
+                } else {
+                    "tunnels were already down"
+                })
+            }
+            Request::Logout => {
+                self.stop_tunnels().await;
+                match self.state.forget() {
+                    Ok(()) => ok("logged out: key, enrollment and peer cache removed"),
+                    Err(e) => err(e),
+                }
+            }
+            Request::Status => Response::Ok {
+                result: Reply::Status(self.status().await),
+            },
+            Request::Ping { peer, timeout_ms } => match self.ping(&peer, timeout_ms).await {
+                Ok(p) => Response::Ok {
+                    result: Reply::Pong(p),
+                },
+                Err(e) => err(format!("{e:#}")),
+            },
+        }
+    }
+
+    fn update_enrollment(&self, f: impl FnOnce(&mut Enrollment)) -> Result<(), StateError> {
+        if let Some(mut e) = self.state.load_enrollment()? {
+            f(&mut e);
+            self.state.save_enrollment(&e)?;
+        }
+        Ok(())
+    }
+
+    async fn up(
+        self: &Arc<Self>,
+        console: Option<String>,
+        enroll_key: Option<Secret>,
+        name: Option<String>,
+        ca_pem: Option<String>,
+    ) -> anyhow::Result<String> {
+        let mut running = self.running.lock().await;
+        let existing = self.state.load_enrollment()?;
+        let (mut enr, note) = match (existing, enroll_key) {
+            (None, None) => return Err(UpError::NotEnrolled.into()),
+            (None, Some(key)) => {
+                let console = console.ok_or(UpError::NoConsole)?;
+                let key: EnrollKey = key.expose().parse().map_err(UpError::Key)?;
+                let trust = Trust::from_parts(key.pin, ca_pem.as_deref())?;
+                let private = self.state.load_or_create_private_key()?;
+                let resp = enroll(EnrollParams {
+                    console: &console,
+                    trust: &trust,
+                    secret: &key.secret,
+                    public_key: private.public_key(),
+                    name,
+                })
+                .await?;
+                tracing::info!(device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
+                let e = Enrollment {
+                    console: console.trim().trim_end_matches('/').to_string(),
+                    pin: key.pin,
+                    ca_pem,
+                    device_id: resp.device_id,
+                    network_id: resp.network_id,
+                    name: resp.name.clone(),
+                    credential: resp.credential.clone(),
+                    overlay_v4: resp.overlay_v4,
+                    overlay_v6: resp.overlay_v6,
+                    network_v4: resp.network_v4,
+                    network_v6: resp.network_v6,
+                    signing_key: resp.signing_key,
+                    revoked: false,
+                    down: false,
+                };
+                self.state.save_enrollment(&e)?;
+                let pending = resp.state == zmesh_shared::wire::DeviceState::Pending;
+                (
+                    e,
+                    if pending {
+                        " (pending approval: no peers until an admin approves)"
+                    } else {
+                        ""
+                    },
+                )
+            }
+            (Some(e), _) if e.revoked => return Err(UpError::Revoked.into()),
+            (Some(e), key) => (
+                e,
+                if key.is_some() {
+                    " (already enrolled; enrollment key not used)"
+                } else {
+                    ""
+                },
+            ),
+        };
+        if enr.down {
+            enr.down = false;
+            self.state.save_enrollment(&enr)?;
+        }
+        if running.is_some() {
+            return Ok(format!(
+                "{} ({}) is already up{note}",
+                enr.name, enr.overlay_v4
+            ));
+        }
+        *running = Some(self.start_tunnels(enr.clone()).await?);
+        Ok(format!(
+            "{} ({}, {}) is up{note}",
+            enr.name, enr.overlay_v4, enr.overlay_v6
+        ))
+    }
+
+    /// Starts the data plane, restores the cached map, and spawns the control stream.
+    async fn start_tunnels(self: &Arc<Self>, enr: Enrollment) -> anyhow::Result<Running> {
+        let private_key = self.state.load_private_key()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "enrolled but {} is missing",
+                self.state.path("private.key").display()
+            )
+        })?;
+        let dp = DataPlane::start(DataPlaneConfig {
+            tun_name: self.cfg.tun_name.clone(),
+            private_key,
+            overlay_v4: enr.overlay_v4,
+            overlay_v6: enr.overlay_v6,
+            network_v4: enr.network_v4,
+            network_v6: enr.network_v6,
+            listen_port: self.cfg.listen_port,
+            mtu: self.cfg.mtu,
+        })
+        .await?;
+        tracing::info!(tun = %self.cfg.tun_name, udp = %dp.local_addr(), "data plane started");
+        let mut st = MapState::new(enr.signing_key, enr.device_id);
+        let shared = Shared::new(None);
+        match self.state.load_cache(&enr.signing_key) {
+            Ok(Some((cache, map))) => {
+                tracing::info!(
+                    version = map.version,
+                    peers = map.peers.len(),
+                    "restoring peers from the signed cache"
+                );
+                control::apply_map(&dp, &shared, &map).await;
+                st = st.with_cache(cache, map);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "refusing the peer map cache; waiting for the console")
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = ControlCtx {
+            enrollment: enr.clone(),
+            state: self.state.clone(),
+            dp: dp.clone(),
+            tun_name: self.cfg.tun_name.clone(),
+            shared: shared.clone(),
+            events: self.events.clone(),
+        };
+        let task = tokio::spawn(control::run(ctx, st, stop_rx));
+        Ok(Running {
+            dp,
+            shared,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the stream and removes the tunnels; false if nothing was running.
+    async fn stop_tunnels(&self) -> bool {
+        let Some(r) = self.running.lock().await.take() else {
+            return false;
+        };
+        let _ = r.stop.send(true);
+        let abort = r.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), r.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        if let Err(e) = r.dp.shutdown().await {
+            tracing::error!(error = %e, "data plane shutdown failed");
+        }
+        tracing::info!("tunnels down");
+        true
+    }
+
+    async fn on_revoked(&self, reason: String) {
+        tracing::warn!(%reason, "device revoked: removing tunnels, not reconnecting");
+        self.stop_tunnels().await;
+        if let Err(e) = self.update_enrollment(|e| e.revoked = true) {
+            tracing::error!(error = %e, "cannot mark the enrollment revoked");
+        }
+        // The cached map describes a mesh this device is no longer part of.
+        let _ = std::fs::remove_file(self.state.path(crate::state::PEERMAP_FILE));
+    }
+
+    async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {
+        let (dp, map) = {
+            let g = self.running.lock().await;
+            let r = g
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("tunnels are down: run `zmesh up`"))?;
+            (r.dp.clone(), r.shared.map())
+        };
+        let found = map.as_ref().and_then(|m| {
+            m.peers.iter().find(|p| {
+                p.name.eq_ignore_ascii_case(peer)
+                    || peer.parse::<IpAddr>().is_ok_and(|ip| {
+                        ip == IpAddr::V4(p.overlay_v4) || ip == IpAddr::V6(p.overlay_v6)
+                    })
+            })
+        });
+        let (ip, name, dev) = match (found, peer.parse::<IpAddr>()) {
+            (Some(p), Ok(ip)) => (ip, p.name.clone(), Some(p.device_id)),
+            (Some(p), Err(_)) => (IpAddr::V4(p.overlay_v4), p.name.clone(), Some(p.device_id)),
+            (None, Ok(ip)) => (ip, ip.to_string(), None),
+            (None, Err(_)) => anyhow::bail!("no peer named {peer:?} in the peer map"),
+        };
+        let timeout = Duration::from_millis(timeout_ms.clamp(100, 60_000));
+        let rtt = dp.ping(ip, timeout).await?;
+        let stats = dp.peer_stats().await;
+        let st = stats.iter().find(|s| Some(s.device_id) == dev);
+        Ok(PingResult {
+            peer: name,
+            ip,
+            rtt_us: rtt.as_micros() as u64,
+            path: st
+                .map(|s| s.path.to_string())
+                .unwrap_or_else(|| "direct".into()),
+            endpoint: st.and_then(|s| s.endpoint),
+        })
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
+    let state = StateDir::new(&cfg.state_dir);
+    state.ensure()?;
+    let listener = ipc::bind(&state.socket_path())?;
+    tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
+    let (events, mut events_rx) = mpsc::unbounded_channel();
+    let d = Arc::new(Daemon {
+        cfg,
+        state: state.clone(),
+        running: Mutex::new(None),
+        events,
+    });
+
+    match state.load_enrollment() {
+        Ok(Some(e)) if !e.revoked && !e.down => {
+            let mut g = d.running.lock().await;
+            match d.start_tunnels(e).await {
+                Ok(r) => *g = Some(r),
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "cannot bring tunnels up at start")
+                }
+            }
+        }
+        Ok(Some(e)) => tracing::info!(
+            revoked = e.revoked,
+            down = e.down,
+            "enrolled; tunnels stay down"
+        ),
+        Ok(None) => tracing::info!("not enrolled yet; waiting for `zmesh up`"),
+        Err(e) => tracing::error!(error = %e, "cannot read the enrollment"),
+    }
+
+    let de = d.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events_rx.recv().await {
+            match ev {
+                ControlEvent::Revoked { reason } => de.on_revoked(reason).await,
+            }
+        }
+    });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, _) = match acc {
+                    Ok(a) => a,
+                    Err(e) => { tracing::warn!(error = %e, "control socket accept failed"); continue; }
+                };
+                let d = d.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ipc::serve_conn(stream, |req| { let d = d.clone(); async move { d.handle(req).await } }).await {
+                        tracing::debug!(error = %e, "control connection ended");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    d.stop_tunnels().await;
+    let _ = std::fs::remove_file(state.socket_path());
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `zmesh status`: joins the enrollment, the current peer map and the data plane's
+//! per-peer counters into the shape `status --json` prints.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use crate::ipc::{PeerStatus, SelfStatus, Status};
+
+use super::Daemon;
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Daemon {
+    pub(super) async fn status(&self) -> Status {
+        let enr = self.state.load_enrollment().ok().flatten();
+        let public_key = self
+            .state
+            .load_private_key()
+            .ok()
+            .flatten()
+            .map(|k| k.public_key().to_string())
+            .unwrap_or_default();
+        let (dp, shared) = {
+            let g = self.running.lock().await;
+            match g.as_ref() {
+                Some(r) => (Some(r.dp.clone()), Some(r.shared.clone())),
+                None => (None, None),
+            }
+        };
+        let Some(enr) = enr else {
+            return Status {
+                me: None,
+                peers: vec![],
+            };
+        };
+        let state = if enr.revoked {
+            "revoked"
+        } else if dp.is_some() {
+            "up"
+        } else {
+            "down"
+        };
+        let map = shared.as_ref().and_then(|s| s.map());
+        let me = SelfStatus {
+            name: map
+                .as_ref()
+                .map(|m| m.me.name.clone())
+                .unwrap_or_else(|| enr.name.clone()),
+            overlay_ips: vec![IpAddr::V4(enr.overlay_v4), IpAddr::V6(enr.overlay_v6)],
+            public_key,
+            device_id: enr.device_id.to_string(),
+            console: enr.console.clone(),
+            connected: shared.as_ref().is_some_and(|s| s.connected()),
+            state: state.to_string(),
+            listen_port: dp.as_ref().map(|d| d.local_addr().port()),
+        };
+        let stats = match &dp {
+            Some(d) => d.peer_stats().await,
+            None => Vec::new(),
+        };
+        let peers = map
+            .map(|m| {
+                m.peers
+                    .iter()
+                    .map(|p| {
+                        let s = stats.iter().find(|s| s.device_id == p.device_id);
+                        PeerStatus {
+                            name: p.name.clone(),
+                            overlay_ips: vec![IpAddr::V4(p.overlay_v4), IpAddr::V6(p.overlay_v6)],
+                            public_key: p.public_key.to_string(),
+                            endpoint: s
+                                .and_then(|s| s.endpoint)
+                                .or_else(|| p.endpoints.first().copied()),
+                            path: s
+                                .map(|s| s.path.to_string())
+                                .unwrap_or_else(|| "direct".into()),
+                            last_handshake: s.and_then(|s| s.last_handshake).map(rfc3339),
+                            rx_bytes: s.map_or(0, |s| s.rx_bytes),
+                            tx_bytes: s.map_or(0, |s| s.tx_bytes),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            me: Some(me),
+            peers,
+        }
+    }
+}

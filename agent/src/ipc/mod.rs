@@ -1,0 +1,338 @@
+//! Local control protocol between the `zmesh` CLI and the daemon: one JSON request per
+//! line on the Unix socket `<state dir>/zmesh.sock` (mode 0600), one JSON response per
+//! line back. The socket's file mode is the access check: only root (the daemon's
+//! owner) may drive the agent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use zmesh_shared::Secret;
+
+/// Longest request line accepted; an `up` request with a CA bundle fits easily.
+pub const MAX_LINE: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Enroll (first time, with `enroll_key`) and/or bring tunnels up.
+    Up {
+        #[serde(default)]
+        console: Option<String>,
+        #[serde(default)]
+        enroll_key: Option<Secret>,
+        #[serde(default)]
+        name: Option<String>,
+        /// PEM text of CA roots to verify the console by.
+        #[serde(default)]
+        ca_pem: Option<String>,
+    },
+    Down,
+    Logout,
+    Status,
+    /// One echo request over the overlay; the CLI repeats it for `--count`.
+    Ping {
+        peer: String,
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    Ok { result: Reply },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Done { message: String },
+    Status(Status),
+    Pong(PingResult),
+}
+
+/// `zmesh status --json` prints exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    #[serde(rename = "self")]
+    pub me: Option<SelfStatus>,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfStatus {
+    pub name: String,
+    pub overlay_ips: Vec<IpAddr>,
+    pub public_key: String,
+    pub device_id: String,
+    pub console: String,
+    pub connected: bool,
+    /// "up", "down" or "revoked".
+    pub state: String,
+    pub listen_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub overlay_ips: Vec<IpAddr>,
+    pub public_key: String,
+    pub endpoint: Option<SocketAddr>,
+    pub path: String,
+    /// RFC 3339, or null before the first handshake.
+    pub last_handshake: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingResult {
+    pub peer: String,
+    pub ip: IpAddr,
+    pub rtt_us: u64,
+    pub path: String,
+    pub endpoint: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    #[error("cannot reach the zmesh daemon at {path}: {source} (is `zmesh daemon` running?)")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("control socket i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message on the control socket: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("message longer than {MAX_LINE} bytes")]
+    TooLong,
+    #[error("daemon closed the connection without answering")]
+    Closed,
+    #[error("daemon did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Reads one newline-terminated line of at most [`MAX_LINE`] bytes; `None` at EOF.
+pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<String>, IpcError> {
+    let mut buf = Vec::new();
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(IpcError::Closed)
+            };
+        }
+        if let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&chunk[..pos]);
+            r.consume(pos + 1);
+            break;
+        }
+        let n = chunk.len();
+        buf.extend_from_slice(chunk);
+        r.consume(n);
+        if buf.len() > MAX_LINE {
+            return Err(IpcError::TooLong);
+        }
+    }
+    if buf.len() > MAX_LINE {
+        return Err(IpcError::TooLong);
+    }
+    String::from_utf8(buf).map(Some).map_err(|_| {
+        IpcError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8",
+        ))
+    })
+}
+
+pub async fn write_json<W: tokio::io::AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    v: &T,
+) -> Result<(), IpcError> {
+    let mut line = serde_json::to_vec(v)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Sends one request and waits (bounded) for its response.
+pub async fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, IpcError> {
+    let fut = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| IpcError::Connect {
+                path: socket.display().to_string(),
+                source,
+            })?;
+        let (r, mut w) = stream.into_split();
+        write_json(&mut w, req).await?;
+        let mut r = BufReader::new(r);
+        let line = read_line(&mut r).await?.ok_or(IpcError::Closed)?;
+        Ok(serde_json::from_str(&line)?)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| IpcError::Timeout(timeout))?
+}
+
+/// Binds the control socket, replacing a stale one, and restricts it to the owner.
+pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    if socket.exists() {
+        // A live daemon answers; only a dead one's socket may be removed.
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another zmesh daemon is already serving {}",
+                    socket.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let l = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves one client connection: requests are answered in order until EOF.
+pub async fn serve_conn<F, Fut>(stream: UnixStream, handler: F) -> Result<(), IpcError>
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    while let Some(line) = read_line(&mut r).await? {
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handler(req).await,
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
+        };
+        write_json(&mut w, &resp).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"ping","peer":"b","timeout_ms":1000}"#).unwrap();
+        assert!(matches!(r, Request::Ping { ref peer, timeout_ms: 1000 } if peer == "b"));
+        assert!(serde_json::from_str::<Request>(
+            r#"{"cmd":"ping","peer":"b","timeout_ms":1,"x":1}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let up = Request::Up {
+            console: Some("https://x".into()),
+            enroll_key: Some(Secret::from_string("zmek1.topsecretvalue1234".into())),
+            name: None,
+            ca_pem: None,
+        };
+        assert!(!format!("{up:?}").contains("topsecret"));
+        let back: Request = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();
+        assert!(
+            matches!(back, Request::Up { enroll_key: Some(k), .. } if k.expose() == "zmek1.topsecretvalue1234")
+        );
+    }
+
+    #[test]
+    fn status_json_shape() {
+        let s = Status {
+            me: Some(SelfStatus {
+                name: "a".into(),
+                overlay_ips: vec!["100.64.0.1".parse().unwrap()],
+                public_key: "k".into(),
+                device_id: "dev_x".into(),
+                console: "https://c".into(),
+                connected: true,
+                state: "up".into(),
+                listen_port: Some(51820),
+            }),
+            peers: vec![],
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["self"]["connected"], true);
+        assert_eq!(v["self"]["overlay_ips"][0], "100.64.0.1");
+        assert!(v["peers"].as_array().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_a_real_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("zmesh.sock");
+        let l = bind(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // a second daemon must not steal a live socket
+        assert!(bind(&sock).is_err());
+        let server = tokio::spawn(async move {
+            // the liveness probe of the second bind() is one of these connections
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                serve_conn(s, |req| async move {
+                    match req {
+                        Request::Down => Response::Ok {
+                            result: Reply::Done {
+                                message: "down".into(),
+                            },
+                        },
+                        other => Response::Error {
+                            message: format!("unexpected {other:?}"),
+                        },
+                    }
+                })
+                .await
+                .unwrap();
+            }
+        });
+        let r = call(&sock, &Request::Down, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Response::Ok { result: Reply::Done { ref message } } if message == "down")
+        );
+        let r = call(&sock, &Request::Status, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(matches!(r, Response::Error { .. }));
+        server.abort();
+        // garbage and over-long lines get an error or are cut off, never a panic
+        let mut input: &[u8] = b"{not json}\n";
+        let mut br = BufReader::new(&mut input);
+        assert_eq!(read_line(&mut br).await.unwrap().unwrap(), "{not json}");
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut br = BufReader::new(&long[..]);
+        assert!(matches!(read_line(&mut br).await, Err(IpcError::TooLong)));
+    }
+
+    #[tokio::test]
+    async fn missing_daemon_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = call(
+            &tmp.path().join("nope.sock"),
+            &Request::Status,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("zmesh daemon"), "{e}");
+    }
+}
