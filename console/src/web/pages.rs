@@ -357,10 +357,11 @@ pub async fn keys(
         let _ = write!(
             rows,
             "<tr><td class=\"mono\">{id}</td><td>{desc}</td><td><span class=\"badge key-{status}\">{status}</span></td>\
-             <td>{kind}</td><td>{tags}</td><td>{used}</td><td>{exp}</td><td>{by}</td><td>{revoke}</td></tr>",
+             <td>{kind}{pre}</td><td>{tags}</td><td>{used}</td><td>{exp}</td><td>{by}</td><td>{revoke}</td></tr>",
             id = k.id,
             desc = esc(k.description.as_deref().unwrap_or("")),
-            kind = format!("{}{}", if k.reusable { "reusable" } else { "one-off" }, if k.preapproved { ", pre-approved" } else { "" }),
+            kind = if k.reusable { "reusable" } else { "one-off" },
+            pre = if k.preapproved { ", pre-approved" } else { "" },
             tags = tags_html(&k.tags),
             used = k.used_count,
             exp = opt_time(k.expires_at_ms, "never"),
