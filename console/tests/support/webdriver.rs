@@ -14,6 +14,12 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.quit_blocking();
+    }
+}
+
 /// Kills a child process (by its PID) when dropped, also when the test fails.
 pub struct Killer(pub Child);
 
@@ -112,17 +118,30 @@ impl Driver {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// A command whose WebDriver error (a stale element while the page reloads, say)
+    /// the caller handles.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         req = req.json(&body.unwrap_or_else(|| json!({})));
         let v: Value = req.send().await.unwrap().json().await.unwrap();
         if !v.is_object() || v.get("value").is_none() {
-            panic!("WebDriver {path}: {v}");
+            return Err(v);
         }
         if v["value"].get("error").is_some() {
-            panic!("WebDriver {path}: {}", v["value"]);
+            return Err(v["value"].clone());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) {
@@ -228,9 +247,11 @@ impl Driver {
         loop {
             let found = self.find_all(css).await;
             if let Some(e) = found.first() {
+                // the page may be reloading under us: a stale element is retried
                 let t = self
-                    .cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-                    .await;
+                    .try_cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+                    .await
+                    .unwrap_or(Value::Null);
                 let t = t.as_str().unwrap_or("").to_string();
                 if pred(&t) {
                     return t;
@@ -253,6 +274,24 @@ impl Driver {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
+    }
+
+    /// Ends the browser session with a blocking request (for `Drop`): killing
+    /// chromedriver alone would leave Chromium running.
+    fn quit_blocking(&self) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(
+            s,
+            "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session
+        );
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
     }
 
     pub async fn quit(&self) {
