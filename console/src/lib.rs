@@ -21,6 +21,7 @@ pub mod store;
 pub mod stun;
 pub mod tls;
 pub mod tls_pin;
+pub mod web;
 
 pub use api::app;
 pub use server::serve;

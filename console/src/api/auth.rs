@@ -17,12 +17,23 @@ use crate::store::{AdminTokenRow, AuditChange, AuditCtx, Role};
 
 /// The authenticated admin, available to handlers as an extension.
 #[derive(Debug, Clone)]
-pub struct Caller(pub AdminTokenRow);
+pub struct Caller(pub AdminTokenRow, pub CallerKind);
+
+/// How the caller signed in: an API token, or a user's web session (whose row is
+/// made up from the user: name = username, role = the user's role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    Token,
+    User,
+}
 
 impl Caller {
     /// How the caller is recorded in `created_by` / `owner` columns.
     pub fn label(&self) -> String {
-        format!("token:{}", self.0.name)
+        match self.1 {
+            CallerKind::Token => format!("token:{}", self.0.name),
+            CallerKind::User => format!("user:{}", self.0.name),
+        }
     }
 }
 
@@ -112,6 +123,13 @@ async fn authorize(
     next: Next,
     read_only: bool,
 ) -> Result<Response, ApiError> {
+    // A browser signed in to the web console calls the same API with its session
+    // cookie (and a CSRF header for writes) instead of a bearer token.
+    if !req.headers().contains_key(AUTHORIZATION) {
+        if let Some(sid) = crate::web::session::session_cookie(req.headers()) {
+            return crate::web::session::authorize_api(state, req, next, read_only, sid).await;
+        }
+    }
     let source = source_addr(req.extensions());
     let what = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
     let token = match bearer(req.headers()) {
@@ -147,7 +165,7 @@ async fn authorize(
         ));
     }
     tracing::debug!(token = %row.id, role = row.role.as_str(), method = %req.method(), path = %req.uri().path(), "admin call");
-    req.extensions_mut().insert(Caller(row));
+    req.extensions_mut().insert(Caller(row, CallerKind::Token));
     req.extensions_mut().insert(ctx);
     Ok(next.run(req).await)
 }

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod policy;
 pub mod tokens;
 pub mod types;
+pub mod users;
 
 use std::collections::BTreeMap;
 
@@ -418,6 +419,94 @@ pub fn routes() -> Vec<RouteDef> {
             handler: || post(tokens::revoke),
         },
         RouteDef {
+            method: Method::GET,
+            path: "/api/v1/whoami",
+            operation_id: "whoami",
+            summary: "Who the caller is: token or signed-in user, name and role",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "WhoAmI", "the caller"), E401],
+            handler: || get(users::whoami),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users",
+            operation_id: "listUsers",
+            summary: "List console users (never their password hashes)",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "UserList", "the users"), E401],
+            handler: || get(users::list),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/users",
+            operation_id: "createUser",
+            summary: "Create an admin or auditor user with a password (hashed with Argon2id)",
+            tag: "users",
+            access: Admin,
+            request: Some("CreateUser"),
+            responses: &[(201, "User", "created"), E400, E401, E403, E409, E422],
+            handler: || post(users::create),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users/{id}",
+            operation_id: "getUser",
+            summary: "One user",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "User", "the user"), E401, E404],
+            handler: || get(users::get_one),
+        },
+        RouteDef {
+            method: Method::PATCH,
+            path: "/api/v1/users/{id}",
+            operation_id: "updateUser",
+            summary: "Change a user's role, password (ends their sessions) or disabled state (also revokes their tokens)",
+            tag: "users",
+            access: Admin,
+            request: Some("PatchUser"),
+            responses: &[(200, "User", "updated"), E400, E401, E403, E404, E422],
+            handler: || patch(users::update),
+        },
+        RouteDef {
+            method: Method::DELETE,
+            path: "/api/v1/users/{id}",
+            operation_id: "deleteUser",
+            summary: "Delete a user: sessions end, personal tokens are revoked (not the last admin)",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(204, "", "deleted"), E401, E403, E404, E422],
+            handler: || delete(users::remove),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users/{id}/tokens",
+            operation_id: "listUserTokens",
+            summary: "A user's personal API tokens",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "TokenList", "the tokens"), E401, E404],
+            handler: || get(users::list_tokens),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/users/{id}/tokens",
+            operation_id: "createUserToken",
+            summary: "Create a personal API token (zmp_…) carrying the user's role; the text is returned only here",
+            tag: "users",
+            access: Admin,
+            request: Some("CreatePersonalToken"),
+            responses: &[(201, "PersonalTokenCreated", "created"), E400, E401, E403, E404, E422],
+            handler: || post(users::create_token),
+        },
+        RouteDef {
             method: Method::POST,
             path: zmesh_shared::wire::ENROLL_PATH,
             operation_id: "enrollDevice",
@@ -502,6 +591,7 @@ pub fn app(state: AppState) -> Router {
     other
         .merge(admin)
         .merge(reader)
+        .merge(crate::web::router(state.clone()))
         .fallback(|| async { ApiError::NotFound { what: "route" } })
         .layer(DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)

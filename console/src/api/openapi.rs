@@ -83,7 +83,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin or auditor API token (DATA_DIR/admin.token)"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin or auditor API token (DATA_DIR/admin.token), or a personal token (zmp_…). A browser signed in to the web console may use its session cookie instead, with an X-CSRF-Token header on writes."},
                 "deviceCredential": {"type": "http", "scheme": "bearer", "description": "device credential from enrollment"}
             },
             "schemas": schemas()
@@ -237,7 +237,45 @@ fn schemas() -> Value {
     {
         o.extend(extra);
     }
+    if let (Some(o), Value::Object(extra)) = (out.as_object_mut(), user_schemas()) {
+        o.extend(extra);
+    }
     out
+}
+
+fn user_schemas() -> Value {
+    let ms = json!({"type": ["integer", "null"], "description": "Unix milliseconds"});
+    let pw = json!({"type": "string", "minLength": crate::web::session::MIN_PASSWORD, "maxLength": crate::web::session::MAX_PASSWORD, "writeOnly": true});
+    json!({
+        "User": {"type": "object", "properties": {
+            "id": {"type": "string", "pattern": "^usr_[0-9a-f]{32}$"},
+            "username": {"type": "string"},
+            "role": {"enum": ["admin", "auditor"]},
+            "created_at_ms": {"type": "integer"},
+            "created_by": {"type": "string"},
+            "disabled_at_ms": ms,
+            "last_sign_in_ms": ms}},
+        "UserList": {"type": "object", "properties": {"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}},
+        "CreateUser": {"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+            "username": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+            "password": pw,
+            "role": {"enum": ["admin", "auditor"], "default": "auditor"}}},
+        "PatchUser": {"type": "object", "additionalProperties": false, "properties": {
+            "role": {"enum": ["admin", "auditor"]},
+            "password": pw,
+            "disabled": {"type": "boolean"}}},
+        "CreatePersonalToken": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+            "name": {"type": "string", "maxLength": 128},
+            "ttl_seconds": {"type": "integer", "minimum": 1, "default": 2592000}}},
+        "PersonalTokenCreated": {"type": "object", "required": ["token", "id"], "properties": {
+            "token": {"type": "string", "description": "zmp_…; shown only once"},
+            "owner": {"type": "string"},
+            "id": {"type": "string"}, "name": {"type": "string"}, "role": {"enum": ["admin", "auditor"]},
+            "created_at_ms": {"type": "integer"}, "expires_at_ms": ms, "revoked_at_ms": ms}},
+        "WhoAmI": {"type": "object", "properties": {
+            "kind": {"enum": ["token", "user"]}, "name": {"type": "string"},
+            "role": {"enum": ["admin", "auditor"]}, "label": {"type": "string"}}}
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
+mod admin;
 mod audit;
 mod client;
 mod output;
@@ -46,6 +47,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a relay alone (TLS/TCP forwarding for devices without a direct path).
     Relay(crate::relay::cli::RelayArgs),
+    /// Console accounts, straight in the database (first admin, password reset).
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
     /// Manage enrollment keys.
     Keys {
         #[command(subcommand)]
@@ -156,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run(cfg).await
         }
         Command::Relay(args) => crate::relay::cli::run(&cli.data_dir, args).await,
+        Command::Admin { cmd } => admin::run(&cli.data_dir, cmd).await,
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await

@@ -7,6 +7,7 @@
 //! every change up to N. Secrets (enrollment keys, device credentials, admin tokens) are
 //! only ever stored as hashes; the row structs returned here carry no secret or hash.
 
+mod accounts;
 mod audit;
 mod devices;
 mod enroll_keys;
@@ -29,6 +30,9 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
+pub use accounts::{
+    validate_username, OwnedToken, SessionRow, UserCredentials, UserRow, UserUpdate,
+};
 pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
 pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
