@@ -110,6 +110,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     dp.set_peers(peers).await?;
+    // A manual tunnel without a console has no policy: accept every inbound packet
+    // (the filter still runs on every packet, so its cost is part of the measurement).
+    dp.set_filter(vec![zmesh_shared::policy::FilterRule {
+        src: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
+        proto: zmesh_shared::policy::Proto::Any,
+        ports: vec![zmesh_shared::policy::PortRange::ALL],
+        rule: 0,
+    }])
+    .await?;
     println!(
         "public_key={} listen={}",
         private_key.public_key(),

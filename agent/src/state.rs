@@ -297,6 +297,7 @@ mod tests {
                 network_v6: "fd00::/48".parse().unwrap(),
             },
             peers: vec![],
+            filter: vec![],
         }
     }
 

@@ -155,6 +155,16 @@ fn two_data_planes_in_namespaces() {
         SocketAddr::from(([10, 78, 0, 1], pa)),
     )]))
     .unwrap();
+    // This test is about the tunnel: both accept every inbound packet (a data plane
+    // accepts no new inbound flow until it has a filter; see e2e_policy.rs).
+    let all = vec![zmesh_shared::policy::FilterRule {
+        src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        proto: zmesh_shared::policy::Proto::Any,
+        ports: vec![zmesh_shared::policy::PortRange::ALL],
+        rule: 0,
+    }];
+    r.block_on(dpa.set_filter(all.clone())).unwrap();
+    r.block_on(dpb.set_filter(all)).unwrap();
 
     // built-in ping: b's kernel answers the echo on its TUN address
     let rtt = r

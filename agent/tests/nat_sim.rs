@@ -112,6 +112,13 @@ impl Sim {
         let v6 = Ipv6Addr::new(0xfd7a, 0, 0, 0, 0, 0, 0, i as u16 + 1);
         let addr = self.fresh_addr(site, i, 0);
         let mut node = Node::new(key.clone(), v4, v6);
+        // NAT traversal is under test, not the policy: accept every inbound packet.
+        node.set_filter(vec![zmesh_shared::policy::FilterRule {
+            src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            proto: zmesh_shared::policy::Proto::Any,
+            ports: vec![zmesh_shared::policy::PortRange::ALL],
+            rule: 0,
+        }]);
         node.set_stun_servers(self.stun.to_vec(), self.now);
         node.set_relay_available(self.relay);
         self.hosts.push(Host {

@@ -159,6 +159,13 @@ fn node_for(key: &WgPrivateKey, i: u8) -> (Node, Ipv4Addr) {
         Ipv6Addr::new(0xfd7a, 0, 0, 0, 0, 0, 0, i as u16),
     );
     n.set_relay_available(true);
+    // The relay is under test, not the policy: accept every inbound packet.
+    n.set_filter(vec![zmesh_shared::policy::FilterRule {
+        src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        proto: zmesh_shared::policy::Proto::Any,
+        ports: vec![zmesh_shared::policy::PortRange::ALL],
+        rule: 0,
+    }]);
     (n, v4)
 }
 

@@ -8,7 +8,26 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use zmesh_agent::core::{packet, Event, Node, PeerConfig};
+use zmesh_shared::policy::{FilterRule, PortRange, Proto};
 use zmesh_shared::{DeviceId, WgPrivateKey};
+
+/// Accepts everything from anyone (what the built-in default policy compiles to).
+fn allow_all() -> Vec<FilterRule> {
+    vec![FilterRule {
+        src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        proto: Proto::Any,
+        ports: vec![PortRange::ALL],
+        rule: 0,
+    }]
+}
+
+/// A node with an allow-all inbound filter: these tests are about the tunnel, not
+/// the policy (a bare `Node::new` accepts no new inbound flow; see the policy tests).
+fn open_node(key: WgPrivateKey, v4: Ipv4Addr, v6: Ipv6Addr) -> Node {
+    let mut n = Node::new(key, v4, v6);
+    n.set_filter(allow_all());
+    n
+}
 
 struct SimNode {
     node: Node,
@@ -49,7 +68,7 @@ impl Sim {
                 let v4 = Ipv4Addr::new(100, 64, 0, i as u8 + 1);
                 let v6 = Ipv6Addr::new(0xfd7a, 0, 0, 0, 0, 0, 0, i as u16 + 1);
                 SimNode {
-                    node: Node::new(key.clone(), v4, v6),
+                    node: open_node(key.clone(), v4, v6),
                     addr: SocketAddr::from(([192, 0, 2, i as u8 + 1], 51820)),
                     key,
                     id: DeviceId::new(),
@@ -180,6 +199,23 @@ fn udp4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A minimal IPv4/TCP segment with the given flags (0x02 SYN, 0x12 SYN-ACK, 0x10 ACK).
+fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    packet::fix_ipv4_header_checksum(&mut p[..20]);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = flags;
+    p
+}
+
 fn udp6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 48 + payload.len()];
     p[0] = 0x60;
@@ -283,7 +319,7 @@ fn removed_peer_is_refused() {
     // A fresh handshake from the removed key is refused too.
     let cfg = s.config_of(1);
     let fresh_key = s.nodes[0].key.clone();
-    s.nodes[0].node = Node::new(fresh_key, a, s.nodes[0].v6);
+    s.nodes[0].node = open_node(fresh_key, a, s.nodes[0].v6);
     s.node(0).node.set_peers(vec![cfg], now);
     s.send_ip(0, &udp4(a, b, b"new handshake"));
     s.run();
@@ -363,7 +399,7 @@ fn set_peers_with_unchanged_peer_keeps_the_session() {
     // A changed key is a different peer: the old session is gone, a new handshake runs.
     let new_key = WgPrivateKey::generate();
     s.nodes[1].key = new_key.clone();
-    s.nodes[1].node = Node::new(new_key, b, s.nodes[1].v6);
+    s.nodes[1].node = open_node(new_key, b, s.nodes[1].v6);
     let now = s.now;
     let (c0, c1) = (s.config_of(0), s.config_of(1));
     s.node(1).node.set_peers(vec![c0], now);
@@ -457,4 +493,71 @@ fn timers_run_without_panicking_and_schedule_themselves() {
         assert!(s.nodes[0].node.poll_timeout().unwrap() > now);
     }
     s.run();
+}
+
+/// The receiver decides: a node whose filter is empty (no policy yet, or a map
+/// without a filter) drops every new inbound flow, counts it and reports it, while
+/// replies to flows it opened itself pass; a rule passes exactly what it names.
+#[test]
+fn inbound_policy_default_deny_rules_and_replies() {
+    let mut s = Sim::full_mesh(2);
+    let (a, b) = (s.nodes[0].v4, s.nodes[1].v4);
+    let now = s.now;
+    // node 1: nothing accepted; node 0: tcp/22 from node 1 only
+    s.node(1).node.set_filter(vec![]);
+    s.node(0).node.set_filter(vec![FilterRule {
+        src: vec![IpNet::from(IpAddr::V4(b))],
+        proto: Proto::Tcp,
+        ports: vec![PortRange::one(22)],
+        rule: 3,
+    }]);
+    // 0 -> 1 udp: the handshake completes, the packet is dropped by node 1's filter
+    s.send_ip(0, &udp4(a, b, b"denied"));
+    s.run();
+    assert_eq!(s.handshakes(1), 1);
+    assert!(
+        s.nodes[1].tun.is_empty(),
+        "denied packet never reaches the TUN"
+    );
+    let c1 = s.nodes[1].node.all_counters();
+    assert_eq!(
+        (c1.drop_policy, c1.filter.dropped_no_rule),
+        (1, 1),
+        "{c1:?}"
+    );
+    let d = s.node(1).node.poll_denied().expect("denied flow recorded");
+    assert_eq!(
+        (d.src, d.dst, d.proto, d.dst_port),
+        (IpAddr::V4(a), IpAddr::V4(b), 17, 5678)
+    );
+    assert!(s.node(1).node.poll_denied().is_none());
+    // 1 -> 0 tcp/22: accepted by rule 3 on node 0; its SYN-ACK is a reply for node 1
+    s.send_ip(1, &tcp4(b, a, 40000, 22, 0x02));
+    s.run();
+    assert_eq!(s.nodes[0].tun.len(), 1);
+    s.send_ip(0, &tcp4(a, b, 22, 40000, 0x12));
+    s.run();
+    assert_eq!(s.nodes[1].tun.len(), 1, "reply to node 1's own flow passes");
+    // 1 -> 0 tcp/80 and 0 -> 1 tcp/22 (no flow of node 1's): both dropped
+    s.send_ip(1, &tcp4(b, a, 40001, 80, 0x02));
+    s.send_ip(0, &tcp4(a, b, 40002, 22, 0x02));
+    s.run();
+    assert_eq!((s.nodes[0].tun.len(), s.nodes[1].tun.len()), (1, 1));
+    let (c0, c1) = (
+        s.nodes[0].node.all_counters(),
+        s.nodes[1].node.all_counters(),
+    );
+    assert_eq!((c0.filter.accepted_rule, c0.drop_policy), (1, 1), "{c0:?}");
+    assert_eq!((c1.filter.accepted_reply, c1.drop_policy), (1, 2), "{c1:?}");
+    assert_eq!(c1.total_drops(), 2);
+    // a new policy applies to the next packet
+    s.node(1).node.set_filter(allow_all());
+    s.send_ip(0, &udp4(a, b, b"now allowed"));
+    s.run();
+    assert_eq!(s.nodes[1].tun.len(), 2);
+    s.node(1).node.set_filter(vec![]);
+    s.send_ip(0, &udp4(a, b, b"denied again"));
+    s.run();
+    assert_eq!(s.nodes[1].tun.len(), 2);
+    let _ = now;
 }

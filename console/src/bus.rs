@@ -3,7 +3,7 @@
 //! Handlers publish a [`Change`] after their transaction committed; every stream task
 //! holds a broadcast receiver and reacts to changes of its own network. Streams then
 //! read the network snapshot through [`SnapshotCache`], so N streams woken by one
-//! change cause one database read, not N.
+//! change cause one database read and one policy compilation, not N.
 //!
 //! A [`Bus`] can also carry a remote leg ([`RemoteBus`]): on PostgreSQL each published
 //! change is sent with `NOTIFY zmesh_changes` and notifications from other replicas
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use zmesh_shared::policy::Compiled;
 use zmesh_shared::{DeviceId, NetworkId};
 
 use crate::store::{NetworkSnapshot, Store, StoreError};
@@ -94,9 +95,17 @@ impl Bus {
     }
 }
 
-/// The latest snapshot of one network; the async lock makes concurrent readers wait
-/// for one database read instead of each doing their own.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<NetworkSnapshot>>>>;
+/// A network snapshot and its compiled policy: compiled once per (network, revision)
+/// and shared by every stream of the network.
+#[derive(Debug)]
+pub struct NetworkView {
+    pub snapshot: Arc<NetworkSnapshot>,
+    pub compiled: Arc<Compiled>,
+}
+
+/// The latest view of one network; the async lock makes concurrent readers wait for
+/// one database read (and one compilation) instead of each doing their own.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<NetworkView>>>>;
 
 /// One snapshot per network, refreshed when a newer revision is asked for.
 #[derive(Default)]
@@ -119,17 +128,36 @@ impl SnapshotCache {
         net: NetworkId,
         min_revision: u64,
     ) -> Result<Arc<NetworkSnapshot>, StoreError> {
+        Ok(self.view(store, net, min_revision).await?.snapshot.clone())
+    }
+
+    /// The snapshot at `min_revision` or newer with its policy compiled.
+    pub async fn view(
+        &self,
+        store: &Store,
+        net: NetworkId,
+        min_revision: u64,
+    ) -> Result<Arc<NetworkView>, StoreError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(net).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        if let Some(s) = guard.as_ref() {
-            if s.network.revision >= min_revision {
-                return Ok(s.clone());
+        if let Some(v) = guard.as_ref() {
+            if v.snapshot.network.revision >= min_revision {
+                return Ok(v.clone());
             }
         }
-        let fresh = Arc::new(store.network_snapshot(net).await?);
+        let snapshot = Arc::new(store.network_snapshot(net).await?);
+        let s = snapshot.clone();
+        // Large policies take milliseconds to compile: keep that off the async workers.
+        let compiled = tokio::task::spawn_blocking(move || crate::policy::compile_snapshot(&s))
+            .await
+            .map_err(|e| StoreError::corrupt("policy (compilation failed)", e))?;
+        let fresh = Arc::new(NetworkView {
+            snapshot,
+            compiled: Arc::new(compiled),
+        });
         *guard = Some(fresh.clone());
         Ok(fresh)
     }

@@ -275,7 +275,7 @@ pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("zmesh.db").display())
 }
 
-fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+pub fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
     std::path::absolute(p).map_err(|source| ConfigError::DataDir {
         path: p.to_path_buf(),
         source,

@@ -1,6 +1,6 @@
 //! zmesh console library: the control plane behind the `zmesh-console` binary.
 //!
-//! `store` and `peermap` hold the data model; everything else is the HTTP layer:
+//! `store`, `peermap` and `policy` hold the data model; everything else is the HTTP layer:
 //! [`api::app`] builds the router (admin REST API + agent API) from one route table,
 //! [`server::serve`] serves it over TLS, [`server::run`] is `zmesh-console serve`, and
 //! [`cli`] is the admin command line that talks to a running console.
@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod nat;
 pub mod peermap;
+pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod state;
@@ -21,6 +22,7 @@ pub mod store;
 pub mod stun;
 pub mod tls;
 pub mod tls_pin;
+pub mod web;
 
 pub use api::app;
 pub use server::serve;

@@ -2,12 +2,14 @@
 //! (the caller passes `now_ms`), so the HTTP layer can build thousands of maps from one
 //! snapshot and tests can check the rules directly.
 //!
-//! Until access policies land, the rule is allow-all inside a network: every Active
-//! device whose key has not expired sees every other such device. Pending, revoked and
-//! expired devices get no map and appear in nobody's map.
+//! A live device (Active, key not expired) sees exactly the live devices the compiled
+//! access policy links it with (it may reach them or they may reach it), and its map
+//! carries its inbound filter rules. Pending, revoked and expired devices get no map
+//! and appear in nobody's map.
 
 use ipnet::IpNet;
 use zmesh_shared::peermap::{Peer, PeerMap, SelfInfo};
+use zmesh_shared::policy::Compiled;
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
 
@@ -40,6 +42,8 @@ fn to_peer(d: &DeviceRow) -> Peer {
 }
 
 /// The map of `device`: `None` when the device is not in the snapshot or not live.
+/// Compiles the snapshot's policy: for one-off maps (exports, tests); streams use
+/// [`PeerMapBuilder::with_compiled`] with the cached compilation.
 pub fn build_peer_map(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> Option<PeerMap> {
     PeerMapBuilder::new(snap, now_ms).build(device)
 }
@@ -47,13 +51,29 @@ pub fn build_peer_map(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> 
 /// Builds many maps from one snapshot: the live peers are converted and sorted once.
 pub struct PeerMapBuilder<'a> {
     snap: &'a NetworkSnapshot,
+    compiled: std::borrow::Cow<'a, Compiled>,
     now_ms: i64,
     /// Every live device as a peer, sorted by device id.
     peers: Vec<Peer>,
 }
 
 impl<'a> PeerMapBuilder<'a> {
+    /// Compiles the snapshot's policy itself.
     pub fn new(snap: &'a NetworkSnapshot, now_ms: i64) -> Self {
+        let compiled = crate::policy::compile_snapshot(snap);
+        Self::make(snap, std::borrow::Cow::Owned(compiled), now_ms)
+    }
+
+    /// Uses a policy already compiled for this snapshot.
+    pub fn with_compiled(snap: &'a NetworkSnapshot, compiled: &'a Compiled, now_ms: i64) -> Self {
+        Self::make(snap, std::borrow::Cow::Borrowed(compiled), now_ms)
+    }
+
+    fn make(
+        snap: &'a NetworkSnapshot,
+        compiled: std::borrow::Cow<'a, Compiled>,
+        now_ms: i64,
+    ) -> Self {
         let mut peers: Vec<Peer> = snap
             .devices
             .iter()
@@ -63,6 +83,7 @@ impl<'a> PeerMapBuilder<'a> {
         peers.sort_by_key(|p| p.device_id);
         PeerMapBuilder {
             snap,
+            compiled,
             now_ms,
             peers,
         }
@@ -79,12 +100,30 @@ impl<'a> PeerMapBuilder<'a> {
             return None;
         }
         let net = &self.snap.network;
-        let peers: Vec<Peer> = self
-            .peers
-            .iter()
-            .filter(|p| p.device_id != me.id)
-            .cloned()
-            .collect();
+        // Not in the compiled policy (cannot happen for a live device): no peers, deny all.
+        let (peers, filter) = match self.compiled.get(&me.id) {
+            Some(dp) => {
+                let peers: Vec<Peer> = if dp.peer_count() * 4 < self.peers.len() {
+                    // few links: look each one up instead of scanning every live device
+                    dp.peers()
+                        .filter_map(|id| {
+                            self.peers
+                                .binary_search_by_key(&id, |p| p.device_id)
+                                .ok()
+                                .map(|i| self.peers[i].clone())
+                        })
+                        .collect()
+                } else {
+                    self.peers
+                        .iter()
+                        .filter(|p| dp.has_peer(&p.device_id))
+                        .cloned()
+                        .collect()
+                };
+                (peers, dp.filter.to_vec())
+            }
+            None => (vec![], vec![]),
+        };
         let mut map = PeerMap {
             network_id: net.id,
             device_id: me.id,
@@ -99,6 +138,7 @@ impl<'a> PeerMapBuilder<'a> {
                 network_v6: net.prefix_v6,
             },
             peers,
+            filter,
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
@@ -113,7 +153,7 @@ mod tests {
     use zmesh_shared::{NetworkId, WgPrivateKey};
 
     use super::*;
-    use crate::store::Network;
+    use crate::store::{Network, PolicyVersion};
 
     fn device(n: u8, state: DeviceState) -> DeviceRow {
         DeviceRow {
@@ -148,6 +188,7 @@ mod tests {
                 created_at_ms: 0,
             },
             devices,
+            policy: PolicyVersion::builtin_default(0),
         }
     }
 
@@ -260,5 +301,60 @@ mod tests {
         assert!(d.remove.is_empty());
         let ipv6: Ipv6Addr = "fd00:1:2::2".parse().unwrap();
         assert_eq!(d.upsert[0].overlay_v6, ipv6);
+    }
+
+    #[test]
+    fn policy_decides_peers_and_filter() {
+        let mut srv = device(1, DeviceState::Active);
+        srv.tags = vec!["server".into()];
+        let client = device(2, DeviceState::Active);
+        let loner = device(3, DeviceState::Active);
+        let mut snap = snapshot(vec![srv.clone(), client.clone(), loner.clone()]);
+        // the default policy links everyone and accepts everything
+        let m = build_peer_map(&snap, loner.id, NOW).unwrap();
+        assert_eq!(m.peers.len(), 2);
+        assert_eq!(m.filter.len(), 1);
+        snap.policy.text = r#"{"version": 1, "tag_owners": {"tag:server": []},
+            "rules": [{"src": ["d2"], "dst": ["tag:server:22"], "proto": "tcp"}]}"#
+            .into();
+        let ms = build_peer_map(&snap, srv.id, NOW).unwrap();
+        let mc = build_peer_map(&snap, client.id, NOW).unwrap();
+        let ml = build_peer_map(&snap, loner.id, NOW).unwrap();
+        assert_eq!(
+            ms.peers.iter().map(|p| p.device_id).collect::<Vec<_>>(),
+            vec![client.id]
+        );
+        assert_eq!(
+            mc.peers.iter().map(|p| p.device_id).collect::<Vec<_>>(),
+            vec![srv.id]
+        );
+        assert!(
+            ml.peers.is_empty(),
+            "a device no rule links learns of nobody"
+        );
+        assert!(ms.peers.iter().all(|p| p.device_id != loner.id));
+        // the server accepts tcp/22 from the client only; the client accepts nothing new
+        assert_eq!(ms.filter.len(), 1);
+        let f = &ms.filter[0];
+        assert!(f.accepts(
+            client.overlay_v4.into(),
+            zmesh_shared::policy::Proto::Tcp,
+            22
+        ));
+        assert!(!f.accepts(
+            client.overlay_v4.into(),
+            zmesh_shared::policy::Proto::Tcp,
+            80
+        ));
+        assert!(!f.accepts(
+            loner.overlay_v4.into(),
+            zmesh_shared::policy::Proto::Tcp,
+            22
+        ));
+        assert!(mc.filter.is_empty() && ml.filter.is_empty());
+        // a stored text that does not parse fails closed
+        snap.policy.text = "{".into();
+        let m = build_peer_map(&snap, srv.id, NOW).unwrap();
+        assert!(m.peers.is_empty() && m.filter.is_empty());
     }
 }

@@ -183,6 +183,11 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         "listening on https://{} (local CLI: {url})",
         listener.local_addr()?
     );
+    if state.store.count_users().await? == 0 {
+        // No default credentials: the first admin comes from this one-time link.
+        let t = crate::web::issue_setup_link(&state.store).await?;
+        println!("no console user yet; create the first admin at {url}/ui/setup/{t} (one-time link, valid 24 h)");
+    }
     tracing::info!(listen = %cfg.listen, "console started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = crate::audit::spawn_tasks(&state, &cfg.audit, stop_rx);

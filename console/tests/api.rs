@@ -43,14 +43,28 @@ async fn env() -> Env {
     let state = AppState::new(store, SigningKey::generate(), Some(pin), Bus::new())
         .await
         .unwrap();
-    Env {
+    let env = Env {
         _dir: dir,
         app: app(state.clone()),
         state,
         admin: admin.expose().into(),
         auditor: auditor.expose().into(),
-    }
+    };
+    // Tags must be declared in the access policy before keys or admins hand them out.
+    let (st, v) = env
+        .admin(
+            Method::PUT,
+            "/api/v1/policy",
+            Some(json!({"policy": TAGS_POLICY})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    env
 }
+
+const TAGS_POLICY: &str = r#"{"version": 1,
+  "tag_owners": {"tag:web": [], "tag:prod": [], "tag:db": [], "tag:net": []},
+  "rules": [{"src": ["*"], "dst": ["*:*"]}]}"#;
 
 impl Env {
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {

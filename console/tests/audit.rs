@@ -302,6 +302,18 @@ impl Api {
 #[tokio::test]
 async fn every_api_mutation_writes_exactly_one_event() {
     let a = api().await;
+    // Tags must be declared in the access policy before they are handed out.
+    let policy = r#"{"version": 1, "tag_owners": {"tag:db": []}, "rules": [{"src": ["*"], "dst": ["*:*"]}]}"#;
+    let (st, v, _) = a
+        .call(
+            Method::PUT,
+            "/api/v1/policy",
+            &a.admin,
+            Some(json!({ "policy": policy })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(a.events().await.last().unwrap().action, "policy.set");
     let base = a.events().await.len();
     let ad = &a.admin;
     let (st, k, _) = a

@@ -89,6 +89,38 @@ fn serve_and_admin_cli_end_to_end() {
     }
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
 
+    // Tags must be declared in the access policy before keys or admins hand them out.
+    let pol = dir.path().join("tags.json");
+    std::fs::write(
+        &pol,
+        r#"{"version": 1, "tag_owners": {"tag:web": [], "tag:db": [], "tag:net": [], "tag:a": [], "tag:b": []},
+            "rules": [{"src": ["*"], "dst": ["*:*"]}]}"#,
+    )
+    .unwrap();
+    assert!(ok(&data, &["policy", "set", pol.to_str().unwrap()]).contains("policy version 1"));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\n  \"version\": 1,\n  \"rules\": [{\"src\": [\"group:x\"], \"dst\": [\"*:0\"], \"proto\": \"tcp\"},\n    {\"src\": [\"*\"], \"dst\": [\"*:22\"], \"proto\": \"sctp\"}]}\n",
+    )
+    .unwrap();
+    let o = cli(&data, &["policy", "set", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("3:") && err.contains("4:"), "{err}");
+    assert!(err.contains("port 0") && err.contains("sctp"), "{err}");
+    assert!(ok(&data, &["policy", "get"]).contains("tag:net"));
+    let hist = ok(&data, &["policy", "history"]);
+    assert!(
+        hist.contains("VERSION") && hist.contains("token:"),
+        "{hist}"
+    );
+    assert_eq!(hist.lines().count(), 3, "{hist}");
+    let diff = ok(&data, &["policy", "diff", pol.to_str().unwrap()]);
+    assert!(diff.contains("0 edges added, 0 removed"), "{diff}");
+    assert!(ok(&data, &["policy", "rollback", "0"]).contains("policy version 2"));
+    assert!(ok(&data, &["policy", "rollback", "1"]).contains("policy version 3"));
+
     let key = ok(
         &data,
         &[

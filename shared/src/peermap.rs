@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, NetworkId};
 use crate::keys::{KeyError, SigningKey, SigningPublicKey, WgPublicKey};
+use crate::policy::FilterRule;
 use crate::time::UnixMillis;
 use crate::wire::DeviceState;
 
@@ -61,6 +62,11 @@ pub struct PeerMap {
     pub me: SelfInfo,
     /// Sorted by device id, so two maps of the same content are equal.
     pub peers: Vec<Peer>,
+    /// Inbound filter of this device, compiled from the access policy. Missing (a
+    /// console without policies) and empty mean the same: no new inbound flow is
+    /// accepted, only replies to flows the device opened itself.
+    #[serde(default)]
+    pub filter: Vec<FilterRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +84,9 @@ pub struct PeerDelta {
     pub upsert: Vec<Peer>,
     #[serde(default)]
     pub remove: Vec<DeviceId>,
+    /// The whole new inbound filter; present only when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Vec<FilterRule>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,7 +123,8 @@ impl PeerMap {
             .copied()
             .collect();
         let me = (self.me != new.me).then(|| new.me.clone());
-        if upsert.is_empty() && remove.is_empty() && me.is_none() {
+        let filter = (self.filter != new.filter).then(|| new.filter.clone());
+        if upsert.is_empty() && remove.is_empty() && me.is_none() && filter.is_none() {
             return None;
         }
         Some(PeerDelta {
@@ -126,6 +136,7 @@ impl PeerMap {
             me,
             upsert,
             remove,
+            filter,
         })
     }
 
@@ -155,6 +166,9 @@ impl PeerMap {
         self.peers = peers.into_values().collect();
         if let Some(me) = &d.me {
             self.me = me.clone();
+        }
+        if let Some(f) = &d.filter {
+            self.filter = f.clone();
         }
         self.version = d.version;
         self.issued_at_ms = d.issued_at_ms;
@@ -265,6 +279,7 @@ mod tests {
                 network_v6: "fd00::/48".parse().unwrap(),
             },
             peers,
+            filter: vec![],
         };
         m.normalize();
         m
@@ -320,5 +335,41 @@ mod tests {
         let text = serde_json::to_string(&cache).unwrap();
         let back: CachedMap = serde_json::from_str(&text).unwrap();
         assert_eq!(back.restore(&sk.public_key()).unwrap(), m2);
+    }
+
+    #[test]
+    fn filter_changes_travel_in_deltas_only_when_changed() {
+        use crate::policy::{PortRange, Proto};
+        let rule = FilterRule {
+            src: vec!["100.64.0.2/32".parse().unwrap()],
+            proto: Proto::Tcp,
+            ports: vec![PortRange::one(22)],
+            rule: 0,
+        };
+        let old = map(vec![peer(2)], 1);
+        let mut new = old.clone();
+        new.version = 2;
+        new.filter = vec![rule.clone()];
+        let d = old.diff(&new).unwrap();
+        assert!(d.upsert.is_empty() && d.remove.is_empty() && d.me.is_none());
+        assert_eq!(d.filter.as_deref(), Some(&[rule][..]));
+        let mut applied = old.clone();
+        applied.apply(&d).unwrap();
+        assert_eq!(applied, new);
+        // a peer-only change carries no filter, and applying it keeps the filter
+        let mut newer = new.clone();
+        newer.version = 3;
+        newer.peers.push(peer(3));
+        newer.normalize();
+        let d2 = new.diff(&newer).unwrap();
+        assert!(d2.filter.is_none());
+        assert!(!serde_json::to_string(&d2).unwrap().contains("filter"));
+        applied.apply(&d2).unwrap();
+        assert_eq!(applied, newer);
+        // a map from a console without policies parses, with an empty (deny) filter
+        let mut v = serde_json::to_value(&old).unwrap();
+        v.as_object_mut().unwrap().remove("filter");
+        let back: PeerMap = serde_json::from_value(v).unwrap();
+        assert!(back.filter.is_empty());
     }
 }

@@ -172,6 +172,7 @@ pub(crate) mod tests {
                 network_v6: "fd00::/48".parse().unwrap(),
             },
             peers,
+            filter: vec![],
         };
         m.normalize();
         m

@@ -2,8 +2,8 @@
 //! over TLS the agent sets up itself, so the console is verified by pin or CA file).
 //!
 //! The stream task verifies every peer map and delta with the console signing key,
-//! caches them in the state dir, hands the result to the data plane, reports
-//! endpoints and health, and reconnects with jittered backoff until stopped or revoked.
+//! caches them in the state dir, hands the result (peers and inbound filter) to the
+//! data plane, reports endpoints, health and denied inbound flows, and reconnects with jittered backoff until stopped or revoked.
 
 pub mod backoff;
 pub mod endpoints;
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use zmesh_shared::peermap::PeerMap;
-use zmesh_shared::wire::{ClientMsg, PeerHealth, ServerMsg, STREAM_PATH};
+use zmesh_shared::wire::{ClientMsg, FlowRecord, FlowVerdict, PeerHealth, ServerMsg, STREAM_PATH};
 use zmesh_shared::PROTOCOL_VERSION;
 
 use self::backoff::Backoff;
@@ -39,6 +39,10 @@ use crate::state::{Enrollment, StateDir};
 const HEALTH_EVERY: Duration = Duration::from_secs(30);
 const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
 const WS_PING_EVERY: Duration = Duration::from_secs(15);
+/// Denied inbound flows are reported at most this often (and at most
+/// `MAX_DENIED_PER_REPORT` at a time), on top of the filter's per-source limit.
+const DENIED_REPORT_EVERY: Duration = Duration::from_secs(2);
+const MAX_DENIED_PER_REPORT: usize = 64;
 /// No frame at all for this long (our pings go unanswered): the link is dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,14 +122,24 @@ enum SessionEnd {
     Revoked(String),
 }
 
-/// Pushes the map to the data plane and publishes it for status.
+/// Pushes the map to the data plane (inbound filter first, so a tightened policy is
+/// in force before any new peer is) and publishes it for status. A map without a
+/// `filter` (older console) has an empty one: no new inbound flow is accepted.
 pub async fn apply_map(dp: &DataPlane, shared: &Shared, map: &PeerMap) {
+    if let Err(e) = dp.set_filter(map.filter.clone()).await {
+        tracing::error!(error = %e, "data plane refused the inbound filter");
+    }
     let peers = peer_configs(map);
     let n = peers.len();
     if let Err(e) = dp.set_peers(peers).await {
         tracing::error!(error = %e, "data plane refused the peer set");
     } else {
-        tracing::info!(version = map.version, peers = n, "peer map applied");
+        tracing::info!(
+            version = map.version,
+            peers = n,
+            filter_rules = map.filter.len(),
+            "peer map applied"
+        );
     }
     shared.set_map(map.clone());
 }
@@ -254,6 +268,48 @@ async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
         .collect()
 }
 
+/// Drains the data plane's denied-flow records as `Flows` records (verdict denied,
+/// one packet each: the filter samples denied packets, rate-limited per source).
+/// Beyond one report's worth they are dropped, which bounds the audit stream.
+async fn denied_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord> {
+    let flows = dp.denied_flows().await;
+    let Some(map) = map else {
+        return vec![];
+    };
+    let (now, wall) = (Instant::now(), zmesh_shared::time::now_ms());
+    if flows.len() > MAX_DENIED_PER_REPORT {
+        tracing::debug!(
+            dropped = flows.len() - MAX_DENIED_PER_REPORT,
+            "denied-flow reports over the per-report limit"
+        );
+    }
+    flows
+        .into_iter()
+        .take(MAX_DENIED_PER_REPORT)
+        .filter_map(|f| {
+            // The source passed the cryptokey check, so it is a peer's overlay address.
+            let src = map
+                .peers
+                .iter()
+                .find(|p| IpAddr::V4(p.overlay_v4) == f.src || IpAddr::V6(p.overlay_v6) == f.src)?;
+            let at = wall - now.saturating_duration_since(f.at).as_millis() as i64;
+            Some(FlowRecord {
+                src_device: src.device_id,
+                dst_device: map.device_id,
+                proto: f.proto,
+                src_port: f.src_port,
+                dst_port: f.dst_port,
+                bytes: 0,
+                packets: 1,
+                first_seen_ms: at,
+                last_seen_ms: at,
+                rule: None,
+                verdict: FlowVerdict::Denied,
+            })
+        })
+        .collect()
+}
+
 async fn session(
     ctx: &ControlCtx,
     st: &mut MapState,
@@ -290,6 +346,8 @@ async fn session(
     let mut eps_tick =
         tokio::time::interval_at(start + ENDPOINTS_CHECK_EVERY, ENDPOINTS_CHECK_EVERY);
     let mut ping_tick = tokio::time::interval_at(start + WS_PING_EVERY, WS_PING_EVERY);
+    let mut denied_tick =
+        tokio::time::interval_at(start + DENIED_REPORT_EVERY, DENIED_REPORT_EVERY);
     let mut last_rx = Instant::now();
     let mut reflexive = ctx.dp.reflexive();
     loop {
@@ -333,6 +391,12 @@ async fn session(
             }
             _ = health_tick.tick() => {
                 send(&mut ws, &ClientMsg::Health { peers: health(&ctx.dp).await }).await?;
+            }
+            _ = denied_tick.tick() => {
+                let flows = denied_reports(&ctx.dp, st.map()).await;
+                if !flows.is_empty() {
+                    send(&mut ws, &ClientMsg::Flows { flows }).await?;
+                }
             }
             _ = eps_tick.tick() => {
                 let now = my_endpoints(ctx);

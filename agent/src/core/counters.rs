@@ -41,6 +41,12 @@ pub struct Counters {
     pub drop_oversize: u64,
     /// Handshakes answered with a cookie because we are under load.
     pub cookie_replies: u64,
+    /// Decrypted packets the inbound policy filter dropped (see `filter` for why).
+    #[serde(default)]
+    pub drop_policy: u64,
+    /// The inbound policy filter's own counters (accepted by rule or as reply, drops by reason).
+    #[serde(default)]
+    pub filter: crate::filter::Counters,
     /// Path probes that authenticated (pings and pongs).
     #[serde(default)]
     pub probes_rx: u64,
@@ -65,6 +71,7 @@ impl Counters {
             + self.drop_no_endpoint
             + self.drop_tun_invalid
             + self.drop_oversize
+            + self.drop_policy
             + self.drop_probe
     }
 }

@@ -1,6 +1,7 @@
 //! Sans-IO WireGuard mesh core: one boringtun `Tunn` per peer, cryptokey routing
 //! (longest-prefix match on allowed IPs outbound, source check inbound), endpoint
-//! choice and roaming, timers, the built-in ping and drop counters.
+//! choice and roaming, the inbound policy filter, timers, the built-in ping and drop
+//! counters.
 //!
 //! Nothing here touches sockets, the TUN device, an async runtime or the system clock:
 //! time comes in as `now: Instant` (boringtun's `Tunn` reads its own clock internally,

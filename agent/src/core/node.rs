@@ -4,7 +4,11 @@
 //! Inbound datagrams are matched to a peer without trying every `Tunn`: handshake
 //! initiations by the static key they carry (decrypted with ours, after the MAC check),
 //! everything else by the receiver index, whose upper 24 bits are the index we gave the
-//! peer's `Tunn`. The decrypted packet's source must lie in that peer's allowed IPs.
+//! peer's `Tunn`. The decrypted packet's source must lie in that peer's allowed IPs,
+//! and the packet must then pass the inbound policy filter (`crate::filter`): a rule
+//! of this device's compiled policy, or a reply to a flow this device opened (every
+//! packet sent through the tunnel is tracked). A new node accepts no new inbound flow
+//! until [`Node::set_filter`] gives it rules.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,6 +20,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zmesh_shared::policy::FilterRule;
 use zmesh_shared::WgPrivateKey;
 
 use super::nat::{is_relay_endpoint, relay_endpoint, StunState};
@@ -23,6 +28,7 @@ use super::packet;
 use super::peer::{Peer, RouteTable};
 use super::probe::{self, ProbeKey};
 use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
+use crate::filter::{DeniedFlow, Filter};
 
 /// Bytes a data message adds to an IP packet (type, index, counter, tag).
 pub const OVERHEAD: usize = 32;
@@ -65,6 +71,9 @@ pub struct Node {
     pings: HashMap<(IpAddr, u16, u16), Instant>,
     next_tick: Option<Instant>,
     scratch: Vec<u8>,
+    /// Inbound policy filter with conntrack of our own flows. Starts empty: nothing
+    /// new is accepted until a policy arrives (replies to our own flows always pass).
+    filter: Filter,
     stun: StunState,
     /// A relay connection exists: peers without a direct path go through it.
     relay: bool,
@@ -92,6 +101,7 @@ impl Node {
             pings: HashMap::new(),
             next_tick: None,
             scratch: vec![0u8; 2048],
+            filter: Filter::new(Vec::new()),
             stun: StunState::new(rand::random()),
             relay: false,
             pings_due: vec![],
@@ -171,7 +181,7 @@ impl Node {
         &mut self,
         pkt: &[u8],
         out: &mut [u8],
-        _now: Instant,
+        now: Instant,
     ) -> Option<(SocketAddr, usize)> {
         let Some(dst) = packet::dst_addr(pkt) else {
             self.counters.drop_tun_invalid += 1;
@@ -191,6 +201,8 @@ impl Node {
             self.counters.drop_no_endpoint += 1;
             return None;
         };
+        // Track the flow so the peer's replies pass our inbound filter.
+        self.filter.outbound(pkt, now);
         match peer.tunn.encapsulate(pkt, out) {
             TunnResult::WriteToNetwork(b) => {
                 match b.first() {
@@ -365,6 +377,13 @@ impl Node {
                     return None;
                 }
             }
+        }
+        // Default deny on the receiving side: the policy, or a reply to our own flow.
+        let verdict = self.filter.inbound(pkt, now);
+        if !verdict.accepted() {
+            self.counters.drop_policy += 1;
+            tracing::trace!(?verdict, peer = %peer.config.public_key, "inbound packet denied by policy");
+            return None;
         }
         self.counters.rx_packets += 1;
         Some(len)
@@ -586,6 +605,24 @@ impl Node {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The node's counters with the filter's folded in (`filter`).
+    pub fn all_counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.filter = self.filter.counters();
+        c
+    }
+
+    /// Replaces the inbound filter rules; tracked flows are kept, so replies to flows
+    /// opened before the change still pass.
+    pub fn set_filter(&mut self, rules: Vec<FilterRule>) {
+        self.filter.set_rules(rules);
+    }
+
+    /// The next rate-limited record of a denied inbound flow, for the audit log.
+    pub fn poll_denied(&mut self) -> Option<DeniedFlow> {
+        self.filter.poll_denied()
     }
 
     pub fn public_key(&self) -> zmesh_shared::WgPublicKey {

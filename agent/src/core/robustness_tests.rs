@@ -58,6 +58,15 @@ fn pair() -> Pair {
     let mut b = Node::new(kb.clone(), b4, b6);
     a.set_peers(vec![cfg(&kb, b4, b6, b_addr)], now);
     b.set_peers(vec![cfg(&ka, a4, a6, a_addr)], now);
+    // These tests are about the tunnel: accept every inbound packet.
+    let all = vec![zmesh_shared::policy::FilterRule {
+        src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        proto: zmesh_shared::policy::Proto::Any,
+        ports: vec![zmesh_shared::policy::PortRange::ALL],
+        rule: 0,
+    }];
+    a.set_filter(all.clone());
+    b.set_filter(all);
     let mut p = Pair {
         a,
         b,

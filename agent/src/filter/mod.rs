@@ -75,7 +75,7 @@ pub enum DropReason {
     Fragment,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub accepted_rule: u64,
     pub accepted_reply: u64,

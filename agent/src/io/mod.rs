@@ -26,6 +26,8 @@ use tokio::sync::{oneshot, watch};
 use zmesh_shared::{DeviceId, WgPrivateKey, WgPublicKey};
 
 pub use crate::core::{Counters, PeerConfig};
+pub use crate::filter::DeniedFlow;
+use zmesh_shared::policy::FilterRule;
 
 /// Everything needed to bring the data plane up.
 #[derive(Debug, Clone)]
@@ -72,6 +74,8 @@ pub(crate) enum Command {
     SetRelay(Option<RelayOut>),
     /// A datagram the relay delivered from the peer with this public key.
     RelayRecv([u8; 32], Vec<u8>),
+    SetFilter(Vec<FilterRule>, oneshot::Sender<()>),
+    DeniedFlows(oneshot::Sender<Vec<DeniedFlow>>),
     PeerStats(oneshot::Sender<Vec<crate::core::PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Ping {
@@ -196,6 +200,24 @@ impl DataPlane {
         self.send(Command::RelayRecv(src, data))
     }
 
+    /// Replaces the inbound filter (the `filter` of this device's peer map). Until the
+    /// first call nothing new is accepted inbound; replies to our own flows always pass.
+    pub async fn set_filter(&self, rules: Vec<FilterRule>) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetFilter(rules, tx))?;
+        rx.await.map_err(|_| anyhow!("data plane stopped"))
+    }
+
+    /// Takes the denied inbound flows recorded since the last call (rate-limited per
+    /// source and bounded in the filter, so this never grows without limit).
+    pub async fn denied_flows(&self) -> Vec<DeniedFlow> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::DeniedFlows(tx)).is_err() {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
     pub async fn peer_stats(&self) -> Vec<PeerStats> {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::PeerStats(tx)).is_err() {
@@ -223,6 +245,7 @@ impl DataPlane {
             .collect()
     }
 
+    /// Data-plane counters, the policy filter's included (`drop_policy`, `filter`).
     pub async fn counters(&self) -> Counters {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Counters(tx)).is_err() {

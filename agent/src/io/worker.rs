@@ -217,11 +217,22 @@ impl Worker {
                     coalescer.flush(tun);
                     self.flush_control();
                 }
+                Command::SetFilter(rules, tx) => {
+                    self.node.set_filter(rules);
+                    let _ = tx.send(());
+                }
+                Command::DeniedFlows(tx) => {
+                    let mut v = Vec::new();
+                    while let Some(d) = self.node.poll_denied() {
+                        v.push(d);
+                    }
+                    let _ = tx.send(v);
+                }
                 Command::PeerStats(tx) => {
                     let _ = tx.send(self.node.peer_stats());
                 }
                 Command::Counters(tx) => {
-                    let _ = tx.send(self.node.counters().clone());
+                    let _ = tx.send(self.node.all_counters());
                 }
                 Command::Ping {
                     dst,

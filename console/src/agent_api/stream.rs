@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
+use zmesh_shared::policy::Compiled;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
@@ -23,7 +24,7 @@ use zmesh_shared::{DeviceId, NetworkId, WgPublicKey, PROTOCOL_VERSION};
 use crate::api::auth::{bearer, record_refusal, Source};
 use crate::bus::Change;
 use crate::error::ApiError;
-use crate::peermap::build_peer_map;
+use crate::peermap::PeerMapBuilder;
 use crate::state::AppState;
 use crate::store::{AuditCtx, DeviceRow, NetworkSnapshot, StoreError};
 
@@ -334,11 +335,16 @@ impl Stream {
     /// socket to be `Sync`.)
     async fn current_map(&mut self, min_revision: u64) -> Result<Option<PeerMap>, End> {
         let state = &self.state;
-        let snap = state
+        let view = state
             .snapshots
-            .get(&state.store, self.network_id, min_revision)
+            .view(&state.store, self.network_id, min_revision)
             .await?;
-        Ok(map_for(&snap, self.device_id, now_ms()))
+        Ok(map_for(
+            &view.snapshot,
+            &view.compiled,
+            self.device_id,
+            now_ms(),
+        ))
     }
 
     async fn send_full(&mut self) -> Result<(), End> {
@@ -389,10 +395,16 @@ impl Stream {
     }
 }
 
-/// The device's map: peers for an active device, an empty map for a pending one
-/// (so it learns its own state), `None` when it is revoked or gone.
-pub fn map_for(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> Option<PeerMap> {
-    if let Some(m) = build_peer_map(snap, device, now_ms) {
+/// The device's map: the peers and filter the compiled policy gives an active device,
+/// an empty map for a pending one (so it learns its own state), `None` when it is
+/// revoked or gone.
+pub fn map_for(
+    snap: &NetworkSnapshot,
+    compiled: &Compiled,
+    device: DeviceId,
+    now_ms: i64,
+) -> Option<PeerMap> {
+    if let Some(m) = PeerMapBuilder::with_compiled(snap, compiled, now_ms).build(device) {
         return Some(m);
     }
     let d = snap.devices.iter().find(|d| d.id == device)?;
@@ -413,5 +425,6 @@ pub fn map_for(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> Option<
             network_v6: snap.network.prefix_v6,
         },
         peers: vec![],
+        filter: vec![],
     })
 }

@@ -62,7 +62,7 @@ fn text_param(q: &HashMap<String, String>, k: &str) -> Result<Option<String>, Ap
     }
 }
 
-async fn event_filter(
+pub(crate) async fn event_filter(
     state: &AppState,
     q: &HashMap<String, String>,
 ) -> Result<EventFilter, ApiError> {

@@ -17,12 +17,23 @@ use crate::store::{AdminTokenRow, AuditChange, AuditCtx, Role};
 
 /// The authenticated admin, available to handlers as an extension.
 #[derive(Debug, Clone)]
-pub struct Caller(pub AdminTokenRow);
+pub struct Caller(pub AdminTokenRow, pub CallerKind);
+
+/// How the caller signed in: an API token, or a user's web session (whose row is
+/// made up from the user: name = username, role = the user's role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    Token,
+    User,
+}
 
 impl Caller {
     /// How the caller is recorded in `created_by` / `owner` columns.
     pub fn label(&self) -> String {
-        format!("token:{}", self.0.name)
+        match self.1 {
+            CallerKind::Token => format!("token:{}", self.0.name),
+            CallerKind::User => format!("user:{}", self.0.name),
+        }
     }
 }
 
@@ -89,9 +100,36 @@ pub async fn record_refusal(
 
 pub async fn require_admin(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    authorize(state, req, next, read_only).await
+}
+
+/// For calls that change nothing whatever their method (policy check and diff are
+/// POSTs with a body): auditors may make them too.
+pub async fn require_reader(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    authorize(state, req, next, true).await
+}
+
+async fn authorize(
+    state: AppState,
+    mut req: Request,
+    next: Next,
+    read_only: bool,
+) -> Result<Response, ApiError> {
+    // A browser signed in to the web console calls the same API with its session
+    // cookie (and a CSRF header for writes) instead of a bearer token.
+    if !req.headers().contains_key(AUTHORIZATION) {
+        if let Some(sid) = crate::web::session::session_cookie(req.headers()) {
+            return crate::web::session::authorize_api(state, req, next, read_only, sid).await;
+        }
+    }
     let source = source_addr(req.extensions());
     let what = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path()});
     let token = match bearer(req.headers()) {
@@ -117,7 +155,6 @@ pub async fn require_admin(
         ));
     };
     let ctx = AuditCtx::new(format!("{}:{}", row.role.as_str(), row.name), source);
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     if row.role == Role::Auditor && !read_only {
         let mut d = what;
         d["reason"] = "auditor tokens may only read".into();
@@ -128,7 +165,7 @@ pub async fn require_admin(
         ));
     }
     tracing::debug!(token = %row.id, role = row.role.as_str(), method = %req.method(), path = %req.uri().path(), "admin call");
-    req.extensions_mut().insert(Caller(row));
+    req.extensions_mut().insert(Caller(row, CallerKind::Token));
     req.extensions_mut().insert(ctx);
     Ok(next.run(req).await)
 }

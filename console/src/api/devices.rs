@@ -64,6 +64,7 @@ pub async fn update(
     }
     if let Some(t) = &body.tags {
         check_tags("tags", t)?;
+        super::enroll_keys::declared(&state, "tags", t).await?;
     }
     let mut row = find(&state, &id).await?;
     let store = state.store.acting(ctx);
@@ -139,6 +140,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<DeviceRow>), ApiError> {
     check_name("name", &body.name)?;
     check_tags("tags", &body.tags)?;
+    super::enroll_keys::declared(&state, "tags", &body.tags).await?;
     let row = state
         .store
         .acting(ctx)

@@ -22,6 +22,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<EnrollKeyCreated>), ApiError> {
     let now = now_ms();
     let expires_at_ms = body.expiry(now)?;
+    declared(&state, "tags", &body.tags).await?;
     let secret = EnrollKey::new_secret();
     let row = state
         .store
@@ -97,4 +98,17 @@ pub async fn revoke(
         .await?;
     tracing::info!(enroll_key = %row.id, "enrollment key revoked");
     Ok(Json(row))
+}
+
+/// Tags handed out by keys or admins must be declared in the policy's `tag_owners`.
+pub(crate) async fn declared(
+    state: &AppState,
+    field: &str,
+    tags: &[String],
+) -> Result<(), ApiError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let p = state.store.current_policy(state.network_id).await?;
+    crate::policy::check_tags_declared(&p.text, field, tags)
 }

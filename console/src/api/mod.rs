@@ -9,14 +9,16 @@ pub mod devices;
 pub mod enroll_keys;
 pub mod json;
 pub mod openapi;
+pub mod policy;
 pub mod tokens;
 pub mod types;
+pub mod users;
 
 use std::collections::BTreeMap;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 
 use crate::agent_api;
@@ -31,6 +33,8 @@ pub enum Access {
     Public,
     /// `Authorization: Bearer <admin token>`; auditors may only read.
     Admin,
+    /// An admin or auditor token, whatever the method: the call changes nothing.
+    Reader,
     /// `Authorization: Bearer <device credential>` (checked by the handler).
     Device,
     /// An enrollment key in the body.
@@ -221,6 +225,108 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             method: Method::GET,
+            path: "/api/v1/policy",
+            operation_id: "getPolicy",
+            summary: "The access policy in force (version 0 is the built-in allow-all default)",
+            tag: "policy",
+            access: Admin,
+            request: None,
+            responses: &[(200, "PolicyVersion", "the policy in force"), E401],
+            handler: || get(policy::get_current),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/v1/policy",
+            operation_id: "putPolicy",
+            summary: "Save a new policy; validated against the live inventory, all or nothing",
+            tag: "policy",
+            access: Admin,
+            request: Some("PolicyText"),
+            responses: &[
+                (200, "PolicySaved", "saved; the network revision was bumped"),
+                E400,
+                E401,
+                E403,
+                (
+                    422,
+                    "PolicyRejected",
+                    "rejected with every reason; nothing changed",
+                ),
+            ],
+            handler: || put(policy::put).layer(DefaultBodyLimit::max(policy::MAX_POLICY_BYTES)),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/policy/check",
+            operation_id: "checkPolicy",
+            summary: "May SRC reach DST on PROTO/PORT under the policy in force, and by which rule",
+            tag: "policy",
+            access: Reader,
+            request: Some("PolicyCheck"),
+            responses: &[(200, "PolicyCheckResult", "the answer"), E400, E401, E422],
+            handler: || post(policy::check),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/policy/diff",
+            operation_id: "diffPolicy",
+            summary: "Every (src, dst, proto, ports) edge a proposed policy adds or removes",
+            tag: "policy",
+            access: Reader,
+            request: Some("PolicyText"),
+            responses: &[
+                (200, "PolicyDiff", "the edge changes"),
+                E400,
+                E401,
+                (422, "PolicyRejected", "the proposal is invalid"),
+            ],
+            handler: || post(policy::diff).layer(DefaultBodyLimit::max(policy::MAX_POLICY_BYTES)),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/policy/history",
+            operation_id: "policyHistory",
+            summary: "Every policy version, newest first (without texts)",
+            tag: "policy",
+            access: Admin,
+            request: None,
+            responses: &[(200, "PolicyHistory", "the versions"), E401],
+            handler: || get(policy::history),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/policy/versions/{version}",
+            operation_id: "getPolicyVersion",
+            summary: "One policy version with its text",
+            tag: "policy",
+            access: Admin,
+            request: None,
+            responses: &[(200, "PolicyVersion", "the version"), E401, E404, E422],
+            handler: || get(policy::get_version),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/policy/rollback",
+            operation_id: "rollbackPolicy",
+            summary: "Save a copy of an old version as the new current version",
+            tag: "policy",
+            access: Admin,
+            request: Some("PolicyRollback"),
+            responses: &[
+                (200, "PolicySaved", "saved; the network revision was bumped"),
+                E400,
+                E401,
+                E403,
+                (
+                    422,
+                    "PolicyRejected",
+                    "unknown version, or the old policy no longer validates",
+                ),
+            ],
+            handler: || post(policy::rollback),
+        },
+        RouteDef {
+            method: Method::GET,
             path: "/api/v1/audit/events",
             operation_id: "exportAuditEvents",
             summary: "Stream the audit log (format=jsonl|csv|cef; since, until, actor, device, action) with chain fields and checkpoints",
@@ -313,6 +419,94 @@ pub fn routes() -> Vec<RouteDef> {
             handler: || post(tokens::revoke),
         },
         RouteDef {
+            method: Method::GET,
+            path: "/api/v1/whoami",
+            operation_id: "whoami",
+            summary: "Who the caller is: token or signed-in user, name and role",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "WhoAmI", "the caller"), E401],
+            handler: || get(users::whoami),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users",
+            operation_id: "listUsers",
+            summary: "List console users (never their password hashes)",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "UserList", "the users"), E401],
+            handler: || get(users::list),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/users",
+            operation_id: "createUser",
+            summary: "Create an admin or auditor user with a password (hashed with Argon2id)",
+            tag: "users",
+            access: Admin,
+            request: Some("CreateUser"),
+            responses: &[(201, "User", "created"), E400, E401, E403, E409, E422],
+            handler: || post(users::create),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users/{id}",
+            operation_id: "getUser",
+            summary: "One user",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "User", "the user"), E401, E404],
+            handler: || get(users::get_one),
+        },
+        RouteDef {
+            method: Method::PATCH,
+            path: "/api/v1/users/{id}",
+            operation_id: "updateUser",
+            summary: "Change a user's role, password (ends their sessions) or disabled state (also revokes their tokens)",
+            tag: "users",
+            access: Admin,
+            request: Some("PatchUser"),
+            responses: &[(200, "User", "updated"), E400, E401, E403, E404, E422],
+            handler: || patch(users::update),
+        },
+        RouteDef {
+            method: Method::DELETE,
+            path: "/api/v1/users/{id}",
+            operation_id: "deleteUser",
+            summary: "Delete a user: sessions end, personal tokens are revoked (not the last admin)",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(204, "", "deleted"), E401, E403, E404, E422],
+            handler: || delete(users::remove),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/users/{id}/tokens",
+            operation_id: "listUserTokens",
+            summary: "A user's personal API tokens",
+            tag: "users",
+            access: Admin,
+            request: None,
+            responses: &[(200, "TokenList", "the tokens"), E401, E404],
+            handler: || get(users::list_tokens),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/users/{id}/tokens",
+            operation_id: "createUserToken",
+            summary: "Create a personal API token (zmp_…) carrying the user's role; the text is returned only here",
+            tag: "users",
+            access: Admin,
+            request: Some("CreatePersonalToken"),
+            responses: &[(201, "PersonalTokenCreated", "created"), E400, E401, E403, E404, E422],
+            handler: || post(users::create_token),
+        },
+        RouteDef {
             method: Method::POST,
             path: zmesh_shared::wire::ENROLL_PATH,
             operation_id: "enrollDevice",
@@ -376,21 +570,28 @@ pub fn app(state: AppState) -> Router {
         }
     }
     let mut admin = Router::new();
+    let mut reader = Router::new();
     let mut other = Router::new();
     for (path, (access, mr)) in by_path {
         let mr = mr.fallback(|| async { ApiError::MethodNotAllowed });
-        if access == Access::Admin {
-            admin = admin.route(path, mr);
-        } else {
-            other = other.route(path, mr);
+        match access {
+            Access::Admin => admin = admin.route(path, mr),
+            Access::Reader => reader = reader.route(path, mr),
+            _ => other = other.route(path, mr),
         }
     }
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,
     ));
+    let reader = reader.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_reader,
+    ));
     other
         .merge(admin)
+        .merge(reader)
+        .merge(crate::web::router(state.clone()))
         .fallback(|| async { ApiError::NotFound { what: "route" } })
         .layer(DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)

@@ -18,7 +18,7 @@ pub fn document() -> Value {
         op.insert("summary".into(), json!(r.summary));
         op.insert("tags".into(), json!([r.tag]));
         match r.access {
-            Access::Admin => {
+            Access::Admin | Access::Reader => {
                 op.insert("security".into(), json!([{"adminToken": []}]));
             }
             Access::Device => {
@@ -31,7 +31,7 @@ pub fn document() -> Value {
         let params: Vec<Value> = path_params(r.path)
             .into_iter()
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"},
-                "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else { "id" }}))
+                "description": if r.path.starts_with("/api/v1/devices") { "device id (dev_…) or name" } else if p == "version" { "policy version number" } else { "id" }}))
             .collect();
         let mut params = params;
         params.extend(super::audit_openapi::query_params(r.operation_id));
@@ -39,9 +39,13 @@ pub fn document() -> Value {
             op.insert("parameters".into(), Value::Array(params));
         }
         if let Some(schema) = r.request {
+            let mut content = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+            if schema == "PolicyText" {
+                content["text/plain"] = json!({"schema": {"type": "string", "description": "the policy document (docs/policy.md)"}});
+            }
             op.insert(
                 "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+                json!({"required": true, "content": content}),
             );
         }
         let mut responses = Map::new();
@@ -79,7 +83,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin or auditor API token (DATA_DIR/admin.token)"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin or auditor API token (DATA_DIR/admin.token), or a personal token (zmp_…). A browser signed in to the web console may use its session cookie instead, with an X-CSRF-Token header on writes."},
                 "deviceCredential": {"type": "http", "scheme": "bearer", "description": "device credential from enrollment"}
             },
             "schemas": schemas()
@@ -160,6 +164,55 @@ fn schemas() -> Value {
             "name": {"type": "string"},
             "public_key": {"type": "string", "description": "WireGuard public key, base64"},
             "tags": tags}},
+        "PolicyText": {"description": "the policy document itself (JSON with comments), or this wrapper", "type": "object", "additionalProperties": false, "required": ["policy"], "properties": {
+            "policy": {"type": "string"}}},
+        "PolicyVersion": {"type": "object", "properties": {
+            "version": {"type": "integer", "description": "0 is the built-in default"},
+            "text": {"type": "string"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]}}},
+        "PolicySaved": {"type": "object", "properties": {
+            "version": {"type": "integer"},
+            "text": {"type": "string"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]},
+            "revision": {"type": "integer", "description": "network revision after the change"}}},
+        "PolicyRejected": {"type": "object", "required": ["error", "errors"], "properties": {
+            "error": {"$ref": "#/components/schemas/ErrorBody/properties/error"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "line": {"type": "integer", "description": "1-based; 0 when the problem has no place in the text"},
+                "column": {"type": "integer"},
+                "message": {"type": "string"}}}}}},
+        "PolicyHistory": {"type": "object", "properties": {"versions": {"type": "array", "items": {"type": "object", "properties": {
+            "version": {"type": "integer"},
+            "author": {"type": "string"},
+            "created_at_ms": {"type": "integer"},
+            "summary": {"type": "string"},
+            "rollback_of": {"type": ["integer", "null"]}}}}}},
+        "PolicyCheck": {"type": "object", "additionalProperties": false, "required": ["src", "dst", "proto"], "properties": {
+            "src": {"type": "string", "description": "device name or id"},
+            "dst": {"type": "string", "description": "device name or id"},
+            "proto": {"enum": ["tcp", "udp", "icmp", "any"]},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "required for tcp and udp"}}},
+        "PolicyCheckResult": {"type": "object", "properties": {
+            "allowed": {"type": "boolean"},
+            "rule": {"type": ["object", "null"], "properties": {"index": {"type": "integer"}, "line": {"type": "integer"}, "column": {"type": "integer"}}},
+            "policy_version": {"type": "integer"}}},
+        "PolicyDiff": {"type": "object", "properties": {
+            "summary": {"type": "string"},
+            "base_version": {"type": "integer"},
+            "changes": {"type": "array", "items": {"type": "object", "properties": {
+                "src": {"type": "string"}, "src_name": {"type": "string"},
+                "dst": {"type": "string"}, "dst_name": {"type": "string"},
+                "proto": {"enum": ["tcp", "udp", "icmp", "any"]},
+                "ports": {"type": "array", "items": {"type": "string"}},
+                "added": {"type": "boolean"}}}}}},
+        "PolicyRollback": {"type": "object", "additionalProperties": false, "required": ["version"], "properties": {
+            "version": {"type": "integer", "minimum": 0}}},
         "EnrollRequest": {"type": "object", "additionalProperties": false, "required": ["protocol", "enroll_key", "public_key"], "properties": {
             "protocol": {"type": "integer", "const": zmesh_shared::PROTOCOL_VERSION},
             "enroll_key": {"type": "string", "description": "the secret part of zmek1.<secret>.<pin> (the whole key text is accepted too)"},
@@ -184,7 +237,45 @@ fn schemas() -> Value {
     {
         o.extend(extra);
     }
+    if let (Some(o), Value::Object(extra)) = (out.as_object_mut(), user_schemas()) {
+        o.extend(extra);
+    }
     out
+}
+
+fn user_schemas() -> Value {
+    let ms = json!({"type": ["integer", "null"], "description": "Unix milliseconds"});
+    let pw = json!({"type": "string", "minLength": crate::web::session::MIN_PASSWORD, "maxLength": crate::web::session::MAX_PASSWORD, "writeOnly": true});
+    json!({
+        "User": {"type": "object", "properties": {
+            "id": {"type": "string", "pattern": "^usr_[0-9a-f]{32}$"},
+            "username": {"type": "string"},
+            "role": {"enum": ["admin", "auditor"]},
+            "created_at_ms": {"type": "integer"},
+            "created_by": {"type": "string"},
+            "disabled_at_ms": ms,
+            "last_sign_in_ms": ms}},
+        "UserList": {"type": "object", "properties": {"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}},
+        "CreateUser": {"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+            "username": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+            "password": pw,
+            "role": {"enum": ["admin", "auditor"], "default": "auditor"}}},
+        "PatchUser": {"type": "object", "additionalProperties": false, "properties": {
+            "role": {"enum": ["admin", "auditor"]},
+            "password": pw,
+            "disabled": {"type": "boolean"}}},
+        "CreatePersonalToken": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+            "name": {"type": "string", "maxLength": 128},
+            "ttl_seconds": {"type": "integer", "minimum": 1, "default": 2592000}}},
+        "PersonalTokenCreated": {"type": "object", "required": ["token", "id"], "properties": {
+            "token": {"type": "string", "description": "zmp_…; shown only once"},
+            "owner": {"type": "string"},
+            "id": {"type": "string"}, "name": {"type": "string"}, "role": {"enum": ["admin", "auditor"]},
+            "created_at_ms": {"type": "integer"}, "expires_at_ms": ms, "revoked_at_ms": ms}},
+        "WhoAmI": {"type": "object", "properties": {
+            "kind": {"enum": ["token", "user"]}, "name": {"type": "string"},
+            "role": {"enum": ["admin", "auditor"]}, "label": {"type": "string"}}}
+    })
 }
 
 #[cfg(test)]

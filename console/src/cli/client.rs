@@ -119,6 +119,26 @@ impl ApiClient {
         Ok(())
     }
 
+    /// Sends a body of the given content type and returns the status and body text
+    /// whatever the status (for answers that carry more than one error).
+    pub async fn raw(
+        &self,
+        m: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+        let mut r = self.req(m, path);
+        if let Some((ct, b)) = body {
+            r = r.header(reqwest::header::CONTENT_TYPE, ct).body(b);
+        }
+        let resp = r
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the console at {}", self.base))?;
+        let status = resp.status();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
     /// Sends, and turns a non-2xx answer into an error carrying the console's message.
     async fn send(&self, r: RequestBuilder) -> anyhow::Result<Response> {
         let resp = r

@@ -1,11 +1,13 @@
 //! Command line of `zmesh-console`: `serve`, and the admin commands (`keys`,
-//! `devices`) that call a running console's REST API over HTTPS, pinning its
+//! `devices`, `policy`) that call a running console's REST API over HTTPS, pinning its
 //! certificate from DATA_DIR/tls/cert.pem (or a CA file) and authenticating with
 //! DATA_DIR/admin.token (or --token / ZMESH_TOKEN).
 
+mod admin;
 mod audit;
 mod client;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +47,11 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run a relay alone (TLS/TCP forwarding for devices without a direct path).
     Relay(crate::relay::cli::RelayArgs),
+    /// Console accounts, straight in the database (first admin, password reset).
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
     /// Manage enrollment keys.
     Keys {
         #[command(subcommand)]
@@ -54,6 +61,11 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// Show, change, check and roll back the access policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
     },
     /// Export and verify the tamper-evident audit log; read flow records.
     Audit {
@@ -150,9 +162,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run(cfg).await
         }
         Command::Relay(args) => crate::relay::cli::run(&cli.data_dir, args).await,
+        Command::Admin { cmd } => admin::run(&cli.data_dir, cmd).await,
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Policy { cmd } => {
+            policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
         Command::Audit {
             cmd:

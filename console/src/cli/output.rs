@@ -132,6 +132,21 @@ pub fn devices_table(items: &[Value]) -> String {
     )
 }
 
+pub fn policy_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| {
+            vec![
+                s(&v["version"]),
+                time(&v["created_at_ms"]),
+                s(&v["author"]),
+                s(&v["summary"]),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "CREATED", "AUTHOR", "SUMMARY"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! The console's persistent store: networks, enrollment keys, devices and admin tokens,
+//! The console's persistent store: networks, enrollment keys, devices, admin tokens and
+//! access-policy versions,
 //! on SQLite or PostgreSQL through one sqlx `AnyPool` and one set of SQL text.
 //!
 //! Every mutation runs in one transaction, and a change that peers can see bumps the
@@ -6,12 +7,14 @@
 //! every change up to N. Secrets (enrollment keys, device credentials, admin tokens) are
 //! only ever stored as hashes; the row structs returned here carry no secret or hash.
 
+mod accounts;
 mod audit;
 mod devices;
 mod enroll_keys;
 mod error;
 mod flows;
 mod networks;
+mod policies;
 mod tokens;
 mod validate;
 
@@ -27,9 +30,13 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
+pub use accounts::{
+    validate_username, OwnedToken, SessionRow, UserCredentials, UserRow, UserUpdate,
+};
 pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
 pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
+pub use policies::{PolicyVersion, SavedPolicy};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
 /// Which database the store talks to.
@@ -123,11 +130,13 @@ pub struct AdminTokenRow {
     pub revoked_at_ms: Option<i64>,
 }
 
-/// A network and all its devices, read in one transaction (consistent with `revision`).
+/// A network, all its devices and its policy in force, read in one transaction
+/// (consistent with `revision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkSnapshot {
     pub network: Network,
     pub devices: Vec<DeviceRow>,
+    pub policy: PolicyVersion,
 }
 
 /// Input of [`Store::create_enroll_key`]. The caller generates the secret and passes its hash.

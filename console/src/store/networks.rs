@@ -182,7 +182,8 @@ impl Store {
         network_from_row(&r)
     }
 
-    /// The network and all its devices (every state), consistent with its revision.
+    /// The network, all its devices (every state) and its policy, consistent with its
+    /// revision.
     pub async fn network_snapshot(&self, net: NetworkId) -> Result<NetworkSnapshot, StoreError> {
         let mut tx = self.begin_snapshot().await?;
         let r = sqlx::query(&format!(
@@ -199,12 +200,17 @@ impl Store {
         .bind(net.to_string())
         .fetch_all(&mut *tx)
         .await?;
+        let policy = super::policies::current_in(&mut tx, net).await?;
         tx.commit().await?;
         let devices = rows
             .iter()
             .map(device_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(NetworkSnapshot { network, devices })
+        Ok(NetworkSnapshot {
+            network,
+            devices,
+            policy,
+        })
     }
 }
 

@@ -1,0 +1,184 @@
+// zmesh console: the one script, embedded in the binary. Every change goes through the
+// REST API (/api/v1/...) with the session cookie and the page's CSRF token; the pages
+// themselves only read. No framework, no CDN.
+"use strict";
+(function () {
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  async function api(method, url, body, asText) {
+    const headers = { "X-CSRF-Token": csrf };
+    let payload;
+    if (body !== undefined) {
+      headers["Content-Type"] = asText ? "text/plain; charset=utf-8" : "application/json";
+      payload = asText ? body : JSON.stringify(body);
+    }
+    const r = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+    let data = null;
+    const text = await r.text();
+    try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
+    return { ok: r.ok, status: r.status, data };
+  }
+
+  function message(res) {
+    const e = res.data && res.data.error;
+    if (e) return (e.field ? e.field + ": " : "") + e.message;
+    return "request failed (HTTP " + res.status + ")";
+  }
+
+  function collect(form) {
+    const out = {};
+    for (const el of form.elements) {
+      if (!el.name || el.name === "csrf") continue;
+      const t = el.dataset.type || "text";
+      const optional = el.hasAttribute("data-optional");
+      let v;
+      if (t === "bool") v = el.checked;
+      else if (t === "list") v = el.value.split(/[\s,]+/).filter(Boolean);
+      else if (t === "int") {
+        if (el.value.trim() === "") { if (optional) continue; v = null; }
+        else v = parseInt(el.value, 10);
+      } else if (t === "datetime") v = el.value ? Date.parse(el.value + ":00Z") : null;
+      else {
+        if (el.value === "" && optional) continue;
+        v = el.value;
+      }
+      out[el.name] = v;
+    }
+    return out;
+  }
+
+  function errorBox(scope) {
+    return (scope && scope.querySelector(".form-error")) || document.getElementById("flash");
+  }
+
+  function done(spec, res, scope) {
+    spec = spec || "reload";
+    if (spec === "reload") { location.reload(); return; }
+    if (spec.startsWith("redirect:")) { location.href = spec.slice(9); return; }
+    const [kind, sel] = [spec.split(":")[0], spec.slice(spec.indexOf(":") + 1)];
+    const target = document.querySelector(sel);
+    if (kind === "show" && target) {
+      // a new enrollment key: the command to run on the device
+      const cmd = "zmesh up --console " + target.dataset.console + " --enroll-key " + res.data.key;
+      target.querySelector("#up-command").textContent = cmd;
+      target.classList.remove("hidden");
+      target.dataset.keyId = res.data.id;
+    } else if (kind === "token" && target) {
+      target.querySelector("pre").textContent = res.data.token;
+      target.classList.remove("hidden");
+    } else if (kind === "check" && target) {
+      const d = res.data;
+      target.className = d.allowed ? "allowed" : "denied";
+      target.textContent = d.allowed
+        ? "Allowed by rule " + (d.rule.index + 1) + " (line " + d.rule.line + ") of policy version " + d.policy_version
+        : "Denied: no rule of policy version " + d.policy_version + " allows it";
+    }
+  }
+
+  document.addEventListener("submit", async (ev) => {
+    const form = ev.target;
+    if (!form.dataset || !form.dataset.api) return;
+    ev.preventDefault();
+    const box = errorBox(form);
+    if (box) box.textContent = "";
+    const btn = form.querySelector("button[type=submit]");
+    if (btn) btn.disabled = true;
+    try {
+      const res = await api(form.dataset.method || "POST", form.dataset.api, collect(form));
+      if (res.ok) done(form.dataset.done, res, form);
+      else if (box) box.textContent = message(res);
+    } finally { if (btn) btn.disabled = false; }
+  });
+
+  document.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button");
+    if (!b) return;
+    if (b.dataset.copy) {
+      const el = document.querySelector(b.dataset.copy);
+      try { await navigator.clipboard.writeText(el.textContent); b.textContent = "Copied"; }
+      catch (e) { const r = document.createRange(); r.selectNodeContents(el); getSelection().removeAllRanges(); getSelection().addRange(r); }
+      return;
+    }
+    if (!b.dataset.api || b.type === "submit") return;
+    if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
+    const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
+    b.disabled = true;
+    const res = await api(b.dataset.method || "POST", b.dataset.api, body);
+    b.disabled = false;
+    if (res.ok) done(b.dataset.done, res, null);
+    else { const box = errorBox(b.closest("form, .card, td")); if (box) box.textContent = message(res); }
+  });
+
+  // ---- policy editor: validate as you type, show the reachability diff, apply ----
+  const text = document.getElementById("policy-text");
+  if (!text) return;
+  const gutter = document.getElementById("policy-gutter");
+  const status = document.getElementById("policy-status");
+  const errors = document.getElementById("policy-errors");
+  const diff = document.getElementById("policy-diff");
+  const diffSummary = document.getElementById("policy-diff-summary");
+  const apply = document.getElementById("policy-apply");
+  const original = text.value;
+  let bad = new Set();
+  let timer = null;
+  let seq = 0;
+
+  function drawGutter() {
+    const n = text.value.split("\n").length;
+    let html = "";
+    for (let i = 1; i <= n; i++) html += '<span id="line-' + i + '"' + (bad.has(i) ? ' class="bad"' : "") + ">" + i + "</span>";
+    gutter.innerHTML = html;
+    gutter.scrollTop = text.scrollTop;
+  }
+  function setStatus(s, cls) { status.textContent = s; status.className = cls || "muted"; }
+  function li(t, cls) { const e = document.createElement("li"); e.textContent = t; if (cls) e.className = cls; return e; }
+
+  async function validate() {
+    const mine = ++seq;
+    if (text.value === original) {
+      bad = new Set(); errors.replaceChildren(); diff.replaceChildren();
+      diffSummary.textContent = "edit the policy to see what changes";
+      setStatus("unchanged"); if (apply) apply.disabled = true; drawGutter(); return;
+    }
+    setStatus("checking…");
+    const res = await api("POST", "/api/v1/policy/diff", text.value, true);
+    if (mine !== seq) return; // a newer edit is on its way
+    errors.replaceChildren(); diff.replaceChildren(); bad = new Set();
+    if (res.status === 422 && res.data && res.data.errors) {
+      for (const e of res.data.errors) {
+        if (e.line) bad.add(e.line);
+        errors.appendChild(li((e.line ? "Line " + e.line + ", column " + e.column + ": " : "") + e.message));
+      }
+      setStatus(res.data.errors.length + " problem" + (res.data.errors.length === 1 ? "" : "s"), "bad");
+      diffSummary.textContent = "fix the errors to see the reachability diff";
+      if (apply) apply.disabled = true;
+    } else if (res.ok) {
+      setStatus("valid", "ok");
+      diffSummary.textContent = res.data.summary || (res.data.changes.length + " changes");
+      for (const c of res.data.changes) {
+        const ports = (c.ports || []).join(",");
+        diff.appendChild(li((c.added ? "+ " : "− ") + c.src_name + " → " + c.dst_name + " " + c.proto + (ports ? ":" + ports : ""), c.added ? "add" : "del"));
+      }
+      if (!res.data.changes.length) diff.appendChild(li("no change in who can reach what"));
+      if (apply) apply.disabled = false;
+    } else {
+      setStatus(message(res), "bad");
+      if (apply) apply.disabled = true;
+    }
+    drawGutter();
+  }
+
+  text.addEventListener("input", () => { drawGutter(); clearTimeout(timer); timer = setTimeout(validate, 300); });
+  text.addEventListener("scroll", () => { gutter.scrollTop = text.scrollTop; });
+  text.addEventListener("keydown", (e) => {
+    if (e.key === "Tab" && !text.readOnly) { e.preventDefault(); document.execCommand("insertText", false, "  "); }
+  });
+  if (apply) apply.addEventListener("click", async () => {
+    apply.disabled = true;
+    const res = await api("PUT", "/api/v1/policy", text.value, true);
+    if (res.ok) { location.reload(); return; }
+    document.getElementById("flash").textContent = message(res);
+    if (res.data && res.data.errors) validate();
+  });
+  drawGutter();
+})();

@@ -1,0 +1,396 @@
+//! Authorization matrix, generated from the router's own route tables (`api::routes`
+//! and `web::routes`): every route × {anonymous, auditor, admin, revoked token} and the
+//! same roles signed in to the web console (session cookie + CSRF token, and a session
+//! that was signed out). Each route must be listed in `EXPECTED` with its class; a new
+//! route fails this test until someone decides who may call it, and a listed route that
+//! no longer exists fails it too.
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use tower::ServiceExt;
+use zmesh_console::api::{routes, Access};
+use zmesh_console::bus::Bus;
+use zmesh_console::store::{Role, Store};
+use zmesh_console::web::{self, WebAccess};
+use zmesh_console::{app, AppState};
+use zmesh_shared::time::now_ms;
+use zmesh_shared::{Secret, SigningKey};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Anyone, signed in or not.
+    Public,
+    /// Admin and auditor (tokens or sessions); others 401.
+    Read,
+    /// Admin only (tokens or sessions); auditors 403, others 401.
+    Write,
+    /// Device credential only: every admin principal is refused.
+    Device,
+    /// An enrollment key in the body: nobody gets in without one.
+    EnrollKey,
+    /// Web page for any signed-in user; without a session: 303 to sign-in.
+    Page,
+    /// Web page for admins; auditors 403; without a session: 303.
+    AdminPage,
+}
+
+const EXPECTED: &[(&str, &str, Class)] = {
+    use Class::*;
+    &[
+        ("GET", "/api/v1/openapi.json", Public),
+        ("POST", "/api/v1/enroll-keys", Write),
+        ("GET", "/api/v1/enroll-keys", Read),
+        ("GET", "/api/v1/enroll-keys/{id}", Read),
+        ("POST", "/api/v1/enroll-keys/{id}/revoke", Write),
+        ("GET", "/api/v1/devices", Read),
+        ("POST", "/api/v1/devices", Write),
+        ("GET", "/api/v1/devices/{id}", Read),
+        ("PATCH", "/api/v1/devices/{id}", Write),
+        ("DELETE", "/api/v1/devices/{id}", Write),
+        ("POST", "/api/v1/devices/{id}/approve", Write),
+        ("POST", "/api/v1/devices/{id}/revoke", Write),
+        ("GET", "/api/v1/devices/{id}/wireguard-config", Read),
+        ("GET", "/api/v1/audit/events", Read),
+        ("GET", "/api/v1/audit/checkpoints", Read),
+        ("POST", "/api/v1/audit/checkpoints", Write),
+        ("GET", "/api/v1/audit/verify", Read),
+        ("GET", "/api/v1/flows", Read),
+        ("POST", "/api/v1/tokens", Write),
+        ("GET", "/api/v1/tokens", Read),
+        ("POST", "/api/v1/tokens/{id}/revoke", Write),
+        ("GET", "/api/v1/policy", Read),
+        ("PUT", "/api/v1/policy", Write),
+        ("POST", "/api/v1/policy/check", Read),
+        ("POST", "/api/v1/policy/diff", Read),
+        ("GET", "/api/v1/policy/history", Read),
+        ("GET", "/api/v1/policy/versions/{version}", Read),
+        ("POST", "/api/v1/policy/rollback", Write),
+        ("GET", "/api/v1/whoami", Read),
+        ("GET", "/api/v1/users", Read),
+        ("POST", "/api/v1/users", Write),
+        ("GET", "/api/v1/users/{id}", Read),
+        ("PATCH", "/api/v1/users/{id}", Write),
+        ("DELETE", "/api/v1/users/{id}", Write),
+        ("GET", "/api/v1/users/{id}/tokens", Read),
+        ("POST", "/api/v1/users/{id}/tokens", Write),
+        ("POST", "/agent/v1/enroll", EnrollKey),
+        ("GET", "/agent/v1/stream", Device),
+        ("GET", "/", Public),
+        ("GET", "/ui/assets/app.css", Public),
+        ("GET", "/ui/assets/app.js", Public),
+        ("GET", "/ui/signin", Public),
+        ("POST", "/ui/signin", Public),
+        ("POST", "/ui/signout", Public),
+        ("GET", "/ui/setup/{token}", Public),
+        ("POST", "/ui/setup/{token}", Public),
+        ("GET", "/ui/", Page),
+        ("GET", "/ui/devices", Page),
+        ("GET", "/ui/devices/{id}", Page),
+        ("GET", "/ui/keys", Page),
+        ("GET", "/ui/policy", Page),
+        ("GET", "/ui/audit", Page),
+        ("GET", "/ui/users", AdminPage),
+    ]
+};
+
+#[derive(Debug, Clone)]
+enum Who {
+    Anonymous,
+    Token(&'static str, String),
+    /// Session id and its CSRF token.
+    Session(&'static str, String, String),
+}
+
+impl Who {
+    fn name(&self) -> &'static str {
+        match self {
+            Who::Anonymous => "anonymous",
+            Who::Token(n, _) | Who::Session(n, _, _) => n,
+        }
+    }
+}
+
+/// Every (method, path) of the router with the class its access kind implies.
+fn table() -> Vec<(String, &'static str, Option<Class>)> {
+    let mut out = vec![];
+    for r in routes() {
+        let read = matches!(r.method, Method::GET | Method::HEAD);
+        let implied = match r.access {
+            Access::Public => Class::Public,
+            Access::Admin if read => Class::Read,
+            Access::Admin => Class::Write,
+            Access::Reader => Class::Read,
+            Access::Device => Class::Device,
+            Access::EnrollKey => Class::EnrollKey,
+        };
+        out.push((r.method.to_string(), r.path, Some(implied)));
+    }
+    for r in web::routes() {
+        let implied = match r.access {
+            WebAccess::Public => Class::Public,
+            WebAccess::Reader => Class::Page,
+            WebAccess::Admin => Class::AdminPage,
+        };
+        out.push((r.method.to_string(), r.path, Some(implied)));
+    }
+    out
+}
+
+#[test]
+fn every_route_is_listed_and_nothing_else() {
+    let table = table();
+    let have: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|(m, p, _)| (m.clone(), p.to_string()))
+        .collect();
+    let listed: BTreeSet<(String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let unlisted: Vec<_> = have.difference(&listed).collect();
+    assert!(
+        unlisted.is_empty(),
+        "routes without an entry in the authorization matrix (add them to EXPECTED): {unlisted:?}"
+    );
+    let stale: Vec<_> = listed.difference(&have).collect();
+    assert!(
+        stale.is_empty(),
+        "EXPECTED lists routes the router does not have: {stale:?}"
+    );
+    // what the table says about a route and what the matrix expects must agree
+    for (m, p, implied) in &table {
+        let (_, _, want) = EXPECTED
+            .iter()
+            .find(|(em, ep, _)| em == m && ep == p)
+            .expect("listed");
+        assert_eq!(
+            Some(*want),
+            *implied,
+            "{m} {p}: access kind and matrix differ"
+        );
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    app: Router,
+    who: Vec<Who>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut who = vec![Who::Anonymous];
+    for (name, role) in [("admin", Role::Admin), ("auditor", Role::Auditor)] {
+        let t = Secret::generate("zmt_");
+        store
+            .create_admin_token(name, role, &t.hash(), None, now)
+            .await
+            .unwrap();
+        who.push(Who::Token(
+            if role == Role::Admin {
+                "admin token"
+            } else {
+                "auditor token"
+            },
+            t.expose().into(),
+        ));
+    }
+    let revoked = Secret::generate("zmt_");
+    let row = store
+        .create_admin_token("gone", Role::Admin, &revoked.hash(), None, now)
+        .await
+        .unwrap();
+    store.revoke_admin_token(row.id, now).await.unwrap();
+    who.push(Who::Token("revoked token", revoked.expose().into()));
+
+    let phc = web::session::hash_password("correct horse battery".into())
+        .await
+        .unwrap();
+    for (name, role) in [("alice", Role::Admin), ("audrey", Role::Auditor)] {
+        let u = store.create_user(name, role, &phc, now).await.unwrap();
+        let sid = Secret::generate("zms_");
+        store
+            .create_session(&u.id, &sid.hash(), now, now + 3_600_000)
+            .await
+            .unwrap();
+        let label = if role == Role::Admin {
+            "admin session"
+        } else {
+            "auditor session"
+        };
+        who.push(Who::Session(
+            label,
+            sid.expose().into(),
+            web::session::csrf_for(sid.expose()),
+        ));
+        if role == Role::Admin {
+            let dead = Secret::generate("zms_");
+            store
+                .create_session(&u.id, &dead.hash(), now, now + 3_600_000)
+                .await
+                .unwrap();
+            store.delete_session(&dead.hash()).await.unwrap();
+            who.push(Who::Session(
+                "signed-out session",
+                dead.expose().into(),
+                web::session::csrf_for(dead.expose()),
+            ));
+        }
+    }
+    let state = AppState::new(store, SigningKey::generate(), None, Bus::new())
+        .await
+        .unwrap();
+    Env {
+        _dir: dir,
+        app: app(state),
+        who,
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "nope")
+        .replace("{version}", "1")
+        .replace("{token}", "zsu_nope")
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    who: &Who,
+    csrf: bool,
+) -> (StatusCode, String) {
+    let method: Method = method.parse().unwrap();
+    let mut b = Request::builder()
+        .method(method.clone())
+        .uri(concrete(path));
+    match who {
+        Who::Anonymous => {}
+        Who::Token(_, t) => b = b.header("authorization", format!("Bearer {t}")),
+        Who::Session(_, sid, token) => {
+            b = b.header("cookie", format!("{}={sid}", web::session::SESSION_COOKIE));
+            if csrf {
+                b = b.header(web::session::CSRF_HEADER, token);
+            }
+        }
+    }
+    let read = matches!(method, Method::GET | Method::HEAD);
+    let req = if read {
+        b.body(Body::empty()).unwrap()
+    } else if path.starts_with("/ui/") {
+        b.header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(""))
+            .unwrap()
+    } else {
+        b.header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let loc = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, loc)
+}
+
+fn is_role(who: &Who, role: &str) -> bool {
+    who.name().starts_with(role)
+}
+
+/// Whether `status` is what `class` allows for `who`; the reason when not.
+fn check(
+    class: Class,
+    method: &str,
+    who: &Who,
+    status: StatusCode,
+    loc: &str,
+) -> Result<(), String> {
+    let s = status.as_u16();
+    let admin = is_role(who, "admin");
+    let auditor = is_role(who, "auditor");
+    let session = matches!(who, Who::Session(..));
+    let allowed = !matches!(s, 401 | 403) && s < 500 && s != 303;
+    let ok = match class {
+        Class::Public => s < 500 && s != 401 && (s != 403 || method == "POST"),
+        Class::Read if admin || auditor => allowed,
+        Class::Read => s == 401,
+        Class::Write if admin => allowed,
+        Class::Write if auditor => s == 403,
+        Class::Write => s == 401,
+        Class::Device => matches!(s, 400 | 401),
+        Class::EnrollKey => (400..500).contains(&s) && s != 403,
+        Class::Page if session && (admin || auditor) => s == 200 || s == 404,
+        Class::Page => s == 303 && loc == "/ui/signin",
+        Class::AdminPage if session && admin => s == 200,
+        Class::AdminPage if session && auditor => s == 403,
+        Class::AdminPage => s == 303 && loc == "/ui/signin",
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("got {s} (location {loc:?})"))
+    }
+}
+
+#[tokio::test]
+async fn matrix_of_every_route_and_principal() {
+    let env = env().await;
+    let mut failures = vec![];
+    let mut cells = 0;
+    for (method, path, class) in EXPECTED {
+        for who in &env.who {
+            let (status, loc) = call(&env.app, method, path, who, true).await;
+            cells += 1;
+            if let Err(e) = check(*class, method, who, status, &loc) {
+                failures.push(format!(
+                    "{method} {path} as {}: {e} (class {class:?})",
+                    who.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cells >= EXPECTED.len() * 7);
+}
+
+/// A session without its CSRF token may read but never write, whatever its role.
+#[tokio::test]
+async fn session_writes_need_the_csrf_token() {
+    let env = env().await;
+    let admin = env
+        .who
+        .iter()
+        .find(|w| w.name() == "admin session")
+        .unwrap()
+        .clone();
+    for (method, path, class) in EXPECTED {
+        if *class != Class::Write {
+            continue;
+        }
+        let (status, _) = call(&env.app, method, path, &admin, false).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} without CSRF token"
+        );
+    }
+    let (status, _) = call(&env.app, "GET", "/api/v1/devices", &admin, false).await;
+    assert_eq!(status, StatusCode::OK);
+}
