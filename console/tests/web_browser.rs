@@ -2,16 +2,20 @@
 //! driven over WebDriver), against the real `zmesh-console serve` process:
 //!
 //! setup link → first admin; sign out; a wrong password is refused; sign in; create an
-//! enrollment key and read the `zmesh up` command; a device appears after real
-//! enrollments through the agent API (`POST /agent/v1/enroll` with generated
-//! WireGuard key pairs: the agent binary is not built on this branch); a policy with
-//! an error shows the error at its line; the fixed policy shows the reachability diff;
+//! enrollment key and read the `zmesh up` command; a device appears after the real
+//! agent enrolls with that key (`zmesh daemon` + `zmesh up` in a network namespace
+//! joined to the host by a veth pair; a second device enrolls through the agent API
+//! with a generated WireGuard key pair); a policy with an error shows the error at its
+//! line; the fixed policy shows the reachability diff;
 //! apply; check access A→B; the audit log verifies and exports as CSV; an auditor sees
 //! the same pages with no way to change anything and the API refuses their writes.
 //!
-//! Screenshots go to `target/screenshots/` (path printed). Without Chromium the test
-//! prints a notice and passes, unless `CI` is set: then it fails.
+//! Screenshots go to `target/screenshots/` (path printed). Without Chromium, or without
+//! root and network namespaces, the test prints a notice and passes, unless `CI` is
+//! set: then it fails. `zmesh` must sit next to `zmesh-console` (`cargo test --workspace`).
 
+#[path = "support/agent_ns.rs"]
+mod agent_ns;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
@@ -36,11 +40,12 @@ struct Console {
     data: PathBuf,
 }
 
-/// Starts `zmesh-console serve` on a free loopback port and reads the one-time setup
-/// link it prints.
+/// Starts `zmesh-console serve` on a free port of every address (the agent reaches it
+/// over the veth pair, the browser over loopback; no STUN responder, so parallel tests
+/// don't clash on UDP 3478) and reads the one-time setup link it prints.
 fn start_console(data: &Path) -> Console {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "0.0.0.0:0", "--no-stun", "--data-dir"])
         .arg(data)
         .env_remove("ZMESH_DATABASE_URL")
         .stdout(Stdio::piped())
@@ -81,7 +86,7 @@ fn start_console(data: &Path) -> Console {
     }
 }
 
-/// Enrolls a device the way the agent does: a fresh WireGuard key pair, the key text
+/// Enrolls a device as the agent would (for the second device): a fresh WireGuard key pair, the key text
 /// from the browser, over HTTPS with the console's certificate as the only root.
 async fn enroll(c: &Console, key: &str, name: &str) -> Value {
     let pem = std::fs::read(c.data.join("tls/cert.pem")).unwrap();
@@ -198,6 +203,12 @@ async fn web_console_in_headless_chromium() {
         eprintln!("notice: chromium/chromedriver not installed; browser test skipped");
         return;
     }
+    let zmesh = agent_ns::zmesh_bin(BIN);
+    let Some(mut agent) = agent_ns::agent_ns_or_skip("web_console_in_headless_chromium", zmesh)
+    else {
+        return;
+    };
+    agent.start_daemon();
     let shots = screenshot_dir();
     let dir = tempfile::tempdir().unwrap();
     let c = start_console(dir.path());
@@ -253,20 +264,54 @@ async fn web_console_in_headless_chromium() {
     d.screenshot(&shots, "02-enroll-key-created").await;
     let key = cmd.rsplit(' ').next().unwrap().to_string();
 
-    // ---- a device appears after a real enrollment ----
+    // ---- a device appears after the real agent enrolls with that key ----
     d.goto(&format!("{url}/ui/devices")).await;
     assert!(d.find_all("tr[data-device]").await.is_empty());
-    enroll(&c, &key, "laptop-1").await;
-    enroll(&c, &key, "server-1").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let port = url.rsplit(':').next().unwrap();
+    let console_from_ns = format!("https://{}:{port}", agent.host_ip);
+    let up = tokio::task::block_in_place(|| {
+        agent.zmesh(
+            &[
+                "up",
+                "--console",
+                &console_from_ns,
+                "--enroll-key",
+                &key,
+                "--name",
+                "laptop-1",
+            ],
+            Duration::from_secs(90),
+        )
+    });
+    assert!(
+        up.status.success(),
+        "zmesh up in {} failed ({}): {}{}",
+        agent.ns,
+        up.status,
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
     while d.find_all("tr[data-device=\"laptop-1\"]").await.is_empty() {
-        assert!(Instant::now() < deadline, "enrolled device never showed up");
+        assert!(
+            Instant::now() < deadline,
+            "the device the agent enrolled never showed up"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         d.goto(&format!("{url}/ui/devices")).await;
     }
-    d.wait_text("tr[data-device=\"laptop-1\"]", "an active device", |t| {
-        t.contains("active")
-    })
+    // the agent, not a stand-in, enrolled it: its status names the device
+    let status =
+        tokio::task::block_in_place(|| agent.zmesh(&["status", "--json"], Duration::from_secs(10)));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["self"]["name"], "laptop-1", "agent status: {status}");
+    enroll(&c, &key, "server-1").await;
+    // "online": the agent holds its stream to the console
+    d.wait_text(
+        "tr[data-device=\"laptop-1\"]",
+        "an active, online device",
+        |t| t.contains("active") && t.contains("online"),
+    )
     .await;
     d.screenshot(&shots, "03-devices").await;
     d.goto(&format!("{url}/ui/devices/laptop-1")).await;
