@@ -3,12 +3,7 @@
 //! PEM CA roots. Handshake signatures are always verified with the ring provider, so a
 //! pinned certificate still proves possession of its private key.
 
-use std::sync::Arc;
-
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, SignatureScheme};
+use rustls::{ClientConfig, Error as TlsError};
 use zmesh_shared::CertFingerprint;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,108 +40,23 @@ impl Trust {
     }
 }
 
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Accepts exactly the certificate whose DER hashes to the pin, whatever its names or
-/// dates: the pin is a stronger statement than any CA's.
-#[derive(Debug)]
-pub struct PinnedVerifier {
-    pin: CertFingerprint,
-    provider: Arc<CryptoProvider>,
-}
-
-impl PinnedVerifier {
-    pub fn new(pin: CertFingerprint, provider: Arc<CryptoProvider>) -> Self {
-        PinnedVerifier { pin, provider }
-    }
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        let got = CertFingerprint::of_der(end_entity.as_ref());
-        // Constant-time compare: the pin is public, but habits matter.
-        let diff = got
-            .0
-            .iter()
-            .zip(self.pin.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff == 0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            tracing::warn!(expected = %self.pin, got = %got, "console certificate does not match the pin");
-            Err(TlsError::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
+pub use zmesh_tls::provider;
 
 /// Builds the client config for `trust`, advertising the given ALPN protocols.
 pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsSetupError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
     let mut cfg = match trust {
-        Trust::Pin(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(*pin, provider)))
-            .with_no_client_auth(),
+        Trust::Pin(pin) => zmesh_tls::pinned_client_config(*pin)?,
         Trust::CaPem(pem) => {
             let mut roots = rustls::RootCertStore::empty();
-            let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
                 roots
                     .add(cert.map_err(TlsSetupError::Pem)?)
                     .map_err(TlsSetupError::Ca)?;
-                n += 1;
             }
-            if n == 0 {
+            if roots.is_empty() {
                 return Err(TlsSetupError::NoCaCerts);
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            zmesh_tls::roots_client_config(roots)?
         }
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -156,6 +66,8 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
