@@ -265,7 +265,12 @@ fn policy_is_enforced_by_receiving_agents() {
 
     // Both ends report a's accepted connection to b:2222 as a summary (a as the flow it
     // opened, b under the rule that let it in), so the console pairs them: not one-sided.
-    let id = |ag: &Agent| ag.status(&lab)["self"]["device_id"].as_str().unwrap().to_string();
+    let id = |ag: &Agent| {
+        ag.status(&lab)["self"]["device_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let (id_a, id_b) = (id(a), id(b));
     let pair = wait_for(
         "a's accepted flow to b:2222 reported by both a and b",
@@ -292,7 +297,10 @@ fn policy_is_enforced_by_receiving_agents() {
             Some((by(&id_a)?, by(&id_b)?))
         },
     );
-    eprintln!("accepted flow as a reported it: {}\nas b reported it: {}", pair.0, pair.1);
+    eprintln!(
+        "accepted flow as a reported it: {}\nas b reported it: {}",
+        pair.0, pair.1
+    );
     for (f, rule) in [(&pair.0, "outbound"), (&pair.1, "rules[0]")] {
         assert_eq!(f["verdict"], "accepted");
         assert_eq!(f["rule"], rule, "{f}");

@@ -425,9 +425,10 @@ impl ConnTrack {
             State::Opening if p.tcp_flags & ACK != 0 => State::Established,
             s => s,
         };
-        match self.map.get(&key).map(|e| (e.origin, e.expires > now)) {
-            Some((Origin::Local, true)) => {
-                let e = self.map.get_mut(&key).expect("looked up above");
+        // One hash lookup for packets of known flows: this is the hot path.
+        let mut expired_local = false;
+        match self.map.get_mut(&key) {
+            Some(e) if e.origin == Origin::Local && e.expires > now => {
                 if p.proto == TCP {
                     // Any answer from the peer establishes a flow we opened.
                     e.state = match e.state {
@@ -439,44 +440,46 @@ impl ConnTrack {
                 e.expires = now + ttl(&self.t, p.proto, e.state);
                 return Inbound::Reply;
             }
-            Some((Origin::Local, false)) => {
-                self.remove_where_key(&key);
-            }
-            _ => {}
-        }
-        let Some(r) = rule(p) else {
-            return Inbound::NoMatch;
-        };
-        match self.map.get_mut(&key) {
-            Some(e) => {
+            Some(e) if e.origin != Origin::Local => {
+                // The policy decides every packet of a peer's flow; the entry only counts.
+                let Some(r) = rule(p) else {
+                    return Inbound::NoMatch;
+                };
                 e.origin = Origin::Peer(r);
                 if p.proto == TCP {
                     e.state = tcp_next(e.state);
                 }
                 e.acct.count(true, len, now);
                 e.expires = now + ttl(&self.t, p.proto, e.state);
+                return Inbound::Rule(r);
             }
-            None => {
-                let state = match p.proto {
-                    TCP if p.tcp_flags & SYN != 0 && p.tcp_flags & ACK == 0 => State::Opening,
-                    TCP => tcp_next(State::Established),
-                    _ => State::Datagram,
-                };
-                self.make_room(now);
-                let mut acct = Acct::default();
-                acct.count(true, len, now);
-                let expires = now + ttl(&self.t, p.proto, state);
-                self.map.insert(
-                    key,
-                    Entry {
-                        state,
-                        expires,
-                        origin: Origin::Peer(r),
-                        acct,
-                    },
-                );
-            }
+            Some(_) => expired_local = true,
+            None => {}
         }
+        if expired_local {
+            self.remove_where_key(&key);
+        }
+        let Some(r) = rule(p) else {
+            return Inbound::NoMatch;
+        };
+        let state = match p.proto {
+            TCP if p.tcp_flags & SYN != 0 && p.tcp_flags & ACK == 0 => State::Opening,
+            TCP => tcp_next(State::Established),
+            _ => State::Datagram,
+        };
+        self.make_room(now);
+        let mut acct = Acct::default();
+        acct.count(true, len, now);
+        let expires = now + ttl(&self.t, p.proto, state);
+        self.map.insert(
+            key,
+            Entry {
+                state,
+                expires,
+                origin: Origin::Peer(r),
+                acct,
+            },
+        );
         Inbound::Rule(r)
     }
 
