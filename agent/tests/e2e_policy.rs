@@ -8,7 +8,9 @@
 //! "valid key, traffic the receiver denies" case: a's agent does not filter what it
 //! sends (only receivers enforce), so a's packets to b:8080 really cross the tunnel with
 //! a valid session and are dropped by b's filter, which b reports to the console as a
-//! denied flow record (`ClientMsg::Flows`, checked with `zmesh-console audit flows`). Then a policy change (8080 allowed, 2222
+//! denied flow record (`ClientMsg::Flows`, checked with `zmesh-console audit flows`).
+//! The allowed connection is reported by both a and b as an accepted flow summary, so
+//! the console does not flag it one-sided. Then a policy change (8080 allowed, 2222
 //! not) takes effect on the live agents within 1 s of `policy set` returning, and a
 //! rejected policy changes nothing on any agent (no map applied, same behaviour).
 //! Needs root; fails instead of skipping when `CI` is set (see `support::netns`).
@@ -260,6 +262,51 @@ fn policy_is_enforced_by_receiving_agents() {
         stays_closed(&lab, c, ip[1], 2222, 1.0),
         "c has no peers: nothing routes"
     );
+
+    // Both ends report a's accepted connection to b:2222 as a summary (a as the flow it
+    // opened, b under the rule that let it in), so the console pairs them: not one-sided.
+    let id = |ag: &Agent| {
+        ag.status(&lab)["self"]["device_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (id_a, id_b) = (id(a), id(b));
+    let pair = wait_for(
+        "a's accepted flow to b:2222 reported by both a and b",
+        Duration::from_secs(25),
+        Duration::from_millis(500),
+        || {
+            let out = console.cli(&lab, &["audit", "flows", "--verdict", "accepted", "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let ours: Vec<&serde_json::Value> = v
+                .as_array()?
+                .iter()
+                .filter(|f| {
+                    f["dst_port"] == 2222
+                        && f["proto"] == 6
+                        && f["src_device"] == id_a.as_str()
+                        && f["dst_device"] == id_b.as_str()
+                })
+                .collect();
+            let by = |r: &str| {
+                ours.iter()
+                    .find(|f| f["reporter"] == r && f["one_sided"] == false)
+                    .map(|f| (*f).clone())
+            };
+            Some((by(&id_a)?, by(&id_b)?))
+        },
+    );
+    eprintln!(
+        "accepted flow as a reported it: {}\nas b reported it: {}",
+        pair.0, pair.1
+    );
+    for (f, rule) in [(&pair.0, "outbound"), (&pair.1, "rules[0]")] {
+        assert_eq!(f["verdict"], "accepted");
+        assert_eq!(f["rule"], rule, "{f}");
+        assert!(f["bytes"].as_u64().unwrap_or(0) > 0, "{f}");
+        assert!(f["packets"].as_u64().unwrap_or(0) >= 3, "{f}");
+    }
 
     // --- policy 2, live: 8080 allowed, 2222 no longer; within 1 s of `set` returning ---
     let (ip_b, p2) = (ip[1].to_string(), policy_file(&lab, "p2.json", P2));

@@ -3,7 +3,9 @@
 //!
 //! The stream task verifies every peer map and delta with the console signing key,
 //! caches them in the state dir, hands the result (peers and inbound filter) to the
-//! data plane, reports endpoints, health and denied inbound flows, and reconnects with jittered backoff until stopped or revoked.
+//! data plane, reports endpoints, health and flows (denied inbound packets and
+//! summaries of accepted connections), and reconnects with jittered backoff until
+//! stopped or revoked.
 
 pub mod backoff;
 pub mod endpoints;
@@ -27,13 +29,16 @@ use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use zmesh_shared::peermap::PeerMap;
-use zmesh_shared::wire::{ClientMsg, FlowRecord, FlowVerdict, PeerHealth, ServerMsg, STREAM_PATH};
+use zmesh_shared::wire::{
+    ClientMsg, FlowRecord, FlowVerdict, PeerHealth, ServerMsg, MAX_FLOWS_PER_BATCH, STREAM_PATH,
+};
+use zmesh_shared::DeviceId;
 use zmesh_shared::PROTOCOL_VERSION;
 
 use self::backoff::Backoff;
 use self::map::{peer_configs, DeltaOutcome, MapState};
 use self::tls::{client_config, Trust};
-use crate::io::DataPlane;
+use crate::io::{DataPlane, Origin};
 use crate::state::{Enrollment, StateDir};
 
 const HEALTH_EVERY: Duration = Duration::from_secs(30);
@@ -43,6 +48,9 @@ const WS_PING_EVERY: Duration = Duration::from_secs(15);
 /// `MAX_DENIED_PER_REPORT` at a time), on top of the filter's per-source limit.
 const DENIED_REPORT_EVERY: Duration = Duration::from_secs(2);
 const MAX_DENIED_PER_REPORT: usize = 64;
+/// How often summaries of accepted flows are sent (one batch of at most
+/// `MAX_FLOWS_PER_BATCH`; the rest wait in the filter's bounded queue).
+const ACCEPTED_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// No frame at all for this long (our pings go unanswered): the link is dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,6 +318,62 @@ async fn denied_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord
         .collect()
 }
 
+/// The device owning an overlay address: this device or a peer.
+fn device_of(map: &PeerMap, ip: IpAddr) -> Option<DeviceId> {
+    if ip == IpAddr::V4(map.me.overlay_v4) || ip == IpAddr::V6(map.me.overlay_v6) {
+        return Some(map.device_id);
+    }
+    map.peers
+        .iter()
+        .find(|p| IpAddr::V4(p.overlay_v4) == ip || IpAddr::V6(p.overlay_v6) == ip)
+        .map(|p| p.device_id)
+}
+
+/// Drains up to one batch of accepted-flow summaries as `Flows` records (verdict
+/// accepted), named the same way by both ends: source is the device that opened the
+/// flow. Without a peer map they stay queued; summaries whose addresses are not
+/// overlay addresses (routed subnets) are skipped.
+async fn accepted_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord> {
+    let Some(map) = map else {
+        return vec![];
+    };
+    let sums = dp.flow_summaries(MAX_FLOWS_PER_BATCH).await;
+    let (now, wall) = (Instant::now(), zmesh_shared::time::now_ms());
+    let ms = |t: Instant| wall - now.saturating_duration_since(t).as_millis() as i64;
+    let mut skipped = 0usize;
+    let out: Vec<FlowRecord> = sums
+        .into_iter()
+        .filter_map(|s| {
+            let (src, sport, dst, dport) = s.endpoints();
+            let (Some(src_device), Some(dst_device)) = (device_of(map, src), device_of(map, dst))
+            else {
+                skipped += 1;
+                return None;
+            };
+            Some(FlowRecord {
+                src_device,
+                dst_device,
+                proto: s.key.proto,
+                src_port: sport,
+                dst_port: dport,
+                bytes: s.tx_bytes + s.rx_bytes,
+                packets: s.tx_packets + s.rx_packets,
+                first_seen_ms: ms(s.first_seen),
+                last_seen_ms: ms(s.last_seen),
+                rule: Some(match s.origin {
+                    Origin::Local => "outbound".to_string(),
+                    Origin::Peer(i) => format!("rules[{i}]"),
+                }),
+                verdict: FlowVerdict::Accepted,
+            })
+        })
+        .collect();
+    if skipped > 0 {
+        tracing::debug!(skipped, "flow summaries not between overlay addresses");
+    }
+    out
+}
+
 async fn session(
     ctx: &ControlCtx,
     st: &mut MapState,
@@ -348,6 +412,8 @@ async fn session(
     let mut ping_tick = tokio::time::interval_at(start + WS_PING_EVERY, WS_PING_EVERY);
     let mut denied_tick =
         tokio::time::interval_at(start + DENIED_REPORT_EVERY, DENIED_REPORT_EVERY);
+    let mut accepted_tick =
+        tokio::time::interval_at(start + ACCEPTED_REPORT_EVERY, ACCEPTED_REPORT_EVERY);
     let mut last_rx = Instant::now();
     let mut reflexive = ctx.dp.reflexive();
     loop {
@@ -395,6 +461,13 @@ async fn session(
             _ = denied_tick.tick() => {
                 let flows = denied_reports(&ctx.dp, st.map()).await;
                 if !flows.is_empty() {
+                    send(&mut ws, &ClientMsg::Flows { flows }).await?;
+                }
+            }
+            _ = accepted_tick.tick() => {
+                let flows = accepted_reports(&ctx.dp, st.map()).await;
+                if !flows.is_empty() {
+                    tracing::debug!(n = flows.len(), "reporting accepted flows");
                     send(&mut ws, &ClientMsg::Flows { flows }).await?;
                 }
             }

@@ -28,7 +28,7 @@ use super::packet;
 use super::peer::{Peer, RouteTable};
 use super::probe::{self, ProbeKey};
 use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
-use crate::filter::{DeniedFlow, Filter};
+use crate::filter::{DeniedFlow, Filter, FlowSummary};
 
 /// Bytes a data message adds to an IP packet (type, index, counter, tag).
 pub const OVERHEAD: usize = 32;
@@ -623,6 +623,11 @@ impl Node {
     /// The next rate-limited record of a denied inbound flow, for the audit log.
     pub fn poll_denied(&mut self) -> Option<DeniedFlow> {
         self.filter.poll_denied()
+    }
+
+    /// The next summary of an accepted flow (see [`Filter::poll_flow_summary`]).
+    pub fn poll_flow_summary(&mut self, now: Instant) -> Option<FlowSummary> {
+        self.filter.poll_flow_summary(now)
     }
 
     pub fn public_key(&self) -> zmesh_shared::WgPublicKey {

@@ -2,7 +2,9 @@
 //! decrypted packet a peer sends is checked before it is written to the TUN: it passes
 //! if a compiled [`FilterRule`] accepts it, or if it answers a flow this device opened
 //! itself (see [`conntrack`]). Everything else is dropped, counted by reason, and
-//! reported as rate-limited [`DeniedFlow`] records for audit.
+//! reported as rate-limited [`DeniedFlow`] records for audit. Accepted flows (ours and
+//! the ones peers open through a rule) are accounted in the conntrack table and leave as
+//! [`FlowSummary`] records through [`Filter::poll_flow_summary`].
 //!
 //! Sans-IO: the caller passes packets and `now`; nothing here reads a clock or a socket.
 //!
@@ -20,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use zmesh_shared::policy::{is_all_ports, FilterRule, PortRange, Proto};
 
-use conntrack::{ConnTrack, Timeouts};
+use conntrack::{ConnTrack, Inbound, Timeouts};
+pub use conntrack::{FlowKey, FlowSummary, Origin};
 use packet::{Frag, Icmp, Pkt, ICMP4, ICMP6, TCP, UDP};
 
 #[derive(Debug, Clone)]
@@ -34,6 +37,10 @@ pub struct FilterConfig {
     pub max_denied_queue: usize,
     /// Most first fragments remembered.
     pub max_fragments: usize,
+    /// Longest interval one summary of an active accepted flow covers.
+    pub flow_report_every: Duration,
+    /// Most flow summaries waiting in [`Filter::poll_flow_summary`]'s queue.
+    pub max_flow_summaries: usize,
 }
 
 impl Default for FilterConfig {
@@ -44,6 +51,8 @@ impl Default for FilterConfig {
             denied_per_source_per_sec: 5,
             max_denied_queue: 1024,
             max_fragments: 4096,
+            flow_report_every: Duration::from_secs(30),
+            max_flow_summaries: 4096,
         }
     }
 }
@@ -87,6 +96,9 @@ pub struct Counters {
     pub denied_suppressed: u64,
     /// Tracked flows evicted because the table was full.
     pub flows_evicted: u64,
+    /// Flow summaries lost because their queue was full.
+    #[serde(default)]
+    pub flow_summaries_dropped: u64,
 }
 
 /// A denied inbound packet, for the audit log. Ports are 0 when the protocol has none.
@@ -189,7 +201,12 @@ impl Filter {
     pub fn with_config(rules: Vec<FilterRule>, cfg: FilterConfig) -> Self {
         Filter {
             rules: rules.iter().map(Compiled::new).collect(),
-            ct: ConnTrack::new(cfg.max_flows, cfg.timeouts.clone()),
+            ct: ConnTrack::with_reporting(
+                cfg.max_flows,
+                cfg.timeouts.clone(),
+                cfg.flow_report_every,
+                cfg.max_flow_summaries,
+            ),
             cfg,
             counters: Counters::default(),
             frags: HashMap::new(),
@@ -208,7 +225,7 @@ impl Filter {
     pub fn outbound(&mut self, pkt: &[u8], now: Instant) {
         if let Some(p) = packet::parse(pkt, false) {
             if !matches!(p.frag, Frag::Later(_)) {
-                self.ct.outbound(&p, now);
+                self.ct.outbound(&p, pkt.len(), now);
             }
         }
     }
@@ -242,11 +259,17 @@ impl Filter {
                 }
             };
         }
-        let v = if self.ct.inbound_reply(&p, now) || self.related_error(pkt, &p, now) {
-            Verdict::Reply
-        } else if let Some(r) = self.rules.iter().find(|r| r.accepts(&p)) {
-            Verdict::Rule(r.rule)
-        } else {
+        // Later fragments are not accounted: they carry no ports to find their flow by.
+        let rules = &self.rules;
+        let find = |p: &Pkt| rules.iter().find(|r| r.accepts(p)).map(|r| r.rule);
+        let v = match self.ct.inbound(&p, pkt.len(), now, find) {
+            Inbound::Reply => Some(Verdict::Reply),
+            Inbound::Rule(r) => Some(Verdict::Rule(r)),
+            Inbound::NoMatch => None,
+            Inbound::Untracked if self.related_error(pkt, &p, now) => Some(Verdict::Reply),
+            Inbound::Untracked => find(&p).map(Verdict::Rule),
+        };
+        let Some(v) = v else {
             self.deny(&p, DropReason::NoRule, now);
             return Verdict::Drop(DropReason::NoRule);
         };
@@ -317,6 +340,7 @@ impl Filter {
     pub fn counters(&self) -> Counters {
         Counters {
             flows_evicted: self.ct.evicted,
+            flow_summaries_dropped: self.ct.summaries_dropped,
             ..self.counters.clone()
         }
     }
@@ -325,11 +349,20 @@ impl Filter {
         self.denied.pop_front()
     }
 
-    /// Number of tracked outbound flows.
+    /// The next summary of accepted traffic: one per flow when it ends (expiry, eviction,
+    /// FIN/RST) and one per `flow_report_every` of activity. Due summaries are found by
+    /// a sweep every 10 s (driven by packets or by this call), never per packet.
+    pub fn poll_flow_summary(&mut self, now: Instant) -> Option<FlowSummary> {
+        self.ct.poll_summary(now)
+    }
+
+    /// Number of tracked flows (opened by this device or by peers through a rule).
     pub fn tracked_flows(&self) -> usize {
         self.ct.len()
     }
 }
 
+#[cfg(test)]
+mod flow_tests;
 #[cfg(test)]
 mod tests;

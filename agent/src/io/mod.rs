@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, watch};
 use zmesh_shared::{DeviceId, WgPrivateKey, WgPublicKey};
 
 pub use crate::core::{Counters, PeerConfig};
-pub use crate::filter::DeniedFlow;
+pub use crate::filter::{DeniedFlow, FlowSummary, Origin};
 use zmesh_shared::policy::FilterRule;
 
 /// Everything needed to bring the data plane up.
@@ -76,6 +76,8 @@ pub(crate) enum Command {
     RelayRecv([u8; 32], Vec<u8>),
     SetFilter(Vec<FilterRule>, oneshot::Sender<()>),
     DeniedFlows(oneshot::Sender<Vec<DeniedFlow>>),
+    /// At most this many accepted-flow summaries; the rest stay queued in the filter.
+    FlowSummaries(usize, oneshot::Sender<Vec<FlowSummary>>),
     PeerStats(oneshot::Sender<Vec<crate::core::PeerStats>>),
     Counters(oneshot::Sender<Counters>),
     Ping {
@@ -213,6 +215,16 @@ impl DataPlane {
     pub async fn denied_flows(&self) -> Vec<DeniedFlow> {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::DeniedFlows(tx)).is_err() {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Takes at most `max` summaries of accepted flows (the rest wait for the next call;
+    /// the filter's queue is bounded, so an absent caller costs a bounded amount).
+    pub async fn flow_summaries(&self, max: usize) -> Vec<FlowSummary> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::FlowSummaries(max, tx)).is_err() {
             return vec![];
         }
         rx.await.unwrap_or_default()

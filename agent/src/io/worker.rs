@@ -228,6 +228,17 @@ impl Worker {
                     }
                     let _ = tx.send(v);
                 }
+                Command::FlowSummaries(max, tx) => {
+                    let now = Instant::now();
+                    let mut v = Vec::new();
+                    while v.len() < max {
+                        let Some(s) = self.node.poll_flow_summary(now) else {
+                            break;
+                        };
+                        v.push(s);
+                    }
+                    let _ = tx.send(v);
+                }
                 Command::PeerStats(tx) => {
                     let _ = tx.send(self.node.peer_stats());
                 }
