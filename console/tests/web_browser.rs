@@ -40,6 +40,20 @@ struct Console {
     data: PathBuf,
 }
 
+impl Drop for Console {
+    /// A failed run shows what the console logged (its stderr goes to a file).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.data.join("console.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("===== zmesh-console log (last 80 lines) =====");
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// Starts `zmesh-console serve` on a free port of every address (the agent reaches it
 /// over the veth pair, the browser over loopback; no STUN responder, so parallel tests
 /// don't clash on UDP 3478) and reads the one-time setup link it prints.
@@ -49,7 +63,8 @@ fn start_console(data: &Path) -> Console {
         .arg(data)
         .env_remove("ZMESH_DATABASE_URL")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .env("ZMESH_LOG", "info,zmesh_console=debug,tower_http=debug")
+        .stderr(std::fs::File::create(data.join("console.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

@@ -185,13 +185,38 @@ impl Driver {
             if let Some(e) = self.find_all(css).await.into_iter().next() {
                 return e;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css} on {}",
-                self.url().await
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "no element {css} on {}\n{}",
+                    self.url().await,
+                    self.describe_page().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The page's title, ready state and (the start of) its source, for failure messages:
+    /// a missing element is only diagnosable by what the browser shows instead.
+    pub async fn describe_page(&self) -> String {
+        let state = self
+            .try_cmd(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": "return document.readyState + ' ' + document.title;", "args": []})),
+            )
+            .await
+            .unwrap_or_else(|e| e);
+        let source = self
+            .try_cmd(reqwest::Method::GET, "/source", None)
+            .await
+            .unwrap_or_else(|e| e);
+        let source = source
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| source.to_string());
+        let cut: String = source.chars().take(4000).collect();
+        format!("page state: {state}\npage source (first 4000 chars):\n{cut}")
     }
 
     pub async fn click(&self, css: &str) {
