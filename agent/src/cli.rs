@@ -76,10 +76,11 @@ pub enum Command {
     },
     /// Check UDP reachability, mapped addresses, NAT mapping behaviour and relay latency.
     Netcheck {
-        /// STUN server host:port (repeat; two or more tell the mapping behaviour).
-        #[arg(long = "stun", required = true)]
+        /// STUN server IP:PORT (repeat; two or more tell the mapping behaviour). Default:
+        /// the STUN servers and relays the console gave the running daemon.
+        #[arg(long = "stun")]
         stun: Vec<std::net::SocketAddr>,
-        /// Relay host:port (repeat).
+        /// Relay IP:PORT (repeat).
         #[arg(long = "relay")]
         relay: Vec<std::net::SocketAddr>,
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -92,6 +93,19 @@ pub enum Command {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Named relays plus the ones given by address on the command line.
+fn relays_plus(
+    mut named: Vec<(String, std::net::SocketAddr)>,
+    extra: &[std::net::SocketAddr],
+) -> Vec<(String, std::net::SocketAddr)> {
+    for a in extra {
+        if !named.iter().any(|(_, b)| b == a) {
+            named.push((a.to_string(), *a));
+        }
+    }
+    named
+}
 
 async fn call(state: &StateDir, req: &Request) -> anyhow::Result<Reply> {
     match ipc::call(&state.socket_path(), req, CALL_TIMEOUT).await? {
@@ -142,7 +156,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             stun,
             relay,
             timeout,
-        } => crate::netcheck::run_cli(stun, relay, timeout).await,
+        } => {
+            let (stun, relays) = if stun.is_empty() {
+                let Reply::Nat(n) = call(&state, &Request::Nat).await? else {
+                    bail!("unexpected reply")
+                };
+                let relays = n.relays.into_iter().map(|r| (r.name, r.addr)).collect();
+                let relays: Vec<(String, std::net::SocketAddr)> = relays_plus(relays, &relay);
+                (n.stun, relays)
+            } else {
+                (stun, relays_plus(vec![], &relay))
+            };
+            if stun.is_empty() {
+                bail!("no STUN servers: the console advertises none; pass --stun IP:PORT");
+            }
+            crate::netcheck::run_cli(stun, relays, timeout).await
+        }
         Command::Down => {
             print_done(call(&state, &Request::Down).await?);
             Ok(0)

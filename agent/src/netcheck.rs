@@ -122,7 +122,7 @@ pub fn check_udp(
 /// `zmesh netcheck`: prints the report; exit code 1 when UDP is unusable.
 pub async fn run_cli(
     stun: Vec<SocketAddr>,
-    relays: Vec<SocketAddr>,
+    relays: Vec<(String, SocketAddr)>,
     timeout: Duration,
 ) -> anyhow::Result<i32> {
     let bind: SocketAddr = if stun.iter().all(|s| s.is_ipv6()) {
@@ -143,13 +143,19 @@ pub async fn run_cli(
         }
     }
     println!("mapping: {}", r.mapping.as_str());
-    let lat = crate::io::relay::relay_latencies(&relays, timeout).await;
+    let addrs: Vec<SocketAddr> = relays.iter().map(|(_, a)| *a).collect();
+    let lat = crate::io::relay::relay_latencies(&addrs, timeout).await;
     let nearest = crate::io::relay::nearest(&lat);
-    for (i, (a, l)) in relays.iter().zip(&lat).enumerate() {
+    for (i, ((name, a), l)) in relays.iter().zip(&lat).enumerate() {
         let mark = if Some(i) == nearest { " (nearest)" } else { "" };
+        let label = if name == &a.to_string() {
+            a.to_string()
+        } else {
+            format!("{name} {a}")
+        };
         match l {
-            Some(l) => println!("  relay {a}: {:.1} ms{mark}", l.as_secs_f64() * 1000.0),
-            None => println!("  relay {a}: unreachable"),
+            Some(l) => println!("  relay {label}: {:.1} ms{mark}", l.as_secs_f64() * 1000.0),
+            None => println!("  relay {label}: unreachable"),
         }
     }
     Ok(if r.udp { 0 } else { 1 })

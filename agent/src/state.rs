@@ -16,6 +16,7 @@ use zmesh_shared::{CertFingerprint, DeviceId, NetworkId, Secret, SigningPublicKe
 pub const PRIVATE_KEY_FILE: &str = "private.key";
 pub const ENROLLMENT_FILE: &str = "enrollment.json";
 pub const PEERMAP_FILE: &str = "peermap.json";
+pub const NAT_FILE: &str = "nat.json";
 pub const SOCKET_FILE: &str = "zmesh.sock";
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,16 @@ pub struct Enrollment {
     /// `zmesh down` was the last word: a daemon restart leaves tunnels down.
     #[serde(default)]
     pub down: bool,
+}
+
+/// The console's last NAT settings (STUN servers, relays, relay token) as it sent them,
+/// so an agent restarted while the console is down still knows its relays. The token is
+/// short-lived and signed by the console; an expired one is simply refused by relays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedNat {
+    pub stun: Vec<std::net::SocketAddr>,
+    pub relays: Vec<zmesh_shared::wire::RelayInfo>,
+    pub relay_token: Option<zmesh_shared::relay::RelayToken>,
 }
 
 /// Handle on a state directory.
@@ -186,10 +197,19 @@ impl StateDir {
         self.write_private(PEERMAP_FILE, &text)
     }
 
-    /// Removes the key, the enrollment and the cache. Secret files are overwritten
+    pub fn load_nat(&self) -> Result<Option<CachedNat>, StateError> {
+        self.read_json(NAT_FILE)
+    }
+
+    pub fn save_nat(&self, n: &CachedNat) -> Result<(), StateError> {
+        let text = serde_json::to_vec(n).expect("NAT settings serialize");
+        self.write_private(NAT_FILE, &text)
+    }
+
+    /// Removes the key, the enrollment and the caches. Secret files are overwritten
     /// before unlinking so the bytes do not linger in a reused block.
     pub fn forget(&self) -> Result<(), StateError> {
-        for f in [PRIVATE_KEY_FILE, ENROLLMENT_FILE, PEERMAP_FILE] {
+        for f in [PRIVATE_KEY_FILE, ENROLLMENT_FILE, PEERMAP_FILE, NAT_FILE] {
             let path = self.path(f);
             if let Ok(meta) = fs::metadata(&path) {
                 if let Ok(mut h) = OpenOptions::new().write(true).open(&path) {

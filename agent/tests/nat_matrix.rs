@@ -39,6 +39,39 @@ struct Router {
     hosts: u32,
 }
 
+/// `zmesh netcheck` with no flags (the daemon's STUN servers: the console's two ports
+/// and its relay), retried until the console's NAT settings have arrived; checks the
+/// mapping line and that the relay answers.
+fn netcheck_mapping(lab: &Lab, agent: &Agent, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = agent.try_zmesh(lab, &["netcheck", "--timeout", "2s"]);
+        if out.status.success() || Instant::now() >= deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let t = text(&out);
+    eprintln!("zmesh netcheck on {}:\n{t}", agent.name);
+    assert!(out.status.success(), "netcheck on {}: {t}", agent.name);
+    assert!(
+        t.contains(&format!("stun {CONSOLE_IP}:3478: mapped"))
+            && t.contains(&format!("stun {CONSOLE_IP}:3479: mapped")),
+        "netcheck on {} did not use both console STUN ports: {t}",
+        agent.name
+    );
+    assert!(
+        t.contains(&format!("mapping: {want}\n")),
+        "{}: want {want}: {t}",
+        agent.name
+    );
+    assert!(
+        t.contains(&format!("relay console {CONSOLE_IP}:8445: ")) && !t.contains("unreachable"),
+        "{}: relay latency missing: {t}",
+        agent.name
+    );
+}
+
 fn nft_rules(nat: Nat, block_udp: bool) -> String {
     let masq = match nat {
         Nat::Home => "masquerade",
@@ -387,6 +420,7 @@ fn nat_matrix() {
     let mut h2 = m.natted_agent("home2", &mut r2);
     let t0 = Instant::now();
     m.direct_case("home <-> home", &h1, &h2, t0, "192.0.2.22:");
+    netcheck_mapping(&m.lab, &h1, "endpoint-independent");
 
     // home <-> public (pub2 is still up)
     let mut h4 = m.natted_agent("home4", &mut r1);
@@ -407,6 +441,7 @@ fn nat_matrix() {
     let mut s2 = m.natted_agent("sym2", &mut s2r);
     let t0 = Instant::now();
     relay_case(&mut m, "symmetric <-> symmetric", &s1, &s2, t0);
+    netcheck_mapping(&m.lab, &s1, "endpoint-dependent");
     let table = s1.zmesh(&m.lab, &["status"]);
     eprintln!("zmesh status on sym1:\n{table}");
     assert!(

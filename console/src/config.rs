@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// UDP address of the built-in STUN responder.
     #[arg(long, env = "ZMESH_STUN_LISTEN", default_value = "0.0.0.0:3478")]
     pub stun_listen: SocketAddr,
+    /// Second UDP port of the STUN responder, on the --stun-listen IP ("off" to run one
+    /// port only). Default: the --stun-listen port + 1. Asking two ports from one socket
+    /// lets agents tell a NAT that maps each destination to a new port (symmetric) from
+    /// one that keeps a mapping (home router), with no second server.
+    #[arg(long, env = "ZMESH_STUN_ALT_PORT", value_name = "PORT|off")]
+    pub stun_alt_port: Option<String>,
     /// Do not run the STUN responder.
     #[arg(long)]
     pub no_stun: bool,
@@ -198,6 +204,33 @@ pub enum TlsSource {
     },
 }
 
+/// The STUN responder's second address: `--stun-alt-port` on the `--stun-listen` IP.
+/// An ephemeral main port (0, tests) gets an ephemeral second one.
+fn stun_alt(
+    main: SocketAddr,
+    flag: Option<&str>,
+) -> Result<Option<(SocketAddr, bool)>, ConfigError> {
+    let at = |port| SocketAddr::new(main.ip(), port);
+    match flag.map(str::trim) {
+        Some("off") => Ok(None),
+        Some(p) => {
+            let port: u16 = p.parse().map_err(|_| {
+                ConfigError::Nat(format!(
+                    "--stun-alt-port {p:?}: expected a port number or \"off\""
+                ))
+            })?;
+            if port != 0 && port == main.port() {
+                return Err(ConfigError::Nat(format!(
+                    "--stun-alt-port {port} is the --stun-listen port; pick another"
+                )));
+            }
+            Ok(Some((at(port), true)))
+        }
+        None if main.port() == 0 => Ok(Some((at(0), false))),
+        None => Ok(main.port().checked_add(1).map(|p| (at(p), false))),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Absolute.
@@ -208,6 +241,9 @@ pub struct ServeConfig {
     pub audit: crate::audit::AuditConfig,
     /// STUN responder address; `None` when disabled.
     pub stun_listen: Option<SocketAddr>,
+    /// The responder's second port, and whether it was asked for explicitly (then a
+    /// failure to bind it is fatal rather than a warning).
+    pub stun_alt: Option<(SocketAddr, bool)>,
     /// Built-in relay address; `None` when not running one.
     pub relay_listen: Option<SocketAddr>,
     pub nat: NatConfig,
@@ -249,6 +285,11 @@ impl ServeConfig {
             database_url,
             tls,
             audit: a.audit.validate()?,
+            stun_alt: if a.no_stun {
+                None
+            } else {
+                stun_alt(a.stun_listen, a.stun_alt_port.as_deref())?
+            },
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
             relay_listen: a.relay_listen,
             nat: a.nat.validate()?,
@@ -307,6 +348,7 @@ mod tests {
             tls_key: None,
             audit: AuditArgs::default(),
             stun_listen: "0.0.0.0:3478".parse().unwrap(),
+            stun_alt_port: None,
             no_stun: false,
             relay_listen: None,
             nat: NatArgs {
@@ -365,5 +407,38 @@ mod tests {
             Err(ConfigError::BadDatabaseUrl(_))
         ));
         assert_eq!(local_url("[::]:9".parse().unwrap()), "https://[::1]:9");
+    }
+
+    #[test]
+    fn stun_second_port() {
+        let cfg = |listen: &str, alt: Option<&str>, off: bool| {
+            let mut a = args();
+            a.stun_listen = listen.parse().unwrap();
+            a.stun_alt_port = alt.map(str::to_string);
+            a.no_stun = off;
+            ServeConfig::from_args(Path::new("/tmp"), a).map(|c| c.stun_alt)
+        };
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            cfg("0.0.0.0:3478", None, false).unwrap(),
+            Some((sa("0.0.0.0:3479"), false))
+        );
+        assert_eq!(
+            cfg("127.0.0.1:0", None, false).unwrap(),
+            Some((sa("127.0.0.1:0"), false))
+        );
+        assert_eq!(
+            cfg("0.0.0.0:3478", Some("5000"), false).unwrap(),
+            Some((sa("0.0.0.0:5000"), true))
+        );
+        assert_eq!(cfg("0.0.0.0:3478", Some("off"), false).unwrap(), None);
+        assert_eq!(cfg("0.0.0.0:3478", None, true).unwrap(), None);
+        assert_eq!(cfg("0.0.0.0:65535", None, false).unwrap(), None);
+        for bad in ["3478", "x", "70000"] {
+            let e = cfg("0.0.0.0:3478", Some(bad), false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--stun-alt-port"), "{e}");
+        }
     }
 }

@@ -29,10 +29,10 @@ impl NatAdvert {
     /// listen on.
     pub fn from_config(
         nat: &crate::config::NatConfig,
-        stun_listen: Option<SocketAddr>,
+        stun_listen: &[SocketAddr],
         relay_listen: Option<SocketAddr>,
     ) -> Self {
-        let mut stun: Vec<SocketAddr> = stun_listen.into_iter().collect();
+        let mut stun: Vec<SocketAddr> = stun_listen.to_vec();
         stun.extend(nat.stun_servers.iter().copied());
         let mut relays: Vec<RelayInfo> = relay_listen
             .map(|addr| RelayInfo {

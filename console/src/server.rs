@@ -136,17 +136,35 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    let (stun_task, stun_addr) = match cfg.stun_listen {
-        Some(addr) => {
-            let sock = crate::stun::bind(addr)
-                .await
-                .with_context(|| format!("binding the STUN responder to {addr}"))?;
-            let local = sock.local_addr()?;
-            println!("STUN responder on udp {local}");
-            (Some(tokio::spawn(crate::stun::run(sock))), Some(local))
+    let mut stun_tasks = vec![];
+    let mut stun_addrs = vec![];
+    if let Some(addr) = cfg.stun_listen {
+        let sock = crate::stun::bind(addr)
+            .await
+            .with_context(|| format!("binding the STUN responder to {addr}"))?;
+        let local = sock.local_addr()?;
+        println!("STUN responder on udp {local}");
+        stun_tasks.push(tokio::spawn(crate::stun::run(sock)));
+        stun_addrs.push(local);
+    }
+    if let Some((addr, explicit)) = cfg.stun_alt {
+        match crate::stun::bind(addr).await {
+            Ok(sock) => {
+                let local = sock.local_addr()?;
+                println!("STUN responder (second port) on udp {local}");
+                stun_tasks.push(tokio::spawn(crate::stun::run(sock)));
+                stun_addrs.push(local);
+            }
+            Err(e) if explicit => {
+                return Err(e).with_context(|| format!("binding the STUN responder to {addr}"))
+            }
+            Err(e) => tracing::warn!(
+                %addr, error = %e,
+                "no second STUN port (agents cannot tell their NAT's mapping behaviour \
+                 unless given another STUN server); set --stun-alt-port"
+            ),
         }
-        None => (None, None),
-    };
+    }
     let relay_listener = match cfg.relay_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -159,7 +177,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let nat = crate::nat::NatAdvert::from_config(&cfg.nat, stun_addr, relay_addr);
+    let nat = crate::nat::NatAdvert::from_config(&cfg.nat, &stun_addrs, relay_addr);
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat);
@@ -192,7 +210,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = crate::audit::spawn_tasks(&state, &cfg.audit, stop_rx);
     serve(listener, tls, state, shutdown_signal()).await?;
-    for t in [stun_task, relay_task].into_iter().flatten() {
+    for t in stun_tasks.into_iter().chain(relay_task) {
         t.abort();
     }
     let _ = stop_tx.send(true);

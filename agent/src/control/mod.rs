@@ -549,6 +549,14 @@ async fn on_server_msg(
             relays,
             relay_token,
         } => {
+            let cached = crate::state::CachedNat {
+                stun: stun.clone(),
+                relays: relays.clone(),
+                relay_token: relay_token.clone(),
+            };
+            if let Err(e) = ctx.state.save_nat(&cached) {
+                tracing::warn!(error = %e, "cannot cache the NAT settings");
+            }
             let console = nat::console_ip(&ctx.enrollment.console).await;
             let s = nat::settings(&stun, &relays, relay_token, console);
             tracing::debug!(stun = ?s.stun, relays = s.relays.len(), "NAT settings from the console");

@@ -20,7 +20,7 @@ use crate::control::map::MapState;
 use crate::control::tls::Trust;
 use crate::control::{self, ControlCtx, ControlEvent, Shared};
 use crate::io::{DataPlane, DataPlaneConfig};
-use crate::ipc::{self, PingResult, Reply, Request, Response};
+use crate::ipc::{self, NamedRelay, NatInfo, PingResult, Reply, Request, Response};
 use crate::state::{Enrollment, StateDir, StateError};
 
 /// Tunnels plus the control stream feeding them.
@@ -30,6 +30,7 @@ struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     relay_task: JoinHandle<()>,
+    nat: watch::Receiver<Option<crate::control::nat::NatSettings>>,
 }
 
 pub struct Daemon {
@@ -98,6 +99,12 @@ impl Daemon {
             }
             Request::Status => Response::Ok {
                 result: Reply::Status(self.status().await),
+            },
+            Request::Nat => match self.nat_info().await {
+                Ok(n) => Response::Ok {
+                    result: Reply::Nat(n),
+                },
+                Err(e) => err(format!("{e:#}")),
             },
             Request::Ping { peer, timeout_ms } => match self.ping(&peer, timeout_ms).await {
                 Ok(p) => Response::Ok {
@@ -233,14 +240,14 @@ impl Daemon {
             }
         }
         let (stop, stop_rx) = watch::channel(false);
-        let (nat_tx, nat_rx) = watch::channel(None);
+        let (nat_tx, nat_rx) = watch::channel(self.cached_nat(&enr, &dp).await);
         let relay_task = tokio::spawn(
             crate::control::nat::RelayTask {
                 enrollment: enr.clone(),
                 key: private_key,
                 dp: dp.clone(),
                 shared: shared.clone(),
-                settings: nat_rx,
+                settings: nat_rx.clone(),
                 stop: stop_rx.clone(),
             }
             .run(),
@@ -261,6 +268,56 @@ impl Daemon {
             stop,
             task,
             relay_task,
+            nat: nat_rx,
+        })
+    }
+
+    /// The NAT settings the console sent last time, applied before the console answers
+    /// (or while it is down), so relayed peers come back after a restart too.
+    async fn cached_nat(
+        &self,
+        enr: &Enrollment,
+        dp: &DataPlane,
+    ) -> Option<crate::control::nat::NatSettings> {
+        let c = match self.state.load_nat() {
+            Ok(c) => c?,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the NAT settings cache");
+                return None;
+            }
+        };
+        let console = crate::control::nat::console_ip(&enr.console).await;
+        let s = crate::control::nat::settings(&c.stun, &c.relays, c.relay_token, console);
+        tracing::info!(
+            stun = s.stun.len(),
+            relays = s.relays.len(),
+            "NAT settings from the cache"
+        );
+        if let Err(e) = dp.set_stun_servers(s.stun.clone()) {
+            tracing::warn!(error = %e, "cannot set STUN servers");
+        }
+        Some(s)
+    }
+
+    /// STUN servers and relays as the daemon uses them (for `zmesh netcheck`).
+    async fn nat_info(&self) -> anyhow::Result<NatInfo> {
+        let running = self.running.lock().await;
+        let r = running.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("tunnels are down: run `zmesh up` first, or pass --stun")
+        })?;
+        let s = r.nat.borrow().clone().ok_or_else(|| {
+            anyhow::anyhow!("the console has not sent its STUN servers yet; pass --stun")
+        })?;
+        Ok(NatInfo {
+            stun: s.stun,
+            relays: s
+                .relays
+                .into_iter()
+                .map(|r| NamedRelay {
+                    name: r.name,
+                    addr: r.addr,
+                })
+                .collect(),
         })
     }
 
@@ -294,6 +351,7 @@ impl Daemon {
         }
         // The cached map describes a mesh this device is no longer part of.
         let _ = std::fs::remove_file(self.state.path(crate::state::PEERMAP_FILE));
+        let _ = std::fs::remove_file(self.state.path(crate::state::NAT_FILE));
     }
 
     async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {

@@ -34,6 +34,8 @@ pub enum Request {
     Down,
     Logout,
     Status,
+    /// The STUN servers and relays in use (what `zmesh netcheck` checks by default).
+    Nat,
     /// One echo request over the overlay; the CLI repeats it for `--count`.
     Ping {
         peer: String,
@@ -54,6 +56,19 @@ pub enum Reply {
     Done { message: String },
     Status(Status),
     Pong(PingResult),
+    Nat(NatInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NatInfo {
+    pub stun: Vec<SocketAddr>,
+    pub relays: Vec<NamedRelay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedRelay {
+    pub name: String,
+    pub addr: SocketAddr,
 }
 
 /// `zmesh status --json` prints exactly this.
