@@ -2,9 +2,11 @@
 //!
 //! Enrolls N devices with one reusable key (from `--concurrency` tasks at once, as a
 //! fleet rollout would), reads one network snapshot, and builds every device's peer
-//! map from it. Runs on SQLite (a temp file) and on PostgreSQL: the server at
-//! `--database URL` (a fresh database is created there and dropped afterwards), or a
-//! temporary one started like the test harness (fsync on, for honest numbers).
+//! map from it; then measures what one roaming device (a new endpoint) costs every
+//! connected stream: a rebuilt map plus diff, against the quick patch. Runs on SQLite
+//! (a temp file) and on PostgreSQL: the server at `--database URL` (a fresh database is
+//! created there and dropped afterwards), or a temporary one started like the test
+//! harness (fsync on, for honest numbers).
 //!
 //! cargo run --release -p zmesh-console --example bench_enroll -- --devices 10000 [--database URL]
 
@@ -16,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use zmesh_console::peermap::PeerMapBuilder;
-use zmesh_console::store::{EnrollDevice, NewEnrollKey, Store};
+use zmesh_console::agent_api::stream::map_for;
+use zmesh_console::peermap::{changed_peers, patch, quick_changes, PeerMapBuilder};
+use zmesh_console::store::{EnrollDevice, NetworkSnapshot, NewEnrollKey, Store};
+use zmesh_shared::peermap::{PeerDelta, PeerMap};
 use zmesh_shared::{Secret, WgPrivateKey};
 
 #[derive(Parser, Debug)]
@@ -42,6 +46,7 @@ struct Figures {
     snapshot: Duration,
     maps: Duration,
     peers_total: usize,
+    fanout: Fanout,
     max_rss_kib: i64,
 }
 
@@ -119,12 +124,90 @@ async fn run(store: Store, n: usize, concurrency: usize) -> anyhow::Result<Figur
         peers_total += m.peers.len();
     }
     let maps = t.elapsed();
+    let fanout = fanout(&snap, now)?;
     Ok(Figures {
         enroll,
         snapshot,
         maps,
         peers_total,
+        fanout,
         max_rss_kib: max_rss_kib(),
+    })
+}
+
+/// Streams sampled for the fan-out figure (all N maps of a full mesh would not fit).
+const FANOUT_SAMPLE: usize = 200;
+
+struct Fanout {
+    sample: usize,
+    /// Per stream: rebuild the map from the snapshot (as a stream did before) and diff.
+    rebuild: Duration,
+    /// Once per revision: compare the two snapshots.
+    compare: Duration,
+    /// Per stream: patch the map with the changed peers it has.
+    quick: Duration,
+}
+
+/// What one device roaming (new endpoint) costs the console, per connected stream.
+fn fanout(snap: &NetworkSnapshot, now: i64) -> anyhow::Result<Fanout> {
+    let compiled = zmesh_console::policy::compile_snapshot(snap);
+    let step = (snap.devices.len() / FANOUT_SAMPLE).max(1);
+    let sample: Vec<&zmesh_console::store::DeviceRow> = snap
+        .devices
+        .iter()
+        .step_by(step)
+        .take(FANOUT_SAMPLE)
+        .collect();
+    let mut maps: Vec<PeerMap> = sample
+        .iter()
+        .map(|d| map_for(snap, &compiled, d.id, now).context("no map"))
+        .collect::<anyhow::Result<_>>()?;
+    let mut new = snap.clone();
+    new.network.revision += 1;
+    let roamer = new.devices.len() / 2;
+    new.devices[roamer].endpoints = vec!["198.51.100.20:41641".parse()?];
+
+    let t = Instant::now();
+    let mut deltas = 0;
+    for (m, d) in maps.iter().zip(&sample) {
+        let fresh = map_for(&new, &compiled, d.id, now).context("no map")?;
+        deltas += usize::from(m.diff(&fresh).is_some());
+    }
+    let rebuild = t.elapsed() / sample.len() as u32;
+
+    let t = Instant::now();
+    let q = quick_changes(snap, now, &new, now).context("an endpoint change must be quick")?;
+    let compare = t.elapsed();
+    let t = Instant::now();
+    let mut quick_deltas = 0;
+    for m in maps.iter_mut() {
+        let upsert = changed_peers(m, &q);
+        if upsert.is_empty() {
+            continue;
+        }
+        quick_deltas += 1;
+        let delta = PeerDelta {
+            network_id: m.network_id,
+            device_id: m.device_id,
+            base_version: m.version,
+            version: new.network.revision,
+            issued_at_ms: now,
+            me: None,
+            upsert,
+            remove: vec![],
+            filter: None,
+        };
+        patch(m, &delta);
+    }
+    let quick = t.elapsed() / sample.len() as u32;
+    if deltas != quick_deltas {
+        bail!("rebuild found {deltas} deltas, the quick path {quick_deltas}");
+    }
+    Ok(Fanout {
+        sample: sample.len(),
+        rebuild,
+        compare,
+        quick,
     })
 }
 
@@ -145,6 +228,22 @@ fn report(backend: &str, n: usize, f: &Figures) {
         n,
         f.peers_total,
         f.maps.as_secs_f64() * 1e6 / n as f64
+    );
+    let fo = &f.fanout;
+    let all_rebuild = fo.rebuild.as_secs_f64() * n as f64;
+    let all_quick = fo.compare.as_secs_f64() + fo.quick.as_secs_f64() * n as f64;
+    println!(
+        "  one endpoint change, per stream ({} sampled): rebuild+diff {:.1} us, quick patch {:.2} us",
+        fo.sample,
+        fo.rebuild.as_secs_f64() * 1e6,
+        fo.quick.as_secs_f64() * 1e6,
+    );
+    println!(
+        "  one endpoint change, all {n} streams: rebuild {:.2} s vs quick {:.1} ms ({:.1} ms of it comparing snapshots once) = {:.0}x",
+        all_rebuild,
+        all_quick * 1e3,
+        fo.compare.as_secs_f64() * 1e3,
+        all_rebuild / all_quick
     );
     println!(
         "  peak RSS:      {:>9.1} MiB (process-wide, since start)",

@@ -101,6 +101,19 @@ impl Bus {
 pub struct NetworkView {
     pub snapshot: Arc<NetworkSnapshot>,
     pub compiled: Arc<Compiled>,
+    /// The clock reading liveness (key expiry) was judged at.
+    pub built_at_ms: i64,
+    /// Set when this view differs from the one before it only in peers' keys and
+    /// endpoints (see [`crate::peermap::quick_changes`]).
+    pub quick: Option<QuickDelta>,
+}
+
+/// The peers changed since revision `from_revision`, nothing else having changed.
+#[derive(Debug)]
+pub struct QuickDelta {
+    pub from_revision: u64,
+    /// Sorted by device id.
+    pub peers: Vec<zmesh_shared::peermap::Peer>,
 }
 
 /// The latest view of one network; the async lock makes concurrent readers wait for
@@ -149,14 +162,35 @@ impl SnapshotCache {
             }
         }
         let snapshot = Arc::new(store.network_snapshot(net).await?);
-        let s = snapshot.clone();
-        // Large policies take milliseconds to compile: keep that off the async workers.
-        let compiled = tokio::task::spawn_blocking(move || crate::policy::compile_snapshot(&s))
-            .await
-            .map_err(|e| StoreError::corrupt("policy (compilation failed)", e))?;
+        let now = zmesh_shared::time::now_ms();
+        let quick = guard.as_ref().and_then(|old| {
+            let peers =
+                crate::peermap::quick_changes(&old.snapshot, old.built_at_ms, &snapshot, now)?;
+            Some((
+                old.compiled.clone(),
+                QuickDelta {
+                    from_revision: old.snapshot.network.revision,
+                    peers,
+                },
+            ))
+        });
+        let (compiled, quick) = match quick {
+            // Same policy over the same inventory: the old compilation holds.
+            Some((c, q)) => (c, Some(q)),
+            None => {
+                let s = snapshot.clone();
+                // Large policies take milliseconds to compile: keep that off the async workers.
+                let c = tokio::task::spawn_blocking(move || crate::policy::compile_snapshot(&s))
+                    .await
+                    .map_err(|e| StoreError::corrupt("policy (compilation failed)", e))?;
+                (Arc::new(c), None)
+            }
+        };
         let fresh = Arc::new(NetworkView {
             snapshot,
-            compiled: Arc::new(compiled),
+            compiled,
+            built_at_ms: now,
+            quick,
         });
         *guard = Some(fresh.clone());
         Ok(fresh)

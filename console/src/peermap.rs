@@ -8,7 +8,7 @@
 //! and appear in nobody's map.
 
 use ipnet::IpNet;
-use zmesh_shared::peermap::{Peer, PeerMap, SelfInfo};
+use zmesh_shared::peermap::{Peer, PeerDelta, PeerMap, SelfInfo};
 use zmesh_shared::policy::Compiled;
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
@@ -144,6 +144,85 @@ impl<'a> PeerMapBuilder<'a> {
         map.normalize();
         Some(map)
     }
+}
+
+/// The peers whose key or endpoints changed from `old` to `new`, sorted by device id,
+/// when nothing else did: same policy, same network, the same devices with the same
+/// names, owners, tags, addresses and states, each live at `new_ms` exactly when it was
+/// live at `old_ms`. Then the compiled policy of `old` holds for `new` too, and every
+/// device's new map is its old map with these peers replaced: a stream can send that
+/// delta without rebuilding its map. `None` when anything else changed (rebuild).
+///
+/// This is the common change in a big network (an agent roams or rekeys), so it is
+/// worth an O(devices) pass once per revision to spare every stream a rebuild.
+pub fn quick_changes(
+    old: &NetworkSnapshot,
+    old_ms: i64,
+    new: &NetworkSnapshot,
+    new_ms: i64,
+) -> Option<Vec<Peer>> {
+    let (a, b) = (&old.network, &new.network);
+    if a.id != b.id
+        || a.prefix_v4 != b.prefix_v4
+        || a.prefix_v6 != b.prefix_v6
+        || old.policy.version != new.policy.version
+        || old.policy.text != new.policy.text
+        || old.devices.len() != new.devices.len()
+    {
+        return None;
+    }
+    let before: std::collections::HashMap<DeviceId, &DeviceRow> =
+        old.devices.iter().map(|d| (d.id, d)).collect();
+    let mut changed = vec![];
+    for d in &new.devices {
+        let o = before.get(&d.id)?;
+        let same_shape = o.name == d.name
+            && o.owner == d.owner
+            && o.tags == d.tags
+            && o.overlay_v4 == d.overlay_v4
+            && o.overlay_v6 == d.overlay_v6
+            && o.state == d.state
+            && o.agentless == d.agentless
+            && o.key_expires_at_ms == d.key_expires_at_ms
+            && is_live(o, old_ms) == is_live(d, new_ms);
+        if !same_shape {
+            return None;
+        }
+        if is_live(d, new_ms) && (o.public_key != d.public_key || o.endpoints != d.endpoints) {
+            changed.push(to_peer(d));
+        }
+    }
+    changed.sort_by_key(|p| p.device_id);
+    Some(changed)
+}
+
+/// Of `changed` (sorted by id), the peers `map` has in another form. Both lists are
+/// sorted, so this is a binary search per changed peer, not a scan of the map.
+pub fn changed_peers(map: &PeerMap, changed: &[Peer]) -> Vec<Peer> {
+    changed
+        .iter()
+        .filter(|p| {
+            map.peers
+                .binary_search_by_key(&p.device_id, |x| x.device_id)
+                .is_ok_and(|i| map.peers[i] != **p)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Applies a delta of upserts of existing peers in place (what [`PeerMap::apply`] does,
+/// without rebuilding a large map).
+pub fn patch(map: &mut PeerMap, delta: &PeerDelta) {
+    for p in &delta.upsert {
+        if let Ok(i) = map
+            .peers
+            .binary_search_by_key(&p.device_id, |x| x.device_id)
+        {
+            map.peers[i] = p.clone();
+        }
+    }
+    map.version = delta.version;
+    map.issued_at_ms = delta.issued_at_ms;
 }
 
 #[cfg(test)]
@@ -356,5 +435,155 @@ mod tests {
         snap.policy.text = "{".into();
         let m = build_peer_map(&snap, srv.id, NOW).unwrap();
         assert!(m.peers.is_empty() && m.filter.is_empty());
+    }
+
+    /// A policy in which tag:web may reach tag:db and nothing else is linked.
+    const WEB_DB: &str = r#"{ "version": 1, "tag_owners": { "tag:web": [], "tag:db": [] },
+        "rules": [ { "src": ["tag:web"], "dst": ["tag:db:5432"], "proto": "tcp" } ] }"#;
+
+    fn tagged(n: u8, tag: &str) -> DeviceRow {
+        let mut d = device(n, DeviceState::Active);
+        d.tags = vec![tag.to_string()];
+        d
+    }
+
+    #[test]
+    fn quick_changes_only_for_keys_and_endpoints() {
+        let devices: Vec<DeviceRow> = (1..=6).map(|n| device(n, DeviceState::Active)).collect();
+        let old = snapshot(devices.clone());
+        let with = |f: &dyn Fn(&mut Vec<DeviceRow>)| {
+            let mut d = devices.clone();
+            f(&mut d);
+            let mut s = snapshot(d);
+            s.network.revision += 1;
+            s
+        };
+        // endpoints and keys: quick, and only the changed live peers
+        let new = with(&|d| {
+            d[1].endpoints = vec!["198.51.100.7:4000".parse().unwrap()];
+            d[3].public_key = WgPrivateKey::generate().public_key();
+        });
+        let q = quick_changes(&old, NOW, &new, NOW).unwrap();
+        let mut want = vec![new.devices[1].id, new.devices[3].id];
+        want.sort();
+        assert_eq!(q.iter().map(|p| p.device_id).collect::<Vec<_>>(), want);
+        assert_eq!(quick_changes(&old, NOW, &old, NOW), Some(vec![]));
+        // anything the policy or liveness depends on: rebuild
+        let structural: Vec<(&str, NetworkSnapshot)> = vec![
+            ("name", with(&|d| d[0].name = "other".into())),
+            ("tags", with(&|d| d[0].tags = vec!["web".into()])),
+            ("owner", with(&|d| d[0].owner = "bob".into())),
+            ("state", with(&|d| d[0].state = DeviceState::Revoked)),
+            ("expiry", with(&|d| d[0].key_expires_at_ms = Some(NOW + 10))),
+            (
+                "new device",
+                with(&|d| d.push(device(9, DeviceState::Active))),
+            ),
+            (
+                "gone device",
+                with(&|d| {
+                    d.pop();
+                }),
+            ),
+            ("policy", {
+                let mut s = snapshot(devices.clone());
+                s.policy.version = 7;
+                s.policy.text = WEB_DB.into();
+                s
+            }),
+        ];
+        for (what, new) in &structural {
+            assert!(quick_changes(&old, NOW, new, NOW).is_none(), "{what}");
+        }
+        // a key that expires between the two views changes who is live
+        let mut d = devices.clone();
+        d[2].key_expires_at_ms = Some(NOW + 5);
+        let (a, b) = (snapshot(d.clone()), snapshot(d));
+        assert!(quick_changes(&a, NOW, &b, NOW + 1).is_some());
+        assert!(quick_changes(&a, NOW, &b, NOW + 5).is_none());
+        // a pending device's endpoints are nobody's business
+        let mut d = devices.clone();
+        d[4].state = DeviceState::Pending;
+        let a = snapshot(d.clone());
+        d[4].endpoints = vec![];
+        assert_eq!(quick_changes(&a, NOW, &snapshot(d), NOW), Some(vec![]));
+    }
+
+    /// The stream's shortcut (patch each map with the changed peers it has) gives exactly
+    /// the maps a full rebuild gives, under a policy that links only some devices.
+    #[test]
+    fn quick_patch_equals_rebuild() {
+        use crate::agent_api::stream::map_for;
+        let mut devices = vec![];
+        for n in 1..=12u8 {
+            devices.push(tagged(
+                n,
+                if n % 3 == 0 {
+                    "db"
+                } else if n % 3 == 1 {
+                    "web"
+                } else {
+                    "other"
+                },
+            ));
+        }
+        let mut old = snapshot(devices.clone());
+        old.policy.text = WEB_DB.into();
+        old.policy.version = 3;
+        let compiled = crate::policy::compile_snapshot(&old);
+        let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            rng_state
+        };
+        let mut maps: Vec<PeerMap> = devices
+            .iter()
+            .map(|d| map_for(&old, &compiled, d.id, NOW).unwrap())
+            .collect();
+        assert!(
+            maps.iter().any(|m| m.peers.is_empty()) && maps.iter().any(|m| !m.peers.is_empty()),
+            "the policy links some devices and not others"
+        );
+        let mut cur = old;
+        for round in 0..20 {
+            let mut new = cur.clone();
+            new.network.revision += 1;
+            for _ in 0..(1 + next() % 3) {
+                let i = (next() % new.devices.len() as u64) as usize;
+                if next() % 2 == 0 {
+                    new.devices[i].endpoints =
+                        vec![format!("203.0.113.{}:{}", round, 1000 + i).parse().unwrap()];
+                } else {
+                    new.devices[i].public_key = WgPrivateKey::generate().public_key();
+                }
+            }
+            let q = quick_changes(&cur, NOW, &new, NOW).expect("only keys and endpoints changed");
+            for (m, d) in maps.iter_mut().zip(&new.devices) {
+                let upsert = changed_peers(m, &q);
+                let delta = zmesh_shared::peermap::PeerDelta {
+                    network_id: m.network_id,
+                    device_id: m.device_id,
+                    base_version: m.version,
+                    version: new.network.revision,
+                    issued_at_ms: NOW,
+                    me: None,
+                    upsert,
+                    remove: vec![],
+                    filter: None,
+                };
+                // what the agent does with the delta must agree with the patch
+                let mut agent_side = m.clone();
+                agent_side.apply(&delta).unwrap();
+                patch(m, &delta);
+                assert_eq!(&agent_side, m);
+                let rebuilt = map_for(&new, &compiled, d.id, NOW).unwrap();
+                assert_eq!(m.peers, rebuilt.peers, "round {round}, {}", d.name);
+                assert_eq!(m.filter, rebuilt.filter);
+                assert_eq!(m.version, rebuilt.version);
+            }
+            cur = new;
+        }
     }
 }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
-use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
+use zmesh_shared::peermap::{PeerDelta, PeerMap, SelfInfo, Signed};
 use zmesh_shared::policy::Compiled;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
@@ -76,6 +76,7 @@ pub async fn stream(
                 public_key: device.public_key,
                 socket,
                 last: None,
+                at_rev: 0,
                 nat_sent: false,
             }
             .run()
@@ -122,6 +123,9 @@ struct Stream {
     socket: WebSocket,
     /// The last full map the agent has (sent in full or reached through deltas).
     last: Option<PeerMap>,
+    /// The network revision `last` is current at (newer than its version when later
+    /// changes did not concern this device and so sent nothing).
+    at_rev: u64,
     /// A `NatConfig` (with a relay token) went out on this stream.
     nat_sent: bool,
 }
@@ -199,7 +203,7 @@ impl Stream {
                 change = changes.recv() => {
                     let r = match change {
                         Ok(Change::Network { network_id, revision }) if network_id == self.network_id => {
-                            if self.last.as_ref().is_none_or(|m| revision > m.version) {
+                            if self.last.is_none() || revision > self.at_rev {
                                 match self.send_update(revision).await {
                                     // A pending device that was just approved gets its token now.
                                     Ok(()) => self.send_nat().await,
@@ -356,17 +360,58 @@ impl Stream {
             map: Signed::sign(&map, &self.state.signing_key),
         })
         .await?;
+        self.at_rev = map.version;
         self.last = Some(map);
         Ok(())
     }
 
     async fn send_update(&mut self, revision: u64) -> Result<(), End> {
-        let Some(new) = self.current_map(revision).await? else {
-            return Err(self.revoke("revoked").await);
+        let view = {
+            let state = &self.state;
+            state
+                .snapshots
+                .view(&state.store, self.network_id, revision)
+                .await?
         };
         let Some(last) = &self.last else {
             return self.send_full().await;
         };
+        let new_rev = view.snapshot.network.revision;
+        if let Some(q) = view
+            .quick
+            .as_ref()
+            .filter(|q| q.from_revision == self.at_rev)
+        {
+            // Only keys or endpoints changed: patch the peers this device has.
+            let upsert = crate::peermap::changed_peers(last, &q.peers);
+            self.at_rev = new_rev;
+            if upsert.is_empty() {
+                return Ok(());
+            }
+            let delta = PeerDelta {
+                network_id: last.network_id,
+                device_id: last.device_id,
+                base_version: last.version,
+                version: new_rev,
+                issued_at_ms: now_ms(),
+                me: None,
+                upsert,
+                remove: vec![],
+                filter: None,
+            };
+            self.send(&ServerMsg::PeerDelta {
+                delta: Signed::sign(&delta, &self.state.signing_key),
+            })
+            .await?;
+            if let Some(last) = self.last.as_mut() {
+                crate::peermap::patch(last, &delta);
+            }
+            return Ok(());
+        }
+        let Some(new) = map_for(&view.snapshot, &view.compiled, self.device_id, now_ms()) else {
+            return Err(self.revoke("revoked").await);
+        };
+        self.at_rev = new_rev;
         if let Some(delta) = last.diff(&new) {
             self.send(&ServerMsg::PeerDelta {
                 delta: Signed::sign(&delta, &self.state.signing_key),

@@ -106,6 +106,13 @@ impl AgentNs {
             "dev",
             &host_veth,
         ])?;
+        // No IPv6 on the host end: its link-local address would finish duplicate address
+        // detection a second or two later, and that late address event makes a browser
+        // started meanwhile abort its page loads with ERR_NETWORK_CHANGED.
+        let v6 = format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6");
+        if std::path::Path::new(&v6).exists() {
+            std::fs::write(&v6, "1").map_err(|e| format!("{v6}: {e}"))?;
+        }
         ip(&["link", "set", &host_veth, "up"])?;
         let agent_cidr = format!("{}/30", a.agent_ip);
         for args in [
@@ -117,7 +124,28 @@ impl AgentNs {
             full.extend_from_slice(args);
             ip(&full)?;
         }
+        a.settle(&host_veth)?;
         Ok(a)
+    }
+
+    /// Waits until the host end of the pair is operationally up (the kernel may report
+    /// the carrier up to a second late) and no more link events are due, so a browser
+    /// started next sees a quiet network.
+    fn settle(&self, dev: &str) -> Result<(), String> {
+        let state = format!("/sys/class/net/{dev}/operstate");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = std::fs::read_to_string(&state).map_err(|e| format!("{state}: {e}"))?;
+            if s.trim() == "up" {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{dev} is still {} after 5 s", s.trim()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -144,9 +144,28 @@ impl Driver {
         Ok(v["value"].clone())
     }
 
+    /// Opens `url`. Chromium aborts a page load when the host's network configuration
+    /// changes under it (ERR_NETWORK_CHANGED; the tests add and remove veth pairs), so
+    /// that one error page is retried, a bounded number of times; any other error page
+    /// is left for the caller's checks to report.
     pub async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
+        for attempt in 1..=3 {
+            self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+                .await;
+            let text = self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    "/execute/sync",
+                    Some(json!({"script": "return document.body ? document.body.innerText : '';", "args": []})),
+                )
+                .await
+                .unwrap_or(Value::Null);
+            if !text.as_str().unwrap_or("").contains("ERR_NETWORK_CHANGED") {
+                return;
+            }
+            eprintln!("note: {url}: ERR_NETWORK_CHANGED (attempt {attempt}), loading again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     pub async fn url(&self) -> String {
@@ -207,16 +226,21 @@ impl Driver {
             )
             .await
             .unwrap_or_else(|e| e);
-        let source = self
-            .try_cmd(reqwest::Method::GET, "/source", None)
+        // The text, not the source: Chromium's own error pages are mostly CSS.
+        let text = self
+            .try_cmd(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": "return document.body ? document.body.innerText : '(no body)';", "args": []})),
+            )
             .await
             .unwrap_or_else(|e| e);
-        let source = source
+        let text = text
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| source.to_string());
-        let cut: String = source.chars().take(4000).collect();
-        format!("page state: {state}\npage source (first 4000 chars):\n{cut}")
+            .unwrap_or_else(|| text.to_string());
+        let cut: String = text.chars().take(3000).collect();
+        format!("page state: {state}\npage text (first 3000 chars):\n{cut}")
     }
 
     pub async fn click(&self, css: &str) {
