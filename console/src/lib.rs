@@ -12,6 +12,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod expiry;
 pub mod nat;
 pub mod peermap;
 pub mod policy;

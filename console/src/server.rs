@@ -220,8 +220,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The built-in relay: checks the database at connect time and drops a device's
-/// connection as soon as it is revoked (the bus says so).
+/// The built-in relay: checks the database at connect time (active, key not expired)
+/// and drops a device's connection as soon as it is revoked (the bus says so).
 fn spawn_relay(
     l: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -234,7 +234,7 @@ fn spawn_relay(
         Box::pin(async move {
             matches!(
                 store.get_device(device).await,
-                Ok(d) if d.state == zmesh_shared::wire::DeviceState::Active
+                Ok(d) if crate::peermap::is_live(&d, zmesh_shared::time::now_ms())
             )
         })
     }));
@@ -276,7 +276,8 @@ pub async fn shutdown_signal() {
 
 /// Serves [`crate::api::app`] over TLS on `listener` until `shutdown` resolves, then
 /// drains in-flight requests (at most 10 s). Usable from tests with a 127.0.0.1:0
-/// listener.
+/// listener. The key-expiry sweeper ([`crate::expiry`]) runs alongside, since what it
+/// finds must reach the agent streams served here.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -284,6 +285,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    // Aborted when serving ends (dropping a JoinHandle would leave it running).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _expiry = AbortOnDrop(tokio::spawn(crate::expiry::run(state.clone())));
     let app = crate::api::app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

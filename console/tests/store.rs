@@ -88,6 +88,7 @@ both!(
     network_snapshot_contents,
     no_secret_in_plain_text,
     lookups_errors_and_reconnect,
+    key_expiry_is_noted_once,
 );
 
 // ---- helpers ----
@@ -655,4 +656,86 @@ async fn endpoints_bump_revision_only_when_changed(c: &Ctx) {
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(revision(s, &net).await, r1 + 1);
+}
+
+/// Expired keys are claimed once (also by two "replicas" sweeping at the same time: two
+/// pools on one database), each with one `device.expired` event and a revision bump; a
+/// new expiry can be noted again.
+async fn key_expiry_is_noted_once(c: &Ctx) {
+    let s = &c.store;
+    let net = s.default_network().await.unwrap();
+    let key = make_key(s, &net, true, true, None).await;
+    let mut ids = vec![];
+    for i in 0..6 {
+        let d = s
+            .enroll_device(req(&key, Some(&format!("exp{i}")), None).0)
+            .await
+            .unwrap();
+        ids.push(d.id);
+    }
+    // four expire at NOW + 10, one later, one never
+    for id in &ids[..4] {
+        s.set_device_key_expiry(*id, Some(NOW + 10)).await.unwrap();
+    }
+    s.set_device_key_expiry(ids[4], Some(NOW + 1000))
+        .await
+        .unwrap();
+    assert!(s
+        .note_expired_devices(NOW + 9, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let rev = revision(s, &net).await;
+
+    let other = Store::connect(&c.url).await.unwrap();
+    let (a, b) = tokio::join!(
+        s.note_expired_devices(NOW + 10, 3),
+        other.note_expired_devices(NOW + 10, 3)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // between them both batches of 3 cover the four devices exactly once
+    let rest = s.note_expired_devices(NOW + 10, 100).await.unwrap();
+    assert!(s
+        .note_expired_devices(NOW + 10, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let rounds = [&a, &b, &rest].iter().filter(|r| !r.is_empty()).count();
+    assert!(rounds >= 1 && a.iter().chain(&b).chain(&rest).all(|n| *n == net.id));
+    assert_eq!(revision(s, &net).await, rev + rounds as u64);
+    let count = |action: &'static str| async move {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = $1")
+            .bind(action)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(count("device.expired").await, 4);
+    let snap = s.network_snapshot(net.id).await.unwrap();
+    let live = build_peer_map(&snap, ids[5], NOW + 10).unwrap();
+    assert_eq!(
+        live.peers.len(),
+        1,
+        "only the one whose key expires later is left"
+    );
+
+    // later expiry, then a new expiry for one of the expired devices
+    assert_eq!(
+        s.note_expired_devices(NOW + 1000, 100).await.unwrap(),
+        vec![net.id]
+    );
+    s.set_device_key_expiry(ids[0], Some(NOW + 5000))
+        .await
+        .unwrap();
+    assert!(s
+        .note_expired_devices(NOW + 4999, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.note_expired_devices(NOW + 5000, 100).await.unwrap(),
+        vec![net.id]
+    );
+    assert_eq!(count("device.expired").await, 6);
 }

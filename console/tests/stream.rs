@@ -217,3 +217,76 @@ async fn active_devices_get_nat_config_with_a_relay_token() {
         }
     }
 }
+
+/// A device whose key expires leaves its peers' maps within about two seconds with no
+/// admin action, its own stream is closed with "key expired", and the audit log has
+/// exactly one `device.expired` event for it (the sweeper keeps running).
+#[tokio::test]
+async fn expired_key_leaves_every_map_and_is_audited_once() {
+    let c = console().await;
+    let key = new_key(&c).await;
+    let a = c.enroll(&key, "exp-a").await;
+    let b = c.enroll(&key, "exp-b").await;
+    let mut wa = c.connect(a.credential.expose()).await.unwrap();
+    let mut wb = c.connect(b.credential.expose()).await.unwrap();
+    let mut ma = hello_and_map(&mut wa, a.device_id, &a.signing_key).await;
+    hello_and_map(&mut wb, b.device_id, &b.signing_key).await;
+    assert!(ma.peer(&b.device_id).is_some());
+
+    let expires = now_ms() + 1500;
+    let _: Value = c
+        .admin
+        .patch(
+            &format!("/api/v1/devices/{}", b.device_id),
+            &json!({ "key_expires_at_ms": expires }),
+        )
+        .await
+        .unwrap();
+    // Setting the expiry is itself a change: a's map moves, b is still in it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let removed_at = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, next(&mut wa))
+            .await
+            .expect("b's expiry never reached a's stream");
+        match msg {
+            Some(ServerMsg::PeerDelta { delta }) => {
+                let d = delta.verify(&a.signing_key).unwrap();
+                ma.apply(&d).unwrap();
+                if ma.peer(&b.device_id).is_none() {
+                    break now_ms();
+                }
+            }
+            Some(_) => {}
+            None => panic!("a's stream closed"),
+        }
+    };
+    assert!(removed_at >= expires, "removed before the expiry");
+    assert!(
+        removed_at - expires < 2500,
+        "removed {} ms after the expiry",
+        removed_at - expires
+    );
+    // b is told why, and its stream ends.
+    let mut reason = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), next(&mut wb)).await {
+        if let ServerMsg::Revoked { reason: r } = m {
+            reason = Some(r);
+            break;
+        }
+    }
+    assert_eq!(reason.as_deref(), Some("key expired"));
+    // Swept once, not on every tick.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let events = c
+        .auditor
+        .get_text("/api/v1/audit/events?format=jsonl&action=device.expired")
+        .await
+        .unwrap();
+    let mine: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains(&b.device_id.to_string()))
+        .collect();
+    assert_eq!(mine.len(), 1, "{events}");
+    assert!(mine[0].contains("\"actor\":\"system\""), "{}", mine[0]);
+}

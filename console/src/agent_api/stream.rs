@@ -337,24 +337,25 @@ impl Stream {
     /// The map for this device at `min_revision` or newer; `None` when it must go.
     /// (Borrows only the state: a `&self` held across an await would need the
     /// socket to be `Sync`.)
-    async fn current_map(&mut self, min_revision: u64) -> Result<Option<PeerMap>, End> {
+    async fn current_map(
+        &mut self,
+        min_revision: u64,
+    ) -> Result<Result<PeerMap, &'static str>, End> {
         let state = &self.state;
         let view = state
             .snapshots
             .view(&state.store, self.network_id, min_revision)
             .await?;
-        Ok(map_for(
-            &view.snapshot,
-            &view.compiled,
-            self.device_id,
-            now_ms(),
-        ))
+        let now = now_ms();
+        Ok(map_for(&view.snapshot, &view.compiled, self.device_id, now)
+            .ok_or_else(|| gone_reason(&view.snapshot, self.device_id, now)))
     }
 
     async fn send_full(&mut self) -> Result<(), End> {
         let net = self.state.store.get_network(self.network_id).await?;
-        let Some(map) = self.current_map(net.revision).await? else {
-            return Err(self.revoke("revoked").await);
+        let map = match self.current_map(net.revision).await? {
+            Ok(m) => m,
+            Err(reason) => return Err(self.revoke(reason).await),
         };
         self.send(&ServerMsg::PeerMap {
             map: Signed::sign(&map, &self.state.signing_key),
@@ -408,8 +409,10 @@ impl Stream {
             }
             return Ok(());
         }
-        let Some(new) = map_for(&view.snapshot, &view.compiled, self.device_id, now_ms()) else {
-            return Err(self.revoke("revoked").await);
+        let now = now_ms();
+        let Some(new) = map_for(&view.snapshot, &view.compiled, self.device_id, now) else {
+            let reason = gone_reason(&view.snapshot, self.device_id, now);
+            return Err(self.revoke(reason).await);
         };
         self.at_rev = new_rev;
         if let Some(delta) = last.diff(&new) {
@@ -437,6 +440,20 @@ impl Stream {
             })))
             .await;
         End::Revoked
+    }
+}
+
+/// Why a device gets no map: its key expired (an admin can extend it, the agent then
+/// enrolls again) or it was revoked or deleted.
+fn gone_reason(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> &'static str {
+    match snap.devices.iter().find(|d| d.id == device) {
+        Some(d)
+            if d.state == DeviceState::Active
+                && d.key_expires_at_ms.is_some_and(|t| t <= now_ms) =>
+        {
+            "key expired"
+        }
+        _ => "revoked",
     }
 }
 

@@ -522,12 +522,72 @@ impl Store {
         if cur.key_expires_at_ms == at_ms {
             return Ok(cur);
         }
-        sqlx::query("UPDATE devices SET key_expires_at_ms = $2 WHERE id = $1")
-            .bind(id.to_string())
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await?;
+        // A new expiry is a new chance to expire (and to be noticed doing so).
+        sqlx::query(
+            "UPDATE devices SET key_expires_at_ms = $2, expiry_noted_at_ms = NULL WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
         self.finish_change(tx, "device.key_expiry", &cur).await
+    }
+
+    /// Claims the active devices whose key expired at or before `now_ms` and were not
+    /// noticed yet (at most `limit`): each gets a `device.expired` event and its network
+    /// a new revision, in one transaction. Returns the networks that changed.
+    ///
+    /// Expiry needs no admin action, so without this nothing would tell the peers: they
+    /// would keep the device until the next unrelated change. The conditional UPDATE
+    /// claims each device once, also when several replicas sweep the same database.
+    pub async fn note_expired_devices(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<NetworkId>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE state = 'active' \
+             AND key_expires_at_ms IS NOT NULL AND key_expires_at_ms <= $1 \
+             AND expiry_noted_at_ms IS NULL ORDER BY key_expires_at_ms LIMIT $2"
+        ))
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut nets: Vec<NetworkId> = vec![];
+        for r in &rows {
+            let cur = device_from_row(r)?;
+            let claimed = sqlx::query(
+                "UPDATE devices SET expiry_noted_at_ms = $2 WHERE id = $1 AND expiry_noted_at_ms IS NULL",
+            )
+            .bind(cur.id.to_string())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                continue;
+            }
+            append(
+                &mut tx,
+                &self.audit,
+                Change::new("device.expired", format!("device:{}", cur.id)).before(&cur),
+            )
+            .await?;
+            if !nets.contains(&cur.network_id) {
+                nets.push(cur.network_id);
+            }
+        }
+        if nets.is_empty() {
+            tx.rollback().await?;
+            return Ok(nets);
+        }
+        for n in &nets {
+            bump_revision(&mut tx, *n).await?;
+        }
+        tx.commit().await?;
+        Ok(nets)
     }
 
     /// Records the endpoints an agent reported (duplicates dropped, order kept) and its
