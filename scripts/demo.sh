@@ -18,6 +18,10 @@ work=$(mktemp -d /tmp/zmesh-demo.XXXXXX)
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -n ${watchdog:-} ]]; then
+        pkill -P "$watchdog" sleep 2>/dev/null || true
+        kill "$watchdog" 2>/dev/null || true
+    fi
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.3
     for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -37,9 +41,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A watchdog bounds the whole run: it sends us SIGTERM, and cleanup runs.
-(sleep "$limit" && echo "demo: timed out after ${limit}s" >&2 && kill -TERM $$) 2>/dev/null &
-pids+=($!)
+# A watchdog bounds the whole run: it sends us SIGTERM, and cleanup runs. Its stdout is
+# not ours: a `sleep` left holding our stdout would keep a reader (`| tee`) waiting for
+# the whole limit after we are done.
+(sleep "$limit" && echo "demo: timed out after ${limit}s" >&2 && kill -TERM $$) >/dev/null &
+watchdog=$!
 
 die() { echo "demo: $*" >&2; exit 1; }
 if [[ -t 1 ]]; then
