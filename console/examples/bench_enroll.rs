@@ -2,8 +2,9 @@
 //!
 //! Enrolls N devices with one reusable key (from `--concurrency` tasks at once, as a
 //! fleet rollout would), reads one network snapshot, and builds every device's peer
-//! map from it; then measures what one roaming device (a new endpoint) costs every
-//! connected stream: a rebuilt map plus diff, against the quick patch. Runs on SQLite
+//! map from it; then measures what one change (a device roams, a device enrolls) costs
+//! across all connected streams: each rebuilding its map and diffing it (the old way)
+//! against one shared view plus a step per stream (`zmesh_console::view`). Runs on SQLite
 //! (a temp file) and on PostgreSQL: the server at `--database URL` (a fresh database is
 //! created there and dropped afterwards), or a temporary one started like the test
 //! harness (fsync on, for honest numbers).
@@ -19,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use zmesh_console::agent_api::stream::map_for;
-use zmesh_console::peermap::{changed_peers, patch, quick_changes, PeerMapBuilder};
+use zmesh_console::peermap::{quick_changes, PeerMapBuilder};
 use zmesh_console::store::{EnrollDevice, NetworkSnapshot, NewEnrollKey, Store};
-use zmesh_shared::peermap::{PeerDelta, PeerMap};
+use zmesh_console::view::{NetworkView, QuickDelta, Step};
+use zmesh_shared::peermap::PeerMap;
 use zmesh_shared::{Secret, WgPrivateKey};
 
 #[derive(Parser, Debug)]
@@ -135,22 +137,35 @@ async fn run(store: Store, n: usize, concurrency: usize) -> anyhow::Result<Figur
     })
 }
 
-/// Streams sampled for the fan-out figure (all N maps of a full mesh would not fit).
+/// Streams sampled for the "before" figure (all N maps of a full mesh would not fit).
 const FANOUT_SAMPLE: usize = 200;
+
+/// What one change costs the console across all N connected streams.
+struct Change {
+    what: &'static str,
+    /// Per stream, as streams did before: rebuild the map, diff it against the last one.
+    rebuild: Duration,
+    /// Once per revision: build the new shared view.
+    view: Duration,
+    /// All N streams: the step from the old view to the new one.
+    steps: Duration,
+}
 
 struct Fanout {
     sample: usize,
-    /// Per stream: rebuild the map from the snapshot (as a stream did before) and diff.
-    rebuild: Duration,
-    /// Once per revision: compare the two snapshots.
-    compare: Duration,
-    /// Per stream: patch the map with the changed peers it has.
-    quick: Duration,
+    changes: Vec<Change>,
 }
 
-/// What one device roaming (new endpoint) costs the console, per connected stream.
+/// One device roams (a new endpoint); one device enrolls.
 fn fanout(snap: &NetworkSnapshot, now: i64) -> anyhow::Result<Fanout> {
-    let compiled = zmesh_console::policy::compile_snapshot(snap);
+    let old_compiled = Arc::new(zmesh_console::policy::compile_snapshot(snap));
+    let old = Arc::new(NetworkView::new(
+        Arc::new(snap.clone()),
+        old_compiled.clone(),
+        now,
+        None,
+        None,
+    ));
     let step = (snap.devices.len() / FANOUT_SAMPLE).max(1);
     let sample: Vec<&zmesh_console::store::DeviceRow> = snap
         .devices
@@ -158,56 +173,73 @@ fn fanout(snap: &NetworkSnapshot, now: i64) -> anyhow::Result<Fanout> {
         .step_by(step)
         .take(FANOUT_SAMPLE)
         .collect();
-    let mut maps: Vec<PeerMap> = sample
+    let old_maps: Vec<PeerMap> = sample
         .iter()
-        .map(|d| map_for(snap, &compiled, d.id, now).context("no map"))
+        .map(|d| map_for(snap, &old_compiled, d.id, now).context("no map"))
         .collect::<anyhow::Result<_>>()?;
-    let mut new = snap.clone();
-    new.network.revision += 1;
-    let roamer = new.devices.len() / 2;
-    new.devices[roamer].endpoints = vec!["198.51.100.20:41641".parse()?];
 
-    let t = Instant::now();
-    let mut deltas = 0;
-    for (m, d) in maps.iter().zip(&sample) {
-        let fresh = map_for(&new, &compiled, d.id, now).context("no map")?;
-        deltas += usize::from(m.diff(&fresh).is_some());
-    }
-    let rebuild = t.elapsed() / sample.len() as u32;
+    let mut roam = snap.clone();
+    roam.network.revision += 1;
+    let mid = roam.devices.len() / 2;
+    roam.devices[mid].endpoints = vec!["198.51.100.20:41641".parse()?];
+    let mut enroll = snap.clone();
+    enroll.network.revision += 1;
+    let mut d = enroll.devices[mid].clone();
+    d.id = zmesh_shared::DeviceId::new();
+    d.name = "newcomer".into();
+    d.public_key = WgPrivateKey::generate().public_key();
+    d.overlay_v4 = "100.127.255.1".parse()?;
+    d.overlay_v6 = "fd00:ffff::1".parse()?;
+    enroll.devices.push(d);
 
-    let t = Instant::now();
-    let q = quick_changes(snap, now, &new, now).context("an endpoint change must be quick")?;
-    let compare = t.elapsed();
-    let t = Instant::now();
-    let mut quick_deltas = 0;
-    for m in maps.iter_mut() {
-        let upsert = changed_peers(m, &q);
-        if upsert.is_empty() {
-            continue;
-        }
-        quick_deltas += 1;
-        let delta = PeerDelta {
-            network_id: m.network_id,
-            device_id: m.device_id,
-            base_version: m.version,
-            version: new.network.revision,
-            issued_at_ms: now,
-            me: None,
-            upsert,
-            remove: vec![],
-            filter: None,
+    let mut changes = vec![];
+    for (what, new) in [("one device roams", roam), ("one device enrolls", enroll)] {
+        let t = Instant::now();
+        let new_view = {
+            let snap = Arc::new(new);
+            let quick =
+                quick_changes(&old.snapshot, old.built_at_ms, &snap, now).map(|peers| QuickDelta {
+                    from_revision: old.revision(),
+                    peers,
+                });
+            let compiled = match quick {
+                Some(_) => old_compiled.clone(),
+                None => Arc::new(zmesh_console::policy::compile_snapshot(&snap)),
+            };
+            NetworkView::new(snap, compiled, now, quick, Some(&old))
         };
-        patch(m, &delta);
-    }
-    let quick = t.elapsed() / sample.len() as u32;
-    if deltas != quick_deltas {
-        bail!("rebuild found {deltas} deltas, the quick path {quick_deltas}");
+        let view = t.elapsed();
+
+        let t = Instant::now();
+        let mut deltas = 0usize;
+        for d in &old.snapshot.devices {
+            if let Step::Delta(_) = new_view.step(&old, d.id, old.revision()) {
+                deltas += 1;
+            }
+        }
+        let steps = t.elapsed();
+
+        let t = Instant::now();
+        let mut sample_deltas = 0usize;
+        for (m, d) in old_maps.iter().zip(&sample) {
+            let fresh =
+                map_for(&new_view.snapshot, &new_view.compiled, d.id, now).context("no map")?;
+            sample_deltas += usize::from(m.diff(&fresh).is_some());
+        }
+        let rebuild = t.elapsed() / sample.len() as u32;
+        if deltas == 0 || sample_deltas == 0 {
+            bail!("{what}: no deltas (steps {deltas}, rebuilt {sample_deltas})");
+        }
+        changes.push(Change {
+            what,
+            rebuild,
+            view,
+            steps,
+        });
     }
     Ok(Fanout {
         sample: sample.len(),
-        rebuild,
-        compare,
-        quick,
+        changes,
     })
 }
 
@@ -230,21 +262,20 @@ fn report(backend: &str, n: usize, f: &Figures) {
         f.maps.as_secs_f64() * 1e6 / n as f64
     );
     let fo = &f.fanout;
-    let all_rebuild = fo.rebuild.as_secs_f64() * n as f64;
-    let all_quick = fo.compare.as_secs_f64() + fo.quick.as_secs_f64() * n as f64;
-    println!(
-        "  one endpoint change, per stream ({} sampled): rebuild+diff {:.1} us, quick patch {:.2} us",
-        fo.sample,
-        fo.rebuild.as_secs_f64() * 1e6,
-        fo.quick.as_secs_f64() * 1e6,
-    );
-    println!(
-        "  one endpoint change, all {n} streams: rebuild {:.2} s vs quick {:.1} ms ({:.1} ms of it comparing snapshots once) = {:.0}x",
-        all_rebuild,
-        all_quick * 1e3,
-        fo.compare.as_secs_f64() * 1e3,
-        all_rebuild / all_quick
-    );
+    for c in &fo.changes {
+        let before = c.rebuild.as_secs_f64() * n as f64;
+        let after = (c.view + c.steps).as_secs_f64();
+        println!(
+            "  {:<19} all {n} streams: rebuild+diff {:.2} s (per stream {:.0} us, {} sampled) vs shared view {:.1} ms + steps {:.1} ms = {:.0}x",
+            format!("{}:", c.what),
+            before,
+            c.rebuild.as_secs_f64() * 1e6,
+            fo.sample,
+            c.view.as_secs_f64() * 1e3,
+            c.steps.as_secs_f64() * 1e3,
+            before / after
+        );
+    }
     println!(
         "  peak RSS:      {:>9.1} MiB (process-wide, since start)",
         f.max_rss_kib as f64 / 1024.0

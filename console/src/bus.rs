@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use zmesh_shared::policy::Compiled;
 use zmesh_shared::{DeviceId, NetworkId};
 
 use crate::store::{NetworkSnapshot, Store, StoreError};
@@ -95,26 +94,7 @@ impl Bus {
     }
 }
 
-/// A network snapshot and its compiled policy: compiled once per (network, revision)
-/// and shared by every stream of the network.
-#[derive(Debug)]
-pub struct NetworkView {
-    pub snapshot: Arc<NetworkSnapshot>,
-    pub compiled: Arc<Compiled>,
-    /// The clock reading liveness (key expiry) was judged at.
-    pub built_at_ms: i64,
-    /// Set when this view differs from the one before it only in peers' keys and
-    /// endpoints (see [`crate::peermap::quick_changes`]).
-    pub quick: Option<QuickDelta>,
-}
-
-/// The peers changed since revision `from_revision`, nothing else having changed.
-#[derive(Debug)]
-pub struct QuickDelta {
-    pub from_revision: u64,
-    /// Sorted by device id.
-    pub peers: Vec<zmesh_shared::peermap::Peer>,
-}
+pub use crate::view::{NetworkView, QuickDelta};
 
 /// The latest view of one network; the async lock makes concurrent readers wait for
 /// one database read (and one compilation) instead of each doing their own.
@@ -169,7 +149,7 @@ impl SnapshotCache {
             Some((
                 old.compiled.clone(),
                 QuickDelta {
-                    from_revision: old.snapshot.network.revision,
+                    from_revision: old.revision(),
                     peers,
                 },
             ))
@@ -186,12 +166,14 @@ impl SnapshotCache {
                 (Arc::new(c), None)
             }
         };
-        let fresh = Arc::new(NetworkView {
+        let prev = guard.clone();
+        let fresh = Arc::new(NetworkView::new(
             snapshot,
             compiled,
-            built_at_ms: now,
+            now,
             quick,
-        });
+            prev.as_deref(),
+        ));
         *guard = Some(fresh.clone());
         Ok(fresh)
     }

@@ -23,6 +23,7 @@ pub mod store;
 pub mod stun;
 pub mod tls;
 pub mod tls_pin;
+pub mod view;
 pub mod web;
 
 pub use api::app;

@@ -8,7 +8,7 @@
 //! and appear in nobody's map.
 
 use ipnet::IpNet;
-use zmesh_shared::peermap::{Peer, PeerDelta, PeerMap, SelfInfo};
+use zmesh_shared::peermap::{Peer, PeerMap, SelfInfo};
 use zmesh_shared::policy::Compiled;
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
@@ -24,7 +24,7 @@ pub fn is_live(d: &DeviceRow, now_ms: i64) -> bool {
     d.state == DeviceState::Active && d.key_expires_at_ms.is_none_or(|t| t > now_ms)
 }
 
-fn to_peer(d: &DeviceRow) -> Peer {
+pub(crate) fn to_peer(d: &DeviceRow) -> Peer {
     Peer {
         device_id: d.id,
         name: d.name.clone(),
@@ -196,37 +196,8 @@ pub fn quick_changes(
     Some(changed)
 }
 
-/// Of `changed` (sorted by id), the peers `map` has in another form. Both lists are
-/// sorted, so this is a binary search per changed peer, not a scan of the map.
-pub fn changed_peers(map: &PeerMap, changed: &[Peer]) -> Vec<Peer> {
-    changed
-        .iter()
-        .filter(|p| {
-            map.peers
-                .binary_search_by_key(&p.device_id, |x| x.device_id)
-                .is_ok_and(|i| map.peers[i] != **p)
-        })
-        .cloned()
-        .collect()
-}
-
-/// Applies a delta of upserts of existing peers in place (what [`PeerMap::apply`] does,
-/// without rebuilding a large map).
-pub fn patch(map: &mut PeerMap, delta: &PeerDelta) {
-    for p in &delta.upsert {
-        if let Ok(i) = map
-            .peers
-            .binary_search_by_key(&p.device_id, |x| x.device_id)
-        {
-            map.peers[i] = p.clone();
-        }
-    }
-    map.version = delta.version;
-    map.issued_at_ms = delta.issued_at_ms;
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use zmesh_shared::{NetworkId, WgPrivateKey};
@@ -234,7 +205,7 @@ mod tests {
     use super::*;
     use crate::store::{Network, PolicyVersion};
 
-    fn device(n: u8, state: DeviceState) -> DeviceRow {
+    pub(crate) fn device(n: u8, state: DeviceState) -> DeviceRow {
         DeviceRow {
             id: DeviceId::new(),
             network_id: NetworkId::from_uuid(uuid::Uuid::nil()),
@@ -256,7 +227,7 @@ mod tests {
         }
     }
 
-    fn snapshot(devices: Vec<DeviceRow>) -> NetworkSnapshot {
+    pub(crate) fn snapshot(devices: Vec<DeviceRow>) -> NetworkSnapshot {
         NetworkSnapshot {
             network: Network {
                 id: NetworkId::from_uuid(uuid::Uuid::nil()),
@@ -438,10 +409,10 @@ mod tests {
     }
 
     /// A policy in which tag:web may reach tag:db and nothing else is linked.
-    const WEB_DB: &str = r#"{ "version": 1, "tag_owners": { "tag:web": [], "tag:db": [] },
+    pub(crate) const WEB_DB: &str = r#"{ "version": 1, "tag_owners": { "tag:web": [], "tag:db": [] },
         "rules": [ { "src": ["tag:web"], "dst": ["tag:db:5432"], "proto": "tcp" } ] }"#;
 
-    fn tagged(n: u8, tag: &str) -> DeviceRow {
+    pub(crate) fn tagged(n: u8, tag: &str) -> DeviceRow {
         let mut d = device(n, DeviceState::Active);
         d.tags = vec![tag.to_string()];
         d
@@ -507,83 +478,5 @@ mod tests {
         let a = snapshot(d.clone());
         d[4].endpoints = vec![];
         assert_eq!(quick_changes(&a, NOW, &snapshot(d), NOW), Some(vec![]));
-    }
-
-    /// The stream's shortcut (patch each map with the changed peers it has) gives exactly
-    /// the maps a full rebuild gives, under a policy that links only some devices.
-    #[test]
-    fn quick_patch_equals_rebuild() {
-        use crate::agent_api::stream::map_for;
-        let mut devices = vec![];
-        for n in 1..=12u8 {
-            devices.push(tagged(
-                n,
-                if n % 3 == 0 {
-                    "db"
-                } else if n % 3 == 1 {
-                    "web"
-                } else {
-                    "other"
-                },
-            ));
-        }
-        let mut old = snapshot(devices.clone());
-        old.policy.text = WEB_DB.into();
-        old.policy.version = 3;
-        let compiled = crate::policy::compile_snapshot(&old);
-        let mut rng_state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng_state ^= rng_state << 13;
-            rng_state ^= rng_state >> 7;
-            rng_state ^= rng_state << 17;
-            rng_state
-        };
-        let mut maps: Vec<PeerMap> = devices
-            .iter()
-            .map(|d| map_for(&old, &compiled, d.id, NOW).unwrap())
-            .collect();
-        assert!(
-            maps.iter().any(|m| m.peers.is_empty()) && maps.iter().any(|m| !m.peers.is_empty()),
-            "the policy links some devices and not others"
-        );
-        let mut cur = old;
-        for round in 0..20 {
-            let mut new = cur.clone();
-            new.network.revision += 1;
-            for _ in 0..(1 + next() % 3) {
-                let i = (next() % new.devices.len() as u64) as usize;
-                if next() % 2 == 0 {
-                    new.devices[i].endpoints =
-                        vec![format!("203.0.113.{}:{}", round, 1000 + i).parse().unwrap()];
-                } else {
-                    new.devices[i].public_key = WgPrivateKey::generate().public_key();
-                }
-            }
-            let q = quick_changes(&cur, NOW, &new, NOW).expect("only keys and endpoints changed");
-            for (m, d) in maps.iter_mut().zip(&new.devices) {
-                let upsert = changed_peers(m, &q);
-                let delta = zmesh_shared::peermap::PeerDelta {
-                    network_id: m.network_id,
-                    device_id: m.device_id,
-                    base_version: m.version,
-                    version: new.network.revision,
-                    issued_at_ms: NOW,
-                    me: None,
-                    upsert,
-                    remove: vec![],
-                    filter: None,
-                };
-                // what the agent does with the delta must agree with the patch
-                let mut agent_side = m.clone();
-                agent_side.apply(&delta).unwrap();
-                patch(m, &delta);
-                assert_eq!(&agent_side, m);
-                let rebuilt = map_for(&new, &compiled, d.id, NOW).unwrap();
-                assert_eq!(m.peers, rebuilt.peers, "round {round}, {}", d.name);
-                assert_eq!(m.filter, rebuilt.filter);
-                assert_eq!(m.version, rebuilt.version);
-            }
-            cur = new;
-        }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! The device credential is checked before the upgrade (401 otherwise). Then the
 //! console sends `Hello` and the signed full map, and from there on a signed delta
-//! whenever the network changes in a way this device can see. The task keeps the
-//! last map it *sent*, so every delta chains from what the agent actually has.
+//! whenever the network changes in a way this device can see. The task keeps the view
+//! (shared, see [`crate::view`]) whose map its agent has, not the map itself, so every
+//! delta chains from what the agent actually has at no memory cost per stream.
 //! Revocation or deletion sends `Revoked` and closes. The server pings every
 //! `ping_interval`; a connection silent for three intervals is dropped.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -14,7 +16,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
-use zmesh_shared::peermap::{PeerDelta, PeerMap, SelfInfo, Signed};
+use zmesh_shared::peermap::{PeerMap, SelfInfo, Signed};
 use zmesh_shared::policy::Compiled;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
@@ -22,11 +24,12 @@ use zmesh_shared::wire::{ClientMsg, DeviceState, ServerMsg};
 use zmesh_shared::{DeviceId, NetworkId, WgPublicKey, PROTOCOL_VERSION};
 
 use crate::api::auth::{bearer, record_refusal, Source};
-use crate::bus::Change;
+use crate::bus::{Change, NetworkView};
 use crate::error::ApiError;
 use crate::peermap::PeerMapBuilder;
 use crate::state::AppState;
 use crate::store::{AuditCtx, DeviceRow, NetworkSnapshot, StoreError};
+use crate::view::Step;
 
 /// Most endpoints one agent may report.
 const MAX_ENDPOINTS: usize = 16;
@@ -75,8 +78,7 @@ pub async fn stream(
                 network_id: device.network_id,
                 public_key: device.public_key,
                 socket,
-                last: None,
-                at_rev: 0,
+                sent: None,
                 nat_sent: false,
             }
             .run()
@@ -94,6 +96,13 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DeviceRow
         .ok_or_else(|| {
             ApiError::unauthorized("unauthorized", "unknown or revoked device credential")
         })
+}
+
+/// The view whose map the agent has, and the version it knows that map by (older than
+/// the view's revision when later changes did not concern it).
+struct Sent {
+    view: Arc<NetworkView>,
+    version: u64,
 }
 
 /// Why a stream ended; only for the log.
@@ -121,11 +130,8 @@ struct Stream {
     network_id: NetworkId,
     public_key: WgPublicKey,
     socket: WebSocket,
-    /// The last full map the agent has (sent in full or reached through deltas).
-    last: Option<PeerMap>,
-    /// The network revision `last` is current at (newer than its version when later
-    /// changes did not concern this device and so sent nothing).
-    at_rev: u64,
+    /// The view whose map the agent has (sent in full or reached through deltas).
+    sent: Option<Sent>,
     /// A `NatConfig` (with a relay token) went out on this stream.
     nat_sent: bool,
 }
@@ -203,7 +209,7 @@ impl Stream {
                 change = changes.recv() => {
                     let r = match change {
                         Ok(Change::Network { network_id, revision }) if network_id == self.network_id => {
-                            if self.last.is_none() || revision > self.at_rev {
+                            if self.sent.as_ref().is_none_or(|v| revision > v.view.revision()) {
                                 match self.send_update(revision).await {
                                     // A pending device that was just approved gets its token now.
                                     Ok(()) => self.send_nat().await,
@@ -307,9 +313,9 @@ impl Stream {
             return Ok(());
         }
         let active = self
-            .last
+            .sent
             .as_ref()
-            .is_some_and(|m| m.me.state == DeviceState::Active);
+            .is_some_and(|v| v.view.state_of(self.device_id) == Some(DeviceState::Active));
         let Some(nat) = self.state.nat.as_ref().filter(|_| active) else {
             return Ok(());
         };
@@ -334,93 +340,59 @@ impl Stream {
             .map_err(|_| End::SendFailed)
     }
 
-    /// The map for this device at `min_revision` or newer; `None` when it must go.
-    /// (Borrows only the state: a `&self` held across an await would need the
-    /// socket to be `Sync`.)
-    async fn current_map(
-        &mut self,
-        min_revision: u64,
-    ) -> Result<Result<PeerMap, &'static str>, End> {
+    /// The shared view of the network at `min_revision` or newer. (Borrows only the
+    /// state: a `&self` held across an await would need the socket to be `Sync`.)
+    async fn view(&mut self, min_revision: u64) -> Result<Arc<NetworkView>, End> {
         let state = &self.state;
-        let view = state
+        Ok(state
             .snapshots
             .view(&state.store, self.network_id, min_revision)
-            .await?;
-        let now = now_ms();
-        Ok(map_for(&view.snapshot, &view.compiled, self.device_id, now)
-            .ok_or_else(|| gone_reason(&view.snapshot, self.device_id, now)))
+            .await?)
     }
 
     async fn send_full(&mut self) -> Result<(), End> {
         let net = self.state.store.get_network(self.network_id).await?;
-        let map = match self.current_map(net.revision).await? {
-            Ok(m) => m,
-            Err(reason) => return Err(self.revoke(reason).await),
+        let view = self.view(net.revision).await?;
+        let Some(map) = view.map(self.device_id) else {
+            let reason = view.gone_reason(self.device_id);
+            return Err(self.revoke(reason).await);
         };
         self.send(&ServerMsg::PeerMap {
             map: Signed::sign(&map, &self.state.signing_key),
         })
         .await?;
-        self.at_rev = map.version;
-        self.last = Some(map);
+        self.sent = Some(Sent {
+            view,
+            version: map.version,
+        });
         Ok(())
     }
 
     async fn send_update(&mut self, revision: u64) -> Result<(), End> {
-        let view = {
-            let state = &self.state;
-            state
-                .snapshots
-                .view(&state.store, self.network_id, revision)
-                .await?
-        };
-        let Some(last) = &self.last else {
+        let view = self.view(revision).await?;
+        let Some(sent) = &self.sent else {
             return self.send_full().await;
         };
-        let new_rev = view.snapshot.network.revision;
-        if let Some(q) = view
-            .quick
-            .as_ref()
-            .filter(|q| q.from_revision == self.at_rev)
-        {
-            // Only keys or endpoints changed: patch the peers this device has.
-            let upsert = crate::peermap::changed_peers(last, &q.peers);
-            self.at_rev = new_rev;
-            if upsert.is_empty() {
-                return Ok(());
-            }
-            let delta = PeerDelta {
-                network_id: last.network_id,
-                device_id: last.device_id,
-                base_version: last.version,
-                version: new_rev,
-                issued_at_ms: now_ms(),
-                me: None,
-                upsert,
-                remove: vec![],
-                filter: None,
-            };
-            self.send(&ServerMsg::PeerDelta {
-                delta: Signed::sign(&delta, &self.state.signing_key),
-            })
-            .await?;
-            if let Some(last) = self.last.as_mut() {
-                crate::peermap::patch(last, &delta);
-            }
+        if Arc::ptr_eq(&sent.view, &view) {
             return Ok(());
         }
-        let now = now_ms();
-        let Some(new) = map_for(&view.snapshot, &view.compiled, self.device_id, now) else {
-            let reason = gone_reason(&view.snapshot, self.device_id, now);
-            return Err(self.revoke(reason).await);
-        };
-        self.at_rev = new_rev;
-        if let Some(delta) = last.diff(&new) {
-            self.send(&ServerMsg::PeerDelta {
-                delta: Signed::sign(&delta, &self.state.signing_key),
-            })
-            .await?;
-            self.last = Some(new);
+        match view.step(&sent.view, self.device_id, sent.version) {
+            Step::Same => {
+                // the agent's map is also the new view's map, at its old version
+                let version = sent.version;
+                self.sent = Some(Sent { view, version });
+            }
+            Step::Delta(delta) => {
+                self.send(&ServerMsg::PeerDelta {
+                    delta: Signed::sign(&delta, &self.state.signing_key),
+                })
+                .await?;
+                self.sent = Some(Sent {
+                    view,
+                    version: delta.version,
+                });
+            }
+            Step::Gone(reason) => return Err(self.revoke(reason).await),
         }
         Ok(())
     }
@@ -440,20 +412,6 @@ impl Stream {
             })))
             .await;
         End::Revoked
-    }
-}
-
-/// Why a device gets no map: its key expired (an admin can extend it, the agent then
-/// enrolls again) or it was revoked or deleted.
-fn gone_reason(snap: &NetworkSnapshot, device: DeviceId, now_ms: i64) -> &'static str {
-    match snap.devices.iter().find(|d| d.id == device) {
-        Some(d)
-            if d.state == DeviceState::Active
-                && d.key_expires_at_ms.is_some_and(|t| t <= now_ms) =>
-        {
-            "key expired"
-        }
-        _ => "revoked",
     }
 }
 

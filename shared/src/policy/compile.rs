@@ -51,6 +51,11 @@ impl DevicePolicy {
     pub fn has_peer(&self, id: &DeviceId) -> bool {
         *id != self.me && self.linked.binary_search(id).is_ok()
     }
+    /// The sorted linked ids (may contain the device itself). Devices of one class share
+    /// this allocation, so pointer equality tells that two devices link the same set.
+    pub fn linked(&self) -> &Arc<[DeviceId]> {
+        &self.linked
+    }
     pub fn peer_count(&self) -> usize {
         self.linked.len() - usize::from(self.linked.binary_search(&self.me).is_ok())
     }
