@@ -417,7 +417,8 @@ impl Stream {
 
 /// The device's map: the peers and filter the compiled policy gives an active device,
 /// an empty map for a pending one (so it learns its own state), `None` when it is
-/// revoked or gone.
+/// revoked or gone. Built from scratch: streams use [`NetworkView::map`]; this is the
+/// independent reference the view's deltas are tested and benchmarked against.
 pub fn map_for(
     snap: &NetworkSnapshot,
     compiled: &Compiled,
