@@ -2,22 +2,25 @@
 # bench-throughput.sh - TCP throughput (iperf3) between two network namespaces, in one run:
 #   veth    plain veth pair, no tunnel
 #   wggo    wireguard-go on both sides (wg setconf)
-#   zmesh   two zmesh data planes (agent/examples/dataplane.rs, --release)
-# and prints Gbit/s side by side with our ratio to wireguard-go.
+#   zmesh   two zmesh data planes (agent/examples/dataplane.rs, --release), static config
+#   agent   the whole product: a console (zmesh-console serve) and two agents
+#           (zmesh daemon + zmesh up), tunnels set up by the console, policy filter on
+# and prints Gbit/s side by side with our ratios to wireguard-go.
 #
-# usage (root): scripts/bench-throughput.sh [--time S] [--streams "1 4"] [--paths "veth wggo zmesh"]
-# env: DATAPLANE_BIN=path (else built with cargo into $CARGO_TARGET_DIR, default ./target)
+# usage (root): scripts/bench-throughput.sh [--time S] [--streams "1 4"] [--paths "veth wggo zmesh agent"]
+# env: DATAPLANE_BIN=path, ZMESH_BIN_DIR=dir with zmesh and zmesh-console (else built with
+#      cargo --release into $CARGO_TARGET_DIR, default ./target)
 # Creates namespaces zmb<pid>-a / zmb<pid>-b and deletes them (and every process it started,
 # by PID) on exit. Each daemon is bounded by `timeout`.
 set -euo pipefail
 
-DUR=10 STREAMS="1 4" PATHS="veth wggo zmesh"
+DUR=10 STREAMS="1 4" PATHS="veth wggo zmesh agent"
 while [[ $# -gt 0 ]]; do
     case $1 in
         --time) DUR=$2; shift 2 ;;
         --streams) STREAMS=$2; shift 2 ;;
         --paths) PATHS=$2; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -62,10 +65,16 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 
 BIN=${DATAPLANE_BIN:-}
-if [[ -z $BIN ]]; then
+if [[ -z $BIN && " $PATHS " == *" zmesh "* ]]; then
     log "building the dataplane example (release)"
     (cd "$REPO" && cargo build -q --release -p zmesh-agent --example dataplane)
     BIN=$CARGO_TARGET_DIR/release/examples/dataplane
+fi
+BINDIR=${ZMESH_BIN_DIR:-}
+if [[ -z $BINDIR && " $PATHS " == *" agent "* ]]; then
+    log "building zmesh and zmesh-console (release)"
+    (cd "$REPO" && cargo build -q --release -p zmesh-agent -p zmesh-console)
+    BINDIR=$CARGO_TARGET_DIR/release
 fi
 
 # --- namespaces and veth ---------------------------------------------------------------
@@ -186,16 +195,55 @@ for path in $PATHS; do
             stop_pids "$ZPID_a" "$ZPID_b"
             grep -h counters "$WORK"/zmesh-*.log >&2 || true
             ;;
+        agent)
+            # console in a's namespace (b reaches it over the veth); one daemon per side
+            start_bg "$NA" "$WORK/console.log" "$BINDIR/zmesh-console" serve \
+                --data-dir "$WORK/console" --listen "$IPA:8443" --no-stun
+            CPID=$LAST_PID
+            for _ in $(seq 1 100); do
+                ip netns exec "$NB" bash -c "exec 3<>/dev/tcp/$IPA/8443" 2>/dev/null && break
+                sleep 0.2
+            done
+            key=$(ip netns exec "$NA" "$BINDIR/zmesh-console" --data-dir "$WORK/console" \
+                keys create --reusable --ttl 1h --description bench 2>/dev/null)
+            for s in a b; do
+                ns=$NA; [[ $s == b ]] && ns=$NB
+                mkdir -p "$WORK/agent-$s"
+                start_bg "$ns" "$WORK/agent-$s.log" env RUST_LOG="${RUST_LOG:-info}" \
+                    "$BINDIR/zmesh" daemon --state-dir "$WORK/agent-$s" --tun "zma$ID$s" --port 51820
+                declare "APID_$s=$LAST_PID"
+                for _ in $(seq 1 100); do
+                    ip netns exec "$ns" "$BINDIR/zmesh" --state-dir "$WORK/agent-$s" status >/dev/null 2>&1 && break
+                    sleep 0.1
+                done
+                ip netns exec "$ns" "$BINDIR/zmesh" --state-dir "$WORK/agent-$s" up \
+                    --console "https://$IPA:8443" --enroll-key "$key" --name "bench-$s" >&2
+            done
+            dst=""
+            for _ in $(seq 1 100); do
+                dst=$(ip netns exec "$NB" "$BINDIR/zmesh" --state-dir "$WORK/agent-b" status --json 2>/dev/null \
+                    | python3 -c 'import json,sys; print([i for i in json.load(sys.stdin)["self"]["overlay_ips"] if "." in i][0])' 2>/dev/null) && break
+                sleep 0.1
+            done
+            if [[ -n $dst ]] && wait_ping "$dst"; then
+                for n in $STREAMS; do run_iperf agent "$dst" "$n"; done
+                ip netns exec "$NA" "$BINDIR/zmesh" --state-dir "$WORK/agent-a" status >&2 || true
+            else
+                log "the agents' tunnel did not come up"; tail -n 20 "$WORK"/agent-*.log "$WORK/console.log" >&2 || true
+            fi
+            # shellcheck disable=SC2154
+            stop_pids "$APID_a" "$APID_b" "$CPID"
+            ;;
         *) log "unknown path $path"; exit 2 ;;
     esac
 done
 
 echo
 echo "nproc=$(nproc) kernel=$(uname -r) time=${DUR}s wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1 | awk '{print $2}')"
-printf '%-8s %12s %12s %12s %14s\n' streams veth wggo zmesh zmesh/wggo
+ratio() { python3 -c 'import sys,math; g,z=float(sys.argv[1]),float(sys.argv[2]); print("nan" if math.isnan(g) or math.isnan(z) or g==0 else "%.2fx" % (z/g))' "$1" "$2"; }
+printf '%-8s %10s %10s %10s %10s %12s %12s\n' streams veth wggo zmesh agent zmesh/wggo agent/wggo
 for n in $STREAMS; do
-    v=${RESULT[veth-$n]:-nan} g=${RESULT[wggo-$n]:-nan} z=${RESULT[zmesh-$n]:-nan}
-    ratio=$(python3 -c 'import sys,math; g,z=float(sys.argv[1]),float(sys.argv[2]); print("nan" if math.isnan(g) or math.isnan(z) or g==0 else "%.2fx" % (z/g))' "$g" "$z")
-    printf '%-8s %12s %12s %12s %14s\n' "P$n" "$v" "$g" "$z" "$ratio"
+    v=${RESULT[veth-$n]:-nan} g=${RESULT[wggo-$n]:-nan} z=${RESULT[zmesh-$n]:-nan} a=${RESULT[agent-$n]:-nan}
+    printf '%-8s %10s %10s %10s %10s %12s %12s\n' "P$n" "$v" "$g" "$z" "$a" "$(ratio "$g" "$z")" "$(ratio "$g" "$a")"
 done
 echo "(Gbit/s, iperf3 TCP a -> b, received)"
