@@ -342,7 +342,54 @@ async fn relay_refuses_unauthenticated_and_forwards_only_within_a_network() {
     assert!(tokio::time::timeout(Duration::from_millis(300), rb.recv())
         .await
         .is_err());
-    assert!(env.relay.stats.drop_unknown_dst.load(Ordering::Relaxed) >= 1);
+    // the other network's datagram is held for a device of that network, never ours
+    assert!(env.relay.stats.held.load(Ordering::Relaxed) >= 1);
+}
+
+/// A handshake sent through the relay before its destination has connected is handed
+/// over when the destination connects (within a few seconds), not lost to WireGuard's
+/// 5 s retry; large datagrams and old ones are not kept.
+#[tokio::test]
+async fn relay_holds_a_handshake_until_the_destination_connects() {
+    let (env, _tap) = start(None).await;
+    let net = NetworkId::new();
+    let (ka, kb) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+    let (mut ta, _ra) = env.join(net, &ka).await.unwrap();
+    let b = *kb.public_key().as_bytes();
+    ta.send(b, b"handshake initiation").await.unwrap();
+    ta.send(b, &[7u8; 1200]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.relay.stats.held.load(Ordering::Relaxed) < 1
+        || env.relay.stats.drop_unknown_dst.load(Ordering::Relaxed) < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay neither held nor dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    let (_tb, mut rb) = env.join(net, &kb).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(2), rb.recv())
+        .await
+        .expect("the held handshake never came")
+        .unwrap();
+    assert_eq!(
+        ev,
+        Some(RelayEvent::Datagram {
+            src: *ka.public_key().as_bytes(),
+            data: b"handshake initiation".to_vec()
+        })
+    );
+    eprintln!(
+        "held handshake delivered {:?} after connecting",
+        t.elapsed()
+    );
+    // the 1200-byte datagram was not kept
+    assert!(tokio::time::timeout(Duration::from_millis(300), rb.recv())
+        .await
+        .is_err());
+    assert_eq!(env.relay.stats.held_delivered.load(Ordering::Relaxed), 1);
 }
 
 /// The console's relay asks the database whether a device is still active (here: a

@@ -6,9 +6,12 @@
 //! token the console signed and prove they hold the WireGuard key it names (see
 //! `zmesh_shared::relay`). Forwarding is only between devices of the same network, each
 //! connection is rate-limited (token bucket on bytes), and a connection ends when its
-//! token expires. The relay never holds keys that could decrypt what it forwards.
+//! token expires. The relay never holds keys that could decrypt what it forwards. Small
+//! datagrams (handshakes) for a device not connected yet are kept for a few seconds
+//! (see `hold`), so two agents coming up together do not wait out WireGuard's retry.
 
 pub mod cli;
+mod hold;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -80,6 +83,10 @@ pub struct RelayStats {
     pub drop_unknown_dst: AtomicU64,
     pub drop_rate: AtomicU64,
     pub drop_queue_full: AtomicU64,
+    /// Small datagrams kept for a destination not connected yet (see `hold`).
+    pub held: AtomicU64,
+    /// Held datagrams delivered when their destination connected.
+    pub held_delivered: AtomicU64,
 }
 
 type Key = (NetworkId, [u8; 32]);
@@ -95,6 +102,7 @@ struct Client {
 pub struct Relay {
     cfg: RelayConfig,
     clients: Mutex<HashMap<Key, Client>>,
+    held: Mutex<hold::Held<Key>>,
     next_conn: AtomicU64,
     pub stats: RelayStats,
 }
@@ -104,6 +112,7 @@ impl Relay {
         Arc::new(Relay {
             cfg,
             clients: Mutex::new(HashMap::new()),
+            held: Mutex::new(hold::Held::default()),
             next_conn: AtomicU64::new(1),
             stats: RelayStats::default(),
         })
@@ -138,7 +147,16 @@ impl Relay {
             Err(_) => None,
         };
         let Some(tx) = tx else {
-            self.stats.drop_unknown_dst.fetch_add(1, Ordering::Relaxed);
+            let kept = self
+                .held
+                .lock()
+                .is_ok_and(|mut h| h.push((net, dst), src, data, Instant::now()));
+            let stat = if kept {
+                &self.stats.held
+            } else {
+                &self.stats.drop_unknown_dst
+            };
+            stat.fetch_add(1, Ordering::Relaxed);
             return;
         };
         if let Some(tap) = &self.cfg.tap {
@@ -359,6 +377,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     tracing::info!(device = %claims.device_id, key = %claims.public_key.short(), "relay client authenticated");
     write_frame(&mut w, &Frame::Ready).await?;
+    // What peers sent while this device was on its way here (their handshakes).
+    let waiting = relay
+        .held
+        .lock()
+        .map(|mut h| h.take(&(net, me), Instant::now()))
+        .unwrap_or_default();
+    for (src, data) in waiting {
+        if tx.try_send(Frame::Recv { src, data }).is_ok() {
+            relay.stats.held_delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let writer = tokio::spawn(async move {
         let mut b = Vec::with_capacity(READ_CHUNK);
         while let Some(f) = rx.recv().await {
