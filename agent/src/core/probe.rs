@@ -26,9 +26,10 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 pub const MAGIC: u8 = 0x5A;
 pub const VERSION: u8 = 1;
-const HEADER_LEN: usize = 48;
+/// Magic, version, kind, zero, sender key, nonce: authenticated, not encrypted.
+pub const HEADER_LEN: usize = 48;
 /// Transaction id, address family (0 none, 4, 6), address (v4 mapped into v6), port.
-const BODY_LEN: usize = 8 + 1 + 16 + 2;
+pub const BODY_LEN: usize = 8 + 1 + 16 + 2;
 const TAG_LEN: usize = 16;
 /// Size of every probe datagram.
 pub const PROBE_LEN: usize = HEADER_LEN + BODY_LEN + TAG_LEN;
@@ -111,10 +112,10 @@ pub fn sender(b: &[u8]) -> Result<[u8; 32], ProbeError> {
 }
 
 pub fn seal(key: &ProbeKey, sender: &[u8; 32], p: &Probe, nonce: [u8; 12]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(PROBE_LEN);
-    m.extend_from_slice(&[MAGIC, VERSION, p.kind as u8, 0]);
-    m.extend_from_slice(sender);
-    m.extend_from_slice(&nonce);
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&[MAGIC, VERSION, p.kind as u8, 0]);
+    header[4..36].copy_from_slice(sender);
+    header[36..].copy_from_slice(&nonce);
     let mut body = [0u8; BODY_LEN];
     body[..8].copy_from_slice(&p.tx.to_be_bytes());
     if let Some(a) = p.observed {
@@ -131,10 +132,20 @@ pub fn seal(key: &ProbeKey, sender: &[u8; 32], p: &Probe, nonce: [u8; 12]) -> Ve
         body[9..25].copy_from_slice(&v6.octets());
         body[25..27].copy_from_slice(&a.port().to_be_bytes());
     }
+    seal_raw(key, &header, body)
+}
+
+/// Seals `body` behind `header` as given (the nonce is `header[36..]`). [`seal`] builds
+/// both from a [`Probe`]; the fuzz targets use this to make authentic probes whose
+/// header or body `seal` never writes, to reach the parsing in [`open`].
+#[doc(hidden)]
+pub fn seal_raw(key: &ProbeKey, header: &[u8; HEADER_LEN], mut body: [u8; BODY_LEN]) -> Vec<u8> {
     let tag = key
         .0
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), &m, &mut body)
+        .encrypt_in_place_detached(Nonce::from_slice(&header[36..]), header, &mut body)
         .unwrap_or_default();
+    let mut m = Vec::with_capacity(PROBE_LEN);
+    m.extend_from_slice(header);
     m.extend_from_slice(&body);
     m.extend_from_slice(&tag);
     m
