@@ -46,6 +46,7 @@ trap 'exit 143' TERM
 # the whole limit after we are done.
 (sleep "$limit" && echo "demo: timed out after ${limit}s" >&2 && kill -TERM $$) >/dev/null &
 watchdog=$!
+disown "$watchdog" # no "Terminated" job notice when cleanup ends it
 
 die() { echo "demo: $*" >&2; exit 1; }
 if [[ -t 1 ]]; then
