@@ -127,10 +127,15 @@ for t in "${targets[@]}"; do
             echo "fuzz: $t: crash input $keep/$(basename "$c") ($(stat -c %s "$c") bytes):" >&2
             od -A x -t x1z -v "$c" | head -n 32 >&2
         done
+        # The panic message and libFuzzer's summary, without progress lines and
+        # backtrace frames (those are in the full log).
         echo "fuzz: $t: end of libFuzzer's log:" >&2
-        grep -v '^#[0-9]' "$d/log" | tail -n 40 >&2
+        grep -Ev '^#[0-9]|^ +[0-9]+: |^ +at ' "$d/log" | tail -n 25 >&2
         cp "$d/log" "$keep/log"
         echo "fuzz: $t: full log in $keep/log" >&2
+        for c in "${crashes[@]}"; do
+            echo "fuzz: $t: reproduce: $target_dir/$host/release/$t $keep/$(basename "$c")" >&2
+        done
     fi
     echo "fuzz: $t: ${execs:-?} execs (${rate:-?}/s), cov $cov, ft $ft, corpus $corp (from $seeds seeds), ${counters:-0} counters"
 done
