@@ -189,53 +189,25 @@ impl NetworkView {
         if self.row(id).is_none() {
             return Step::Gone(self.gone_reason(id));
         }
-        let (Some((row_o, dp_o)), Some((row_n, dp_n))) = (old.live(id), self.live(id)) else {
-            // Pending, approved, revoked, expired: small maps or none; diff them whole.
-            let Some(new) = self.map(id) else {
-                return Step::Gone(self.gone_reason(id));
-            };
-            return match old.map(id) {
-                Some(o) => self.finish(o.diff(&new), base_version),
-                // the agent had no map from `old`: a delta from nothing
-                None => self.finish(
-                    Some(PeerDelta {
-                        network_id: new.network_id,
-                        device_id: id,
-                        base_version,
-                        version: new.version,
-                        issued_at_ms: new.issued_at_ms,
-                        me: Some(new.me),
-                        upsert: new.peers,
-                        remove: vec![],
-                        filter: Some(new.filter),
-                    }),
-                    base_version,
-                ),
-            };
+        // Live in both views, with a policy entry in both (a live device always has one).
+        let (Some((row_o, Some(dp_o))), Some((row_n, Some(dp_n)))) = (old.live(id), self.live(id))
+        else {
+            return self.whole(old, id, base_version);
         };
         let me_n = self.self_info(row_n);
         let me = (old.self_info(row_o) != me_n).then_some(me_n);
-        let empty: Arc<[zmesh_shared::policy::FilterRule]> = Arc::from(vec![]);
-        let f_o = dp_o.map_or(&empty, |d| &d.filter);
-        let f_n = dp_n.map_or(&empty, |d| &d.filter);
-        let filter = (!Arc::ptr_eq(f_o, f_n) && f_o != f_n).then(|| f_n.to_vec());
-        let (upsert, remove): (Vec<Peer>, Vec<DeviceId>) = match (&self.quick, dp_n) {
-            (Some(q), Some(dp))
+        let filter = (!Arc::ptr_eq(&dp_o.filter, &dp_n.filter) && dp_o.filter != dp_n.filter)
+            .then(|| dp_n.filter.to_vec());
+        let (upsert, remove): (Vec<Peer>, Vec<DeviceId>) = match &self.quick {
+            Some(q)
                 if q.from_revision == old.revision()
                     && Arc::ptr_eq(&old.compiled, &self.compiled) =>
             {
-                let up = q
-                    .peers
-                    .iter()
-                    .filter(|p| dp.has_peer(&p.device_id))
-                    .cloned();
-                (up.collect(), vec![])
+                let up = q.peers.iter().filter(|p| dp_n.has_peer(&p.device_id));
+                (up.cloned().collect(), vec![])
             }
             _ => {
-                let none: Arc<[DeviceId]> = Arc::from(vec![]);
-                let l_o = dp_o.map_or(&none, |d| d.linked());
-                let l_n = dp_n.map_or(&none, |d| d.linked());
-                let cd = self.class_diff(old, l_o, l_n);
+                let cd = self.class_diff(old, dp_o.linked(), dp_n.linked());
                 (
                     cd.upsert
                         .iter()
@@ -260,6 +232,32 @@ impl NetworkView {
             remove,
             filter,
         })
+    }
+
+    /// Pending, approved, revoked, expired: small maps or none, so both are built and
+    /// diffed whole.
+    fn whole(&self, old: &NetworkView, id: DeviceId, base_version: u64) -> Step {
+        let Some(new) = self.map(id) else {
+            return Step::Gone(self.gone_reason(id));
+        };
+        match old.map(id) {
+            Some(o) => self.finish(o.diff(&new), base_version),
+            // the agent had no map from `old`: a delta from nothing
+            None => self.finish(
+                Some(PeerDelta {
+                    network_id: new.network_id,
+                    device_id: id,
+                    base_version,
+                    version: new.version,
+                    issued_at_ms: new.issued_at_ms,
+                    me: Some(new.me),
+                    upsert: new.peers,
+                    remove: vec![],
+                    filter: Some(new.filter),
+                }),
+                base_version,
+            ),
+        }
     }
 
     fn finish(&self, d: Option<PeerDelta>, base_version: u64) -> Step {
