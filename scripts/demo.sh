@@ -19,8 +19,12 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     if [[ -n ${watchdog:-} ]]; then
-        pkill -P "$watchdog" sleep 2>/dev/null || true
-        kill "$watchdog" 2>/dev/null || true
+        # The subshell first, silently (SIGKILL: it cannot report its sleep's death),
+        # then its sleep, which would otherwise hold stderr open for the whole limit.
+        local naps
+        naps=$(pgrep -P "$watchdog" 2>/dev/null || true)
+        kill -KILL "$watchdog" 2>/dev/null || true
+        for p in $naps; do kill "$p" 2>/dev/null || true; done
     fi
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.3
