@@ -15,6 +15,13 @@ pub enum PinError {
     Tls(#[from] crate::tls::TlsError),
     #[error("invalid TLS client configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ca(#[from] zmesh_tls::CaError),
 }
 
 /// Client config that trusts only the certificate with fingerprint `pin`.
@@ -25,9 +32,9 @@ pub fn pinned_client_config(pin: CertFingerprint) -> Result<rustls::ClientConfig
 /// Client config that trusts certificates chaining to the CAs in a PEM file
 /// (standard WebPKI verification including the host name).
 pub fn ca_client_config(ca_file: &Path) -> Result<rustls::ClientConfig, PinError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in crate::tls::read_certs(ca_file)? {
-        roots.add(c)?;
-    }
-    Ok(zmesh_tls::roots_client_config(roots)?)
+    let pem = std::fs::read(ca_file).map_err(|e| PinError::Read {
+        path: ca_file.to_path_buf(),
+        source: e,
+    })?;
+    Ok(zmesh_tls::ca_pem_client_config(&pem)?)
 }

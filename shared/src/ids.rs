@@ -102,3 +102,32 @@ mod tests {
         assert!(serde_json::from_str::<DeviceId>("\"dev_1\"").is_err());
     }
 }
+
+/// Where a device stands in its network (kept with the ids: every layer names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    /// Enrolled but waiting for an admin's approval; gets no peers.
+    Pending,
+    Active,
+    /// Credential dead, removed from every peer map. Final.
+    Revoked,
+}
+
+impl DeviceState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceState::Pending => "pending",
+            DeviceState::Active => "active",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeviceState::Pending),
+            "active" => Some(DeviceState::Active),
+            "revoked" => Some(DeviceState::Revoked),
+            _ => None,
+        }
+    }
+}

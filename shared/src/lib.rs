@@ -12,11 +12,12 @@ pub mod peermap;
 pub mod policy;
 pub mod relay;
 pub mod secret;
+pub mod signed;
 pub mod stun;
 pub mod time;
 pub mod wire;
 
-pub use ids::{DeviceId, EnrollKeyId, NetworkId, TokenId};
+pub use ids::{DeviceId, DeviceState, EnrollKeyId, NetworkId, TokenId};
 pub use keys::{CertFingerprint, SigningKey, SigningPublicKey, WgPrivateKey, WgPublicKey};
 pub use secret::Secret;
 

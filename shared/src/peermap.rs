@@ -7,20 +7,17 @@
 //! while the console is down.
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::DeviceState;
 use crate::ids::{DeviceId, NetworkId};
-use crate::keys::{KeyError, SigningKey, SigningPublicKey, WgPublicKey};
+use crate::keys::{KeyError, SigningPublicKey, WgPublicKey};
 use crate::policy::FilterRule;
+pub use crate::signed::{Signed, SignedError};
 use crate::time::UnixMillis;
-use crate::wire::DeviceState;
 
 /// What a device learns about itself from its map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +93,13 @@ pub enum MapError {
     #[error("delta starts at version {base}, map is at {have}")]
     VersionGap { have: u64, base: u64 },
     #[error(transparent)]
-    Signature(#[from] KeyError),
-    #[error("signed payload is not a valid message: {0}")]
-    Payload(String),
+    Signed(#[from] SignedError),
+}
+
+impl From<KeyError> for MapError {
+    fn from(e: KeyError) -> Self {
+        MapError::Signed(SignedError::Signature(e))
+    }
 }
 
 impl PeerMap {
@@ -181,42 +182,6 @@ impl PeerMap {
     }
 }
 
-/// A value together with the exact JSON text that was signed and the signature.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Signed<T> {
-    pub payload: String,
-    pub signature: String,
-    #[serde(skip)]
-    _t: PhantomData<T>,
-}
-
-impl<T> std::fmt::Debug for Signed<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signed({} bytes)", self.payload.len())
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> Signed<T> {
-    pub fn sign(value: &T, key: &SigningKey) -> Self {
-        let payload = serde_json::to_string(value).expect("wire types always serialize");
-        let signature = B64.encode(key.sign(payload.as_bytes()));
-        Signed {
-            payload,
-            signature,
-            _t: PhantomData,
-        }
-    }
-
-    /// Checks the signature, then parses the payload.
-    pub fn verify(&self, key: &SigningPublicKey) -> Result<T, MapError> {
-        let sig = B64
-            .decode(&self.signature)
-            .map_err(|_| MapError::Signature(KeyError::BadSignature))?;
-        key.verify(self.payload.as_bytes(), &sig)?;
-        serde_json::from_str(&self.payload).map_err(|e| MapError::Payload(e.to_string()))
-    }
-}
-
 pub type SignedPeerMap = Signed<PeerMap>;
 pub type SignedDelta = Signed<PeerDelta>;
 
@@ -243,7 +208,7 @@ impl CachedMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::WgPrivateKey;
+    use crate::keys::{SigningKey, WgPrivateKey};
 
     fn peer(n: u8) -> Peer {
         let v4 = Ipv4Addr::new(100, 64, 0, n);

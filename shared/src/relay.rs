@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::{DeviceId, NetworkId};
 use crate::keys::{SigningPublicKey, WgPublicKey};
-use crate::peermap::Signed;
+use crate::signed::Signed;
 
 /// `purpose` of a relay token, so no other signed document can pass as one.
 pub const TOKEN_PURPOSE: &str = "zmesh-relay-v1";

@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use crate::ids::DeviceState;
 use crate::ids::{DeviceId, NetworkId};
 use crate::keys::{CertFingerprint, SigningPublicKey, WgPublicKey};
 use crate::peermap::{SignedDelta, SignedPeerMap};
@@ -23,34 +24,6 @@ use crate::time::UnixMillis;
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
 /// HTTP path of the control stream (WebSocket upgrade).
 pub const STREAM_PATH: &str = "/agent/v1/stream";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceState {
-    /// Enrolled but waiting for an admin's approval; gets no peers.
-    Pending,
-    Active,
-    /// Credential dead, removed from every peer map. Final.
-    Revoked,
-}
-
-impl DeviceState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            DeviceState::Pending => "pending",
-            DeviceState::Active => "active",
-            DeviceState::Revoked => "revoked",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(DeviceState::Pending),
-            "active" => Some(DeviceState::Active),
-            "revoked" => Some(DeviceState::Revoked),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

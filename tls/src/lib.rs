@@ -108,3 +108,31 @@ pub fn roots_client_config(roots: RootCertStore) -> Result<ClientConfig, Error> 
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// Why a CA file could not be used as the trust anchor.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("CA file holds no usable certificate")]
+    NoCerts,
+    #[error("CA file: {0}")]
+    Pem(std::io::Error),
+    #[error("CA certificate rejected: {0}")]
+    Ca(Error),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] Error),
+}
+
+/// Client config with WebPKI verification against the CA certificates of a PEM text
+/// (the agent's `--ca-file` and the admin CLI's / syslog forwarder's CA files).
+pub fn ca_pem_client_config(pem: &[u8]) -> Result<ClientConfig, CaError> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots
+            .add(cert.map_err(CaError::Pem)?)
+            .map_err(CaError::Ca)?;
+    }
+    if roots.is_empty() {
+        return Err(CaError::NoCerts);
+    }
+    Ok(roots_client_config(roots)?)
+}

@@ -22,6 +22,12 @@ pub enum MapRejected {
     NoBase,
 }
 
+impl From<zmesh_shared::signed::SignedError> for MapRejected {
+    fn from(e: zmesh_shared::signed::SignedError) -> Self {
+        MapRejected::Map(e.into())
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum DeltaOutcome {
     /// Applied; `compact` asks the caller to request a resync to shrink the cache.

@@ -8,12 +8,8 @@ use zmesh_shared::CertFingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("CA file holds no usable certificate")]
-    NoCaCerts,
-    #[error("CA file: {0}")]
-    Pem(std::io::Error),
-    #[error("CA certificate rejected: {0}")]
-    Ca(TlsError),
+    #[error(transparent)]
+    Ca(#[from] zmesh_tls::CaError),
     #[error("TLS setup: {0}")]
     Rustls(#[from] TlsError),
     #[error("neither a certificate pin nor a CA file: refusing to trust the console blindly")]
@@ -46,18 +42,7 @@ pub use zmesh_tls::provider;
 pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, TlsSetupError> {
     let mut cfg = match trust {
         Trust::Pin(pin) => zmesh_tls::pinned_client_config(*pin)?,
-        Trust::CaPem(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                roots
-                    .add(cert.map_err(TlsSetupError::Pem)?)
-                    .map_err(TlsSetupError::Ca)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsSetupError::NoCaCerts);
-            }
-            zmesh_tls::roots_client_config(roots)?
-        }
+        Trust::CaPem(pem) => zmesh_tls::ca_pem_client_config(pem.as_bytes())?,
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
@@ -152,7 +137,7 @@ mod tests {
             .is_err());
         assert!(matches!(
             client_config(&Trust::CaPem("nothing".into()), &[]),
-            Err(TlsSetupError::NoCaCerts)
+            Err(TlsSetupError::Ca(zmesh_tls::CaError::NoCerts))
         ));
         assert!(matches!(
             Trust::from_parts(None, None),
