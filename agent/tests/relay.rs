@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use zmesh_agent::core::{relay_endpoint, relay_key_prefix, Node, PathKind, PeerConfig};
 use zmesh_agent::io::relay::{connect, RelayClientError, RelayEvent, RelayReceiver, RelaySender};
-use zmesh_console::config::TlsSource;
+use zmesh_console::infra::config::TlsSource;
 use zmesh_console::relay::{Relay, RelayConfig};
 use zmesh_shared::relay::{RelayClaims, RelayToken, TOKEN_PURPOSE};
 use zmesh_shared::time::now_ms;
@@ -40,14 +40,14 @@ async fn start_with(
     authorize: Option<zmesh_console::relay::Authorize>,
 ) -> (Env, mpsc::UnboundedReceiver<Vec<u8>>) {
     let dir = tempfile::tempdir().unwrap();
-    let id = zmesh_console::tls::load_or_create(
+    let id = zmesh_console::infra::tls::load_or_create(
         dir.path(),
         &TlsSource::SelfSigned { extra_sans: vec![] },
     )
     .unwrap();
-    let server_tls = zmesh_console::tls::server_config(&id).unwrap();
+    let server_tls = zmesh_console::infra::tls::server_config(&id).unwrap();
     let client_tls =
-        Arc::new(zmesh_console::tls_pin::pinned_client_config(id.fingerprint).unwrap());
+        Arc::new(zmesh_console::infra::tls_client::pinned_client_config(id.fingerprint).unwrap());
     let console = SigningKey::generate();
     let (tap_tx, tap_rx) = mpsc::unbounded_channel();
     let mut cfg = RelayConfig::new(console.public_key());

@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use zmesh_console::audit::{checkpoint, export, verify};
+use zmesh_console::service::audit::{checkpoint, export, verify};
 use zmesh_console::store::{AuditChange, AuditCtx, Store};
 use zmesh_shared::audit::EventBody;
 use zmesh_shared::time::now_ms;

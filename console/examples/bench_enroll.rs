@@ -4,7 +4,7 @@
 //! fleet rollout would), reads one network snapshot, and builds every device's peer
 //! map from it; then measures what one change (a device roams, a device enrolls) costs
 //! across all connected streams: each rebuilding its map and diffing it (the old way)
-//! against one shared view plus a step per stream (`zmesh_console::view`). Runs on SQLite
+//! against one shared view plus a step per stream (`zmesh_console::domain::view`). Runs on SQLite
 //! (a temp file) and on PostgreSQL: the server at `--database URL` (a fresh database is
 //! created there and dropped afterwards), or a temporary one started like the test
 //! harness (fsync on, for honest numbers).
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use zmesh_console::agent_api::stream::map_for;
-use zmesh_console::peermap::{quick_changes, PeerMapBuilder};
+use zmesh_console::domain::peermap::map_for;
+use zmesh_console::domain::peermap::{quick_changes, PeerMapBuilder};
+use zmesh_console::domain::view::{NetworkView, QuickDelta, Step};
 use zmesh_console::store::{EnrollDevice, NetworkSnapshot, NewEnrollKey, Store};
-use zmesh_console::view::{NetworkView, QuickDelta, Step};
 use zmesh_shared::peermap::PeerMap;
 use zmesh_shared::{Secret, WgPrivateKey};
 
@@ -158,7 +158,7 @@ struct Fanout {
 
 /// One device roams (a new endpoint); one device enrolls.
 fn fanout(snap: &NetworkSnapshot, now: i64) -> anyhow::Result<Fanout> {
-    let old_compiled = Arc::new(zmesh_console::policy::compile_snapshot(snap));
+    let old_compiled = Arc::new(zmesh_console::domain::policy::compile_snapshot(snap));
     let old = Arc::new(NetworkView::new(
         Arc::new(snap.clone()),
         old_compiled.clone(),
@@ -204,7 +204,7 @@ fn fanout(snap: &NetworkSnapshot, now: i64) -> anyhow::Result<Fanout> {
                 });
             let compiled = match quick {
                 Some(_) => old_compiled.clone(),
-                None => Arc::new(zmesh_console::policy::compile_snapshot(&snap)),
+                None => Arc::new(zmesh_console::domain::policy::compile_snapshot(&snap)),
             };
             NetworkView::new(snap, compiled, now, quick, Some(&old))
         };

@@ -1,31 +1,28 @@
 //! zmesh console library: the control plane behind the `zmesh-console` binary.
 //!
-//! `store`, `peermap` and `policy` hold the data model; everything else is the HTTP layer:
-//! [`api::app`] builds the router (admin REST API + agent API) from one route table,
-//! [`server::serve`] serves it over TLS, [`server::run`] is `zmesh-console serve`, and
-//! [`cli`] is the admin command line that talks to a running console.
+//! Layers, each importing only the ones below it (docs/architecture.md, "Where does my
+//! change go"; `tests/layers.rs` fails on an upward or sideways import):
+//!
+//! 1. [`infra`]: configuration as validated structs, data-dir files, TLS identity and
+//!    pinned TLS client configs.
+//! 2. `zmesh_console_core` (its own crate, no axum): `store` (SQL only) < `domain`
+//!    (pure logic) < `bus` < `service` (the only writers). Re-exported here.
+//! 3. [`http`]: `AppState`, the route table, errors to statuses, extractors and one
+//!    [`http::Principal`]; `http::api`, `http::agent_api` and `http::web` sit beside
+//!    each other and never import each other.
+//! 4. On top: [`server`] (`zmesh-console serve`), [`relay`], [`stun`], [`syslog`], [`cli`].
 
-pub mod agent_api;
-pub mod api;
-pub mod audit;
-pub mod bus;
+pub mod infra;
+
+pub use zmesh_console_core::{bus, domain, service, store};
+
+pub mod http;
+
 pub mod cli;
-pub mod config;
-pub mod error;
-pub mod expiry;
-pub mod nat;
-pub mod peermap;
-pub mod policy;
 pub mod relay;
 pub mod server;
-pub mod state;
-pub mod store;
 pub mod stun;
-pub mod tls;
-pub mod tls_pin;
-pub mod view;
-pub mod web;
+pub mod syslog;
 
-pub use api::app;
+pub use http::{app, AppState};
 pub use server::serve;
-pub use state::AppState;

@@ -5,9 +5,10 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,65 +20,22 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
-use zmesh_shared::{Secret, SigningKey};
 
 use crate::bus::Bus;
-use crate::config::ServeConfig;
-use crate::state::AppState;
+use crate::domain::nat::NatAdvert;
+use crate::http::AppState;
+use crate::infra::config::ServeConfig;
+use crate::infra::files::{
+    admin_token_path, console_url_path, create_private_dir, load_or_create_signing_key,
+    write_private_file,
+};
 use crate::store::{Backend, Role, Store};
+use zmesh_shared::wire::RelayInfo;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Writes a file readable by the owner only (created 0600, never briefly wider).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-}
-
-pub fn signing_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("signing.key")
-}
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
-pub fn console_url_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("console.url")
-}
-
-/// Loads DATA_DIR/signing.key, creating it on first start.
-pub fn load_or_create_signing_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
-    let path = signing_key_path(data_dir);
-    if path.exists() {
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return SigningKey::from_base64(text.trim())
-            .with_context(|| format!("{} is not a signing key", path.display()));
-    }
-    let key = SigningKey::generate();
-    write_private_file(&path, format!("{}\n", key.to_base64()).as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), public = %key.public_key(), "generated peer-map signing key");
-    Ok(key)
-}
 
 /// Makes sure an admin can get in: keeps a valid DATA_DIR/admin.token, or creates the
 /// first admin token when the database has no usable admin token. A token revoked on
@@ -104,10 +62,7 @@ pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Resul
         tracing::warn!(path = %path.display(), "admin token file is missing or no longer valid; use another admin token");
         return Ok(());
     }
-    let token = Secret::generate("zmt_");
-    store
-        .create_admin_token("initial-admin", Role::Admin, &token.hash(), None, now)
-        .await?;
+    let token = crate::service::tokens::create_initial_admin(store).await?;
     write_private_file(&path, format!("{}\n", token.expose()).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     println!("created admin API token in {} (mode 0600)", path.display());
@@ -120,8 +75,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     fs::set_permissions(&cfg.data_dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
-    let tls_id = crate::tls::load_or_create(&cfg.data_dir, &cfg.tls)?;
-    let tls = crate::tls::server_config(&tls_id)?;
+    let tls_id = crate::infra::tls::load_or_create(&cfg.data_dir, &cfg.tls)?;
+    let tls = crate::infra::tls::server_config(&tls_id)?;
     let signing_key = load_or_create_signing_key(&cfg.data_dir)?;
     let store = Store::connect(&cfg.database_url)
         .await
@@ -177,7 +132,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let nat = crate::nat::NatAdvert::from_config(&cfg.nat, &stun_addrs, relay_addr);
+    let nat = nat_advert(&cfg.nat, &stun_addrs, relay_addr);
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat);
@@ -188,7 +143,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let url = crate::config::local_url(listener.local_addr()?);
+    let url = crate::infra::config::local_url(listener.local_addr()?);
     fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
         .context("writing console.url")?;
     println!(
@@ -203,12 +158,12 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     );
     if state.store.count_users().await? == 0 {
         // No default credentials: the first admin comes from this one-time link.
-        let t = crate::web::issue_setup_link(&state.store).await?;
+        let t = crate::service::sessions::issue_setup_link(&state.store).await?;
         println!("no console user yet; create the first admin at {url}/ui/setup/{t} (one-time link, valid 24 h)");
     }
     tracing::info!(listen = %cfg.listen, "console started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = crate::audit::spawn_tasks(&state, &cfg.audit, stop_rx);
+    let tasks = spawn_audit_tasks(&state, &cfg.audit, stop_rx);
     serve(listener, tls, state, shutdown_signal()).await?;
     for t in stun_tasks.into_iter().chain(relay_task) {
         t.abort();
@@ -234,7 +189,7 @@ fn spawn_relay(
         Box::pin(async move {
             matches!(
                 store.get_device(device).await,
-                Ok(d) if crate::peermap::is_live(&d, zmesh_shared::time::now_ms())
+                Ok(d) if crate::domain::peermap::is_live(&d, zmesh_shared::time::now_ms())
             )
         })
     }));
@@ -274,9 +229,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves [`crate::api::app`] over TLS on `listener` until `shutdown` resolves, then
+/// Serves [`crate::http::api::app`] over TLS on `listener` until `shutdown` resolves, then
 /// drains in-flight requests (at most 10 s). Usable from tests with a 127.0.0.1:0
-/// listener. The key-expiry sweeper ([`crate::expiry`]) runs alongside, since what it
+/// listener. The key-expiry sweeper ([`crate::service::expiry`]) runs alongside, since what it
 /// finds must reach the agent streams served here.
 pub async fn serve(
     listener: TcpListener,
@@ -292,8 +247,10 @@ pub async fn serve(
             self.0.abort();
         }
     }
-    let _expiry = AbortOnDrop(tokio::spawn(crate::expiry::run(state.clone())));
-    let app = crate::api::app(state);
+    let _expiry = AbortOnDrop(tokio::spawn(crate::service::expiry::run(
+        state.core.clone(),
+    )));
+    let app = crate::http::app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -348,4 +305,62 @@ pub async fn serve(
         tracing::warn!("some connections did not finish within the drain timeout");
     }
     Ok(())
+}
+
+/// Starts the checkpoint, retention and forwarding tasks of `serve`; they end when
+/// `stop` turns true (the checkpoint task signs a last checkpoint first).
+pub fn spawn_audit_tasks(
+    state: &AppState,
+    cfg: &crate::infra::config::AuditConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = vec![tokio::spawn(crate::service::audit::checkpoint::run(
+        state.core.clone(),
+        cfg.checkpoint_every_events,
+        cfg.checkpoint_interval,
+        stopped(stop.clone()),
+    ))];
+    if let Some(r) = cfg.retention {
+        tasks.push(tokio::spawn(crate::service::audit::retention::run(
+            state.core.clone(),
+            r,
+            stopped(stop.clone()),
+        )));
+    }
+    if let Some(t) = cfg.syslog.clone() {
+        tasks.push(tokio::spawn(crate::syslog::run(
+            state.store.clone(),
+            t,
+            stopped(stop),
+        )));
+    }
+    tasks
+}
+
+/// From `serve`'s flags and the addresses the built-in STUN responder and relay
+/// listen on.
+fn nat_advert(
+    nat: &crate::infra::config::NatConfig,
+    stun_listen: &[SocketAddr],
+    relay_listen: Option<SocketAddr>,
+) -> NatAdvert {
+    let mut stun: Vec<SocketAddr> = stun_listen.to_vec();
+    stun.extend(nat.stun_servers.iter().copied());
+    let mut relays: Vec<RelayInfo> = relay_listen
+        .map(|addr| RelayInfo {
+            name: nat.relay_name.clone(),
+            addr,
+            cert_sha256: None,
+        })
+        .into_iter()
+        .collect();
+    relays.extend(nat.relay_servers.iter().cloned());
+    NatAdvert {
+        stun,
+        relays,
+        token_ttl: nat.relay_token_ttl,
+    }
 }

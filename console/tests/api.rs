@@ -632,7 +632,7 @@ async fn openapi_documents_exactly_the_registered_routes() {
     let (_, doc) = e
         .call(Method::GET, "/api/v1/openapi.json", None, None)
         .await;
-    let routes = zmesh_console::api::routes();
+    let routes = zmesh_console::http::routes();
     let mut documented = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, _) in item.as_object().unwrap() {

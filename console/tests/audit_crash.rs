@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zmesh_console::audit::verify;
 use zmesh_console::cli::ApiClient;
+use zmesh_console::service::audit::verify;
 use zmesh_console::store::{EventFilter, Store};
 use zmesh_shared::SigningKey;
 
@@ -116,9 +116,9 @@ fn free_port() -> u16 {
 }
 
 fn client(data: &Path, port: u16, token: &str) -> ApiClient {
-    let (cert, _) = zmesh_console::tls::self_signed_paths(data);
-    let pin = zmesh_console::tls::fingerprint_of_pem_file(&cert).unwrap();
-    let tls = zmesh_console::tls_pin::pinned_client_config(pin).unwrap();
+    let (cert, _) = zmesh_console::infra::tls::self_signed_paths(data);
+    let pin = zmesh_console::infra::tls::fingerprint_of_pem_file(&cert).unwrap();
+    let tls = zmesh_console::infra::tls_client::pinned_client_config(pin).unwrap();
     ApiClient::new(format!("https://127.0.0.1:{port}"), token.into(), tls).unwrap()
 }
 

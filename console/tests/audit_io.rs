@@ -11,8 +11,9 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use support::audit_fixture::{export_to_vec, populate, sqlite};
-use zmesh_console::audit::{checkpoint, export, syslog, verify};
+use zmesh_console::service::audit::{checkpoint, export, verify};
 use zmesh_console::store::{AuditChange, AuditCtx, EventFilter};
+use zmesh_console::syslog;
 use zmesh_shared::SigningKey;
 
 const HOSTILE: &[&str] = &[

@@ -11,10 +11,10 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use tower::ServiceExt;
-use zmesh_console::api::{routes, Access};
 use zmesh_console::bus::Bus;
+use zmesh_console::http::web::{self, WebAccess};
+use zmesh_console::http::{routes, Access};
 use zmesh_console::store::{Role, Store};
-use zmesh_console::web::{self, WebAccess};
 use zmesh_console::{app, AppState};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::{Secret, SigningKey};
@@ -211,7 +211,7 @@ async fn env() -> Env {
     store.revoke_admin_token(row.id, now).await.unwrap();
     who.push(Who::Token("revoked token", revoked.expose().into()));
 
-    let phc = web::session::hash_password("correct horse battery".into())
+    let phc = zmesh_console::domain::password::hash_password("correct horse battery".into())
         .await
         .unwrap();
     for (name, role) in [("alice", Role::Admin), ("audrey", Role::Auditor)] {
@@ -229,7 +229,7 @@ async fn env() -> Env {
         who.push(Who::Session(
             label,
             sid.expose().into(),
-            web::session::csrf_for(sid.expose()),
+            zmesh_console::http::session::csrf_for(sid.expose()),
         ));
         if role == Role::Admin {
             let dead = Secret::generate("zms_");
@@ -241,7 +241,7 @@ async fn env() -> Env {
             who.push(Who::Session(
                 "signed-out session",
                 dead.expose().into(),
-                web::session::csrf_for(dead.expose()),
+                zmesh_console::http::session::csrf_for(dead.expose()),
             ));
         }
     }
@@ -276,9 +276,12 @@ async fn call(
         Who::Anonymous => {}
         Who::Token(_, t) => b = b.header("authorization", format!("Bearer {t}")),
         Who::Session(_, sid, token) => {
-            b = b.header("cookie", format!("{}={sid}", web::session::SESSION_COOKIE));
+            b = b.header(
+                "cookie",
+                format!("{}={sid}", zmesh_console::http::session::SESSION_COOKIE),
+            );
             if csrf {
-                b = b.header(web::session::CSRF_HEADER, token);
+                b = b.header(zmesh_console::http::session::CSRF_HEADER, token);
             }
         }
     }

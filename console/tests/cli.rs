@@ -140,7 +140,8 @@ fn serve_and_admin_cli_end_to_end() {
         key.starts_with("zmek1.") && !key.contains('\n'),
         "key alone on stdout: {key:?}"
     );
-    let fp = zmesh_console::tls::fingerprint_of_pem_file(&data.join("tls/cert.pem")).unwrap();
+    let fp =
+        zmesh_console::infra::tls::fingerprint_of_pem_file(&data.join("tls/cert.pem")).unwrap();
     assert!(
         key.ends_with(&fp.to_string()),
         "key carries the certificate pin"
@@ -192,9 +193,9 @@ fn serve_and_admin_cli_end_to_end() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
     // A different pinned certificate is refused: verification cannot be bypassed.
     let other = tempfile::tempdir().unwrap();
-    zmesh_console::tls::load_or_create(
+    zmesh_console::infra::tls::load_or_create(
         other.path(),
-        &zmesh_console::config::TlsSource::SelfSigned { extra_sans: vec![] },
+        &zmesh_console::infra::config::TlsSource::SelfSigned { extra_sans: vec![] },
     )
     .unwrap();
     let url = std::fs::read_to_string(data.join("console.url")).unwrap();

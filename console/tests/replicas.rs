@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use zmesh_console::bus::Bus;
 use zmesh_console::cli::ApiClient;
-use zmesh_console::config::TlsSource;
+use zmesh_console::infra::config::TlsSource;
 use zmesh_console::store::{Role, Store};
 use zmesh_console::AppState;
 use zmesh_shared::time::now_ms;
@@ -41,10 +41,13 @@ async fn replica(
     pin: CertFingerprint,
 ) -> Replica {
     let store = Store::connect(url).await.unwrap();
-    let id = zmesh_console::tls::load_or_create(dir, &TlsSource::SelfSigned { extra_sans: vec![] })
-        .unwrap();
+    let id = zmesh_console::infra::tls::load_or_create(
+        dir,
+        &TlsSource::SelfSigned { extra_sans: vec![] },
+    )
+    .unwrap();
     assert_eq!(id.fingerprint, pin);
-    let tls = zmesh_console::tls::server_config(&id).unwrap();
+    let tls = zmesh_console::infra::tls::server_config(&id).unwrap();
     let bus = zmesh_console::bus::pg::attach(Bus::new(), url)
         .await
         .unwrap();
@@ -56,7 +59,7 @@ async fn replica(
     tokio::spawn(zmesh_console::serve(listener, tls, state, async move {
         let _ = stopped.await;
     }));
-    let client_tls = zmesh_console::tls_pin::pinned_client_config(pin).unwrap();
+    let client_tls = zmesh_console::infra::tls_client::pinned_client_config(pin).unwrap();
     let admin = ApiClient::new(format!("https://{addr}"), token.to_string(), client_tls).unwrap();
     Replica {
         addr,
@@ -66,7 +69,7 @@ async fn replica(
 }
 
 async fn connect(r: &Replica, pin: CertFingerprint, credential: &str) -> Ws {
-    let cfg = zmesh_console::tls_pin::pinned_client_config(pin).unwrap();
+    let cfg = zmesh_console::infra::tls_client::pinned_client_config(pin).unwrap();
     let tcp = TcpStream::connect(r.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect("localhost".try_into().unwrap(), tcp)
@@ -115,7 +118,7 @@ async fn changes_fan_out_across_replicas_via_notify() {
             .await
             .unwrap();
     }
-    let id = zmesh_console::tls::load_or_create(
+    let id = zmesh_console::infra::tls::load_or_create(
         dir.path(),
         &TlsSource::SelfSigned { extra_sans: vec![] },
     )

@@ -11,7 +11,7 @@ use support::store_misc::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use zmesh_console::peermap::build_peer_map;
+use zmesh_console::domain::peermap::build_peer_map;
 use zmesh_console::store::{
     Backend, EnrollDevice, EnrollKeyRejection, EnrollKeyRow, Network, NewAgentlessDevice,
     NewEnrollKey, Store, StoreError,

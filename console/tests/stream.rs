@@ -153,7 +153,7 @@ async fn reported_endpoints_reach_peers_as_upsert() {
 /// after their map; pending ones get nothing until approved.
 #[tokio::test]
 async fn active_devices_get_nat_config_with_a_relay_token() {
-    let c = console_with(Some(zmesh_console::nat::NatAdvert {
+    let c = console_with(Some(zmesh_console::domain::nat::NatAdvert {
         stun: vec!["0.0.0.0:3478".parse().unwrap()],
         relays: vec![zmesh_shared::wire::RelayInfo {
             name: "console".into(),

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::audit_fixture::{populate, sqlite};
-use zmesh_console::audit::syslog;
 use zmesh_console::store::EventFilter;
+use zmesh_console::syslog;
 use zmesh_shared::audit::AuditEvent;
 use zmesh_shared::SigningKey;
 

@@ -10,8 +10,10 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use zmesh_console::bus::Bus;
+use zmesh_console::domain::password::hash_password;
+use zmesh_console::http::session;
+use zmesh_console::service::sessions::issue_setup_link;
 use zmesh_console::store::{Role, Store};
-use zmesh_console::web::{self, session};
 use zmesh_console::{app, AppState};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::SigningKey;
@@ -120,7 +122,7 @@ impl Env {
     }
 
     async fn user(&self, name: &str, role: Role) -> String {
-        let phc = session::hash_password(PW.into()).await.unwrap();
+        let phc = hash_password(PW.into()).await.unwrap();
         self.state
             .store
             .create_user(name, role, &phc, now_ms())
@@ -241,7 +243,7 @@ async fn sign_in_is_rate_limited_per_account_and_audited() {
 #[tokio::test]
 async fn setup_link_works_once() {
     let e = env().await;
-    let t = web::issue_setup_link(&e.state.store).await.unwrap();
+    let t = issue_setup_link(&e.state.store).await.unwrap();
     let path = format!("/ui/setup/{t}");
     let form = e
         .req(Request::get(&path).body(Body::empty()).unwrap())

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use zmesh_shared::time::now_ms;
 
-use crate::store::{AuditCtx, Role, Store, UserUpdate};
-use crate::web::session::{check_password_rules, hash_password};
+use crate::domain::password::check_password_rules;
+use crate::service::{sessions, users};
+use crate::store::{AuditCtx, Role, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
@@ -45,7 +45,9 @@ pub enum AdminCmd {
 async fn open(data_dir: &Path, database: Option<String>) -> anyhow::Result<Store> {
     let url = match database {
         Some(u) => u,
-        None => crate::config::default_database_url(&crate::config::absolute(data_dir)?),
+        None => {
+            crate::infra::config::default_database_url(&crate::infra::config::absolute(data_dir)?)
+        }
     };
     Store::connect(&url).await.context("opening the database")
 }
@@ -76,13 +78,7 @@ pub async fn run(data_dir: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
             let role = Role::parse(&role).context("--role must be admin or auditor")?;
             let store = open(data_dir, database).await?;
             let pw = read_password()?;
-            let phc = hash_password(pw)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let u = store
-                .acting(operator())
-                .create_user(&username, role, &phc, now_ms())
-                .await?;
+            let u = users::create(&store, operator(), &username, role, pw).await?;
             println!("created {} user {} ({})", u.role.as_str(), u.username, u.id);
         }
         AdminCmd::Passwd { username, database } => {
@@ -91,20 +87,11 @@ pub async fn run(data_dir: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
                 bail!("no user {username}");
             };
             let pw = read_password()?;
-            let phc = hash_password(pw)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            store
-                .acting(operator())
-                .update_user(
-                    &c.user.id,
-                    UserUpdate {
-                        password_hash: Some(phc),
-                        ..Default::default()
-                    },
-                    now_ms(),
-                )
-                .await?;
+            let change = users::UserChange {
+                password: Some(pw),
+                ..Default::default()
+            };
+            users::update(&store, operator(), &c.user.id, change).await?;
             println!(
                 "password of {} changed; their sessions ended",
                 c.user.username
@@ -115,7 +102,7 @@ pub async fn run(data_dir: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
             if store.count_users().await? > 0 {
                 bail!("users exist already; sign in, or use `admin create`");
             }
-            let t = crate::web::issue_setup_link(&store).await?;
+            let t = sessions::issue_setup_link(&store).await?;
             println!("{}/ui/setup/{t}", url.trim_end_matches('/'));
         }
     }

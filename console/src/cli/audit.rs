@@ -12,8 +12,8 @@ use serde_json::Value;
 use zmesh_shared::SigningPublicKey;
 
 use super::{output, seg, ApiClient};
-use crate::api::tokens::CreateToken;
-use crate::audit::verify::{verify_export, VerifyReport};
+use crate::http::api::tokens::CreateToken;
+use crate::service::audit::verify::{verify_export, VerifyReport};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {

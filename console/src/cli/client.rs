@@ -11,7 +11,7 @@ use serde::Serialize;
 use zmesh_shared::wire::ErrorBody;
 
 use super::ConnArgs;
-use crate::server::{admin_token_path, console_url_path};
+use crate::infra::files::{admin_token_path, console_url_path};
 
 pub struct ApiClient {
     http: reqwest::Client,
@@ -47,13 +47,13 @@ impl ApiClient {
         };
         let token = token.trim().to_string();
         let tls = match &a.ca_file {
-            Some(ca) => crate::tls_pin::ca_client_config(ca)?,
+            Some(ca) => crate::infra::tls_client::ca_client_config(ca)?,
             None => {
-                let (cert, _) = crate::tls::self_signed_paths(data_dir);
-                let pin = crate::tls::fingerprint_of_pem_file(&cert).with_context(|| {
+                let (cert, _) = crate::infra::tls::self_signed_paths(data_dir);
+                let pin = crate::infra::tls::fingerprint_of_pem_file(&cert).with_context(|| {
                     "cannot pin the console certificate (use --ca-file for a CA-signed one)"
                 })?;
-                crate::tls_pin::pinned_client_config(pin)?
+                crate::infra::tls_client::pinned_client_config(pin)?
             }
         };
         Self::new(base, token, tls)

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use crate::api::types::{AddDevice, CreateEnrollKey, PatchDevice};
-use crate::config::{ServeArgs, ServeConfig};
+use crate::http::api::types::{AddDevice, CreateEnrollKey, PatchDevice};
+use crate::infra::config::{ServeArgs, ServeConfig};
 pub use client::ApiClient;
 
 #[derive(Debug, Parser)]

@@ -11,7 +11,7 @@ use clap::Args;
 use zmesh_shared::SigningPublicKey;
 
 use super::{serve, Relay, RelayConfig};
-use crate::config::TlsSource;
+use crate::infra::config::TlsSource;
 
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
@@ -32,15 +32,15 @@ pub struct RelayArgs {
 }
 
 pub async fn run(data_dir: &Path, a: RelayArgs) -> anyhow::Result<()> {
-    crate::server::create_private_dir(data_dir)
+    crate::infra::files::create_private_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let src = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => TlsSource::Files { cert, key },
         (None, None) => TlsSource::SelfSigned { extra_sans: vec![] },
         _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
     };
-    let id = crate::tls::load_or_create(data_dir, &src)?;
-    let tls = crate::tls::server_config(&id)?;
+    let id = crate::infra::tls::load_or_create(data_dir, &src)?;
+    let tls = crate::infra::tls::server_config(&id)?;
     let mut cfg = RelayConfig::new(a.console_key);
     cfg.rate_bytes_per_sec = a.rate;
     cfg.burst_bytes = a.rate.max(65_536);

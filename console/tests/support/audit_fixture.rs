@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use zmesh_console::audit::{checkpoint, export};
+use zmesh_console::service::audit::{checkpoint, export};
 use zmesh_console::store::{AuditCtx, EventFilter, NewAgentlessDevice, NewEnrollKey, Store};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::{Secret, SigningKey, WgPrivateKey};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use sqlx::{Column, Row};
-use zmesh_console::peermap::build_peer_map;
+use zmesh_console::domain::peermap::build_peer_map;
 use zmesh_console::store::{NewEnrollKey, Role, Store, StoreError};
 use zmesh_shared::{DeviceId, Secret, TokenId};
 

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use zmesh_console::bus::Bus;
 use zmesh_console::cli::ApiClient;
-use zmesh_console::config::TlsSource;
+use zmesh_console::infra::config::TlsSource;
 use zmesh_console::store::{Role, Store};
 use zmesh_console::AppState;
 use zmesh_shared::peermap::PeerMap;
@@ -47,7 +47,7 @@ pub async fn console() -> Console {
     console_with(None).await
 }
 
-pub async fn console_with(nat: Option<zmesh_console::nat::NatAdvert>) -> Console {
+pub async fn console_with(nat: Option<zmesh_console::domain::nat::NatAdvert>) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
         .await
@@ -62,12 +62,12 @@ pub async fn console_with(nat: Option<zmesh_console::nat::NatAdvert>) -> Console
         .create_admin_token("audit", Role::Auditor, &audit_token.hash(), None, now_ms())
         .await
         .unwrap();
-    let id = zmesh_console::tls::load_or_create(
+    let id = zmesh_console::infra::tls::load_or_create(
         dir.path(),
         &TlsSource::SelfSigned { extra_sans: vec![] },
     )
     .unwrap();
-    let tls = zmesh_console::tls::server_config(&id).unwrap();
+    let tls = zmesh_console::infra::tls::server_config(&id).unwrap();
     let state = AppState::new(
         store,
         SigningKey::generate(),
@@ -86,7 +86,8 @@ pub async fn console_with(nat: Option<zmesh_console::nat::NatAdvert>) -> Console
     tokio::spawn(zmesh_console::serve(listener, tls, state, async move {
         let _ = stopped.await;
     }));
-    let client_tls = zmesh_console::tls_pin::pinned_client_config(id.fingerprint).unwrap();
+    let client_tls =
+        zmesh_console::infra::tls_client::pinned_client_config(id.fingerprint).unwrap();
     let admin = ApiClient::new(
         format!("https://{addr}"),
         token.expose().to_string(),
@@ -126,7 +127,7 @@ impl Console {
     }
 
     pub async fn connect(&self, credential: &str) -> Result<Ws, tungstenite::Error> {
-        let cfg = zmesh_console::tls_pin::pinned_client_config(self.pin).unwrap();
+        let cfg = zmesh_console::infra::tls_client::pinned_client_config(self.pin).unwrap();
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect("localhost".try_into().unwrap(), tcp)

@@ -1,0 +1,522 @@
+//! A network at one revision as the agent streams see it (snapshot, compiled policy,
+//! every live device as a shared peer entry), and the delta one device needs between
+//! two such views, computed without keeping any device's map.
+//!
+//! Why: a stream used to keep the last map it sent and rebuild the whole map on every
+//! change. In a 10,000-device full mesh that is ~25 GB of maps and ~50 s of CPU per
+//! change. Here a stream keeps only an `Arc` of the view its agent is at; the peer
+//! entries are built once per revision and shared; devices whose policy links the same
+//! set (one `Arc` in the compiled policy) share one peer diff, computed once; and a
+//! change of keys or endpoints only (the common one) is a lookup per changed peer.
+//!
+//! Maps are built at the view's clock (`built_at_ms`), so a view's maps are a pure
+//! function of the view, which is what lets a stream reconstruct nothing and still send
+//! exact deltas. Key expiry moves the revision (see `crate::expiry`), so that clock is
+//! never more than about a second behind.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use zmesh_shared::peermap::{Peer, PeerDelta, PeerMap, SelfInfo};
+use zmesh_shared::policy::{Compiled, DevicePolicy};
+use zmesh_shared::wire::DeviceState;
+use zmesh_shared::DeviceId;
+
+use super::peermap::{is_live, to_peer};
+use crate::store::{DeviceRow, NetworkSnapshot};
+
+/// Class diffs kept per view before the cache is cleared (bounds its memory when a
+/// policy gives many devices their own class).
+const MAX_CACHED_DIFFS: usize = 1024;
+
+#[derive(Debug)]
+pub struct NetworkView {
+    pub snapshot: Arc<NetworkSnapshot>,
+    pub compiled: Arc<Compiled>,
+    /// The clock liveness (key expiry) is judged at for every map of this view.
+    pub built_at_ms: i64,
+    /// Set when this view differs from the one before it only in peers' keys and
+    /// endpoints (see [`crate::peermap::quick_changes`]).
+    pub quick: Option<QuickDelta>,
+    /// Every live device as a peer. An entry equal to the previous view's keeps its
+    /// `Arc`, so an unchanged pointer means an unchanged peer.
+    peers: HashMap<DeviceId, Arc<Peer>>,
+    /// Position of each device in `snapshot.devices`.
+    rows: HashMap<DeviceId, usize>,
+    /// Peer diffs from older views, per (old revision, old class, new class).
+    diffs: Mutex<HashMap<(u64, usize, usize), Arc<ClassDiff>>>,
+}
+
+/// The peers changed since revision `from_revision`, nothing else having changed.
+#[derive(Debug)]
+pub struct QuickDelta {
+    pub from_revision: u64,
+    /// Sorted by device id.
+    pub peers: Vec<Peer>,
+}
+
+/// How the peers linked by one class changed (the class members themselves included;
+/// each device drops itself).
+#[derive(Debug)]
+struct ClassDiff {
+    upsert: Vec<Arc<Peer>>,
+    remove: Vec<DeviceId>,
+    /// Pins the two allocations whose addresses key the cache.
+    _keep: (Arc<[DeviceId]>, Arc<[DeviceId]>),
+}
+
+/// What a stream sends to move its agent from one view to another.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing this device can see changed.
+    Same,
+    Delta(PeerDelta),
+    /// The device has no map any more (revoked, deleted, key expired): the reason.
+    Gone(&'static str),
+}
+
+impl NetworkView {
+    /// Builds the view, reusing `prev`'s peer entries where they did not change.
+    pub fn new(
+        snapshot: Arc<NetworkSnapshot>,
+        compiled: Arc<Compiled>,
+        built_at_ms: i64,
+        quick: Option<QuickDelta>,
+        prev: Option<&NetworkView>,
+    ) -> Self {
+        let mut peers = HashMap::with_capacity(snapshot.devices.len());
+        let mut rows = HashMap::with_capacity(snapshot.devices.len());
+        for (i, d) in snapshot.devices.iter().enumerate() {
+            rows.insert(d.id, i);
+            if !is_live(d, built_at_ms) {
+                continue;
+            }
+            let p = to_peer(d);
+            let entry = match prev.and_then(|v| v.peers.get(&d.id)) {
+                Some(old) if **old == p => old.clone(),
+                _ => Arc::new(p),
+            };
+            peers.insert(d.id, entry);
+        }
+        NetworkView {
+            snapshot,
+            compiled,
+            built_at_ms,
+            quick,
+            peers,
+            rows,
+            diffs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.snapshot.network.revision
+    }
+
+    fn row(&self, id: DeviceId) -> Option<&DeviceRow> {
+        self.rows.get(&id).map(|&i| &self.snapshot.devices[i])
+    }
+
+    /// The device's policy entry when it is live in this view.
+    fn live(&self, id: DeviceId) -> Option<(&DeviceRow, Option<&DevicePolicy>)> {
+        let row = self.row(id)?;
+        is_live(row, self.built_at_ms).then(|| (row, self.compiled.get(&id)))
+    }
+
+    pub fn state_of(&self, id: DeviceId) -> Option<DeviceState> {
+        self.row(id).map(|d| d.state)
+    }
+
+    fn self_info(&self, d: &DeviceRow) -> SelfInfo {
+        SelfInfo {
+            name: d.name.clone(),
+            state: d.state,
+            overlay_v4: d.overlay_v4,
+            overlay_v6: d.overlay_v6,
+            network_v4: self.snapshot.network.prefix_v4,
+            network_v6: self.snapshot.network.prefix_v6,
+        }
+    }
+
+    /// The device's map: its peers and filter when live, an empty map when pending (so
+    /// it learns its state), `None` when revoked, expired or gone.
+    pub fn map(&self, id: DeviceId) -> Option<PeerMap> {
+        let row = self.row(id)?;
+        let (peers, filter) = if is_live(row, self.built_at_ms) {
+            match self.compiled.get(&id) {
+                // dp.peers() is sorted, so the map is in canonical order
+                Some(dp) => (
+                    dp.peers()
+                        .filter_map(|p| self.peers.get(&p).map(|e| (**e).clone()))
+                        .collect(),
+                    dp.filter.to_vec(),
+                ),
+                None => (vec![], vec![]),
+            }
+        } else if row.state == DeviceState::Pending {
+            (vec![], vec![])
+        } else {
+            return None;
+        };
+        Some(PeerMap {
+            network_id: self.snapshot.network.id,
+            device_id: id,
+            version: self.revision(),
+            issued_at_ms: self.built_at_ms,
+            me: self.self_info(row),
+            peers,
+            filter,
+        })
+    }
+
+    /// Why a device gets no map: its key expired (an admin can extend it; the agent
+    /// then enrolls again) or it was revoked or deleted.
+    pub fn gone_reason(&self, id: DeviceId) -> &'static str {
+        match self.row(id) {
+            Some(d)
+                if d.state == DeviceState::Active
+                    && d.key_expires_at_ms.is_some_and(|t| t <= self.built_at_ms) =>
+            {
+                "key expired"
+            }
+            _ => "revoked",
+        }
+    }
+
+    /// What moves device `id` from its map in `old` (which its agent has, at version
+    /// `base_version`) to its map in this view.
+    pub fn step(&self, old: &NetworkView, id: DeviceId, base_version: u64) -> Step {
+        if self.row(id).is_none() {
+            return Step::Gone(self.gone_reason(id));
+        }
+        // Live in both views, with a policy entry in both (a live device always has one).
+        let (Some((row_o, Some(dp_o))), Some((row_n, Some(dp_n)))) = (old.live(id), self.live(id))
+        else {
+            return self.whole(old, id, base_version);
+        };
+        let me_n = self.self_info(row_n);
+        let me = (old.self_info(row_o) != me_n).then_some(me_n);
+        let filter = (!Arc::ptr_eq(&dp_o.filter, &dp_n.filter) && dp_o.filter != dp_n.filter)
+            .then(|| dp_n.filter.to_vec());
+        let (upsert, remove): (Vec<Peer>, Vec<DeviceId>) = match &self.quick {
+            Some(q)
+                if q.from_revision == old.revision()
+                    && Arc::ptr_eq(&old.compiled, &self.compiled) =>
+            {
+                let up = q.peers.iter().filter(|p| dp_n.has_peer(&p.device_id));
+                (up.cloned().collect(), vec![])
+            }
+            _ => {
+                let cd = self.class_diff(old, dp_o.linked(), dp_n.linked());
+                (
+                    cd.upsert
+                        .iter()
+                        .filter(|p| p.device_id != id)
+                        .map(|p| (**p).clone())
+                        .collect(),
+                    cd.remove.iter().copied().filter(|d| *d != id).collect(),
+                )
+            }
+        };
+        if me.is_none() && filter.is_none() && upsert.is_empty() && remove.is_empty() {
+            return Step::Same;
+        }
+        Step::Delta(PeerDelta {
+            network_id: self.snapshot.network.id,
+            device_id: id,
+            base_version,
+            version: self.revision(),
+            issued_at_ms: self.built_at_ms,
+            me,
+            upsert,
+            remove,
+            filter,
+        })
+    }
+
+    /// Pending, approved, revoked, expired: small maps or none, so both are built and
+    /// diffed whole.
+    fn whole(&self, old: &NetworkView, id: DeviceId, base_version: u64) -> Step {
+        let Some(new) = self.map(id) else {
+            return Step::Gone(self.gone_reason(id));
+        };
+        match old.map(id) {
+            Some(o) => self.finish(o.diff(&new), base_version),
+            // the agent had no map from `old`: a delta from nothing
+            None => self.finish(
+                Some(PeerDelta {
+                    network_id: new.network_id,
+                    device_id: id,
+                    base_version,
+                    version: new.version,
+                    issued_at_ms: new.issued_at_ms,
+                    me: Some(new.me),
+                    upsert: new.peers,
+                    remove: vec![],
+                    filter: Some(new.filter),
+                }),
+                base_version,
+            ),
+        }
+    }
+
+    fn finish(&self, d: Option<PeerDelta>, base_version: u64) -> Step {
+        match d {
+            Some(mut d) => {
+                d.base_version = base_version;
+                Step::Delta(d)
+            }
+            None => Step::Same,
+        }
+    }
+
+    /// The peer diff of one class pair, shared by every device in it (cached when the
+    /// class has other members who will ask for it too).
+    fn class_diff(
+        &self,
+        old: &NetworkView,
+        l_o: &Arc<[DeviceId]>,
+        l_n: &Arc<[DeviceId]>,
+    ) -> Arc<ClassDiff> {
+        let key = (
+            old.revision(),
+            Arc::as_ptr(l_o) as *const DeviceId as usize,
+            Arc::as_ptr(l_n) as *const DeviceId as usize,
+        );
+        let shared = Arc::strong_count(l_n) > 2;
+        if shared {
+            let cache = self.diffs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = cache.get(&key) {
+                return d.clone();
+            }
+        }
+        let d = Arc::new(self.walk(old, l_o, l_n));
+        if shared {
+            let mut cache = self.diffs.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_CACHED_DIFFS {
+                cache.clear();
+            }
+            cache.insert(key, d.clone());
+        }
+        d
+    }
+
+    /// Merges the two sorted linked lists: what left, what came, what changed.
+    fn walk(&self, old: &NetworkView, l_o: &Arc<[DeviceId]>, l_n: &Arc<[DeviceId]>) -> ClassDiff {
+        let (mut upsert, mut remove) = (vec![], vec![]);
+        let (mut i, mut j) = (0, 0);
+        while i < l_o.len() || j < l_n.len() {
+            let id = match (l_o.get(i), l_n.get(j)) {
+                (Some(a), Some(b)) => *a.min(b),
+                (Some(a), None) => *a,
+                (None, Some(b)) => *b,
+                (None, None) => break,
+            };
+            let p_o = (l_o.get(i) == Some(&id))
+                .then(|| old.peers.get(&id))
+                .flatten();
+            let p_n = (l_n.get(j) == Some(&id))
+                .then(|| self.peers.get(&id))
+                .flatten();
+            if l_o.get(i) == Some(&id) {
+                i += 1;
+            }
+            if l_n.get(j) == Some(&id) {
+                j += 1;
+            }
+            match (p_o, p_n) {
+                (Some(_), None) => remove.push(id),
+                (None, Some(n)) => upsert.push(n.clone()),
+                (Some(o), Some(n)) if !Arc::ptr_eq(o, n) && o != n => upsert.push(n.clone()),
+                _ => {}
+            }
+        }
+        ClassDiff {
+            upsert,
+            remove,
+            _keep: (l_o.clone(), l_n.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zmesh_shared::WgPrivateKey;
+
+    use super::*;
+    use crate::domain::peermap::map_for;
+    use crate::domain::peermap::quick_changes;
+    use crate::domain::peermap::tests::{snapshot, tagged, WEB_DB};
+
+    const T0: i64 = 1_000_000;
+
+    /// Builds the next view the way the snapshot cache does.
+    fn next_view(prev: Option<&NetworkView>, snap: NetworkSnapshot, at: i64) -> NetworkView {
+        let snap = Arc::new(snap);
+        let quick = prev.and_then(|p| {
+            let peers = quick_changes(&p.snapshot, p.built_at_ms, &snap, at)?;
+            Some((
+                p.compiled.clone(),
+                QuickDelta {
+                    from_revision: p.revision(),
+                    peers,
+                },
+            ))
+        });
+        let (compiled, quick) = match quick {
+            Some((c, q)) => (c, Some(q)),
+            None => (
+                Arc::new(crate::domain::policy::compile_snapshot(&snap)),
+                None,
+            ),
+        };
+        NetworkView::new(snap, compiled, at, quick, prev)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Every kind of change, at random, under a policy that links only some devices and
+    /// under allow-all: each agent's map, moved by the steps its stream would send
+    /// (applied as the agent applies them), equals the map rebuilt from scratch by the
+    /// independent reference (`map_for`), and a device that must go is told so.
+    #[test]
+    fn steps_reach_the_rebuilt_maps() {
+        // views with the quick path, deltas with upserts, removals, filters, self info
+        let mut seen = [0usize; 5];
+        for seed in [1u64, 7, 42, 1234] {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+            let tags = ["web", "db", "other"];
+            let mut devices: Vec<DeviceRow> = (1..=10u8)
+                .map(|n| tagged(n, tags[n as usize % 3]))
+                .collect();
+            devices[9].state = DeviceState::Pending;
+            let mut snap = snapshot(devices);
+            snap.policy.text = WEB_DB.into();
+            snap.policy.version = 1;
+            let mut at = T0;
+            let mut view = next_view(None, snap.clone(), at);
+            // agent id -> (its map, the view its stream sent it)
+            let mut agents: Vec<(DeviceId, PeerMap, Arc<NetworkView>)> = vec![];
+            let first = Arc::new(view);
+            for d in &first.snapshot.devices {
+                agents.push((d.id, first.map(d.id).unwrap(), first.clone()));
+            }
+            view = next_view(Some(&first), snap.clone(), at);
+            let mut cur = Arc::new(view);
+            let mut next_n = 11u8;
+            for round in 0..60 {
+                let mut s = cur.snapshot.as_ref().clone();
+                s.network.revision += 1;
+                at += 1 + rng.next(3) as i64;
+                let n = s.devices.len();
+                let i = rng.next(n);
+                let what = rng.next(11);
+                match what {
+                    0..=2 => {
+                        s.devices[i].endpoints =
+                            vec![format!("203.0.113.{}:{}", round, 1000 + i).parse().unwrap()]
+                    }
+                    3 => s.devices[i].public_key = WgPrivateKey::generate().public_key(),
+                    4 => s.devices[i].tags = vec![tags[rng.next(3)].to_string()],
+                    5 => s.devices[i].name = format!("renamed{round}"),
+                    6 => {
+                        s.devices[i].state = match s.devices[i].state {
+                            DeviceState::Pending => DeviceState::Active,
+                            _ if n > 8 => DeviceState::Revoked,
+                            st => st,
+                        }
+                    }
+                    7 => {
+                        let mut d = tagged(next_n, tags[rng.next(3)]);
+                        next_n += 1;
+                        if rng.next(2) == 0 {
+                            d.state = DeviceState::Pending;
+                        }
+                        s.devices.push(d);
+                    }
+                    8 if n > 8 => {
+                        s.devices.remove(i);
+                    }
+                    8 => {}
+                    9 => {
+                        s.policy.version += 1;
+                        s.policy.text = if s.policy.text == WEB_DB {
+                            crate::domain::policy::DEFAULT_POLICY.into()
+                        } else {
+                            WEB_DB.into()
+                        };
+                    }
+                    _ => {
+                        s.devices[i].key_expires_at_ms = match rng.next(3) {
+                            0 => None,
+                            _ => Some(at + rng.next(6) as i64),
+                        }
+                    }
+                }
+                let new = Arc::new(next_view(Some(&cur), s, at));
+                seen[0] += usize::from(new.quick.is_some());
+                let reference = crate::domain::policy::compile_snapshot(&new.snapshot);
+                let mut still = vec![];
+                for (id, mut map, sent) in agents.drain(..) {
+                    let want = map_for(&new.snapshot, &reference, id, new.built_at_ms);
+                    match new.step(&sent, id, map.version) {
+                        Step::Gone(why) => {
+                            assert!(
+                                want.is_none(),
+                                "seed {seed} round {round}: {id} told to go ({why})"
+                            );
+                            continue;
+                        }
+                        Step::Same => {}
+                        Step::Delta(d) => {
+                            seen[1] += usize::from(!d.upsert.is_empty());
+                            seen[2] += usize::from(!d.remove.is_empty());
+                            seen[3] += usize::from(d.filter.is_some());
+                            seen[4] += usize::from(d.me.is_some());
+                            map.apply(&d)
+                                .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"))
+                        }
+                    }
+                    let want =
+                        want.unwrap_or_else(|| panic!("seed {seed} round {round}: {id} kept"));
+                    assert_eq!(
+                        map.peers, want.peers,
+                        "seed {seed} round {round} change {what}"
+                    );
+                    assert_eq!(
+                        map.filter, want.filter,
+                        "seed {seed} round {round} change {what}"
+                    );
+                    assert_eq!(map.me, want.me, "seed {seed} round {round} change {what}");
+                    still.push((id, map, new.clone()));
+                }
+                // devices that appeared connect now and get their full map
+                for d in &new.snapshot.devices {
+                    if !still.iter().any(|(id, ..)| *id == d.id) {
+                        if let Some(m) = new.map(d.id) {
+                            still.push((d.id, m, new.clone()));
+                        }
+                    }
+                }
+                agents = still;
+                cur = new;
+            }
+            assert!(
+                agents.len() >= 4,
+                "seed {seed}: too few devices left to mean much"
+            );
+        }
+        assert!(
+            seen.iter().all(|n| *n > 0),
+            "not every kind of step was exercised: {seen:?}"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! What a connected agent changes over its stream: its endpoints (peers see them, so
+//! the revision moves and the change is published), its last-seen time, and the flow
+//! records it reports.
+
+use std::net::SocketAddr;
+
+use zmesh_shared::time::now_ms;
+use zmesh_shared::wire::FlowRecord;
+use zmesh_shared::{DeviceId, NetworkId};
+
+use super::{Core, ServiceError};
+use crate::store::Store;
+
+/// Records the device's endpoints; `store` acts as the device. Returns whether they
+/// changed (and were published).
+pub async fn set_endpoints(
+    core: &Core,
+    store: &Store,
+    device: DeviceId,
+    network: NetworkId,
+    endpoints: &[SocketAddr],
+) -> Result<bool, ServiceError> {
+    let changed = store
+        .set_device_endpoints(device, endpoints, now_ms())
+        .await?;
+    if changed {
+        tracing::debug!(%device, count = endpoints.len(), "endpoints changed");
+        core.publish_network(network).await;
+    }
+    Ok(changed)
+}
+
+/// Notes that the device is alive.
+pub async fn touch(core: &Core, device: DeviceId) -> Result<(), ServiceError> {
+    Ok(core.store.touch_device(device, now_ms()).await?)
+}
+
+/// Keeps the flow records the device reported; returns how many were kept.
+pub async fn report_flows(
+    core: &Core,
+    device: DeviceId,
+    flows: &[FlowRecord],
+) -> Result<usize, ServiceError> {
+    let kept = core.store.insert_flows(device, flows, now_ms()).await?;
+    tracing::debug!(%device, received = flows.len(), kept, "flow records");
+    Ok(kept)
+}

@@ -1,0 +1,84 @@
+//! The only code that changes the console's state. One function per use case (enroll a
+//! device, revoke it, set the policy, create a key, a user, a token, ...): each runs one
+//! store transaction that writes the change, its audit event and, when peers can see
+//! it, the network revision bump; then it publishes the change on the bus. Every HTTP
+//! surface (REST API, agent API, web pages) and the admin CLI call these, so a change
+//! has one implementation whatever door it came through.
+//!
+//! Reads that need no write (lists, lookups) go straight to the store. Errors are one
+//! [`ServiceError`]; the HTTP layer maps it to a status.
+
+pub mod agents;
+pub mod audit;
+pub mod devices;
+pub mod enroll;
+pub mod enroll_keys;
+mod error;
+pub mod expiry;
+pub mod policy;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+
+use zmesh_shared::{NetworkId, SigningKey};
+
+use crate::bus::{Bus, Change, SnapshotCache};
+use crate::store::{Store, StoreError};
+
+pub use crate::store::AuditCtx;
+pub use error::ServiceError;
+
+/// What every use case needs: the store, the network it acts in, the peer-map signing
+/// key, the change bus and the per-network view cache. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Core {
+    inner: Arc<CoreInner>,
+}
+
+#[derive(Debug)]
+pub struct CoreInner {
+    pub store: Store,
+    /// The network admins and enrollment keys operate on (one per console for now).
+    pub network_id: NetworkId,
+    pub signing_key: SigningKey,
+    pub bus: Bus,
+    pub snapshots: SnapshotCache,
+}
+
+impl std::ops::Deref for Core {
+    type Target = CoreInner;
+    fn deref(&self) -> &CoreInner {
+        &self.inner
+    }
+}
+
+impl Core {
+    /// Resolves (creating if needed) the default network.
+    pub async fn new(store: Store, signing_key: SigningKey, bus: Bus) -> Result<Self, StoreError> {
+        let net = store.default_network().await?;
+        Ok(Core {
+            inner: Arc::new(CoreInner {
+                store,
+                network_id: net.id,
+                signing_key,
+                bus,
+                snapshots: SnapshotCache::default(),
+            }),
+        })
+    }
+
+    /// Publishes the network's current revision after a committed mutation.
+    pub async fn publish_network(&self, network_id: NetworkId) {
+        match self.store.get_network(network_id).await {
+            Ok(n) => self.bus.publish(Change::Network {
+                network_id,
+                revision: n.revision,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, %network_id, "could not read revision to publish a change")
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The access policy: set a new text or roll back to an earlier version. Validation
+//! happens inside the saving transaction against the devices as they are then, so a
+//! policy is never checked against one inventory and saved over another. A rejected
+//! text changes nothing and is recorded as `policy.rejected`.
+
+use zmesh_shared::policy::PolicyError;
+use zmesh_shared::time::now_ms;
+
+use super::audit::record_refusal;
+use super::{AuditCtx, Core, ServiceError};
+use crate::bus::Change;
+use crate::domain::policy::validate;
+use crate::store::SavedPolicy;
+
+/// Saves `text` (a rollback when `rollback_of` names the version it restores).
+/// `Ok(Err(problems))`: rejected with every problem found; the old policy stays.
+pub async fn save(
+    core: &Core,
+    ctx: AuditCtx,
+    author: &str,
+    text: String,
+    rollback_of: Option<u64>,
+) -> Result<Result<SavedPolicy, Vec<PolicyError>>, ServiceError> {
+    let r = core
+        .store
+        .acting(ctx.clone())
+        .save_policy(
+            core.network_id,
+            &text,
+            author,
+            rollback_of,
+            now_ms(),
+            |devices, current| {
+                let (_, summary) = validate(&text, devices, &current.text)?;
+                Ok::<_, Vec<PolicyError>>(match rollback_of {
+                    Some(v) => format!("rollback to version {v}; {summary}"),
+                    None => summary,
+                })
+            },
+        )
+        .await?;
+    match &r {
+        Ok(SavedPolicy { version, revision }) => {
+            tracing::info!(version = version.version, revision, summary = %version.summary, "access policy saved");
+            core.bus.publish(Change::Network {
+                network_id: core.network_id,
+                revision: *revision,
+            });
+        }
+        Err(errors) => {
+            tracing::info!(problems = errors.len(), "access policy rejected");
+            record_refusal(
+                &core.store,
+                ctx,
+                "policy.rejected",
+                serde_json::json!({ "problems": errors.len(), "rollback_of": rollback_of }),
+            )
+            .await;
+        }
+    }
+    Ok(r)
+}

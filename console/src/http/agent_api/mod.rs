@@ -1,0 +1,58 @@
+//! The agent API: enrollment with a key (`POST /agent/v1/enroll`) and the control
+//! stream (`GET /agent/v1/stream`, a WebSocket). Its part of the route table is here.
+
+pub mod enroll;
+pub mod stream;
+
+use axum::http::Method;
+use axum::routing::{get, post};
+
+use crate::http::routes::{Access, RouteDef, E400, E401, E409, E422};
+
+/// Every route of the agent API.
+pub fn routes() -> Vec<RouteDef> {
+    use Access::*;
+    vec![
+        RouteDef {
+            method: Method::POST,
+            path: zmesh_shared::wire::ENROLL_PATH,
+            operation_id: "enrollDevice",
+            summary: "Agent enrollment with an enrollment key",
+            tag: "agent",
+            access: EnrollKey,
+            request: Some("EnrollRequest"),
+            responses: &[
+                (
+                    200,
+                    "EnrollResponse",
+                    "enrolled; the credential is returned only here",
+                ),
+                E400,
+                (401, "ErrorBody", "unknown enrollment key"),
+                (
+                    403,
+                    "ErrorBody",
+                    "key expired, used or revoked (`code` says which)",
+                ),
+                E409,
+                E422,
+            ],
+            handler: || post(enroll::enroll),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: zmesh_shared::wire::STREAM_PATH,
+            operation_id: "agentStream",
+            summary: "Agent control stream (WebSocket upgrade; JSON ServerMsg/ClientMsg frames)",
+            tag: "agent",
+            access: Device,
+            request: None,
+            responses: &[
+                (101, "", "switching to WebSocket"),
+                (400, "ErrorBody", "not a WebSocket upgrade"),
+                E401,
+            ],
+            handler: || get(stream::stream),
+        },
+    ]
+}

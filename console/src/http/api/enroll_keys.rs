@@ -1,0 +1,55 @@
+//! `/api/v1/enroll-keys`: create (the key text is shown once), list, get, revoke.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+
+use super::types::{CreateEnrollKey, EnrollKeyCreated, EnrollKeyList};
+use crate::http::{ApiError, ApiJson, AppState, Principal};
+use crate::service::enroll_keys::{self as svc, KeyRequest};
+use crate::store::{AuditCtx, EnrollKeyRow};
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Extension(ctx): Extension<AuditCtx>,
+    ApiJson(body): ApiJson<CreateEnrollKey>,
+) -> Result<(StatusCode, Json<EnrollKeyCreated>), ApiError> {
+    let req = KeyRequest {
+        reusable: body.reusable,
+        preapproved: body.preapproved,
+        tags: body.tags,
+        ttl_seconds: body.ttl_seconds,
+        expires_at_ms: body.expires_at_ms,
+        description: body.description,
+    };
+    let (row, key) = svc::create(&state, ctx, caller.label(), state.cert_pin, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollKeyCreated {
+            key,
+            enroll_key: row,
+        }),
+    ))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<EnrollKeyList>, ApiError> {
+    Ok(Json(EnrollKeyList {
+        enroll_keys: state.store.list_enroll_keys(state.network_id).await?,
+    }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EnrollKeyRow>, ApiError> {
+    Ok(Json(svc::find(&state, &id).await?))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
+    Path(id): Path<String>,
+) -> Result<Json<EnrollKeyRow>, ApiError> {
+    Ok(Json(svc::revoke(&state, ctx, &id).await?))
+}

@@ -1,0 +1,64 @@
+//! `/api/v1/tokens`: admin and auditor API tokens. The token text is returned once at
+//! creation; the console keeps only its hash.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{ApiError, ApiJson, AppState};
+use crate::service::{tokens as svc, users::parse_role};
+use crate::store::{AdminTokenRow, AuditCtx, Role};
+
+pub use crate::domain::names::MAX_TOKEN_TTL_SECONDS;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub row: AdminTokenRow,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    // the name is checked first, as it always was
+    crate::domain::names::check_token_name("name", body.name.trim())?;
+    let role = match body.role.as_deref() {
+        None => Role::Admin,
+        Some(r) => parse_role(r)?,
+    };
+    let (row, token) = svc::create(&state, ctx, &body.name, role, body.ttl_seconds).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token: token.expose().to_string(),
+            row,
+        }),
+    ))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = state.store.list_admin_tokens().await?;
+    Ok(Json(serde_json::json!({ "tokens": tokens })))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminTokenRow>, ApiError> {
+    Ok(Json(svc::revoke(&state, ctx, &id).await?))
+}

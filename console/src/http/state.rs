@@ -1,0 +1,93 @@
+//! Shared state of the HTTP layer: the service [`Core`] (store, network, signing key,
+//! bus, view cache) plus what only HTTP needs (the certificate pin put into enrollment
+//! keys, the stream ping interval, NAT settings for agents). Cheap to clone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zmesh_shared::{CertFingerprint, SigningKey};
+
+use crate::bus::Bus;
+use crate::domain::nat::NatAdvert;
+use crate::service::Core;
+use crate::store::{Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    /// What the service functions take; its fields (`store`, `network_id`, `bus`, ...)
+    /// are reachable through `AppState` too.
+    pub core: Core,
+    /// Put into enrollment keys so agents can pin the console certificate.
+    pub cert_pin: Option<CertFingerprint>,
+    /// How often streams ping agents; a stream silent for 3 intervals is dropped.
+    pub ping_interval: Duration,
+    /// STUN servers and relays agents are told about; `None`: none.
+    pub nat: Option<NatAdvert>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl AppState {
+    /// Resolves (creating if needed) the default network.
+    pub async fn new(
+        store: Store,
+        signing_key: SigningKey,
+        cert_pin: Option<CertFingerprint>,
+        bus: Bus,
+    ) -> Result<Self, StoreError> {
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                core: Core::new(store, signing_key, bus).await?,
+                cert_pin,
+                ping_interval: Duration::from_secs(15),
+                nat: None,
+            }),
+        })
+    }
+
+    /// Same state with another ping interval (tests use a short one).
+    pub fn with_ping_interval(self, d: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.ping_interval = d;
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => AppState { inner },
+        }
+    }
+
+    /// Same state telling agents about STUN servers and relays.
+    pub fn with_nat(self, nat: NatAdvert) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.nat = (!nat.is_empty()).then_some(nat);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; NAT settings not applied");
+                AppState { inner }
+            }
+        }
+    }
+}
