@@ -164,7 +164,13 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(listen = %cfg.listen, "console started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = spawn_audit_tasks(&state, &cfg.audit, stop_rx);
-    serve(listener, tls, state, shutdown_signal()).await?;
+    serve(
+        listener,
+        tls,
+        state,
+        crate::infra::shutdown::shutdown_signal(),
+    )
+    .await?;
     for t in stun_tasks.into_iter().chain(relay_task) {
         t.abort();
     }
@@ -212,24 +218,7 @@ fn spawn_relay(
     tokio::spawn(crate::relay::serve(l, tls, relay, std::future::pending()))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the console");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
-}
-
-/// Serves [`crate::http::api::app`] over TLS on `listener` until `shutdown` resolves, then
+/// Serves [`crate::http::app`] over TLS on `listener` until `shutdown` resolves, then
 /// drains in-flight requests (at most 10 s). Usable from tests with a 127.0.0.1:0
 /// listener. The key-expiry sweeper ([`crate::service::expiry`]) runs alongside, since what it
 /// finds must reach the agent streams served here.

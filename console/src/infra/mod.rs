@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod files;
+pub mod shutdown;
 pub mod tls;
 pub mod tls_client;

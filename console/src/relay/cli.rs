@@ -56,7 +56,7 @@ pub async fn run(data_dir: &Path, a: RelayArgs) -> anyhow::Result<()> {
         listener,
         tls,
         Relay::new(cfg),
-        crate::server::shutdown_signal(),
+        crate::infra::shutdown::shutdown_signal(),
     )
     .await;
     Ok(())

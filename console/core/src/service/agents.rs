@@ -9,18 +9,20 @@ use zmesh_shared::wire::FlowRecord;
 use zmesh_shared::{DeviceId, NetworkId};
 
 use super::{Core, ServiceError};
-use crate::store::Store;
+use crate::store::AuditCtx;
 
-/// Records the device's endpoints; `store` acts as the device. Returns whether they
-/// changed (and were published).
+/// Records the device's endpoints, as the actor `ctx` (the device). Returns whether
+/// they changed (and were published).
 pub async fn set_endpoints(
     core: &Core,
-    store: &Store,
+    ctx: &AuditCtx,
     device: DeviceId,
     network: NetworkId,
     endpoints: &[SocketAddr],
 ) -> Result<bool, ServiceError> {
-    let changed = store
+    let changed = core
+        .store
+        .acting(ctx.clone())
         .set_device_endpoints(device, endpoints, now_ms())
         .await?;
     if changed {

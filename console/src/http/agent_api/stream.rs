@@ -77,7 +77,7 @@ pub async fn stream(
             // changes the agent makes (endpoints) are recorded as the device's
             let ctx = AuditCtx::new(format!("device:{id}"), source);
             Stream {
-                store: state.store.acting(ctx),
+                ctx,
                 state,
                 device_id: id,
                 network_id: device.network_id,
@@ -142,7 +142,8 @@ impl From<crate::service::ServiceError> for End {
 struct Stream {
     state: AppState,
     /// The store handle that records this device as the actor.
-    store: crate::store::Store,
+    /// Changes the agent makes (endpoints) are recorded as the device's.
+    ctx: AuditCtx,
     device_id: DeviceId,
     network_id: NetworkId,
     public_key: WgPublicKey,
@@ -295,7 +296,7 @@ impl Stream {
                 endpoints.truncate(MAX_ENDPOINTS);
                 agents::set_endpoints(
                     &self.state,
-                    &self.store,
+                    &self.ctx,
                     self.device_id,
                     self.network_id,
                     &endpoints,
