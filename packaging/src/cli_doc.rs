@@ -9,7 +9,7 @@ const HEADER: &str = "\
 # zmesh command-line reference
 
 <!-- GENERATED from the clap definitions (agent/src/cli.rs, console/src/cli/, \
-console/src/config.rs). Do not edit: run
+console/src/infra/config.rs). Do not edit: run
      ZMESH_BLESS=1 cargo test -p zmesh-packaging --test cli_doc
      to regenerate; that test fails when this file is stale. -->
 
