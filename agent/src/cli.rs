@@ -11,7 +11,7 @@ use zmesh_shared::Secret;
 
 use crate::config::DaemonConfig;
 use crate::ipc::{self, Reply, Request, Response, Status};
-use crate::state::StateDir;
+use crate::statedir::StateDir;
 
 #[derive(Debug, Parser)]
 #[command(

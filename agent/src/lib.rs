@@ -1,5 +1,5 @@
 //! zmesh agent library: the data plane (`core`, `io`, the inbound `filter`) and the
-//! control plane around it (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
+//! control plane around it (`control` client, `daemon`, local `ipc`, the `statedir`, `cli`).
 
 pub mod core;
 pub mod filter;
@@ -11,4 +11,4 @@ pub mod control;
 pub mod daemon;
 pub mod ipc;
 pub mod netcheck;
-pub mod state;
+pub mod statedir;

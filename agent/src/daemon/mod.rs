@@ -21,7 +21,7 @@ use crate::control::tls::Trust;
 use crate::control::{self, ControlCtx, ControlEvent, Shared};
 use crate::io::{DataPlane, DataPlaneConfig};
 use crate::ipc::{self, NamedRelay, NatInfo, PingResult, Reply, Request, Response};
-use crate::state::{Enrollment, StateDir, StateError};
+use crate::statedir::{Enrollment, StateDir, StateError};
 
 /// Tunnels plus the control stream feeding them.
 struct Running {
@@ -350,8 +350,8 @@ impl Daemon {
             tracing::error!(error = %e, "cannot mark the enrollment revoked");
         }
         // The cached map describes a mesh this device is no longer part of.
-        let _ = std::fs::remove_file(self.state.path(crate::state::PEERMAP_FILE));
-        let _ = std::fs::remove_file(self.state.path(crate::state::NAT_FILE));
+        let _ = std::fs::remove_file(self.state.path(crate::statedir::PEERMAP_FILE));
+        let _ = std::fs::remove_file(self.state.path(crate::statedir::NAT_FILE));
     }
 
     async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {
