@@ -5,7 +5,8 @@
 //!
 //! Nothing here touches sockets, the TUN device, an async runtime or the system clock:
 //! time comes in as `now: Instant` (boringtun's `Tunn` reads its own clock internally,
-//! which is accepted). The I/O shell in [`crate::io`] and the simulation test drive it.
+//! which is accepted). The I/O thread in [`crate::io`] (a `poll(2)` loop) and the simulation
+//! tests drive it.
 
 mod counters;
 pub mod nat;

@@ -1,4 +1,4 @@
-//! I/O shell of the data plane: the TUN device, the UDP socket with batched I/O, the
+//! I/O layer of the data plane: the TUN device, the UDP socket with batched I/O, the
 //! packet loop, and the [`DataPlane`] handle the daemon uses.
 //!
 //! The packet loop runs on one dedicated OS thread that owns the [`Node`] outright: on a
