@@ -265,7 +265,7 @@ async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
         .into_iter()
         .map(|s| PeerHealth {
             device_id: s.device_id,
-            path: s.path.to_string(),
+            path: crate::ipc::PeerPath::from(s.path).as_str().to_string(),
             last_handshake_ms: s
                 .last_handshake
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

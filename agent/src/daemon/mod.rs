@@ -20,7 +20,7 @@ use crate::control::map::MapState;
 use crate::control::tls::Trust;
 use crate::control::{self, ControlCtx, ControlEvent, Shared};
 use crate::io::{DataPlane, DataPlaneConfig};
-use crate::ipc::{self, NamedRelay, NatInfo, PingResult, Reply, Request, Response};
+use crate::ipc::{self, NamedRelay, NatInfo, PeerPath, PingResult, Reply, Request, Response};
 use crate::statedir::{Enrollment, StateDir, StateError};
 
 /// Tunnels plus the control stream feeding them.
@@ -384,9 +384,7 @@ impl Daemon {
             peer: name,
             ip,
             rtt_us: rtt.as_micros() as u64,
-            path: st
-                .map(|s| s.path.to_string())
-                .unwrap_or_else(|| "direct".into()),
+            path: st.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path)),
             endpoint: st.and_then(|s| s.endpoint),
         })
     }

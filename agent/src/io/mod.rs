@@ -55,8 +55,8 @@ pub struct PeerStats {
     pub name: String,
     pub public_key: WgPublicKey,
     pub endpoint: Option<SocketAddr>,
-    /// "direct" or "relay" (an unconfirmed configured endpoint counts as direct).
-    pub path: &'static str,
+    /// Direct (with the address in use), through the relay, or not confirmed yet.
+    pub path: crate::core::PathKind,
     /// Smoothed probe RTT of the direct path, if one is in use.
     pub rtt: Option<Duration>,
     pub last_handshake: Option<SystemTime>,
@@ -244,11 +244,7 @@ impl DataPlane {
                 name: p.name,
                 public_key: p.public_key,
                 endpoint: p.endpoint,
-                path: match p.path {
-                    crate::core::PathKind::Direct(_) => "direct",
-                    crate::core::PathKind::Relay => "relay",
-                    crate::core::PathKind::Unknown => "direct",
-                },
+                path: p.path,
                 rtt: p.rtt,
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),
                 rx_bytes: p.rx_bytes,
