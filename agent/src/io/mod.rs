@@ -135,7 +135,11 @@ impl DataPlane {
             tun = %tun.name, %local, vnet = tun.vnet, gso_gro = ?udp.offloads(),
             public_key = %cfg.private_key.public_key(), "data plane up"
         );
-        let node = crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6);
+        // The core takes all its randomness from this generator; production seeds it
+        // from the OS (simulations pass a fixed seed to replay runs).
+        let rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+        let node =
+            crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6, rng);
         let (reflexive_tx, reflexive) = watch::channel(Vec::new());
         let w = worker::Worker::new(node, tun, udp, rx, wake_loop, cfg.mtu, reflexive_tx);
         let thread = std::thread::Builder::new()
