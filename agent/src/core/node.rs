@@ -32,6 +32,7 @@ use super::peer::{Peer, RouteTable};
 use super::probe::{self, ProbeKey};
 use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
 use crate::filter::{DeniedFlow, Filter, FlowSummary};
+use crate::ip::Pkt;
 
 /// Bytes a data message adds to an IP packet (type, index, counter, tag).
 pub const OVERHEAD: usize = 32;
@@ -261,6 +262,20 @@ impl Node {
         out: &mut [u8],
         now: Instant,
     ) -> Option<usize> {
+        self.handle_datagram_parsed(from, data, out, now)
+            .map(|(len, _)| len)
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) that also returns the parse of the
+    /// packet in `out[..len]` (by [`crate::ip`], done once here for the source check,
+    /// the ping, the filter and then the I/O layer's coalescer).
+    pub fn handle_datagram_parsed(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Option<(usize, Pkt)> {
         if data.len() > MAX_IP_PACKET + OVERHEAD || out.len() < data.len().max(MIN_OUT_BUF) {
             self.counters.drop_oversize += 1;
             return None;
@@ -391,11 +406,11 @@ impl Node {
         }
         note_rx(peer, from, now, &mut self.events);
         let pkt = &out[..len];
-        if packet::parse_ip(pkt).is_none() {
+        let Some(ip) = packet::parse_ip(pkt) else {
             self.counters.drop_bad_inner += 1;
             return None;
-        }
-        if let Some(r) = packet::parse_echo_reply(pkt) {
+        };
+        if let Some(r) = packet::echo_reply(pkt, &ip) {
             if let Some(sent) = self.pings.remove(&(r.src, r.id, r.seq)) {
                 if r.dst == IpAddr::V4(self.own_v4) || r.dst == IpAddr::V6(self.own_v6) {
                     self.events.push_back(Event::PingReply {
@@ -410,14 +425,15 @@ impl Node {
             }
         }
         // Default deny on the receiving side: the policy, or a reply to our own flow.
-        let verdict = self.filter.inbound(pkt, now);
-        if !verdict.accepted() {
+        let parsed = crate::ip::parse_transport(pkt, &ip);
+        let verdict = self.filter.inbound_parsed(pkt, parsed.as_ref(), now);
+        let (true, Some(parsed)) = (verdict.accepted(), parsed) else {
             self.counters.drop_policy += 1;
             tracing::trace!(?verdict, peer = %peer.config.public_key, "inbound packet denied by policy");
             return None;
-        }
+        };
         self.counters.rx_packets += 1;
-        Some(len)
+        Some((len, parsed))
     }
 
     /// Runs per-peer timers (handshake retries, keepalives, rekeys) when due.
