@@ -11,7 +11,7 @@ use zmesh_shared::Secret;
 
 use crate::config::DaemonConfig;
 use crate::ipc::{self, Reply, Request, Response, Status};
-use crate::state::StateDir;
+use crate::statedir::StateDir;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -370,7 +370,7 @@ mod tests {
                 overlay_ips: vec!["100.64.0.2".parse().unwrap()],
                 public_key: "p".into(),
                 endpoint: Some("10.0.0.2:51820".parse().unwrap()),
-                path: "direct".into(),
+                path: crate::ipc::PeerPath::Direct,
                 via: Some("10.0.0.2:51820".into()),
                 rtt_ms: Some(1.5),
                 last_handshake: None,

@@ -1,9 +1,11 @@
-//! zmesh agent library: the data plane (`core`, `io`, the inbound `filter`) and the
-//! control plane around it (`control` client, `daemon`, local `ipc`, `state` directory, `cli`).
+//! zmesh agent library: the data plane (`core`, `io`, the inbound `filter`, the `ip`
+//! parser under all three) and the
+//! control plane around it (`control` client, `daemon`, local `ipc`, the `statedir`, `cli`).
 
 pub mod core;
 pub mod filter;
 pub mod io;
+pub mod ip;
 
 pub mod cli;
 pub mod config;
@@ -11,4 +13,4 @@ pub mod control;
 pub mod daemon;
 pub mod ipc;
 pub mod netcheck;
-pub mod state;
+pub mod statedir;

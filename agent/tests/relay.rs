@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -157,6 +159,7 @@ fn node_for(key: &WgPrivateKey, i: u8) -> (Node, Ipv4Addr) {
         key.clone(),
         v4,
         Ipv6Addr::new(0xfd7a, 0, 0, 0, 0, 0, 0, i as u16),
+        StdRng::seed_from_u64(u64::from(i)),
     );
     n.set_relay_available(true);
     // The relay is under test, not the policy: accept every inbound packet.

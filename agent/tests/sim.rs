@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use zmesh_agent::core::{packet, Event, Node, PeerConfig};
 use zmesh_shared::policy::{FilterRule, PortRange, Proto};
 use zmesh_shared::{DeviceId, WgPrivateKey};
@@ -24,7 +26,8 @@ fn allow_all() -> Vec<FilterRule> {
 /// A node with an allow-all inbound filter: these tests are about the tunnel, not
 /// the policy (a bare `Node::new` accepts no new inbound flow; see the policy tests).
 fn open_node(key: WgPrivateKey, v4: Ipv4Addr, v6: Ipv6Addr) -> Node {
-    let mut n = Node::new(key, v4, v6);
+    let seed = u64::from(u32::from(v4));
+    let mut n = Node::new(key, v4, v6, StdRng::seed_from_u64(seed));
     n.set_filter(allow_all());
     n
 }

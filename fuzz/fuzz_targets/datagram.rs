@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use zmesh_agent::core::probe::{self, ProbeKey};
-use zmesh_agent::core::{relay_endpoint, Node, PeerConfig};
+use zmesh_agent::core::{relay_endpoint, Node, PeerConfig, SeedableRng, StdRng};
 use zmesh_shared::policy::{FilterRule, PortRange, Proto};
 use zmesh_shared::{stun, DeviceId, WgPrivateKey};
 
@@ -162,7 +162,8 @@ impl World {
     fn new() -> World {
         let f = fixed();
         let now = Instant::now();
-        let mut b = Node::new(f.b.clone(), B_V4, B_V6);
+        // Fixed seeds: a crash input replays exactly (STUN ids, probe nonces).
+        let mut b = Node::new(f.b.clone(), B_V4, B_V6, StdRng::seed_from_u64(2));
         b.set_peers(
             vec![
                 peer(&f.a, 1, A_V4, A_V6, vec![f.a_addr, f.a_alt]),
@@ -186,7 +187,7 @@ impl World {
             },
         ]);
         b.set_stun_servers(f.stun.to_vec(), now);
-        let mut a = Node::new(f.a.clone(), A_V4, A_V6);
+        let mut a = Node::new(f.a.clone(), A_V4, A_V6, StdRng::seed_from_u64(1));
         a.set_peers(vec![peer(&f.b, 2, B_V4, B_V6, vec![f.b_addr])], now);
         a.set_filter(vec![FilterRule {
             src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],

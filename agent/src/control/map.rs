@@ -55,7 +55,7 @@ impl MapState {
         }
     }
 
-    /// Starts from a cache already verified by [`crate::state::StateDir::load_cache`].
+    /// Starts from a cache already verified by [`crate::statedir::StateDir::load_cache`].
     pub fn with_cache(mut self, cache: CachedMap, map: PeerMap) -> Self {
         if map.device_id == self.device_id {
             self.cache = Some(cache);

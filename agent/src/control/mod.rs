@@ -39,7 +39,7 @@ use self::backoff::Backoff;
 use self::map::{peer_configs, DeltaOutcome, MapState};
 use self::tls::{client_config, Trust};
 use crate::io::{DataPlane, Origin};
-use crate::state::{Enrollment, StateDir};
+use crate::statedir::{Enrollment, StateDir};
 
 const HEALTH_EVERY: Duration = Duration::from_secs(30);
 const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -265,7 +265,7 @@ async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
         .into_iter()
         .map(|s| PeerHealth {
             device_id: s.device_id,
-            path: s.path.to_string(),
+            path: crate::ipc::PeerPath::from(s.path).as_str().to_string(),
             last_handshake_ms: s
                 .last_handshake
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -549,7 +549,7 @@ async fn on_server_msg(
             relays,
             relay_token,
         } => {
-            let cached = crate::state::CachedNat {
+            let cached = crate::statedir::CachedNat {
                 stun: stun.clone(),
                 relays: relays.clone(),
                 relay_token: relay_token.clone(),

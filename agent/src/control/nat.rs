@@ -22,7 +22,7 @@ use super::tls::{client_config, Trust};
 use super::Shared;
 use crate::io::relay::{self, RelayEvent};
 use crate::io::DataPlane;
-use crate::state::Enrollment;
+use crate::statedir::Enrollment;
 
 /// Datagrams queued towards the relay before the packet loop drops new ones.
 const RELAY_QUEUE: usize = 1024;

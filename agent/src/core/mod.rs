@@ -5,7 +5,9 @@
 //!
 //! Nothing here touches sockets, the TUN device, an async runtime or the system clock:
 //! time comes in as `now: Instant` (boringtun's `Tunn` reads its own clock internally,
-//! which is accepted). The I/O shell in [`crate::io`] and the simulation test drive it.
+//! which is accepted), and randomness from the seeded generator given to [`Node::new`]
+//! (boringtun's handshakes draw their own; see there). The I/O thread in [`crate::io`]
+//! (a `poll(2)` loop) and the simulation tests drive it.
 
 mod counters;
 pub mod nat;
@@ -25,6 +27,9 @@ pub use counters::Counters;
 pub use nat::{is_relay_endpoint, relay_endpoint, relay_key_prefix, NatMapping};
 pub use node::{Node, MIN_OUT_BUF, OVERHEAD};
 pub use path::PathKind;
+/// The generator [`Node::new`] draws all its randomness from, with its seeding trait
+/// (so callers such as the fuzz targets need no direct `rand` dependency).
+pub use rand::{rngs::StdRng, SeedableRng};
 
 /// The desired configuration of one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

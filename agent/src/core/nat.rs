@@ -45,7 +45,8 @@ impl NatMapping {
 #[derive(Debug, Default)]
 pub struct StunState {
     servers: Vec<SocketAddr>,
-    pending: HashMap<stun::TransactionId, (SocketAddr, u32, Instant)>,
+    /// Fixed hash keys: retries go out in this map's order, which must replay.
+    pending: super::node::FixedMap<stun::TransactionId, (SocketAddr, u32, Instant)>,
     mapped: HashMap<SocketAddr, SocketAddr>,
     next_round: Option<Instant>,
     tid_counter: u64,

@@ -11,6 +11,7 @@
 //! until [`Node::set_filter`] gives it rules.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
+use rand::rngs::StdRng;
+use rand::Rng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zmesh_shared::policy::FilterRule;
 use zmesh_shared::WgPrivateKey;
@@ -29,6 +32,7 @@ use super::peer::{Peer, RouteTable};
 use super::probe::{self, ProbeKey};
 use super::{CoreError, Counters, Event, PeerConfig, PeerStats, Transmit};
 use crate::filter::{DeniedFlow, Filter, FlowSummary};
+use crate::ip::Pkt;
 
 /// Bytes a data message adds to an IP packet (type, index, counter, tag).
 pub const OVERHEAD: usize = 32;
@@ -48,6 +52,12 @@ const MAX_FLUSH: usize = 300;
 /// Receiver indexes are 24 bits wide.
 const INDEX_MASK: u32 = 0x00ff_ffff;
 
+/// A map whose iteration order is the same in every run (fixed SipHash keys), for keys
+/// the node chooses itself (receiver indexes): the order of transmits from timers and
+/// path probing follows it. Not for keys a peer controls (HashDoS): the filter keeps
+/// randomly keyed maps, which decide no transmit's content or order.
+pub(crate) type FixedMap<K, V> = HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
+
 enum Kind {
     Init,
     Response,
@@ -59,8 +69,8 @@ pub struct Node {
     public: PublicKey,
     own_v4: Ipv4Addr,
     own_v6: Ipv6Addr,
-    peers: HashMap<u32, Peer>,
-    by_key: HashMap<[u8; 32], u32>,
+    peers: FixedMap<u32, Peer>,
+    by_key: FixedMap<[u8; 32], u32>,
     routes: RouteTable,
     next_index: u32,
     rate_limiter: Arc<RateLimiter>,
@@ -79,10 +89,31 @@ pub struct Node {
     relay: bool,
     /// Reused buffer for the pings `PathState::poll` asks for.
     pings_due: Vec<(SocketAddr, u64)>,
+    /// Every random value the node chooses (STUN transaction ids, probe nonces) comes
+    /// from here, so a simulation with the same seed and inputs replays the same packets.
+    rng: StdRng,
 }
 
 impl Node {
-    pub fn new(private_key: WgPrivateKey, own_v4: Ipv4Addr, own_v6: Ipv6Addr) -> Self {
+    /// A node with no peers and no inbound rules. All of zmesh's own randomness (STUN
+    /// transaction ids, probe nonces) is drawn from `rng`; production seeds it from the
+    /// OS ([`crate::io`] does), simulations from a fixed seed.
+    ///
+    /// Not covered, because boringtun 0.7 offers no way to inject randomness or time:
+    /// `Tunn` draws its handshake ephemeral keys from `OsRng` and stamps initiations with
+    /// the system clock (so handshake messages, the session keys they derive and thus
+    /// every data message's ciphertext differ between runs), and `RateLimiter::new`
+    /// draws its cookie secrets from `OsRng` (cookie replies). `Tunn::new` takes the
+    /// receiver index, which the node allocates deterministically, so message types,
+    /// lengths, indexes and counters do replay; so does everything zmesh builds itself
+    /// (probes, STUN requests, the order of all transmits), as long as boringtun's own
+    /// real-time timers (5 s handshake retry, keepalives) do not fire mid-simulation.
+    pub fn new(
+        private_key: WgPrivateKey,
+        own_v4: Ipv4Addr,
+        own_v6: Ipv6Addr,
+        mut rng: StdRng,
+    ) -> Self {
         let secret = private_key.to_x25519();
         let public = PublicKey::from(&secret);
         Node {
@@ -91,8 +122,8 @@ impl Node {
             public,
             own_v4,
             own_v6,
-            peers: HashMap::new(),
-            by_key: HashMap::new(),
+            peers: FixedMap::default(),
+            by_key: FixedMap::default(),
             routes: RouteTable::default(),
             next_index: 1,
             transmits: VecDeque::new(),
@@ -102,9 +133,10 @@ impl Node {
             next_tick: None,
             scratch: vec![0u8; 2048],
             filter: Filter::new(Vec::new()),
-            stun: StunState::new(rand::random()),
+            stun: StunState::new(rng.gen()),
             relay: false,
             pings_due: vec![],
+            rng,
         }
     }
 
@@ -162,7 +194,7 @@ impl Node {
         }
     }
 
-    fn alloc_index(&mut self, old: &HashMap<u32, Peer>) -> u32 {
+    fn alloc_index(&mut self, old: &FixedMap<u32, Peer>) -> u32 {
         // Indexes are not reused soon, so a stale session of a removed peer never maps to
         // a new one; 2^24 peers changes are far away, but wrap safely anyway.
         loop {
@@ -230,6 +262,20 @@ impl Node {
         out: &mut [u8],
         now: Instant,
     ) -> Option<usize> {
+        self.handle_datagram_parsed(from, data, out, now)
+            .map(|(len, _)| len)
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) that also returns the parse of the
+    /// packet in `out[..len]` (by [`crate::ip`], done once here for the source check,
+    /// the ping, the filter and then the I/O layer's coalescer).
+    pub fn handle_datagram_parsed(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Option<(usize, Pkt)> {
         if data.len() > MAX_IP_PACKET + OVERHEAD || out.len() < data.len().max(MIN_OUT_BUF) {
             self.counters.drop_oversize += 1;
             return None;
@@ -360,11 +406,11 @@ impl Node {
         }
         note_rx(peer, from, now, &mut self.events);
         let pkt = &out[..len];
-        if packet::parse_ip(pkt).is_none() {
+        let Some(ip) = packet::parse_ip(pkt) else {
             self.counters.drop_bad_inner += 1;
             return None;
-        }
-        if let Some(r) = packet::parse_echo_reply(pkt) {
+        };
+        if let Some(r) = packet::echo_reply(pkt, &ip) {
             if let Some(sent) = self.pings.remove(&(r.src, r.id, r.seq)) {
                 if r.dst == IpAddr::V4(self.own_v4) || r.dst == IpAddr::V6(self.own_v6) {
                     self.events.push_back(Event::PingReply {
@@ -379,14 +425,15 @@ impl Node {
             }
         }
         // Default deny on the receiving side: the policy, or a reply to our own flow.
-        let verdict = self.filter.inbound(pkt, now);
-        if !verdict.accepted() {
+        let parsed = crate::ip::parse_transport(pkt, &ip);
+        let verdict = self.filter.inbound_parsed(pkt, parsed.as_ref(), now);
+        let (true, Some(parsed)) = (verdict.accepted(), parsed) else {
             self.counters.drop_policy += 1;
             tracing::trace!(?verdict, peer = %peer.config.public_key, "inbound packet denied by policy");
             return None;
-        }
+        };
         self.counters.rx_packets += 1;
-        Some(len)
+        Some((len, parsed))
     }
 
     /// Runs per-peer timers (handshake retries, keepalives, rekeys) when due.
@@ -563,7 +610,7 @@ impl Node {
                 if let Some(k) = &peer.probe_key {
                     self.transmits.push_back(Transmit {
                         dst: from,
-                        payload: probe::seal(k, self.public.as_bytes(), &pong, rand::random()),
+                        payload: probe::seal(k, self.public.as_bytes(), &pong, self.rng.gen()),
                     });
                 }
                 tracing::trace!(%from, "probe ping");
@@ -597,7 +644,7 @@ impl Node {
                 };
                 self.transmits.push_back(Transmit {
                     dst,
-                    payload: probe::seal(k, &me, &ping, rand::random()),
+                    payload: probe::seal(k, &me, &ping, self.rng.gen()),
                 });
             }
         }

@@ -1,86 +1,14 @@
-//! IP packet parsing and building for the data plane: the few header fields the core
-//! routes on (version, source, destination), ICMP/ICMPv6 echo build and parse for the
-//! built-in ping, and the Internet checksum helpers the I/O layer reuses to segment
-//! and coalesce TCP. Every parser takes untrusted bytes and returns `None` on anything
-//! malformed; nothing here panics on short or inconsistent input.
+//! IP packet building for the data plane: ICMP/ICMPv6 echo build and recognition for the
+//! built-in ping, and the Internet checksum helpers the I/O layer reuses to segment and
+//! coalesce TCP. Header parsing is [`crate::ip`]'s, re-exported here. Everything takes
+//! untrusted bytes and returns `None` on anything malformed; nothing panics.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-pub const IPV4_HEADER_MIN: usize = 20;
-pub const IPV6_HEADER_LEN: usize = 40;
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
-
-/// The routing-relevant view of an IP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpInfo {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    /// Transport protocol (IPv6: the first next-header; extension headers are not walked).
-    pub proto: u8,
-    /// Offset of the transport header.
-    pub l4_offset: usize,
-    /// Total length claimed by the IP header, checked to fit in the buffer.
-    pub total_len: usize,
-}
-
-/// Parses an IPv4 or IPv6 header. `None` if the buffer is not a consistent IP packet.
-pub fn parse_ip(pkt: &[u8]) -> Option<IpInfo> {
-    match pkt.first()? >> 4 {
-        4 => {
-            if pkt.len() < IPV4_HEADER_MIN {
-                return None;
-            }
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-            if ihl < IPV4_HEADER_MIN || total < ihl || total > pkt.len() {
-                return None;
-            }
-            Some(IpInfo {
-                src: IpAddr::V4(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15])),
-                dst: IpAddr::V4(Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19])),
-                proto: pkt[9],
-                l4_offset: ihl,
-                total_len: total,
-            })
-        }
-        6 => {
-            if pkt.len() < IPV6_HEADER_LEN {
-                return None;
-            }
-            let total = IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
-            if total > pkt.len() {
-                return None;
-            }
-            let src: [u8; 16] = pkt[8..24].try_into().ok()?;
-            let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
-            Some(IpInfo {
-                src: IpAddr::V6(Ipv6Addr::from(src)),
-                dst: IpAddr::V6(Ipv6Addr::from(dst)),
-                proto: pkt[6],
-                l4_offset: IPV6_HEADER_LEN,
-                total_len: total,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Destination address only: the cheap lookup of the outbound hot path.
-pub fn dst_addr(pkt: &[u8]) -> Option<IpAddr> {
-    match pkt.first()? >> 4 {
-        4 if pkt.len() >= IPV4_HEADER_MIN => Some(IpAddr::V4(Ipv4Addr::new(
-            pkt[16], pkt[17], pkt[18], pkt[19],
-        ))),
-        6 if pkt.len() >= IPV6_HEADER_LEN => {
-            let d: [u8; 16] = pkt[24..40].try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(d)))
-        }
-        _ => None,
-    }
-}
+pub use crate::ip::{
+    dst_addr, parse_ip, IpInfo, IPV4_HEADER_MIN, IPV6_HEADER_LEN, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP,
+};
 
 /// Ones'-complement sum of `data` added to `initial` (not folded, not inverted).
 pub fn checksum_add(initial: u64, data: &[u8]) -> u64 {
@@ -234,7 +162,11 @@ pub struct EchoReply {
 /// Recognises an ICMP echo reply (v4 type 0, v6 type 129). Checksums are not verified:
 /// the packet already passed the tunnel's AEAD, which is a far stronger check.
 pub fn parse_echo_reply(pkt: &[u8]) -> Option<EchoReply> {
-    let ip = parse_ip(pkt)?;
+    echo_reply(pkt, &parse_ip(pkt)?)
+}
+
+/// [`parse_echo_reply`] for a packet whose header is already parsed.
+pub fn echo_reply(pkt: &[u8], ip: &IpInfo) -> Option<EchoReply> {
     let icmp = pkt.get(ip.l4_offset..ip.total_len)?;
     if icmp.len() < 8 {
         return None;

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use ipnet::IpNet;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use zmesh_shared::{DeviceId, WgPrivateKey};
 
 use super::{packet, Node, PeerConfig};
@@ -54,8 +56,8 @@ fn pair() -> Pair {
         persistent_keepalive: None,
     };
     let now = Instant::now();
-    let mut a = Node::new(ka.clone(), a4, a6);
-    let mut b = Node::new(kb.clone(), b4, b6);
+    let mut a = Node::new(ka.clone(), a4, a6, StdRng::seed_from_u64(1));
+    let mut b = Node::new(kb.clone(), b4, b6, StdRng::seed_from_u64(2));
     a.set_peers(vec![cfg(&kb, b4, b6, b_addr)], now);
     b.set_peers(vec![cfg(&ka, a4, a6, a_addr)], now);
     // These tests are about the tunnel: accept every inbound packet.

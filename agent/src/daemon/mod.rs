@@ -20,8 +20,8 @@ use crate::control::map::MapState;
 use crate::control::tls::Trust;
 use crate::control::{self, ControlCtx, ControlEvent, Shared};
 use crate::io::{DataPlane, DataPlaneConfig};
-use crate::ipc::{self, NamedRelay, NatInfo, PingResult, Reply, Request, Response};
-use crate::state::{Enrollment, StateDir, StateError};
+use crate::ipc::{self, NamedRelay, NatInfo, PeerPath, PingResult, Reply, Request, Response};
+use crate::statedir::{Enrollment, StateDir, StateError};
 
 /// Tunnels plus the control stream feeding them.
 struct Running {
@@ -350,8 +350,8 @@ impl Daemon {
             tracing::error!(error = %e, "cannot mark the enrollment revoked");
         }
         // The cached map describes a mesh this device is no longer part of.
-        let _ = std::fs::remove_file(self.state.path(crate::state::PEERMAP_FILE));
-        let _ = std::fs::remove_file(self.state.path(crate::state::NAT_FILE));
+        let _ = std::fs::remove_file(self.state.path(crate::statedir::PEERMAP_FILE));
+        let _ = std::fs::remove_file(self.state.path(crate::statedir::NAT_FILE));
     }
 
     async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {
@@ -384,9 +384,7 @@ impl Daemon {
             peer: name,
             ip,
             rtt_us: rtt.as_micros() as u64,
-            path: st
-                .map(|s| s.path.to_string())
-                .unwrap_or_else(|| "direct".into()),
+            path: st.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path)),
             endpoint: st.and_then(|s| s.endpoint),
         })
     }

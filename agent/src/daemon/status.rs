@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::ipc::{PeerStatus, SelfStatus, Status};
+use crate::ipc::{PeerPath, PeerStatus, SelfStatus, Status};
 
 use super::Daemon;
 
@@ -70,8 +70,8 @@ impl Daemon {
                         let endpoint = s
                             .and_then(|s| s.endpoint)
                             .or_else(|| p.endpoints.first().copied());
-                        let path = s.map_or("direct", |s| s.path);
-                        let via = if path == "relay" {
+                        let path = s.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path));
+                        let via = if path == PeerPath::Relay {
                             Some(relay.clone().unwrap_or_else(|| "relay".into()))
                         } else {
                             endpoint.map(|e| e.to_string())
@@ -81,7 +81,7 @@ impl Daemon {
                             overlay_ips: vec![IpAddr::V4(p.overlay_v4), IpAddr::V6(p.overlay_v6)],
                             public_key: p.public_key.to_string(),
                             endpoint,
-                            path: path.to_string(),
+                            path,
                             via,
                             rtt_ms: s.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
                             last_handshake: s.and_then(|s| s.last_handshake).map(rfc3339),

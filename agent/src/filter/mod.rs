@@ -232,7 +232,13 @@ impl Filter {
 
     /// Judges a decrypted packet from a peer.
     pub fn inbound(&mut self, pkt: &[u8], now: Instant) -> Verdict {
-        let v = self.judge(pkt, now);
+        self.inbound_parsed(pkt, packet::parse(pkt, false).as_ref(), now)
+    }
+
+    /// [`inbound`](Self::inbound) for a packet already parsed by
+    /// [`crate::ip::parse`] (`None`: it did not parse, and is dropped as malformed).
+    pub fn inbound_parsed(&mut self, pkt: &[u8], parsed: Option<&Pkt>, now: Instant) -> Verdict {
+        let v = self.judge(pkt, parsed, now);
         let c = &mut self.counters;
         match v {
             Verdict::Rule(_) => c.accepted_rule += 1,
@@ -245,8 +251,8 @@ impl Filter {
         v
     }
 
-    fn judge(&mut self, pkt: &[u8], now: Instant) -> Verdict {
-        let Some(p) = packet::parse(pkt, false) else {
+    fn judge(&mut self, pkt: &[u8], parsed: Option<&Pkt>, now: Instant) -> Verdict {
+        let Some(&p) = parsed else {
             return Verdict::Drop(DropReason::Malformed);
         };
         if let Frag::Later(id) = p.frag {

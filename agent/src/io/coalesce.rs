@@ -12,15 +12,16 @@
 
 use super::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN};
 use super::tun::Tun;
-use crate::core::packet::{checksum_fold, fix_ipv4_header_checksum, pseudo_header_sum, PROTO_TCP};
+use crate::core::packet::{checksum_fold, fix_ipv4_header_checksum, pseudo_header_sum};
+use crate::ip::{
+    Frag, Pkt, ACK as TCP_ACK, IPV4_HEADER_MIN, IPV6_HEADER_LEN, PROTO_TCP, PSH as TCP_PSH,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const BUF: usize = VNET_HDR_LEN + 65536 + 256;
 /// Largest coalesced IP packet (the IPv4 total length is 16 bits).
 const MAX_SUPER: usize = 65535;
 const MAX_SEGS: usize = 64;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 
 /// What a TCP segment must match to extend the pending super-packet.
 #[derive(Clone, Copy)]
@@ -44,29 +45,16 @@ pub(crate) struct Coalescer {
     scratch: Vec<u8>,
 }
 
-/// The TCP segment view used for matching; `None` for anything not coalescable.
-fn tcp_candidate(p: &[u8]) -> Option<(bool, usize, usize, u32, u8)> {
-    let v6 = match p.first()? >> 4 {
-        4 => false,
-        6 => true,
-        _ => return None,
-    };
-    let l4 = if v6 {
-        if p.len() < 60 || p[6] != PROTO_TCP {
-            return None;
-        }
-        40
-    } else {
-        // No IP options, no fragments.
-        if p.len() < 40
-            || p[0] != 0x45
-            || p[9] != PROTO_TCP
-            || (u16::from_be_bytes([p[6], p[7]]) & 0x3fff) != 0
-        {
-            return None;
-        }
-        20
-    };
+/// The TCP segment view used for matching, from the packet and its parse (done by the
+/// core, see [`crate::ip`]); `None` for anything not coalescable.
+fn tcp_candidate(p: &[u8], ip: &Pkt) -> Option<(bool, usize, usize, u32, u8)> {
+    let v6 = ip.src.is_ipv6();
+    let l4 = if v6 { IPV6_HEADER_LEN } else { IPV4_HEADER_MIN };
+    // TCP right behind the IP header (no IPv4 options, no IPv6 extension headers), not
+    // fragmented, with a full TCP header.
+    if ip.proto != PROTO_TCP || ip.l4 != l4 || ip.frag != Frag::Whole || p.len() < l4 + 20 {
+        return None;
+    }
     let tcp_hlen = usize::from(p[l4 + 12] >> 4) * 4;
     let hlen = l4 + tcp_hlen;
     let flags = p[l4 + 13];
@@ -94,9 +82,9 @@ impl Coalescer {
         &mut self.scratch[VNET_HDR_LEN..]
     }
 
-    /// The packet in `slot()[..len]` is ready.
-    pub fn commit(&mut self, len: usize, tun: &Tun) {
-        self.push(len, &mut |b| write(tun, b));
+    /// The packet in `slot()[..len]` is ready; `ip` is its parse.
+    pub fn commit(&mut self, len: usize, ip: &Pkt, tun: &Tun) {
+        self.push_parsed(len, Some(ip), &mut |b| write(tun, b));
     }
 
     /// Writes anything held back.
@@ -104,9 +92,18 @@ impl Coalescer {
         self.flush_with(&mut |b| write(tun, b));
     }
 
+    #[cfg(test)]
     fn push(&mut self, len: usize, out: &mut dyn FnMut(&[u8])) {
+        let ip = crate::ip::parse(&self.scratch[VNET_HDR_LEN..VNET_HDR_LEN + len], false);
+        self.push_parsed(len, ip.as_ref(), out);
+    }
+
+    fn push_parsed(&mut self, len: usize, ip: Option<&Pkt>, out: &mut dyn FnMut(&[u8])) {
         let pkt = &self.scratch[VNET_HDR_LEN..VNET_HDR_LEN + len];
-        let cand = if self.vnet { tcp_candidate(pkt) } else { None };
+        let cand = match ip {
+            Some(ip) if self.vnet => tcp_candidate(pkt, ip),
+            _ => None,
+        };
         let Some((v6, l4, hlen, seq, flags)) = cand else {
             self.flush_with(out);
             self.write_single(len, out);

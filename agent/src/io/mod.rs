@@ -1,4 +1,4 @@
-//! I/O shell of the data plane: the TUN device, the UDP socket with batched I/O, the
+//! I/O layer of the data plane: the TUN device, the UDP socket with batched I/O, the
 //! packet loop, and the [`DataPlane`] handle the daemon uses.
 //!
 //! The packet loop runs on one dedicated OS thread that owns the [`Node`] outright: on a
@@ -55,8 +55,8 @@ pub struct PeerStats {
     pub name: String,
     pub public_key: WgPublicKey,
     pub endpoint: Option<SocketAddr>,
-    /// "direct" or "relay" (an unconfirmed configured endpoint counts as direct).
-    pub path: &'static str,
+    /// Direct (with the address in use), through the relay, or not confirmed yet.
+    pub path: crate::core::PathKind,
     /// Smoothed probe RTT of the direct path, if one is in use.
     pub rtt: Option<Duration>,
     pub last_handshake: Option<SystemTime>,
@@ -135,7 +135,11 @@ impl DataPlane {
             tun = %tun.name, %local, vnet = tun.vnet, gso_gro = ?udp.offloads(),
             public_key = %cfg.private_key.public_key(), "data plane up"
         );
-        let node = crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6);
+        // The core takes all its randomness from this generator; production seeds it
+        // from the OS (simulations pass a fixed seed to replay runs).
+        let rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+        let node =
+            crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6, rng);
         let (reflexive_tx, reflexive) = watch::channel(Vec::new());
         let w = worker::Worker::new(node, tun, udp, rx, wake_loop, cfg.mtu, reflexive_tx);
         let thread = std::thread::Builder::new()
@@ -244,11 +248,7 @@ impl DataPlane {
                 name: p.name,
                 public_key: p.public_key,
                 endpoint: p.endpoint,
-                path: match p.path {
-                    crate::core::PathKind::Direct(_) => "direct",
-                    crate::core::PathKind::Relay => "relay",
-                    crate::core::PathKind::Unknown => "direct",
-                },
+                path: p.path,
                 rtt: p.rtt,
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),
                 rx_bytes: p.rx_bytes,

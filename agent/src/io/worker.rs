@@ -211,8 +211,8 @@ impl Worker {
                         ..
                     } = self;
                     let out = coalescer.slot();
-                    if let Some(len) = node.handle_datagram(from, &data, out, now) {
-                        coalescer.commit(len, tun);
+                    if let Some((len, ip)) = node.handle_datagram_parsed(from, &data, out, now) {
+                        coalescer.commit(len, &ip, tun);
                     }
                     coalescer.flush(tun);
                     self.flush_control();
@@ -345,8 +345,8 @@ impl Worker {
                 };
                 for d in data.chunks(seg) {
                     let out = coalescer.slot();
-                    if let Some(len) = node.handle_datagram(from, d, out, now) {
-                        coalescer.commit(len, tun);
+                    if let Some((len, ip)) = node.handle_datagram_parsed(from, d, out, now) {
+                        coalescer.commit(len, &ip, tun);
                     }
                 }
             }

@@ -92,14 +92,50 @@ pub struct SelfStatus {
     pub listen_port: Option<u16>,
 }
 
+/// The kind of path to a peer as status output names it: "direct", "relay", or
+/// "unknown" while no path is confirmed (also what an unrecognised name reads as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerPath {
+    Direct,
+    Relay,
+    #[serde(other)]
+    Unknown,
+}
+
+impl PeerPath {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PeerPath::Direct => "direct",
+            PeerPath::Relay => "relay",
+            PeerPath::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::core::PathKind> for PeerPath {
+    fn from(k: crate::core::PathKind) -> Self {
+        match k {
+            crate::core::PathKind::Direct(_) => PeerPath::Direct,
+            crate::core::PathKind::Relay => PeerPath::Relay,
+            crate::core::PathKind::Unknown => PeerPath::Unknown,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub name: String,
     pub overlay_ips: Vec<IpAddr>,
     pub public_key: String,
     pub endpoint: Option<SocketAddr>,
-    /// "direct" or "relay".
-    pub path: String,
+    pub path: PeerPath,
     /// Where the path goes: the peer's address for "direct", the relay's name for "relay".
     #[serde(default)]
     pub via: Option<String>,
@@ -117,7 +153,7 @@ pub struct PingResult {
     pub peer: String,
     pub ip: IpAddr,
     pub rtt_us: u64,
-    pub path: String,
+    pub path: PeerPath,
     pub endpoint: Option<SocketAddr>,
 }
 
@@ -294,6 +330,25 @@ mod tests {
         assert_eq!(v["self"]["connected"], true);
         assert_eq!(v["self"]["overlay_ips"][0], "100.64.0.1");
         assert!(v["peers"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn peer_path_keeps_its_json_strings() {
+        use crate::core::PathKind;
+        let direct = PathKind::Direct("192.0.2.1:51820".parse().unwrap());
+        for (k, s) in [
+            (direct, "direct"),
+            (PathKind::Relay, "relay"),
+            (PathKind::Unknown, "unknown"),
+        ] {
+            let p = PeerPath::from(k);
+            assert_eq!(serde_json::to_value(p).unwrap(), s);
+            assert_eq!(serde_json::from_value::<PeerPath>(s.into()).unwrap(), p);
+            assert_eq!(p.to_string(), s);
+        }
+        // a name this version does not know (a newer daemon) reads as unknown
+        let p: PeerPath = serde_json::from_str(r#""satellite""#).unwrap();
+        assert_eq!(p, PeerPath::Unknown);
     }
 
     #[tokio::test]
