@@ -252,7 +252,7 @@ impl Filter {
     }
 
     fn judge(&mut self, pkt: &[u8], parsed: Option<&Pkt>, now: Instant) -> Verdict {
-        let Some(&p) = parsed else {
+        let Some(p) = parsed else {
             return Verdict::Drop(DropReason::Malformed);
         };
         if let Frag::Later(id) = p.frag {
@@ -260,7 +260,7 @@ impl Filter {
             return match self.frags.get(&key) {
                 Some(t) if *t > now => Verdict::Fragment,
                 _ => {
-                    self.deny(&p, DropReason::Fragment, now);
+                    self.deny(p, DropReason::Fragment, now);
                     Verdict::Drop(DropReason::Fragment)
                 }
             };
@@ -268,15 +268,15 @@ impl Filter {
         // Later fragments are not accounted: they carry no ports to find their flow by.
         let rules = &self.rules;
         let find = |p: &Pkt| rules.iter().find(|r| r.accepts(p)).map(|r| r.rule);
-        let v = match self.ct.inbound(&p, pkt.len(), now, find) {
+        let v = match self.ct.inbound(p, pkt.len(), now, find) {
             Inbound::Reply => Some(Verdict::Reply),
             Inbound::Rule(r) => Some(Verdict::Rule(r)),
             Inbound::NoMatch => None,
-            Inbound::Untracked if self.related_error(pkt, &p, now) => Some(Verdict::Reply),
-            Inbound::Untracked => find(&p).map(Verdict::Rule),
+            Inbound::Untracked if self.related_error(pkt, p, now) => Some(Verdict::Reply),
+            Inbound::Untracked => find(p).map(Verdict::Rule),
         };
         let Some(v) = v else {
-            self.deny(&p, DropReason::NoRule, now);
+            self.deny(p, DropReason::NoRule, now);
             return Verdict::Drop(DropReason::NoRule);
         };
         if let Frag::First(id) = p.frag {
