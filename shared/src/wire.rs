@@ -190,7 +190,7 @@ pub struct FlowRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {
     pub device_id: DeviceId,
-    /// "direct" or "relay".
+    /// "direct", "relay" or "unknown" (no confirmed path yet).
     pub path: String,
     pub last_handshake_ms: Option<UnixMillis>,
     pub rx_bytes: u64,
