@@ -3,7 +3,6 @@
 //! two cannot drift apart.
 
 pub mod audit;
-mod audit_openapi;
 pub mod auth;
 pub mod devices;
 pub mod enroll_keys;
@@ -21,9 +20,15 @@ use axum::http::Method;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 
+use zmesh_shared::audit::Checkpoint;
+use zmesh_shared::wire::{EnrollRequest, EnrollResponse};
+
 use crate::agent_api;
+use crate::audit::verify::VerifyReport;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, PolicyVersion, UserRow};
+use openapi::{body, Content, PolicyUnprocessable, Resp, ERR, POLICY_TEXT};
 
 pub use json::ApiJson;
 
@@ -50,23 +55,42 @@ pub struct RouteDef {
     pub summary: &'static str,
     pub tag: &'static str,
     pub access: Access,
-    /// Schema name in `components.schemas` of the JSON request body, if any.
-    pub request: Option<&'static str>,
-    /// (status, schema name or "" for none/non-JSON, description)
-    pub responses: &'static [(u16, &'static str, &'static str)],
+    /// The request body, if any, documented from its Rust type.
+    pub request: Option<Content>,
+    /// Query parameters, documented from a type deriving `utoipa::IntoParams`.
+    pub query: Option<openapi::ParamsFn>,
+    /// Every response the route can give: (status, body, description).
+    pub responses: Vec<Resp>,
     pub handler: fn() -> MethodRouter<AppState>,
 }
 
-const E401: (u16, &str, &str) = (401, "ErrorBody", "missing or unknown bearer token");
-const E403: (u16, &str, &str) = (403, "ErrorBody", "auditor token used for a write");
-const E404: (u16, &str, &str) = (404, "ErrorBody", "no such object");
-const E422: (u16, &str, &str) = (422, "ErrorBody", "invalid field; `field` names it");
-const E400: (u16, &str, &str) = (400, "ErrorBody", "malformed JSON or missing body");
-const E409: (u16, &str, &str) = (
+const E401: Resp = (401, ERR, "missing or unknown bearer token");
+const E403: Resp = (403, ERR, "auditor token used for a write");
+const E404: Resp = (404, ERR, "no such object");
+const E422: Resp = (422, ERR, "invalid field; `field` names it");
+const E400: Resp = (
+    400,
+    ERR,
+    "malformed JSON, missing body or body over the size limit",
+);
+const E409: Resp = (
     409,
-    "ErrorBody",
+    ERR,
     "conflicts with existing state (name or key taken)",
 );
+const E415: Resp = (415, ERR, "the body is not of a documented media type");
+/// The policy routes refuse a policy with every reason, each with its line and column.
+const E422_POLICY: (u16, Content) = (422, body::<PolicyUnprocessable>());
+/// The media types of the audit export.
+const EXPORT: Content = Content::Text(&[
+    ("application/x-ndjson", "header line, event lines, end line"),
+    (
+        "text/csv",
+        "RFC 4180; cells starting with = + - @ ' TAB CR carry one extra leading '",
+    ),
+    ("text/plain", "CEF, one line per checkpoint and event"),
+]);
+const WG_QUICK: Content = Content::Text(&[("text/plain", "wg-quick configuration")]);
 
 /// Every route the console serves.
 pub fn routes() -> Vec<RouteDef> {
@@ -80,7 +104,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "meta",
             access: Public,
             request: None,
-            responses: &[(200, "", "OpenAPI document")],
+            query: None,
+            responses: vec![(200, body::<openapi::OpenApiDocument>(), "OpenAPI document")],
             handler: || get(openapi::get_document),
         },
         RouteDef {
@@ -90,8 +115,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an enrollment key; the key text is returned only here",
             tag: "enroll-keys",
             access: Admin,
-            request: Some("CreateEnrollKey"),
-            responses: &[(201, "EnrollKeyCreated", "created"), E400, E401, E403, E422],
+            request: Some(body::<types::CreateEnrollKey>()),
+            query: None,
+            responses: vec![(201, body::<types::EnrollKeyCreated>(), "created"), E400,
+                E415, E401, E403, E422],
             handler: || post(enroll_keys::create),
         },
         RouteDef {
@@ -102,7 +129,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKeyList", "the keys"), E401],
+            query: None,
+            responses: vec![(200, body::<types::EnrollKeyList>(), "the keys"), E401],
             handler: || get(enroll_keys::list),
         },
         RouteDef {
@@ -113,7 +141,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKey", "the key"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<EnrollKeyRow>(), "the key"), E401, E404],
             handler: || get(enroll_keys::get_one),
         },
         RouteDef {
@@ -124,7 +153,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKey", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<EnrollKeyRow>(), "revoked"), E401, E403, E404],
             handler: || post(enroll_keys::revoke),
         },
         RouteDef {
@@ -135,7 +165,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "DeviceList", "the devices"), E401],
+            query: None,
+            responses: vec![(200, body::<types::DeviceList>(), "the devices"), E401],
             handler: || get(devices::list),
         },
         RouteDef {
@@ -145,8 +176,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Register an agentless (stock WireGuard) device by its public key",
             tag: "devices",
             access: Admin,
-            request: Some("AddDevice"),
-            responses: &[(201, "Device", "created"), E400, E401, E403, E409, E422],
+            request: Some(body::<types::AddDevice>()),
+            query: None,
+            responses: vec![(201, body::<DeviceRow>(), "created"), E400,
+                E415, E401, E403, E409, E422],
             handler: || post(devices::add),
         },
         RouteDef {
@@ -157,7 +190,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "the device"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "the device"), E401, E404],
             handler: || get(devices::get_one),
         },
         RouteDef {
@@ -167,10 +201,12 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Rename a device, set its tags or key expiry",
             tag: "devices",
             access: Admin,
-            request: Some("PatchDevice"),
-            responses: &[
-                (200, "Device", "updated"),
+            request: Some(body::<types::PatchDevice>()),
+            query: None,
+            responses: vec![
+                (200, body::<DeviceRow>(), "updated"),
                 E400,
+                E415,
                 E401,
                 E403,
                 E404,
@@ -187,7 +223,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(204, "", "deleted"), E401, E403, E404],
+            query: None,
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404],
             handler: || delete(devices::remove),
         },
         RouteDef {
@@ -198,7 +235,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "approved"), E401, E403, E404, E422],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "approved"), E401, E403, E404, E422],
             handler: || post(devices::approve),
         },
         RouteDef {
@@ -209,7 +247,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "revoked"), E401, E403, E404],
             handler: || post(devices::revoke),
         },
         RouteDef {
@@ -220,7 +259,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "", "wg-quick config (text/plain)"), E401, E404, E409],
+            query: None,
+            responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409],
             handler: || get(devices::wireguard_config),
         },
         RouteDef {
@@ -231,7 +271,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyVersion", "the policy in force"), E401],
+            query: None,
+            responses: vec![(200, body::<PolicyVersion>(), "the policy in force"), E401],
             handler: || get(policy::get_current),
         },
         RouteDef {
@@ -241,15 +282,17 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Save a new policy; validated against the live inventory, all or nothing",
             tag: "policy",
             access: Admin,
-            request: Some("PolicyText"),
-            responses: &[
-                (200, "PolicySaved", "saved; the network revision was bumped"),
+            request: Some(POLICY_TEXT),
+            query: None,
+            responses: vec![
+                (200, body::<policy::Saved>(), "saved; the network revision was bumped"),
                 E400,
+                E415,
                 E401,
                 E403,
                 (
-                    422,
-                    "PolicyRejected",
+                    E422_POLICY.0,
+                    E422_POLICY.1,
                     "rejected with every reason; nothing changed",
                 ),
             ],
@@ -262,8 +305,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "May SRC reach DST on PROTO/PORT under the policy in force, and by which rule",
             tag: "policy",
             access: Reader,
-            request: Some("PolicyCheck"),
-            responses: &[(200, "PolicyCheckResult", "the answer"), E400, E401, E422],
+            request: Some(body::<policy::CheckRequest>()),
+            query: None,
+            responses: vec![(200, body::<policy::CheckResult>(), "the answer"), E400,
+                E415, E401, E422],
             handler: || post(policy::check),
         },
         RouteDef {
@@ -273,12 +318,14 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Every (src, dst, proto, ports) edge a proposed policy adds or removes",
             tag: "policy",
             access: Reader,
-            request: Some("PolicyText"),
-            responses: &[
-                (200, "PolicyDiff", "the edge changes"),
+            request: Some(POLICY_TEXT),
+            query: None,
+            responses: vec![
+                (200, body::<policy::DiffResult>(), "the edge changes"),
                 E400,
+                E415,
                 E401,
-                (422, "PolicyRejected", "the proposal is invalid"),
+                (422, body::<PolicyUnprocessable>(), "the proposal is invalid"),
             ],
             handler: || post(policy::diff).layer(DefaultBodyLimit::max(policy::MAX_POLICY_BYTES)),
         },
@@ -290,7 +337,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyHistory", "the versions"), E401],
+            query: None,
+            responses: vec![(200, body::<policy::History>(), "the versions"), E401],
             handler: || get(policy::history),
         },
         RouteDef {
@@ -301,7 +349,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyVersion", "the version"), E401, E404, E422],
+            query: None,
+            responses: vec![(200, body::<PolicyVersion>(), "the version"), E401, E404, E422],
             handler: || get(policy::get_version),
         },
         RouteDef {
@@ -311,15 +360,17 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Save a copy of an old version as the new current version",
             tag: "policy",
             access: Admin,
-            request: Some("PolicyRollback"),
-            responses: &[
-                (200, "PolicySaved", "saved; the network revision was bumped"),
+            request: Some(body::<policy::RollbackRequest>()),
+            query: None,
+            responses: vec![
+                (200, body::<policy::Saved>(), "saved; the network revision was bumped"),
                 E400,
+                E415,
                 E401,
                 E403,
                 (
-                    422,
-                    "PolicyRejected",
+                    E422_POLICY.0,
+                    E422_POLICY.1,
                     "unknown version, or the old policy no longer validates",
                 ),
             ],
@@ -333,7 +384,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "", "the export, streamed"), E401, E404, E422],
+            query: Some(openapi::query::<openapi::AuditEventsQuery>),
+            responses: vec![(200, EXPORT, "the export, streamed"), E401, E404, E422],
             handler: || get(audit::events),
         },
         RouteDef {
@@ -344,7 +396,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "AuditCheckpoints", "head, anchor and checkpoints"), E401],
+            query: None,
+            responses: vec![(200, body::<types::AuditCheckpoints>(), "head, anchor and checkpoints"), E401],
             handler: || get(audit::checkpoints),
         },
         RouteDef {
@@ -355,9 +408,10 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[
-                (201, "Checkpoint", "signed"),
-                (204, "", "nothing new to sign"),
+            query: None,
+            responses: vec![
+                (201, body::<Checkpoint>(), "signed"),
+                (204, Content::Empty, "nothing new to sign"),
                 E401,
                 E403,
             ],
@@ -371,7 +425,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "VerifyReport", "the verdict (ok false names first_bad_seq)"), E401],
+            query: None,
+            responses: vec![(200, body::<VerifyReport>(), "the verdict (ok false names first_bad_seq)"), E401],
             handler: || get(audit::verify_chain),
         },
         RouteDef {
@@ -382,7 +437,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "FlowList", "one page of flow records"), E401, E404, E422],
+            query: Some(openapi::query::<openapi::FlowsQuery>),
+            responses: vec![(200, body::<types::FlowList>(), "one page of flow records"), E401, E404, E422],
             handler: || get(audit::flows),
         },
         RouteDef {
@@ -392,8 +448,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an admin or auditor API token; the token text is returned only here",
             tag: "tokens",
             access: Admin,
-            request: Some("CreateToken"),
-            responses: &[(201, "TokenCreated", "created"), E400, E401, E403, E422],
+            request: Some(body::<tokens::CreateToken>()),
+            query: None,
+            responses: vec![(201, body::<tokens::TokenCreated>(), "created"), E400,
+                E415, E401, E403, E422],
             handler: || post(tokens::create),
         },
         RouteDef {
@@ -404,7 +462,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "tokens",
             access: Admin,
             request: None,
-            responses: &[(200, "TokenList", "the tokens"), E401],
+            query: None,
+            responses: vec![(200, body::<types::TokenList>(), "the tokens"), E401],
             handler: || get(tokens::list),
         },
         RouteDef {
@@ -415,7 +474,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "tokens",
             access: Admin,
             request: None,
-            responses: &[(200, "Token", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<AdminTokenRow>(), "revoked"), E401, E403, E404],
             handler: || post(tokens::revoke),
         },
         RouteDef {
@@ -426,7 +486,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "WhoAmI", "the caller"), E401],
+            query: None,
+            responses: vec![(200, body::<types::WhoAmI>(), "the caller"), E401],
             handler: || get(users::whoami),
         },
         RouteDef {
@@ -437,7 +498,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "UserList", "the users"), E401],
+            query: None,
+            responses: vec![(200, body::<types::UserList>(), "the users"), E401],
             handler: || get(users::list),
         },
         RouteDef {
@@ -447,8 +509,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an admin or auditor user with a password (hashed with Argon2id)",
             tag: "users",
             access: Admin,
-            request: Some("CreateUser"),
-            responses: &[(201, "User", "created"), E400, E401, E403, E409, E422],
+            request: Some(body::<users::CreateUser>()),
+            query: None,
+            responses: vec![(201, body::<UserRow>(), "created"), E400,
+                E415, E401, E403, E409, E422],
             handler: || post(users::create),
         },
         RouteDef {
@@ -459,7 +523,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "User", "the user"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<UserRow>(), "the user"), E401, E404],
             handler: || get(users::get_one),
         },
         RouteDef {
@@ -469,8 +534,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Change a user's role, password (ends their sessions) or disabled state (also revokes their tokens)",
             tag: "users",
             access: Admin,
-            request: Some("PatchUser"),
-            responses: &[(200, "User", "updated"), E400, E401, E403, E404, E422],
+            request: Some(body::<users::PatchUser>()),
+            query: None,
+            responses: vec![(200, body::<UserRow>(), "updated"), E400,
+                E415, E401, E403, E404, E422],
             handler: || patch(users::update),
         },
         RouteDef {
@@ -481,7 +548,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(204, "", "deleted"), E401, E403, E404, E422],
+            query: None,
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E422],
             handler: || delete(users::remove),
         },
         RouteDef {
@@ -492,7 +560,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "TokenList", "the tokens"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<types::UserTokenList>(), "the tokens"), E401, E404],
             handler: || get(users::list_tokens),
         },
         RouteDef {
@@ -502,8 +571,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create a personal API token (zmp_…) carrying the user's role; the text is returned only here",
             tag: "users",
             access: Admin,
-            request: Some("CreatePersonalToken"),
-            responses: &[(201, "PersonalTokenCreated", "created"), E400, E401, E403, E404, E422],
+            request: Some(body::<users::CreatePersonalToken>()),
+            query: None,
+            responses: vec![(201, body::<users::PersonalTokenCreated>(), "created"), E400,
+                E415, E401, E403, E404, E422],
             handler: || post(users::create_token),
         },
         RouteDef {
@@ -513,18 +584,20 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Agent enrollment with an enrollment key",
             tag: "agent",
             access: EnrollKey,
-            request: Some("EnrollRequest"),
-            responses: &[
+            request: Some(body::<EnrollRequest>()),
+            query: None,
+            responses: vec![
                 (
                     200,
-                    "EnrollResponse",
+                    body::<EnrollResponse>(),
                     "enrolled; the credential is returned only here",
                 ),
                 E400,
-                (401, "ErrorBody", "unknown enrollment key"),
+                E415,
+                (401, ERR, "unknown enrollment key"),
                 (
                     403,
-                    "ErrorBody",
+                    ERR,
                     "key expired, used or revoked (`code` says which)",
                 ),
                 E409,
@@ -540,9 +613,10 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "agent",
             access: Device,
             request: None,
-            responses: &[
-                (101, "", "switching to WebSocket"),
-                (400, "ErrorBody", "not a WebSocket upgrade"),
+            query: None,
+            responses: vec![
+                (101, Content::Empty, "switching to WebSocket"),
+                (400, ERR, "not a WebSocket upgrade"),
                 E401,
             ],
             handler: || get(agent_api::stream::stream),

@@ -87,7 +87,7 @@ impl<S: Send + Sync> FromRequest<S> for PolicyBody {
 }
 
 /// 422 answer for a refused policy: the usual `ErrorBody` plus every reason.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyRejected {
     pub error: ErrorDetail,
     pub errors: Vec<PolicyError>,
@@ -110,7 +110,8 @@ fn rejected(errors: Vec<PolicyError>) -> Response {
 }
 
 /// A saved version and the network revision it produced.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = PolicySaved)]
 pub struct Saved {
     #[serde(flatten)]
     pub version: PolicyVersion,
@@ -178,7 +179,8 @@ pub async fn put(
     save(&state, &caller, ctx, text, None).await
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyRollback)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub version: u64,
@@ -208,7 +210,8 @@ pub async fn rollback(
 }
 
 /// A history entry: everything but the text.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyHistoryEntry)]
 pub struct HistoryEntry {
     pub version: u64,
     pub author: String,
@@ -217,7 +220,8 @@ pub struct HistoryEntry {
     pub rollback_of: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyHistory)]
 pub struct History {
     pub versions: Vec<HistoryEntry>,
 }
@@ -249,7 +253,8 @@ pub async fn get_version(
     Ok(Json(state.store.policy_version(state.network_id, n).await?))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyCheck)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// Device name or id.
@@ -261,7 +266,8 @@ pub struct CheckRequest {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyCheckResult)]
 pub struct CheckResult {
     pub allowed: bool,
     /// The first rule that accepts, when allowed.
@@ -321,7 +327,8 @@ pub async fn check(
 }
 
 /// One edge a proposed policy adds or removes, with device names for display.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyEdge)]
 pub struct Edge {
     pub src: DeviceId,
     pub src_name: String,
@@ -332,7 +339,8 @@ pub struct Edge {
     pub added: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyDiff)]
 pub struct DiffResult {
     pub summary: String,
     /// The version the proposal is compared with.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::{Secret, TokenId};
 
+use super::types::TokenList;
 use super::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -16,19 +17,20 @@ use crate::store::{AdminTokenRow, AuditCtx, Role};
 /// Longest token lifetime: ten years.
 pub const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
     /// `admin` (default) or `auditor` (reads everything, changes nothing).
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     /// Lifetime in seconds; absent: never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     /// Shown once, never stored.
     pub token: String,
@@ -76,9 +78,9 @@ pub async fn create(
     ))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.store.list_admin_tokens().await?;
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(TokenList { tokens }))
 }
 
 pub async fn revoke(

@@ -6,12 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::Secret;
 
 use super::auth::{Caller, CallerKind};
 use super::tokens::MAX_TOKEN_TTL_SECONDS;
+use super::types::{CallerKindName, UserList, UserTokenList, WhoAmI};
 use super::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -21,20 +21,22 @@ use crate::web::session::{check_password_rules, hash_password};
 /// Prefix of personal API tokens (service tokens are `zmt_`).
 pub const PERSONAL_TOKEN_PREFIX: &str = "zmp_";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
     pub password: String,
     /// `admin` or `auditor` (default).
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
@@ -42,7 +44,7 @@ pub struct PatchUser {
     pub disabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePersonalToken {
     pub name: String,
@@ -51,7 +53,7 @@ pub struct CreatePersonalToken {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PersonalTokenCreated {
     /// Shown once, never stored.
     pub token: String,
@@ -64,8 +66,10 @@ fn parse_role(r: &str) -> Result<Role, ApiError> {
     Role::parse(r).ok_or_else(|| ApiError::invalid("role", "admin or auditor"))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "users": state.store.list_users().await? })))
+pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(UserList {
+        users: state.store.list_users().await?,
+    }))
 }
 
 pub async fn get_one(
@@ -141,7 +145,7 @@ pub async fn remove(
 pub async fn list_tokens(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserTokenList>, ApiError> {
     let u = state.store.get_user(&id).await?;
     let tokens: Vec<_> = state
         .store
@@ -150,7 +154,7 @@ pub async fn list_tokens(
         .into_iter()
         .filter(|t| t.owner.as_deref() == Some(u.username.as_str()))
         .collect();
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(UserTokenList { tokens }))
 }
 
 pub async fn create_token(
@@ -195,15 +199,15 @@ pub async fn create_token(
     ))
 }
 
-pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     let kind = match caller.1 {
-        CallerKind::Token => "token",
-        CallerKind::User => "user",
+        CallerKind::Token => CallerKindName::Token,
+        CallerKind::User => CallerKindName::User,
     };
-    Json(json!({
-        "kind": kind,
-        "name": caller.0.name,
-        "role": caller.0.role,
-        "label": caller.label(),
-    }))
+    Json(WhoAmI {
+        kind,
+        label: caller.label(),
+        name: caller.0.name,
+        role: caller.0.role,
+    })
 }

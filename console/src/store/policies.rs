@@ -20,7 +20,7 @@ use super::networks::bump_revision;
 use super::{DeviceRow, Store, StoreError};
 
 /// One stored (or the built-in default) policy version.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PolicyVersion {
     pub version: u64,
     pub text: String,
