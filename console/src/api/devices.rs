@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -14,6 +14,7 @@ use zmesh_shared::time::now_ms;
 use zmesh_shared::DeviceId;
 
 use super::auth::Caller;
+use super::path::ApiPath;
 use super::types::{check_name, check_tags, AddDevice, DeviceList, PatchDevice};
 use super::ApiJson;
 use crate::bus::Change;
@@ -47,7 +48,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<DeviceList>, Api
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
@@ -55,7 +56,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     // Validate everything first so a bad field never leaves a half-applied update.
@@ -87,7 +88,7 @@ pub async fn update(
 pub async fn approve(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     let row = find(&state, &id).await?;
     let row = state.store.acting(ctx).approve_device(row.id).await?;
@@ -99,7 +100,7 @@ pub async fn approve(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     let row = find(&state, &id).await?;
     let row = state
@@ -119,7 +120,7 @@ pub async fn revoke(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = find(&state, &id).await?;
     state.store.acting(ctx).delete_device(row.id).await?;
@@ -160,7 +161,7 @@ pub async fn add(
 
 pub async fn wireguard_config(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let row = find(&state, &id).await?;
     if !row.agentless {

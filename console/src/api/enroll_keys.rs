@@ -1,6 +1,6 @@
 //! `/api/v1/enroll-keys`: create (the key text is shown once), list, get, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use zmesh_shared::enroll_key::EnrollKey;
@@ -8,6 +8,7 @@ use zmesh_shared::time::now_ms;
 use zmesh_shared::EnrollKeyId;
 
 use super::auth::Caller;
+use super::path::ApiPath;
 use super::types::{CreateEnrollKey, EnrollKeyCreated, EnrollKeyList};
 use super::ApiJson;
 use crate::error::ApiError;
@@ -80,7 +81,7 @@ async fn find(state: &AppState, id: &str) -> Result<EnrollKeyRow, ApiError> {
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
@@ -88,7 +89,7 @@ pub async fn get_one(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     let row = find(&state, &id).await?;
     let row = state

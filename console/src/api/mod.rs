@@ -8,6 +8,7 @@ pub mod devices;
 pub mod enroll_keys;
 pub mod json;
 pub mod openapi;
+pub mod path;
 pub mod policy;
 pub mod tokens;
 pub mod types;
@@ -142,7 +143,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<EnrollKeyRow>(), "the key"), E401, E404],
+            responses: vec![(200, body::<EnrollKeyRow>(), "the key"), E401, E404, E422],
             handler: || get(enroll_keys::get_one),
         },
         RouteDef {
@@ -154,7 +155,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<EnrollKeyRow>(), "revoked"), E401, E403, E404],
+            responses: vec![(200, body::<EnrollKeyRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(enroll_keys::revoke),
         },
         RouteDef {
@@ -191,7 +192,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<DeviceRow>(), "the device"), E401, E404],
+            responses: vec![(200, body::<DeviceRow>(), "the device"), E401, E404, E422],
             handler: || get(devices::get_one),
         },
         RouteDef {
@@ -224,7 +225,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404],
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E422],
             handler: || delete(devices::remove),
         },
         RouteDef {
@@ -248,7 +249,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<DeviceRow>(), "revoked"), E401, E403, E404],
+            responses: vec![(200, body::<DeviceRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(devices::revoke),
         },
         RouteDef {
@@ -260,7 +261,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409],
+            responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409, E422],
             handler: || get(devices::wireguard_config),
         },
         RouteDef {
@@ -475,7 +476,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<AdminTokenRow>(), "revoked"), E401, E403, E404],
+            responses: vec![(200, body::<AdminTokenRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(tokens::revoke),
         },
         RouteDef {
@@ -524,7 +525,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<UserRow>(), "the user"), E401, E404],
+            responses: vec![(200, body::<UserRow>(), "the user"), E401, E404, E422],
             handler: || get(users::get_one),
         },
         RouteDef {
@@ -561,7 +562,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<types::UserTokenList>(), "the tokens"), E401, E404],
+            responses: vec![(200, body::<types::UserTokenList>(), "the tokens"), E401, E404, E422],
             handler: || get(users::list_tokens),
         },
         RouteDef {

@@ -8,7 +8,7 @@
 //! policy document can be (`policy` is not a policy field).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use zmesh_shared::wire::ErrorDetail;
 use zmesh_shared::DeviceId;
 
 use super::auth::Caller;
+use super::path::ApiPath;
 use super::ApiJson;
 use crate::bus::Change;
 use crate::error::ApiError;
@@ -245,7 +246,7 @@ pub async fn history(State(state): State<AppState>) -> Result<Json<History>, Api
 
 pub async fn get_version(
     State(state): State<AppState>,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     let n: u64 = n
         .parse()

@@ -1,13 +1,14 @@
 //! `/api/v1/tokens`: admin and auditor API tokens. The token text is returned once at
 //! creation; the console keeps only its hash.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::{Secret, TokenId};
 
+use super::path::ApiPath;
 use super::types::TokenList;
 use super::ApiJson;
 use crate::error::ApiError;
@@ -86,7 +87,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiE
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminTokenRow>, ApiError> {
     let id: TokenId = id
         .parse()

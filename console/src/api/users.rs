@@ -2,7 +2,7 @@
 //! `/api/v1/whoami`: who the caller is. Passwords are hashed with Argon2id before they
 //! reach the store and never come back out.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use zmesh_shared::time::now_ms;
 use zmesh_shared::Secret;
 
 use super::auth::{Caller, CallerKind};
+use super::path::ApiPath;
 use super::tokens::MAX_TOKEN_TTL_SECONDS;
 use super::types::{CallerKindName, UserList, UserTokenList, WhoAmI};
 use super::ApiJson;
@@ -74,7 +75,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UserRow>, ApiError> {
     Ok(Json(state.store.get_user(&id).await?))
 }
@@ -104,7 +105,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<Json<UserRow>, ApiError> {
     let role = body.role.as_deref().map(parse_role).transpose()?;
@@ -135,7 +136,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.acting(ctx).delete_user(&id, now_ms()).await?;
     tracing::info!(user = %id, "user deleted");
@@ -144,7 +145,7 @@ pub async fn remove(
 
 pub async fn list_tokens(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UserTokenList>, ApiError> {
     let u = state.store.get_user(&id).await?;
     let tokens: Vec<_> = state
@@ -160,7 +161,7 @@ pub async fn list_tokens(
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreatePersonalToken>,
 ) -> Result<(StatusCode, Json<PersonalTokenCreated>), ApiError> {
     let name = body.name.trim();
