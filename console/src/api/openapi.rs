@@ -315,4 +315,34 @@ mod tests {
         }
         assert_eq!(path_params("/a/{id}/b"), vec!["id".to_string()]);
     }
+
+    /// The limits written as literals in `#[schema(...)]` attributes are the ones the
+    /// handlers enforce.
+    #[test]
+    fn documented_limits_are_the_enforced_ones() {
+        use crate::web::session::{MAX_PASSWORD, MIN_PASSWORD};
+        let doc = document();
+        let s = &doc["components"]["schemas"];
+        let at = |schema: &str, field: &str, key: &str| {
+            s[schema]["properties"][field][key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{schema}.{field} has no {key}"))
+        };
+        let max_ttl = super::super::types::MAX_TTL_SECONDS;
+        assert_eq!(at("CreateEnrollKey", "ttl_seconds", "maximum"), max_ttl);
+        let max_desc = super::super::types::MAX_DESCRIPTION as u64;
+        assert_eq!(at("CreateEnrollKey", "description", "maxLength"), max_desc);
+        let max_tags = super::super::types::MAX_TAGS as u64;
+        assert_eq!(at("CreateEnrollKey", "tags", "maxItems"), max_tags);
+        let max_token = super::super::tokens::MAX_TOKEN_TTL_SECONDS;
+        assert_eq!(at("CreateToken", "ttl_seconds", "maximum"), max_token);
+        assert_eq!(
+            at("CreatePersonalToken", "ttl_seconds", "maximum"),
+            max_token
+        );
+        for schema in ["CreateUser", "PatchUser"] {
+            assert_eq!(at(schema, "password", "minLength"), MIN_PASSWORD as u64);
+            assert_eq!(at(schema, "password", "maxLength"), MAX_PASSWORD as u64);
+        }
+    }
 }

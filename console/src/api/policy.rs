@@ -264,6 +264,7 @@ pub struct CheckRequest {
     pub proto: Proto,
     /// Destination port; required for tcp and udp.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
 }
 

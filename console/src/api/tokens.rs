@@ -21,6 +21,7 @@ pub const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// `admin` (default) or `auditor` (reads everything, changes nothing).
     #[serde(default)]
@@ -28,6 +29,7 @@ pub struct CreateToken {
     pub role: Option<String>,
     /// Lifetime in seconds; absent: never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub ttl_seconds: Option<u64>,
 }
 

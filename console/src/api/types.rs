@@ -31,14 +31,17 @@ pub struct CreateEnrollKey {
     #[serde(default = "yes")]
     pub preapproved: bool,
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub tags: Vec<String>,
     /// Lifetime in seconds (1 ..= one year); default 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub ttl_seconds: Option<u64>,
     /// Absolute expiry instead of `ttl_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub description: Option<String>,
 }
 

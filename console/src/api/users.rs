@@ -26,6 +26,7 @@ pub const PERSONAL_TOKEN_PREFIX: &str = "zmp_";
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
+    #[schema(min_length = 12, max_length = 1024, write_only)]
     pub password: String,
     /// `admin` or `auditor` (default).
     #[serde(default)]
@@ -40,6 +41,7 @@ pub struct PatchUser {
     #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 12, max_length = 1024, write_only)]
     pub password: Option<String>,
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -48,9 +50,11 @@ pub struct PatchUser {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePersonalToken {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Lifetime in seconds (default 30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub ttl_seconds: Option<u64>,
 }
 
