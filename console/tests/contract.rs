@@ -19,9 +19,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::schema_gen::{self, Hints};
+use support::schema_gen::{self, pick, Hints};
 use support::stream_console::{console, new_key, Console};
-use zmesh_shared::WgPrivateKey;
+use zmesh_shared::{WgPrivateKey, WgPublicKey};
 
 /// Generated requests per operation; `CONTRACT_CASES` overrides it.
 const CASES: u32 = 24;
@@ -393,11 +393,12 @@ async fn world() -> World {
     let keys: Value = c.admin.get("/api/v1/enroll-keys").await.unwrap();
     let key_id = keys["enroll_keys"][0]["id"].as_str().unwrap().to_string();
     let agent = c.enroll(&key, "agent1").await;
+    let router_key = WgPrivateKey::generate().public_key().to_string();
     let router: Value = c
         .admin
         .post(
             "/api/v1/devices",
-            Some(&json!({"name": "router", "public_key": WgPrivateKey::generate().public_key().to_string()})),
+            Some(&json!({"name": "router", "public_key": router_key})),
         )
         .await
         .unwrap();
@@ -470,82 +471,62 @@ async fn world() -> World {
     q.insert("after", strs(&["0", "5", "x"]));
     q.insert("limit", strs(&["1", "10000", "0", "10001", "x"]));
 
-    let fresh_key = || json!(WgPrivateKey::generate().public_key().to_string());
+    let soon = zmesh_shared::time::now_ms() + 3_600_000;
     let mut hints = Hints::new();
-    hints.insert(
-        "tags",
-        vec![
-            json!([]),
-            json!(["web", "tag:prod"]),
-            json!(["db"]),
-            json!(["nope"]),
-            json!(["Bad Tag"]),
-        ],
-    );
-    hints.insert(
-        "name",
-        vec![
-            json!("web1"),
-            json!("router"),
-            json!("agent1"),
-            json!("-bad-"),
-            json!("db2"),
-            json!("ci token"),
-        ],
-    );
+    let tags = [
+        json!([]),
+        json!(["web", "tag:prod"]),
+        json!(["db"]),
+        json!(["nope"]),
+    ];
+    hints.insert("tags", pick(tags.to_vec()));
+    let names = ["web1", "router", "agent1", "-bad-", "db2", "ci token"];
+    hints.insert("name", pick(names.iter().map(|n| json!(n)).collect()));
     hints.insert(
         "public_key",
-        vec![fresh_key(), fresh_key(), fresh_key(), json!("short")],
+        prop_oneof![
+            4 => any::<[u8; 32]>().prop_map(|b| json!(WgPublicKey(b).to_string())),
+            1 => Just(json!(router_key)),
+            1 => Just(json!("short")),
+        ]
+        .boxed(),
     );
     hints.insert(
         "src",
-        vec![json!(agent_id), json!("router"), json!("nosuch")],
+        pick(vec![json!(agent_id), json!("router"), json!("nosuch")]),
     );
     hints.insert(
         "dst",
-        vec![json!(router_id), json!("agent1"), json!("nosuch")],
+        pick(vec![json!(router_id), json!("agent1"), json!("nosuch")]),
     );
-    hints.insert("port", vec![json!(22), json!(443), json!(0)]);
-    hints.insert("version", vec![json!(0), json!(1), json!(2), json!(99)]);
+    hints.insert("port", pick(vec![json!(22), json!(443), json!(0)]));
     hints.insert(
-        "policy",
-        vec![
-            json!(TAGS_POLICY),
-            json!("{\"rules\": ["),
-            json!("{\"version\": 1, \"rules\": []}"),
-        ],
+        "version",
+        pick(vec![json!(0), json!(1), json!(2), json!(99)]),
     );
-    hints.insert("enroll_key", vec![json!(key), json!("zmek_unknown")]);
-    hints.insert(
-        "protocol",
-        vec![json!(zmesh_shared::PROTOCOL_VERSION), json!(99)],
-    );
-    hints.insert(
-        "username",
-        vec![json!("bob"), json!("alice"), json!("carol"), json!(" ")],
-    );
-    hints.insert(
-        "password",
-        vec![
-            json!("correct horse battery"),
-            json!("short"),
-            json!("another long passphrase"),
-        ],
-    );
+    let policies = [
+        TAGS_POLICY,
+        "{\"rules\": [",
+        "{\"version\": 1, \"rules\": []}",
+    ];
+    hints.insert("policy", pick(policies.iter().map(|p| json!(p)).collect()));
+    hints.insert("enroll_key", pick(vec![json!(key), json!("zmek_unknown")]));
+    let protocols = vec![json!(zmesh_shared::PROTOCOL_VERSION), json!(99)];
+    hints.insert("protocol", pick(protocols));
+    let users = ["bob", "alice", "carol", " "];
+    hints.insert("username", pick(users.iter().map(|u| json!(u)).collect()));
+    let pws = ["correct horse battery", "short", "another long passphrase"];
+    hints.insert("password", pick(pws.iter().map(|p| json!(p)).collect()));
     hints.insert(
         "role",
-        vec![json!("admin"), json!("auditor"), json!("root")],
-    );
-    hints.insert("ttl_seconds", vec![json!(3600), json!(0), json!(86400)]);
-    hints.insert(
-        "expires_at_ms",
-        vec![json!(0), json!(zmesh_shared::time::now_ms() + 3_600_000)],
+        pick(vec![json!("admin"), json!("auditor"), json!("root")]),
     );
     hints.insert(
-        "key_expires_at_ms",
-        vec![json!(null), json!(zmesh_shared::time::now_ms() + 3_600_000)],
+        "ttl_seconds",
+        pick(vec![json!(3600), json!(0), json!(86400)]),
     );
-
+    hints.insert("expires_at_ms", pick(vec![json!(0), json!(soon)]));
+    hints.insert("key_expires_at_ms", pick(vec![json!(null), json!(soon)]));
     World {
         http,
         base,
@@ -561,11 +542,11 @@ async fn world() -> World {
     }
 }
 
-/// Reads first, then writes, then what destroys the fixtures.
+/// Reads first, then writes, then revocations, then deletions.
 fn rank(method: &str, path: &str) -> u8 {
     match method {
         "get" => 0,
-        "delete" => 2,
+        "delete" => 3,
         _ if path.ends_with("/revoke") => 2,
         _ => 1,
     }

@@ -12,7 +12,12 @@ use serde_json::{json, Map, Value};
 
 /// Values the generator prefers for properties of a given name (real ids, names that
 /// exist or not, keys): without them random strings would almost never hit a 2xx.
-pub type Hints = BTreeMap<&'static str, Vec<Value>>;
+pub type Hints = BTreeMap<&'static str, BoxedStrategy<Value>>;
+
+/// One of these values.
+pub fn pick(values: Vec<Value>) -> BoxedStrategy<Value> {
+    proptest::sample::select(values).boxed()
+}
 
 /// Follows a local `$ref` (`#/components/schemas/X`) inside `doc`.
 pub fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -139,7 +144,7 @@ fn object_strategy(doc: &Value, s: &Value, hints: &Hints, depth: u32) -> BoxedSt
     for (name, ps) in props.into_iter().flatten() {
         let v = match hints.get(name.as_str()) {
             Some(h) if depth < 4 => prop_oneof![
-                4 => proptest::sample::select(h.clone()),
+                4 => h.clone(),
                 1 => valid(doc, ps, hints, depth + 1),
             ]
             .boxed(),
