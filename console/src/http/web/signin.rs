@@ -21,6 +21,16 @@ use crate::http::{ApiError, AppState, Source};
 use crate::service::sessions::{self as svc, Setup, SignIn};
 use crate::store::AuditCtx;
 
+/// To the overview with the new session's cookie (and without the pre-sign-in one).
+fn signed_in(sid: &Secret) -> Response {
+    let mut r = see_other("/ui/");
+    r.headers_mut()
+        .append(header::SET_COOKIE, session::session_set_cookie(sid));
+    r.headers_mut()
+        .append(header::SET_COOKIE, session::clear_cookie(PRE_CSRF_COOKIE));
+    r
+}
+
 fn see_other(to: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
@@ -115,12 +125,7 @@ pub async fn submit(
             signin_body(c, Some("Wrong username or password."), false)
         })),
         SignIn::Ok { session: sid, .. } => {
-            let mut r = see_other("/ui/");
-            r.headers_mut()
-                .append(header::SET_COOKIE, session::session_set_cookie(&sid));
-            r.headers_mut()
-                .append(header::SET_COOKIE, session::clear_cookie(PRE_CSRF_COOKIE));
-            Ok(r)
+            Ok(signed_in(&sid))
         }
     }
 }
@@ -244,12 +249,7 @@ pub async fn setup_submit(
         Setup::Gone => Ok(setup_gone()),
         Setup::Invalid(msg) => Ok(again(StatusCode::UNPROCESSABLE_ENTITY, &msg)),
         Setup::Done { session: sid, .. } => {
-            let mut r = see_other("/ui/");
-            r.headers_mut()
-                .append(header::SET_COOKIE, session::session_set_cookie(&sid));
-            r.headers_mut()
-                .append(header::SET_COOKIE, session::clear_cookie(PRE_CSRF_COOKIE));
-            Ok(r)
+            Ok(signed_in(&sid))
         }
     }
 }
