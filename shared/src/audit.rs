@@ -121,10 +121,12 @@ pub fn canonical_json(v: &Value) -> String {
 }
 
 /// A signed statement "the chain had this hash at this sequence number at this time".
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub seq: u64,
     pub hash: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub time_ms: UnixMillis,
     /// Base64 Ed25519 signature over [`Checkpoint::signed_bytes`].
     pub signature: String,

@@ -104,6 +104,7 @@ mod tests {
 }
 
 /// Where a device stands in its network (kept with the ids: every layer names it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {

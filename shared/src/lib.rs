@@ -8,6 +8,8 @@ pub mod audit;
 pub mod enroll_key;
 pub mod ids;
 pub mod keys;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod peermap;
 pub mod policy;
 pub mod relay;

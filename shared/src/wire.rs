@@ -25,6 +25,7 @@ pub const ENROLL_PATH: &str = "/agent/v1/enroll";
 /// HTTP path of the control stream (WebSocket upgrade).
 pub const STREAM_PATH: &str = "/agent/v1/stream";
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
@@ -42,6 +43,7 @@ pub struct EnrollRequest {
     pub os: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub protocol: u16,
@@ -49,9 +51,13 @@ pub struct EnrollResponse {
     pub network_id: NetworkId,
     pub name: String,
     pub state: DeviceState,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv4))]
     pub overlay_v4: Ipv4Addr,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv6))]
     pub overlay_v6: Ipv6Addr,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "100.64.0.0/10"))]
     pub network_v4: Ipv4Net,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "fd7a:115c:a1e0::/48"))]
     pub network_v6: Ipv6Net,
     /// Bearer credential for the control stream; the console keeps only its hash.
     pub credential: Secret,
@@ -142,6 +148,7 @@ pub enum ClientMsg {
 /// Most flow records one `ClientMsg::Flows` may carry; the console drops the excess.
 pub const MAX_FLOWS_PER_BATCH: usize = 1000;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlowVerdict {
@@ -166,6 +173,7 @@ impl FlowVerdict {
 }
 
 /// One connection summary as an agent saw it (counters from the reporter's side).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     /// The device that opened the connection.
@@ -179,7 +187,9 @@ pub struct FlowRecord {
     pub dst_port: u16,
     pub bytes: u64,
     pub packets: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub first_seen_ms: UnixMillis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub last_seen_ms: UnixMillis,
     /// The policy rule that decided, if a rule did (else the default verdict applied).
     #[serde(default)]
@@ -198,11 +208,13 @@ pub struct PeerHealth {
 }
 
 /// JSON body of every error the console's HTTP API returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `enroll_key_expired`, `name_taken`.

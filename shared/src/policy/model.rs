@@ -22,6 +22,7 @@ pub struct Pos {
 }
 
 /// One reason a policy was refused.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PolicyError {
     /// 0 when the reason has no single place in the text.
@@ -50,6 +51,7 @@ impl fmt::Display for PolicyError {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -298,6 +300,7 @@ pub struct Inventory {
 }
 
 /// Which rule accepted: its index in `rules` and where it is written.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleRef {
     pub index: u32,
