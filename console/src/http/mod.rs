@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod json;
+pub mod path;
 pub mod principal;
 pub mod query;
 pub mod routes;
@@ -17,7 +18,6 @@ pub mod state;
 
 pub mod agent_api;
 pub mod api;
-mod audit_openapi;
 pub mod openapi;
 pub mod web;
 
@@ -36,7 +36,8 @@ pub use state::AppState;
 /// Every route the console serves under `/api` and `/agent` (the web pages have their
 /// own table, [`web::routes`]).
 pub fn routes() -> Vec<RouteDef> {
-    let mut r = api::routes();
+    let mut r = openapi::routes();
+    r.extend(api::routes());
     r.extend(agent_api::routes());
     r
 }

@@ -18,7 +18,8 @@ use super::enroll_keys::check_hash;
 use super::{AdminTokenRow, Role, Store, StoreError};
 
 /// A user as stored, without the password hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserRow {
     pub id: String,
     pub username: String,
@@ -64,7 +65,7 @@ pub struct UserUpdate {
 }
 
 /// A personal token with the name of its owner, for listings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OwnedToken {
     #[serde(flatten)]
     pub token: AdminTokenRow,

@@ -14,7 +14,8 @@ use super::{parse_col, Store, StoreError};
 pub const FLOW_MATCH_SLACK_MS: i64 = 120_000;
 
 /// A stored flow record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Flow)]
 pub struct FlowRow {
     pub id: i64,
     /// The device that reported it (the source or the destination).

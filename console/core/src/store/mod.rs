@@ -58,7 +58,8 @@ pub struct Network {
 }
 
 /// An enrollment key as stored: never the secret, nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = EnrollKey)]
 pub struct EnrollKeyRow {
     pub id: EnrollKeyId,
     pub network_id: NetworkId,
@@ -75,7 +76,8 @@ pub struct EnrollKeyRow {
 }
 
 /// A device as stored, without its credential hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceRow {
     pub id: DeviceId,
     pub network_id: NetworkId,
@@ -83,12 +85,16 @@ pub struct DeviceRow {
     pub owner: String,
     pub tags: Vec<String>,
     pub public_key: WgPublicKey,
+    #[schema(value_type = String, format = Ipv4)]
     pub overlay_v4: Ipv4Addr,
+    #[schema(value_type = String, format = Ipv6)]
     pub overlay_v6: Ipv6Addr,
     pub state: DeviceState,
     pub agentless: bool,
     pub hostname: Option<String>,
     pub os: Option<String>,
+    /// `ip:port` endpoints the device reported.
+    #[schema(value_type = Vec<String>)]
     pub endpoints: Vec<SocketAddr>,
     pub key_expires_at_ms: Option<i64>,
     pub created_at_ms: i64,
@@ -96,7 +102,7 @@ pub struct DeviceRow {
     pub enroll_key_id: Option<EnrollKeyId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -120,7 +126,8 @@ impl Role {
 }
 
 /// An admin API token as stored, without its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct AdminTokenRow {
     pub id: TokenId,
     pub name: String,

@@ -34,7 +34,7 @@ pub const DEFAULT_POLICY: &str = r#"{
 "#;
 
 /// One stored (or the built-in default) policy version.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PolicyVersion {
     pub version: u64,
     pub text: String,

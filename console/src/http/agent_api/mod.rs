@@ -6,8 +6,9 @@ pub mod stream;
 
 use axum::http::Method;
 use axum::routing::{get, post};
+use zmesh_shared::wire::{EnrollRequest, EnrollResponse};
 
-use crate::http::routes::{Access, RouteDef, E400, E401, E409, E422};
+use crate::http::routes::{body, Access, Content, RouteDef, E400, E401, E409, E415, E422, ERR};
 
 /// Every route of the agent API.
 pub fn routes() -> Vec<RouteDef> {
@@ -20,20 +21,18 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Agent enrollment with an enrollment key",
             tag: "agent",
             access: EnrollKey,
-            request: Some("EnrollRequest"),
-            responses: &[
+            request: Some(body::<EnrollRequest>()),
+            query: None,
+            responses: vec![
                 (
                     200,
-                    "EnrollResponse",
+                    body::<EnrollResponse>(),
                     "enrolled; the credential is returned only here",
                 ),
                 E400,
-                (401, "ErrorBody", "unknown enrollment key"),
-                (
-                    403,
-                    "ErrorBody",
-                    "key expired, used or revoked (`code` says which)",
-                ),
+                E415,
+                (401, ERR, "unknown enrollment key"),
+                (403, ERR, "key expired, used or revoked (`code` says which)"),
                 E409,
                 E422,
             ],
@@ -47,9 +46,10 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "agent",
             access: Device,
             request: None,
-            responses: &[
-                (101, "", "switching to WebSocket"),
-                (400, "ErrorBody", "not a WebSocket upgrade"),
+            query: None,
+            responses: vec![
+                (101, Content::Empty, "switching to WebSocket"),
+                (400, ERR, "not a WebSocket upgrade"),
                 E401,
             ],
             handler: || get(stream::stream),

@@ -9,10 +9,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
+use serde_json::json;
 use zmesh_shared::wire::FlowVerdict;
 use zmesh_shared::DeviceId;
 
+use super::types::{AuditCheckpoints, AuditHead, FlowList};
 use crate::http::query::{event_filter, known, parse_time, text_param};
 use crate::http::{ApiError, AppState};
 use crate::service::audit::export::{self, Format};
@@ -77,14 +78,19 @@ pub async fn events(
         .into_response())
 }
 
-pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn checkpoints(
+    State(state): State<AppState>,
+) -> Result<Json<AuditCheckpoints>, ApiError> {
     let head = state.store.audit_head().await?;
-    Ok(Json(json!({
-        "head": {"seq": head.seq, "hash": head.hash},
-        "anchor": state.store.audit_anchor().await?,
-        "checkpoints": state.store.list_checkpoints().await?,
-        "public_key": state.signing_key.public_key().to_string(),
-    })))
+    Ok(Json(AuditCheckpoints {
+        head: AuditHead {
+            seq: head.seq,
+            hash: head.hash,
+        },
+        anchor: state.store.audit_anchor().await?,
+        checkpoints: state.store.list_checkpoints().await?,
+        public_key: state.signing_key.public_key().to_string(),
+    }))
 }
 
 /// Signs the current head now (also done periodically and at shutdown).
@@ -108,7 +114,7 @@ pub async fn verify_chain(
 pub async fn flows(
     State(state): State<AppState>,
     Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FlowList>, ApiError> {
     known(
         &q,
         &[
@@ -165,5 +171,8 @@ pub async fn flows(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({"flows": rows, "next_after": next})))
+    Ok(Json(FlowList {
+        flows: rows,
+        next_after: next,
+    }))
 }

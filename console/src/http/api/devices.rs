@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 
 use super::types::{AddDevice, DeviceList, PatchDevice};
+use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::service::devices::{self as svc, DeviceUpdate};
 use crate::store::{AuditCtx, DeviceRow};
@@ -23,7 +24,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<DeviceList>, Api
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     Ok(Json(svc::find(&state, &id).await?))
 }
@@ -31,7 +32,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     let u = DeviceUpdate {
@@ -45,7 +46,7 @@ pub async fn update(
 pub async fn approve(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     Ok(Json(svc::approve(&state, ctx, &id).await?))
 }
@@ -53,7 +54,7 @@ pub async fn approve(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     Ok(Json(svc::revoke(&state, ctx, &id).await?))
 }
@@ -61,7 +62,7 @@ pub async fn revoke(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     svc::delete(&state, ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -87,7 +88,7 @@ pub async fn add(
 
 pub async fn wireguard_config(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (row, map) = svc::agentless_map(&state, &id).await?;
     let text = render_wg_quick(&row, &map);

@@ -1,10 +1,11 @@
 //! `/api/v1/enroll-keys`: create (the key text is shown once), list, get, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use super::types::{CreateEnrollKey, EnrollKeyCreated, EnrollKeyList};
+use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::service::enroll_keys::{self as svc, KeyRequest};
 use crate::store::{AuditCtx, EnrollKeyRow};
@@ -41,7 +42,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<EnrollKeyList>, 
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     Ok(Json(svc::find(&state, &id).await?))
 }
@@ -49,7 +50,7 @@ pub async fn get_one(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     Ok(Json(svc::revoke(&state, ctx, &id).await?))
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod devices;
 pub mod enroll_keys;
 pub mod policy;
+pub mod schemas;
 pub mod tokens;
 pub mod types;
 pub mod users;
@@ -14,23 +15,31 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{delete, get, patch, post, put};
 
-use crate::http::routes::{Access, RouteDef, E400, E401, E403, E404, E409, E422};
+use crate::http::routes::{
+    body, query, Access, Content, RouteDef, E400, E401, E403, E404, E409, E415, E422,
+};
+use crate::service::audit::verify::VerifyReport;
+use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, PolicyVersion, UserRow};
+use schemas::{PolicyUnprocessable, POLICY_TEXT};
+use zmesh_shared::audit::Checkpoint;
+
+/// The policy routes refuse a policy with every reason, each with its line and column.
+const E422_POLICY: (u16, Content) = (422, body::<PolicyUnprocessable>());
+/// The media types of the audit export.
+const EXPORT: Content = Content::Text(&[
+    ("application/x-ndjson", "header line, event lines, end line"),
+    (
+        "text/csv",
+        "RFC 4180; cells starting with = + - @ ' TAB CR carry one extra leading '",
+    ),
+    ("text/plain", "CEF, one line per checkpoint and event"),
+]);
+const WG_QUICK: Content = Content::Text(&[("text/plain", "wg-quick configuration")]);
 
 /// Every route of the admin REST API.
 pub fn routes() -> Vec<RouteDef> {
     use Access::*;
     vec![
-        RouteDef {
-            method: Method::GET,
-            path: "/api/v1/openapi.json",
-            operation_id: "getOpenApi",
-            summary: "This OpenAPI 3.1 document",
-            tag: "meta",
-            access: Public,
-            request: None,
-            responses: &[(200, "", "OpenAPI document")],
-            handler: || get(crate::http::openapi::get_document),
-        },
         RouteDef {
             method: Method::POST,
             path: "/api/v1/enroll-keys",
@@ -38,8 +47,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an enrollment key; the key text is returned only here",
             tag: "enroll-keys",
             access: Admin,
-            request: Some("CreateEnrollKey"),
-            responses: &[(201, "EnrollKeyCreated", "created"), E400, E401, E403, E422],
+            request: Some(body::<types::CreateEnrollKey>()),
+            query: None,
+            responses: vec![(201, body::<types::EnrollKeyCreated>(), "created"), E400,
+                E415, E401, E403, E422],
             handler: || post(enroll_keys::create),
         },
         RouteDef {
@@ -50,7 +61,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKeyList", "the keys"), E401],
+            query: None,
+            responses: vec![(200, body::<types::EnrollKeyList>(), "the keys"), E401],
             handler: || get(enroll_keys::list),
         },
         RouteDef {
@@ -61,7 +73,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKey", "the key"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<EnrollKeyRow>(), "the key"), E401, E404, E422],
             handler: || get(enroll_keys::get_one),
         },
         RouteDef {
@@ -72,7 +85,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "enroll-keys",
             access: Admin,
             request: None,
-            responses: &[(200, "EnrollKey", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<EnrollKeyRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(enroll_keys::revoke),
         },
         RouteDef {
@@ -83,7 +97,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "DeviceList", "the devices"), E401],
+            query: None,
+            responses: vec![(200, body::<types::DeviceList>(), "the devices"), E401],
             handler: || get(devices::list),
         },
         RouteDef {
@@ -93,8 +108,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Register an agentless (stock WireGuard) device by its public key",
             tag: "devices",
             access: Admin,
-            request: Some("AddDevice"),
-            responses: &[(201, "Device", "created"), E400, E401, E403, E409, E422],
+            request: Some(body::<types::AddDevice>()),
+            query: None,
+            responses: vec![(201, body::<DeviceRow>(), "created"), E400,
+                E415, E401, E403, E409, E422],
             handler: || post(devices::add),
         },
         RouteDef {
@@ -105,7 +122,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "the device"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "the device"), E401, E404, E422],
             handler: || get(devices::get_one),
         },
         RouteDef {
@@ -115,10 +133,12 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Rename a device, set its tags or key expiry",
             tag: "devices",
             access: Admin,
-            request: Some("PatchDevice"),
-            responses: &[
-                (200, "Device", "updated"),
+            request: Some(body::<types::PatchDevice>()),
+            query: None,
+            responses: vec![
+                (200, body::<DeviceRow>(), "updated"),
                 E400,
+                E415,
                 E401,
                 E403,
                 E404,
@@ -135,7 +155,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(204, "", "deleted"), E401, E403, E404],
+            query: None,
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E422],
             handler: || delete(devices::remove),
         },
         RouteDef {
@@ -146,7 +167,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "approved"), E401, E403, E404, E422],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "approved"), E401, E403, E404, E422],
             handler: || post(devices::approve),
         },
         RouteDef {
@@ -157,7 +179,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "Device", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<DeviceRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(devices::revoke),
         },
         RouteDef {
@@ -168,7 +191,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "devices",
             access: Admin,
             request: None,
-            responses: &[(200, "", "wg-quick config (text/plain)"), E401, E404, E409],
+            query: None,
+            responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409, E422],
             handler: || get(devices::wireguard_config),
         },
         RouteDef {
@@ -179,7 +203,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyVersion", "the policy in force"), E401],
+            query: None,
+            responses: vec![(200, body::<PolicyVersion>(), "the policy in force"), E401],
             handler: || get(policy::get_current),
         },
         RouteDef {
@@ -189,15 +214,17 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Save a new policy; validated against the live inventory, all or nothing",
             tag: "policy",
             access: Admin,
-            request: Some("PolicyText"),
-            responses: &[
-                (200, "PolicySaved", "saved; the network revision was bumped"),
+            request: Some(POLICY_TEXT),
+            query: None,
+            responses: vec![
+                (200, body::<policy::Saved>(), "saved; the network revision was bumped"),
                 E400,
+                E415,
                 E401,
                 E403,
                 (
-                    422,
-                    "PolicyRejected",
+                    E422_POLICY.0,
+                    E422_POLICY.1,
                     "rejected with every reason; nothing changed",
                 ),
             ],
@@ -210,8 +237,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "May SRC reach DST on PROTO/PORT under the policy in force, and by which rule",
             tag: "policy",
             access: Reader,
-            request: Some("PolicyCheck"),
-            responses: &[(200, "PolicyCheckResult", "the answer"), E400, E401, E422],
+            request: Some(body::<policy::CheckRequest>()),
+            query: None,
+            responses: vec![(200, body::<policy::CheckResult>(), "the answer"), E400,
+                E415, E401, E422],
             handler: || post(policy::check),
         },
         RouteDef {
@@ -221,12 +250,14 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Every (src, dst, proto, ports) edge a proposed policy adds or removes",
             tag: "policy",
             access: Reader,
-            request: Some("PolicyText"),
-            responses: &[
-                (200, "PolicyDiff", "the edge changes"),
+            request: Some(POLICY_TEXT),
+            query: None,
+            responses: vec![
+                (200, body::<policy::DiffResult>(), "the edge changes"),
                 E400,
+                E415,
                 E401,
-                (422, "PolicyRejected", "the proposal is invalid"),
+                (422, body::<PolicyUnprocessable>(), "the proposal is invalid"),
             ],
             handler: || post(policy::diff).layer(DefaultBodyLimit::max(policy::MAX_POLICY_BYTES)),
         },
@@ -238,7 +269,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyHistory", "the versions"), E401],
+            query: None,
+            responses: vec![(200, body::<policy::History>(), "the versions"), E401],
             handler: || get(policy::history),
         },
         RouteDef {
@@ -249,7 +281,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "policy",
             access: Admin,
             request: None,
-            responses: &[(200, "PolicyVersion", "the version"), E401, E404, E422],
+            query: None,
+            responses: vec![(200, body::<PolicyVersion>(), "the version"), E401, E404, E422],
             handler: || get(policy::get_version),
         },
         RouteDef {
@@ -259,15 +292,17 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Save a copy of an old version as the new current version",
             tag: "policy",
             access: Admin,
-            request: Some("PolicyRollback"),
-            responses: &[
-                (200, "PolicySaved", "saved; the network revision was bumped"),
+            request: Some(body::<policy::RollbackRequest>()),
+            query: None,
+            responses: vec![
+                (200, body::<policy::Saved>(), "saved; the network revision was bumped"),
                 E400,
+                E415,
                 E401,
                 E403,
                 (
-                    422,
-                    "PolicyRejected",
+                    E422_POLICY.0,
+                    E422_POLICY.1,
                     "unknown version, or the old policy no longer validates",
                 ),
             ],
@@ -281,7 +316,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "", "the export, streamed"), E401, E404, E422],
+            query: Some(query::<schemas::AuditEventsQuery>),
+            responses: vec![(200, EXPORT, "the export, streamed"), E401, E404, E422],
             handler: || get(audit::events),
         },
         RouteDef {
@@ -292,7 +328,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "AuditCheckpoints", "head, anchor and checkpoints"), E401],
+            query: None,
+            responses: vec![(200, body::<types::AuditCheckpoints>(), "head, anchor and checkpoints"), E401],
             handler: || get(audit::checkpoints),
         },
         RouteDef {
@@ -303,9 +340,10 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[
-                (201, "Checkpoint", "signed"),
-                (204, "", "nothing new to sign"),
+            query: None,
+            responses: vec![
+                (201, body::<Checkpoint>(), "signed"),
+                (204, Content::Empty, "nothing new to sign"),
                 E401,
                 E403,
             ],
@@ -319,7 +357,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "VerifyReport", "the verdict (ok false names first_bad_seq)"), E401],
+            query: None,
+            responses: vec![(200, body::<VerifyReport>(), "the verdict (ok false names first_bad_seq)"), E401],
             handler: || get(audit::verify_chain),
         },
         RouteDef {
@@ -330,7 +369,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "audit",
             access: Admin,
             request: None,
-            responses: &[(200, "FlowList", "one page of flow records"), E401, E404, E422],
+            query: Some(query::<schemas::FlowsQuery>),
+            responses: vec![(200, body::<types::FlowList>(), "one page of flow records"), E401, E404, E422],
             handler: || get(audit::flows),
         },
         RouteDef {
@@ -340,8 +380,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an admin or auditor API token; the token text is returned only here",
             tag: "tokens",
             access: Admin,
-            request: Some("CreateToken"),
-            responses: &[(201, "TokenCreated", "created"), E400, E401, E403, E422],
+            request: Some(body::<tokens::CreateToken>()),
+            query: None,
+            responses: vec![(201, body::<tokens::TokenCreated>(), "created"), E400,
+                E415, E401, E403, E422],
             handler: || post(tokens::create),
         },
         RouteDef {
@@ -352,7 +394,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "tokens",
             access: Admin,
             request: None,
-            responses: &[(200, "TokenList", "the tokens"), E401],
+            query: None,
+            responses: vec![(200, body::<types::TokenList>(), "the tokens"), E401],
             handler: || get(tokens::list),
         },
         RouteDef {
@@ -363,7 +406,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "tokens",
             access: Admin,
             request: None,
-            responses: &[(200, "Token", "revoked"), E401, E403, E404],
+            query: None,
+            responses: vec![(200, body::<AdminTokenRow>(), "revoked"), E401, E403, E404, E422],
             handler: || post(tokens::revoke),
         },
         RouteDef {
@@ -374,7 +418,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "WhoAmI", "the caller"), E401],
+            query: None,
+            responses: vec![(200, body::<types::WhoAmI>(), "the caller"), E401],
             handler: || get(users::whoami),
         },
         RouteDef {
@@ -385,7 +430,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "UserList", "the users"), E401],
+            query: None,
+            responses: vec![(200, body::<types::UserList>(), "the users"), E401],
             handler: || get(users::list),
         },
         RouteDef {
@@ -395,8 +441,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create an admin or auditor user with a password (hashed with Argon2id)",
             tag: "users",
             access: Admin,
-            request: Some("CreateUser"),
-            responses: &[(201, "User", "created"), E400, E401, E403, E409, E422],
+            request: Some(body::<users::CreateUser>()),
+            query: None,
+            responses: vec![(201, body::<UserRow>(), "created"), E400,
+                E415, E401, E403, E409, E422],
             handler: || post(users::create),
         },
         RouteDef {
@@ -407,7 +455,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "User", "the user"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<UserRow>(), "the user"), E401, E404, E422],
             handler: || get(users::get_one),
         },
         RouteDef {
@@ -417,8 +466,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Change a user's role, password (ends their sessions) or disabled state (also revokes their tokens)",
             tag: "users",
             access: Admin,
-            request: Some("PatchUser"),
-            responses: &[(200, "User", "updated"), E400, E401, E403, E404, E422],
+            request: Some(body::<users::PatchUser>()),
+            query: None,
+            responses: vec![(200, body::<UserRow>(), "updated"), E400,
+                E415, E401, E403, E404, E422],
             handler: || patch(users::update),
         },
         RouteDef {
@@ -429,7 +480,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(204, "", "deleted"), E401, E403, E404, E422],
+            query: None,
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E422],
             handler: || delete(users::remove),
         },
         RouteDef {
@@ -440,7 +492,8 @@ pub fn routes() -> Vec<RouteDef> {
             tag: "users",
             access: Admin,
             request: None,
-            responses: &[(200, "TokenList", "the tokens"), E401, E404],
+            query: None,
+            responses: vec![(200, body::<types::UserTokenList>(), "the tokens"), E401, E404, E422],
             handler: || get(users::list_tokens),
         },
         RouteDef {
@@ -450,8 +503,10 @@ pub fn routes() -> Vec<RouteDef> {
             summary: "Create a personal API token (zmp_…) carrying the user's role; the text is returned only here",
             tag: "users",
             access: Admin,
-            request: Some("CreatePersonalToken"),
-            responses: &[(201, "PersonalTokenCreated", "created"), E400, E401, E403, E404, E422],
+            request: Some(body::<users::CreatePersonalToken>()),
+            query: None,
+            responses: vec![(201, body::<users::PersonalTokenCreated>(), "created"), E400,
+                E415, E401, E403, E404, E422],
             handler: || post(users::create_token),
         },
     ]

@@ -8,7 +8,7 @@
 //! policy document can be (`policy` is not a policy field).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use zmesh_shared::wire::ErrorDetail;
 use zmesh_shared::DeviceId;
 
 use crate::domain::policy::{inventory, summarize};
+use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::store::{AuditCtx, PolicyVersion, SavedPolicy};
 
@@ -83,7 +84,7 @@ impl<S: Send + Sync> FromRequest<S> for PolicyBody {
 }
 
 /// 422 answer for a refused policy: the usual `ErrorBody` plus every reason.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyRejected {
     pub error: ErrorDetail,
     pub errors: Vec<PolicyError>,
@@ -106,7 +107,8 @@ fn rejected(errors: Vec<PolicyError>) -> Response {
 }
 
 /// A saved version and the network revision it produced.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = PolicySaved)]
 pub struct Saved {
     #[serde(flatten)]
     pub version: PolicyVersion,
@@ -142,7 +144,8 @@ pub async fn put(
     save(&state, &caller, ctx, text, None).await
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyRollback)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub version: u64,
@@ -172,7 +175,8 @@ pub async fn rollback(
 }
 
 /// A history entry: everything but the text.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyHistoryEntry)]
 pub struct HistoryEntry {
     pub version: u64,
     pub author: String,
@@ -181,7 +185,8 @@ pub struct HistoryEntry {
     pub rollback_of: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyHistory)]
 pub struct History {
     pub versions: Vec<HistoryEntry>,
 }
@@ -205,7 +210,7 @@ pub async fn history(State(state): State<AppState>) -> Result<Json<History>, Api
 
 pub async fn get_version(
     State(state): State<AppState>,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     let n: u64 = n
         .parse()
@@ -213,7 +218,8 @@ pub async fn get_version(
     Ok(Json(state.store.policy_version(state.network_id, n).await?))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyCheck)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// Device name or id.
@@ -222,10 +228,12 @@ pub struct CheckRequest {
     pub proto: Proto,
     /// Destination port; required for tcp and udp.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyCheckResult)]
 pub struct CheckResult {
     pub allowed: bool,
     /// The first rule that accepts, when allowed.
@@ -285,7 +293,8 @@ pub async fn check(
 }
 
 /// One edge a proposed policy adds or removes, with device names for display.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyEdge)]
 pub struct Edge {
     pub src: DeviceId,
     pub src_name: String,
@@ -296,7 +305,8 @@ pub struct Edge {
     pub added: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyDiff)]
 pub struct DiffResult {
     pub summary: String,
     /// The version the proposal is compared with.

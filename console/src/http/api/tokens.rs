@@ -1,29 +1,37 @@
 //! `/api/v1/tokens`: admin and auditor API tokens. The token text is returned once at
 //! creation; the console keeps only its hash.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
+use super::types::TokenList;
+use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState};
 use crate::service::{tokens as svc, users::parse_role};
 use crate::store::{AdminTokenRow, AuditCtx, Role};
 
 pub use crate::domain::names::MAX_TOKEN_TTL_SECONDS;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    /// `admin` (default) or `auditor` (reads everything, changes nothing).
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
+    /// Lifetime in seconds; absent: never expires.
+    #[schema(minimum = 1, maximum = 315360000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenCreated {
+    /// Shown once, never stored.
     pub token: String,
     #[serde(flatten)]
     pub row: AdminTokenRow,
@@ -50,15 +58,15 @@ pub async fn create(
     ))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.store.list_admin_tokens().await?;
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(TokenList { tokens }))
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminTokenRow>, ApiError> {
     Ok(Json(svc::revoke(&state, ctx, &id).await?))
 }

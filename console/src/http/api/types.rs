@@ -2,9 +2,11 @@
 //! The input rules they are checked against live in `domain::names`.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use zmesh_shared::audit::Checkpoint;
 use zmesh_shared::WgPublicKey;
 
-use crate::store::{DeviceRow, EnrollKeyRow};
+use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, FlowRow, OwnedToken, Role, UserRow};
 
 pub use crate::domain::names::{
     check_name, check_tags, DEFAULT_TTL_SECONDS, MAX_DESCRIPTION, MAX_TAGS, MAX_TTL_SECONDS,
@@ -14,7 +16,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollKey {
     /// May enroll many devices (default: one-off).
@@ -24,18 +26,21 @@ pub struct CreateEnrollKey {
     #[serde(default = "yes")]
     pub preapproved: bool,
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub tags: Vec<String>,
     /// Lifetime in seconds (1 ..= one year); default 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub ttl_seconds: Option<u64>,
     /// Absolute expiry instead of `ttl_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnrollKeyCreated {
     /// `zmek1.<secret>.<certificate fingerprint>`: shown once, never stored.
     pub key: String,
@@ -43,17 +48,17 @@ pub struct EnrollKeyCreated {
     pub enroll_key: EnrollKeyRow,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnrollKeyList {
     pub enroll_keys: Vec<EnrollKeyRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<DeviceRow>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchDevice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +71,7 @@ pub struct PatchDevice {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<i64>)]
     pub key_expires_at_ms: Option<Option<i64>>,
 }
 
@@ -76,11 +82,68 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDevice {
     pub name: String,
     pub public_key: WgPublicKey,
     #[serde(default)]
     pub tags: Vec<String>,
+}
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<AdminTokenRow>,
+}
+
+/// A user's personal tokens, each with its owner.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserTokenList {
+    pub tokens: Vec<OwnedToken>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserRow>,
+}
+
+/// How the caller signed in.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CallerKindName {
+    Token,
+    User,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub kind: CallerKindName,
+    pub name: String,
+    pub role: Role,
+    /// How the caller is recorded in `created_by` and audit actors (`token:ops`).
+    pub label: String,
+}
+
+/// One page of flow records.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FlowList {
+    pub flows: Vec<FlowRow>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next_after: Option<i64>,
+}
+
+/// The end of the audit chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditCheckpoints {
+    pub head: AuditHead,
+    /// Where a pruned chain now starts, if it was ever pruned.
+    pub anchor: Option<Checkpoint>,
+    pub checkpoints: Vec<Checkpoint>,
+    /// The console's Ed25519 key that signs checkpoints, base64.
+    pub public_key: String,
 }

@@ -2,49 +2,56 @@
 //! `/api/v1/whoami`: who the caller is. Passwords are hashed with Argon2id before they
 //! reach the store and never come back out.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
+use super::types::{CallerKindName, UserList, UserTokenList, WhoAmI};
+use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::service::users::{self as svc, parse_role, UserChange};
 use crate::store::{AdminTokenRow, AuditCtx, Role, UserRow};
 
 pub use crate::service::users::PERSONAL_TOKEN_PREFIX;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
+    #[schema(min_length = 12, max_length = 1024, write_only)]
     pub password: String,
     /// `admin` or `auditor` (default).
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     #[serde(default)]
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 12, max_length = 1024, write_only)]
     pub password: Option<String>,
     #[serde(default)]
     pub disabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePersonalToken {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Lifetime in seconds (default 30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PersonalTokenCreated {
     /// Shown once, never stored.
     pub token: String,
@@ -53,13 +60,15 @@ pub struct PersonalTokenCreated {
     pub row: AdminTokenRow,
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "users": state.store.list_users().await? })))
+pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(UserList {
+        users: state.store.list_users().await?,
+    }))
 }
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UserRow>, ApiError> {
     Ok(Json(state.store.get_user(&id).await?))
 }
@@ -82,7 +91,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<Json<UserRow>, ApiError> {
     let c = UserChange {
@@ -96,7 +105,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     svc::delete(&state.store, ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -104,8 +113,8 @@ pub async fn remove(
 
 pub async fn list_tokens(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<UserTokenList>, ApiError> {
     let u = state.store.get_user(&id).await?;
     let tokens: Vec<_> = state
         .store
@@ -114,13 +123,13 @@ pub async fn list_tokens(
         .into_iter()
         .filter(|t| t.owner.as_deref() == Some(u.username.as_str()))
         .collect();
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(UserTokenList { tokens }))
 }
 
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreatePersonalToken>,
 ) -> Result<(StatusCode, Json<PersonalTokenCreated>), ApiError> {
     let (u, row, token) =
@@ -135,11 +144,15 @@ pub async fn create_token(
     ))
 }
 
-pub async fn whoami(Extension(caller): Extension<Principal>) -> Json<Value> {
-    Json(json!({
-        "kind": caller.kind(),
-        "name": caller.name(),
-        "role": caller.role(),
-        "label": caller.label(),
-    }))
+pub async fn whoami(Extension(caller): Extension<Principal>) -> Json<WhoAmI> {
+    let kind = match caller {
+        Principal::Token { .. } => CallerKindName::Token,
+        Principal::User(_) => CallerKindName::User,
+    };
+    Json(WhoAmI {
+        kind,
+        label: caller.label(),
+        name: caller.name().to_string(),
+        role: caller.role(),
+    })
 }

@@ -124,9 +124,7 @@ pub async fn submit(
         SignIn::Refused { .. } => Ok(form_page(StatusCode::UNAUTHORIZED, "Sign in", |c| {
             signin_body(c, Some("Wrong username or password."), false)
         })),
-        SignIn::Ok { session: sid, .. } => {
-            Ok(signed_in(&sid))
-        }
+        SignIn::Ok { session: sid, .. } => Ok(signed_in(&sid)),
     }
 }
 
@@ -248,8 +246,6 @@ pub async fn setup_submit(
     {
         Setup::Gone => Ok(setup_gone()),
         Setup::Invalid(msg) => Ok(again(StatusCode::UNPROCESSABLE_ENTITY, &msg)),
-        Setup::Done { session: sid, .. } => {
-            Ok(signed_in(&sid))
-        }
+        Setup::Done { session: sid, .. } => Ok(signed_in(&sid)),
     }
 }

@@ -16,7 +16,7 @@ use zmesh_shared::SigningPublicKey;
 use super::export::{uncell, CSV_COLUMNS, FORMAT_TAG};
 use crate::store::{EventFilter, Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
     /// `full`: the whole (remaining) chain; `partial`: a filtered export, where only
