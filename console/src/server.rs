@@ -136,6 +136,25 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat);
+    // Before anything else holds a clone of the state (`with_oidc` needs it unshared).
+    let local = listener.local_addr()?;
+    let state = match cfg.oidc.clone() {
+        Some(o) => {
+            let public = cfg
+                .public_url
+                .clone()
+                .unwrap_or_else(|| crate::infra::config::local_url(local));
+            let issuer = o.issuer.clone();
+            let oidc =
+                crate::infra::oidc::Oidc::new(o, &public).context("setting up single sign-on")?;
+            println!(
+                "single sign-on through {issuer}; register this redirect URI at the provider: {}",
+                oidc.redirect_uri()
+            );
+            state.with_oidc(oidc)
+        }
+        None => state,
+    };
     let relay_task = match relay_listener {
         Some(l) => {
             println!("relay on tcp {}", l.local_addr()?);

@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use crate::domain::password::check_password_rules;
 use crate::service::{sessions, users};
-use crate::store::{AuditCtx, Role, Store};
+use crate::store::{AuditCtx, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
@@ -75,7 +75,8 @@ pub async fn run(data_dir: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
             role,
             database,
         } => {
-            let role = Role::parse(&role).context("--role must be admin or auditor")?;
+            let role = users::parse_role(&role)
+                .map_err(|_| anyhow::anyhow!("--role must be admin or auditor"))?;
             let store = open(data_dir, database).await?;
             let pw = read_password()?;
             let u = users::create(&store, operator(), &username, role, pw).await?;

@@ -8,6 +8,7 @@ mod audit;
 mod client;
 mod output;
 mod policy;
+mod users;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +77,11 @@ pub enum Command {
     Tokens {
         #[command(subcommand)]
         cmd: audit::TokensCmd,
+    },
+    /// List, disable and enable console users (local and SSO).
+    Users {
+        #[command(subcommand)]
+        cmd: users::UsersCmd,
     },
 }
 
@@ -183,6 +189,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tokens { cmd } => {
             audit::tokens(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Users { cmd } => {
+            users::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }

@@ -153,6 +153,13 @@ async fn authorize(
         _ => from_token(&state, &parts, source.clone(), what.clone()).await?,
     };
     let ctx = AuditCtx::new(principal.actor(), source);
+    if principal.role() == Role::Member {
+        let reason = "members have no access to the admin API";
+        let mut d = what;
+        d["reason"] = reason.into();
+        record_refusal(&state.store, ctx, "auth.forbidden", d).await;
+        return Err(ApiError::forbidden("forbidden", reason));
+    }
     if principal.role() == Role::Auditor && !read_only {
         let reason = match principal {
             Principal::Token { .. } => "auditor tokens may only read",

@@ -9,6 +9,7 @@ use zmesh_shared::{CertFingerprint, SigningKey};
 
 use crate::bus::Bus;
 use crate::domain::nat::NatAdvert;
+use crate::infra::oidc::Oidc;
 use crate::service::Core;
 use crate::store::{Store, StoreError};
 
@@ -28,6 +29,8 @@ pub struct Inner {
     pub ping_interval: Duration,
     /// STUN servers and relays agents are told about; `None`: none.
     pub nat: Option<NatAdvert>,
+    /// Single sign-on through an OpenID Provider; `None`: off.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 cert_pin,
                 ping_interval: Duration::from_secs(15),
                 nat: None,
+                oidc: None,
             }),
         })
     }
@@ -72,6 +76,22 @@ impl AppState {
                 }
             }
             Err(inner) => AppState { inner },
+        }
+    }
+
+    /// Same state with single sign-on.
+    pub fn with_oidc(self, oidc: Oidc) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.oidc = Some(Arc::new(oidc));
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; single sign-on not enabled");
+                AppState { inner }
+            }
         }
     }
 

@@ -19,6 +19,10 @@ pub enum ConfigError {
     Audit(String),
     #[error("{0}")]
     Nat(String),
+    #[error(transparent)]
+    Oidc(#[from] super::oidc_config::OidcConfigError),
+    #[error("--public-url {0:?}: expected https://HOST[:PORT] without a path")]
+    PublicUrl(String),
     #[error("cannot resolve the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -63,6 +67,12 @@ pub struct ServeArgs {
     pub relay_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub nat: NatArgs,
+    /// The console's URL as browsers and agents reach it (default: from --listen); the
+    /// SSO redirect URI is PUBLIC_URL/oidc/callback.
+    #[arg(long, env = "ZMESH_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub oidc: super::oidc_config::OidcArgs,
 }
 
 /// What `serve` tells agents about STUN servers and relays.
@@ -248,6 +258,11 @@ pub struct ServeConfig {
     /// Built-in relay address; `None` when not running one.
     pub relay_listen: Option<SocketAddr>,
     pub nat: NatConfig,
+    /// `https://host[:port]`, no trailing slash; `None`: the local URL of the bound
+    /// listener.
+    pub public_url: Option<String>,
+    /// Single sign-on; `None` when off.
+    pub oidc: Option<super::oidc_config::OidcConfig>,
 }
 
 impl ServeConfig {
@@ -294,6 +309,10 @@ impl ServeConfig {
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
             relay_listen: a.relay_listen,
             nat: a.nat.validate()?,
+            public_url: a.public_url.map(public_url).transpose()?,
+            oidc: a
+                .oidc
+                .validate(std::env::var("ZMESH_OIDC_CLIENT_SECRET").ok())?,
         })
     }
 
@@ -311,6 +330,16 @@ pub fn local_url(listen: SocketAddr) -> String {
         ip => ip,
     };
     format!("https://{}", SocketAddr::new(ip, listen.port()))
+}
+
+/// `--public-url`, checked.
+fn public_url(u: String) -> Result<String, ConfigError> {
+    let t = u.trim_end_matches('/');
+    let host = t.strip_prefix("https://").unwrap_or("");
+    if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
+        return Err(ConfigError::PublicUrl(u));
+    }
+    Ok(t.to_string())
 }
 
 pub fn default_database_url(data_dir: &Path) -> String {

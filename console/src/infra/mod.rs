@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod files;
+pub mod oidc;
+pub mod oidc_config;
 pub mod shutdown;
 pub mod tls;
 pub mod tls_client;

@@ -17,6 +17,7 @@ mod error;
 pub mod expiry;
 pub mod policy;
 pub mod sessions;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 

@@ -75,7 +75,7 @@ pub async fn sign_in(
         }
     };
     // A fresh id at every sign-in: a session id planted before sign-in is never used.
-    let session = start(store, &user, source).await?;
+    let session = start(store, &user, source, "password").await?;
     tracing::info!(user = %user.username, "signed in");
     Ok(SignIn::Ok { user, session })
 }
@@ -86,12 +86,13 @@ pub async fn start(
     store: &Store,
     user: &UserRow,
     source: Option<String>,
+    method: &'static str,
 ) -> Result<Secret, ServiceError> {
     let sid = Secret::generate(SESSION_PREFIX);
     let now = now_ms();
     store
         .acting(AuditCtx::new(format!("user:{}", user.username), source))
-        .create_session(&user.id, &sid.hash(), now, now + SESSION_TTL_MS)
+        .create_session_via(&user.id, &sid.hash(), now, now + SESSION_TTL_MS, method)
         .await?;
     Ok(sid)
 }
@@ -161,6 +162,6 @@ pub async fn redeem_setup(
         return Ok(Setup::Gone);
     };
     tracing::info!(user = %user.username, "first admin created through the setup link");
-    let session = start(store, &user, source).await?;
+    let session = start(store, &user, source, "password").await?;
     Ok(Setup::Done { user, session })
 }

@@ -16,7 +16,10 @@ pub const PERSONAL_TOKEN_PREFIX: &str = "zmp_";
 pub const DEFAULT_PERSONAL_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 pub fn parse_role(r: &str) -> Result<Role, ServiceError> {
-    Role::parse(r).ok_or_else(|| ServiceError::invalid("role", "admin or auditor"))
+    // members come only from single sign-on
+    Role::parse(r)
+        .filter(|r| *r != Role::Member)
+        .ok_or_else(|| ServiceError::invalid("role", "admin or auditor"))
 }
 
 pub async fn create(

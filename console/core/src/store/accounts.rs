@@ -28,6 +28,14 @@ pub struct UserRow {
     pub created_by: String,
     pub disabled_at_ms: Option<i64>,
     pub last_sign_in_ms: Option<i64>,
+    /// The OpenID Provider of an SSO user; `None` for a local account.
+    pub issuer: Option<String>,
+    /// The user's stable id at `issuer`.
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// IdP groups as last seen at sign-in (empty for local accounts).
+    pub groups: Vec<String>,
 }
 
 /// A user and their password hash, for sign-in only. Debug never prints the hash.
@@ -72,12 +80,13 @@ pub struct OwnedToken {
     pub owner: Option<String>,
 }
 
-const USER_COLS: &str =
-    "id, username, role, created_at_ms, created_by, disabled_at_ms, last_sign_in_ms";
+pub(super) const USER_COLS: &str = "id, username, role, created_at_ms, created_by, \
+     disabled_at_ms, last_sign_in_ms, issuer, subject, email, display_name, groups";
 const USER_COLS_U: &str = "u.id, u.username, u.role, u.created_at_ms, u.created_by, \
-     u.disabled_at_ms, u.last_sign_in_ms";
+     u.disabled_at_ms, u.last_sign_in_ms, u.issuer, u.subject, u.email, u.display_name, \
+     u.groups";
 
-fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
+pub(super) fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
     let role: String = r.try_get("role")?;
     Ok(UserRow {
         id: r.try_get("id")?,
@@ -87,6 +96,11 @@ fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
         created_by: r.try_get("created_by")?,
         disabled_at_ms: r.try_get("disabled_at_ms")?,
         last_sign_in_ms: r.try_get("last_sign_in_ms")?,
+        issuer: r.try_get("issuer")?,
+        subject: r.try_get("subject")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        groups: super::json_col(r, "groups")?,
     })
 }
 
@@ -111,7 +125,7 @@ pub fn validate_username(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn new_user_id() -> String {
+pub(super) fn new_user_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -376,6 +390,19 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
+        self.create_session_via(user_id, id_hash, now_ms, expires_at_ms, "password")
+            .await
+    }
+
+    /// [`Store::create_session`] recording how the user signed in (`password`, `sso`).
+    pub async fn create_session_via(
+        &self,
+        user_id: &str,
+        id_hash: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+        method: &'static str,
+    ) -> Result<(), StoreError> {
         check_hash("id_hash", id_hash)?;
         let mut tx = self.begin_write().await?;
         let u = user_in(&mut tx, user_id).await?;
@@ -408,7 +435,7 @@ impl Store {
             &mut tx,
             &self.audit,
             Change::new("auth.signin", format!("user:{}", u.username))
-                .after(&serde_json::json!({"role": u.role, "method": "password"})),
+                .after(&serde_json::json!({"role": u.role, "method": method})),
         )
         .await?;
         tx.commit().await?;

@@ -15,6 +15,7 @@ mod error;
 mod flows;
 mod networks;
 mod policies;
+mod sso;
 mod tokens;
 mod validate;
 
@@ -37,6 +38,7 @@ pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
 pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
+pub use sso::{sso_username, SsoIdentity, SsoOutcome};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
 /// Which database the store talks to.
@@ -107,6 +109,9 @@ pub struct DeviceRow {
 pub enum Role {
     Admin,
     Auditor,
+    /// Signed in through SSO, in no admin or auditor group: owns devices, may not use
+    /// the admin console or API.
+    Member,
 }
 
 impl Role {
@@ -114,12 +119,14 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Member => "member",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
+            "member" => Some(Role::Member),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ mod pages;
 mod pages_admin;
 
 mod signin;
+mod sso;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -65,6 +66,8 @@ pub fn routes() -> Vec<WebRoute> {
         r(Method::POST, "/ui/signout", Public, || {
             post(signin::signout)
         }),
+        r(Method::GET, "/oidc/login", Public, || get(sso::login)),
+        r(Method::GET, "/oidc/callback", Public, || get(sso::callback)),
         r(Method::GET, "/ui/setup/{token}", Public, || {
             get(signin::setup_form)
         }),
@@ -173,6 +176,13 @@ async fn gate(
         }
         return Ok(r);
     };
+    if web.user.role == crate::store::Role::Member {
+        return Ok(html::error_page(
+            &web,
+            StatusCode::FORBIDDEN,
+            "Your account has no access to the console; ask an admin.",
+        ));
+    }
     if admin_only && !web.is_admin() {
         return Ok(html::error_page(
             &web,

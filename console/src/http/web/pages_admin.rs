@@ -204,7 +204,7 @@ pub async fn users(
         let me = u.id == user.user.id;
         let other_role = match u.role {
             crate::store::Role::Admin => "auditor",
-            crate::store::Role::Auditor => "admin",
+            crate::store::Role::Auditor | crate::store::Role::Member => "admin",
         };
         let api = format!("/api/v1/users/{}", u.id);
         let toggle = if u.disabled_at_ms.is_some() {

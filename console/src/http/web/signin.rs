@@ -22,7 +22,7 @@ use crate::service::sessions::{self as svc, Setup, SignIn};
 use crate::store::AuditCtx;
 
 /// To the overview with the new session's cookie (and without the pre-sign-in one).
-fn signed_in(sid: &Secret) -> Response {
+pub(super) fn signed_in(sid: &Secret) -> Response {
     let mut r = see_other("/ui/");
     r.headers_mut()
         .append(header::SET_COOKIE, session::session_set_cookie(sid));
@@ -31,7 +31,7 @@ fn signed_in(sid: &Secret) -> Response {
     r
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
     r
@@ -58,7 +58,7 @@ fn pre_csrf_ok(headers: &HeaderMap, uri: &Uri, sent: &str) -> bool {
             .is_some_and(|c| !c.is_empty() && same_secret(c, sent))
 }
 
-fn signin_body(csrf: &str, message: Option<&str>, no_users: bool) -> String {
+fn signin_body(csrf: &str, message: Option<&str>, no_users: bool, sso: bool) -> String {
     let msg = message
         .map(|m| format!("<p class=\"error\" id=\"signin-error\">{}</p>", esc(m)))
         .unwrap_or_default();
@@ -74,8 +74,13 @@ fn signin_body(csrf: &str, message: Option<&str>, no_users: bool) -> String {
 <input type="hidden" name="csrf" value="{csrf}">
 <label>Username <input name="username" id="username" autocomplete="username" required autofocus></label>
 <label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
-<button type="submit" id="signin">Sign in</button></form>"#,
-        csrf = esc(csrf)
+<button type="submit" id="signin">Sign in</button></form>{sso}"#,
+        csrf = esc(csrf),
+        sso = if sso {
+            r#"<p class="card"><a class="button" id="signin-sso" href="/oidc/login">Sign in with SSO</a></p>"#
+        } else {
+            ""
+        },
     )
 }
 
@@ -86,8 +91,9 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         }
     }
     let no_users = state.store.count_users().await? == 0;
+    let sso = state.oidc.is_some();
     Ok(form_page(StatusCode::OK, "Sign in", |c| {
-        signin_body(c, None, no_users)
+        signin_body(c, None, no_users, sso)
     }))
 }
 
@@ -108,9 +114,10 @@ pub async fn submit(
     uri: Uri,
     Form(f): Form<SignInForm>,
 ) -> Result<Response, ApiError> {
+    let sso = state.oidc.is_some();
     if !pre_csrf_ok(&headers, &uri, &f.csrf) {
         return Ok(form_page(StatusCode::FORBIDDEN, "Sign in", |c| {
-            signin_body(c, Some("The form expired; please try again."), false)
+            signin_body(c, Some("The form expired; please try again."), false, sso)
         }));
     }
     match svc::sign_in(&state.store, &f.username, f.password, source).await? {
@@ -119,10 +126,11 @@ pub async fn submit(
                 c,
                 Some("Too many failed sign-ins. Wait 15 minutes and try again."),
                 false,
+                sso,
             )
         })),
         SignIn::Refused { .. } => Ok(form_page(StatusCode::UNAUTHORIZED, "Sign in", |c| {
-            signin_body(c, Some("Wrong username or password."), false)
+            signin_body(c, Some("Wrong username or password."), false, sso)
         })),
         SignIn::Ok { session: sid, .. } => Ok(signed_in(&sid)),
     }

@@ -1,0 +1,105 @@
+//! `zmesh-console users list|disable|enable`: console users (local accounts and people
+//! who signed in through SSO) over the admin API.
+
+use anyhow::bail;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::output::{join, table};
+use super::ApiClient;
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// List users: name, role, state, sign-in method, groups, last sign-in.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user (by username or id): their sessions end and tokens are revoked.
+    Disable { user: String },
+    /// Enable a disabled user again.
+    Enable { user: String },
+}
+
+/// The id of the user named `who` (a username or an id).
+async fn user_id(c: &ApiClient, who: &str) -> anyhow::Result<String> {
+    let v: Value = c.get("/api/v1/users").await?;
+    let users = v["users"].as_array().cloned().unwrap_or_default();
+    let found = users.iter().find(|u| {
+        u["id"].as_str() == Some(who)
+            || u["username"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(who))
+    });
+    match found.and_then(|u| u["id"].as_str()) {
+        Some(id) => Ok(id.to_string()),
+        None => bail!("no user {who:?}"),
+    }
+}
+
+fn when(v: &Value) -> String {
+    v.as_i64()
+        .and_then(|ms| {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms as u64))
+        })
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+pub async fn run(c: ApiClient, cmd: UsersCmd) -> anyhow::Result<()> {
+    match cmd {
+        UsersCmd::List { json } => {
+            let v: Value = c.get("/api/v1/users").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["users"])?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["users"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|u| {
+                    vec![
+                        u["username"].as_str().unwrap_or("").to_string(),
+                        u["role"].as_str().unwrap_or("").to_string(),
+                        if u["disabled_at_ms"].is_null() {
+                            "active".into()
+                        } else {
+                            "disabled".into()
+                        },
+                        if u["issuer"].is_null() {
+                            "local".into()
+                        } else {
+                            "sso".into()
+                        },
+                        join(&u["groups"]),
+                        when(&u["last_sign_in_ms"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["USER", "ROLE", "STATE", "SIGN-IN", "GROUPS", "LAST SIGN-IN"],
+                    &rows
+                )
+            );
+        }
+        UsersCmd::Disable { user } => {
+            let id = user_id(&c, &user).await?;
+            let u: Value = c
+                .patch(&format!("/api/v1/users/{id}"), &json!({"disabled": true}))
+                .await?;
+            println!("disabled {}", u["username"].as_str().unwrap_or(&user));
+        }
+        UsersCmd::Enable { user } => {
+            let id = user_id(&c, &user).await?;
+            let u: Value = c
+                .patch(&format!("/api/v1/users/{id}"), &json!({"disabled": false}))
+                .await?;
+            println!("enabled {}", u["username"].as_str().unwrap_or(&user));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The console as an OpenID Connect relying party (the `openidconnect` crate): the
+//! authorization code flow with PKCE (S256), `state` and `nonce`, and full ID token
+//! validation (signature against the provider's JWKS, `iss`, `aud`, `exp`/`iat` with a
+//! bounded clock skew, `nonce`).
+//!
+//! Provider metadata and keys are discovered again at every sign-in step: a sign-in is
+//! rare, two small GETs are cheap, and a provider that rotated its keys (or was down
+//! when the console started) just works. Nothing here logs a code, token or secret.
+
+use std::time::Duration;
+
+use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+
+use super::oidc_config::OidcConfig;
+
+/// Clock difference tolerated between the provider and the console.
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+/// Longest a provider request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A sign-in in progress: what the callback needs to finish it. Kept by the browser
+/// (an HttpOnly cookie) between the two steps; `Debug` shows none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending([redacted])")
+    }
+}
+
+impl Pending {
+    /// `state.nonce.verifier`: all three are URL-safe base64 without dots.
+    pub fn to_cookie(&self) -> String {
+        format!("{}.{}.{}", self.state, self.nonce, self.pkce_verifier)
+    }
+
+    pub fn from_cookie(v: &str) -> Option<Pending> {
+        let mut it = v.split('.');
+        let (s, n, p) = (it.next()?, it.next()?, it.next()?);
+        let ok = |x: &str| {
+            !x.is_empty()
+                && x.len() <= 200
+                && x.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        (it.next().is_none() && ok(s) && ok(n) && ok(p)).then(|| Pending {
+            state: s.into(),
+            nonce: n.into(),
+            pkce_verifier: p.into(),
+        })
+    }
+}
+
+/// What a verified ID token says about the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    /// Absent when the provider marked it unverified.
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Why a sign-in step failed; [`OidcError::reason`] is what the audit log records.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the identity provider is unreachable or its discovery document is invalid: {0}")]
+    Discovery(String),
+    #[error("the identity provider refused the code: {0}")]
+    Exchange(String),
+    #[error("the identity provider returned no ID token")]
+    NoIdToken,
+    #[error("the ID token was rejected: {0}")]
+    Token(String),
+}
+
+impl OidcError {
+    /// A short reason for the audit log and the sign-in page (no token contents).
+    pub fn reason(&self) -> String {
+        match self {
+            OidcError::Discovery(_) => "identity provider unreachable".into(),
+            OidcError::Exchange(e) => format!("code exchange refused ({e})"),
+            OidcError::NoIdToken => "no ID token".into(),
+            OidcError::Token(e) => format!("ID token rejected ({e})"),
+        }
+    }
+}
+
+/// The relying party of one console.
+#[derive(Debug)]
+pub struct Oidc {
+    cfg: OidcConfig,
+    redirect: RedirectUrl,
+    http: openidconnect::reqwest::Client,
+}
+
+impl Oidc {
+    /// `public_url` is the console's (`https://host:port`); the redirect URI is
+    /// `public_url/oidc/callback`.
+    pub fn new(cfg: OidcConfig, public_url: &str) -> Result<Oidc, OidcError> {
+        let redirect = RedirectUrl::new(format!("{public_url}/oidc/callback"))
+            .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
+        let http = openidconnect::reqwest::ClientBuilder::new()
+            // following redirects would open the client to SSRF
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .map_err(|e| OidcError::Discovery(format!("HTTP client: {e}")))?;
+        Ok(Oidc {
+            cfg,
+            redirect,
+            http,
+        })
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        self.redirect.as_str()
+    }
+
+    pub fn rules(&self) -> &zmesh_console_core::domain::sso::SsoRules {
+        &self.cfg.rules
+    }
+
+    async fn client(
+        &self,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        OidcError,
+    > {
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        let meta = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+        Ok(CoreClient::from_provider_metadata(
+            meta,
+            ClientId::new(self.cfg.client_id.clone()),
+            Some(ClientSecret::new(
+                self.cfg.client_secret.expose().to_string(),
+            )),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// The provider URL to send the browser to, and what the callback needs.
+    pub async fn begin(&self) -> Result<(String, Pending), OidcError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new(self.cfg.groups_claim.clone()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok((
+            url.to_string(),
+            Pending {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                pkce_verifier: verifier.secret().clone(),
+            },
+        ))
+    }
+
+    /// Trades the code for tokens and validates the ID token against `pending`.
+    pub async fn finish(&self, code: &str, pending: &Pending) -> Result<Identity, OidcError> {
+        let client = self.client().await?;
+        let resp = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(token_error(&e)))?;
+        let id_token = resp.id_token().ok_or(OidcError::NoIdToken)?;
+        let now = chrono::Utc::now();
+        let skew = chrono::Duration::from_std(MAX_SKEW).expect("a minute fits");
+        let verifier = client
+            .id_token_verifier()
+            // `exp` may be up to MAX_SKEW in the past by our clock...
+            .set_time_fn(move || now - skew)
+            // ...and `iat` up to MAX_SKEW in the future.
+            .set_issue_time_verifier_fn(move |iat| {
+                if iat > now + skew {
+                    Err(format!("issued in the future ({iat})"))
+                } else {
+                    Ok(())
+                }
+            });
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(pending.nonce.clone()))
+            .map_err(|e| OidcError::Token(claims_error(e)))?;
+        // The signature covers the whole payload, so further claims (the groups) are
+        // read from the same, now verified, token.
+        let payload = payload_json(&id_token.to_string())
+            .ok_or_else(|| OidcError::Token("payload is not JSON".into()))?;
+        let groups = match payload.get(&self.cfg.groups_claim) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            _ => vec![],
+        };
+        let email = match claims.email_verified() {
+            Some(false) => None,
+            _ => claims.email().map(|e| e.as_str().to_string()),
+        };
+        let name = claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_string());
+        Ok(Identity {
+            issuer: claims.issuer().as_str().trim_end_matches('/').to_string(),
+            subject: claims.subject().as_str().to_string(),
+            email,
+            name,
+            groups,
+        })
+    }
+}
+
+fn payload_json(jwt: &str) -> Option<serde_json::Value> {
+    let part = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The kind of claims failure, without token contents.
+fn claims_error(e: ClaimsVerificationError) -> String {
+    use ClaimsVerificationError as C;
+    match e {
+        C::Expired(_) => "expired".into(),
+        C::InvalidAudience(_) => "wrong audience".into(),
+        C::InvalidIssuer(_) => "wrong issuer".into(),
+        C::InvalidNonce(_) => "nonce mismatch".into(),
+        C::InvalidSubject(_) => "invalid subject".into(),
+        C::InvalidAuthTime(_) | C::InvalidAuthContext(_) => "invalid auth time or context".into(),
+        C::SignatureVerification(_) => "bad signature".into(),
+        C::Unsupported(_) => "unsupported token".into(),
+        C::Other(m) if m.contains("issued in the future") => "issued in the future".into(),
+        _ => "invalid".into(),
+    }
+}
+
+fn token_error<RE: std::error::Error + 'static, T: openidconnect::ErrorResponse + 'static>(
+    e: &openidconnect::RequestTokenError<RE, T>,
+) -> String {
+    match e {
+        openidconnect::RequestTokenError::ServerResponse(r) => {
+            // the provider's error code (e.g. invalid_grant), never its echo of the code
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|x| x.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "error response".into())
+        }
+        openidconnect::RequestTokenError::Request(_) => "provider unreachable".into(),
+        openidconnect::RequestTokenError::Parse(..) => "unreadable response".into(),
+        openidconnect::RequestTokenError::Other(m) => m.clone(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_round_trips_and_rejects_junk() {
+        let p = Pending {
+            state: "abc_-1".into(),
+            nonce: "n0".into(),
+            pkce_verifier: "v".repeat(43),
+        };
+        assert_eq!(Pending::from_cookie(&p.to_cookie()), Some(p.clone()));
+        assert!(!format!("{p:?}").contains("abc"));
+        for bad in ["", "a.b", "a.b.c.d", "a..c", "a.b.c;x", "a.b.c d"] {
+            assert_eq!(Pending::from_cookie(bad), None, "{bad:?}");
+        }
+        let jwt = format!(
+            "x.{}.y",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"groups":["eng"]}"#)
+        );
+        assert_eq!(payload_json(&jwt).unwrap()["groups"][0], "eng");
+    }
+}
