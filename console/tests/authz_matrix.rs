@@ -85,6 +85,8 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("GET", "/ui/signin", Public),
         ("POST", "/ui/signin", Public),
         ("POST", "/ui/signout", Public),
+        ("GET", "/oidc/login", Public),
+        ("GET", "/oidc/callback", Public),
         ("GET", "/ui/setup/{token}", Public),
         ("POST", "/ui/setup/{token}", Public),
         ("GET", "/ui/", Page),

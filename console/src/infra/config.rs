@@ -386,6 +386,8 @@ mod tests {
                 relay_token_ttl: std::time::Duration::from_secs(600),
                 ..Default::default()
             },
+            public_url: None,
+            oidc: Default::default(),
         }
     }
 
