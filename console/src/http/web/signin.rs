@@ -22,7 +22,7 @@ use crate::service::sessions::{self as svc, Setup, SignIn};
 use crate::store::AuditCtx;
 
 /// To the overview with the new session's cookie (and without the pre-sign-in one).
-pub(super) fn signed_in(sid: &Secret) -> Response {
+fn signed_in(sid: &Secret) -> Response {
     let mut r = see_other("/ui/");
     r.headers_mut()
         .append(header::SET_COOKIE, session::session_set_cookie(sid));

@@ -11,8 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::html::{bare_page, esc};
-use super::signin::{see_other, signed_in};
-use crate::http::session::{cookie, same_secret};
+use super::signin::see_other;
+use crate::http::session::{
+    clear_cookie, cookie, same_secret, session_set_cookie, PRE_CSRF_COOKIE,
+};
 use crate::http::{ApiError, AppState, Source};
 use crate::infra::oidc::Pending;
 use crate::service::sso::{self as svc, SsoSignIn, VerifiedLogin};
@@ -149,9 +151,19 @@ pub async fn callback(
     };
     match svc::sign_in(&state.store, oidc.rules(), login, source).await? {
         SsoSignIn::Ok { session, .. } => {
-            let mut r = signed_in(&session);
-            r.headers_mut()
-                .append(header::SET_COOKIE, pending_cookie("", 0));
+            // Not a redirect: the session cookie is SameSite=Strict, and a browser does
+            // not send it on a redirect that is still part of the provider's cross-site
+            // navigation. A page of our own that moves on is a same-site navigation.
+            let mut r = bare_page(
+                StatusCode::OK,
+                "Signed in",
+                r#"<meta http-equiv="refresh" content="0;url=/ui/">
+<p id="sso-done">Signed in. <a href="/ui/" id="continue">Continue to the console</a>.</p>"#,
+            );
+            let h = r.headers_mut();
+            h.append(header::SET_COOKIE, session_set_cookie(&session));
+            h.append(header::SET_COOKIE, clear_cookie(PRE_CSRF_COOKIE));
+            h.append(header::SET_COOKIE, pending_cookie("", 0));
             Ok(r.into_response())
         }
         SsoSignIn::Refused { reason } => Ok(failure_page(StatusCode::FORBIDDEN, &reason)),
