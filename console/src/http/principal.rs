@@ -32,7 +32,7 @@ pub enum Principal {
         role: Role,
     },
     /// A user signed in to the web console, calling with the session cookie.
-    User(WebUser),
+    User(Box<WebUser>),
 }
 
 impl Principal {
@@ -172,7 +172,7 @@ async fn authorize(
     }
     tracing::debug!(kind = principal.kind(), role = principal.role().as_str(), method = %parts.method, path = %parts.uri.path(), "admin call");
     if let Principal::User(w) = &principal {
-        parts.extensions.insert(w.clone());
+        parts.extensions.insert(WebUser::clone(w));
     }
     parts.extensions.insert(principal);
     parts.extensions.insert(ctx);
@@ -237,5 +237,5 @@ async fn from_session(state: &AppState, req: &Parts, sid: &str) -> Result<Princi
             ));
         }
     }
-    Ok(Principal::User(web))
+    Ok(Principal::User(Box::new(web)))
 }

@@ -2,6 +2,8 @@
 //! test, plus guards that kill chromedriver by PID and remove the browser profile.
 //! Only Debian's `chromium` and `chromium-driver` are used; nothing is downloaded.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -28,7 +28,7 @@ pub const SETUP_TTL_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug)]
 pub enum SignIn {
     /// Signed in: the new session's id, for the cookie only.
-    Ok { user: UserRow, session: Secret },
+    Ok { user: Box<UserRow>, session: Secret },
     /// Too many recent failures from this address or for this account.
     RateLimited,
     /// Unknown user, disabled user or wrong password (recorded; not told apart to
@@ -77,7 +77,10 @@ pub async fn sign_in(
     // A fresh id at every sign-in: a session id planted before sign-in is never used.
     let session = start(store, &user, source, "password").await?;
     tracing::info!(user = %user.username, "signed in");
-    Ok(SignIn::Ok { user, session })
+    Ok(SignIn::Ok {
+        user: Box::new(user),
+        session,
+    })
 }
 
 /// Starts a session for `user`: a fresh random id (never one the browser sent), stored
@@ -122,7 +125,7 @@ pub async fn issue_setup_link(store: &Store) -> Result<String, StoreError> {
 #[derive(Debug)]
 pub enum Setup {
     /// The first admin exists and is signed in.
-    Done { user: UserRow, session: Secret },
+    Done { user: Box<UserRow>, session: Secret },
     /// The link is unknown, used or expired.
     Gone,
     /// The form's input is not acceptable; the message says why.
@@ -163,5 +166,8 @@ pub async fn redeem_setup(
     };
     tracing::info!(user = %user.username, "first admin created through the setup link");
     let session = start(store, &user, source, "password").await?;
-    Ok(Setup::Done { user, session })
+    Ok(Setup::Done {
+        user: Box::new(user),
+        session,
+    })
 }

@@ -28,7 +28,7 @@ pub struct VerifiedLogin {
 #[derive(Debug)]
 pub enum SsoSignIn {
     /// Signed in to the console: the new session's id, for the cookie only.
-    Ok { user: UserRow, session: Secret },
+    Ok { user: Box<UserRow>, session: Secret },
     /// Refused; `reason` is recorded and may be shown.
     Refused { reason: String },
 }
@@ -100,5 +100,8 @@ pub async fn sign_in(
     }
     let session = start(store, &user, source, "sso").await?;
     tracing::info!(user = %user.username, role = user.role.as_str(), "signed in through SSO");
-    Ok(SsoSignIn::Ok { user, session })
+    Ok(SsoSignIn::Ok {
+        user: Box::new(user),
+        session,
+    })
 }
