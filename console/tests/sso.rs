@@ -291,6 +291,28 @@ async fn sso_sign_in_roles_refusals_and_audit() {
         "{body}"
     );
 
+    // ID tokens the provider's keys did not sign as they are, that name another client,
+    // or that expired an hour ago (the provider re-signs them with its real key).
+    for (mode, reason) in [
+        ("bad-signature", "bad signature"),
+        ("wrong-audience", "wrong audience"),
+        ("expired", "expired"),
+    ] {
+        let a = b.attempt("alice").await;
+        idp.tamper_next_id_token(mode).await;
+        let (status, session, body) = b.callback(&a.callback_url, Some(&a.pending_cookie)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{mode}: {body}");
+        assert!(session.is_none(), "{mode}");
+        assert!(
+            body.contains(&format!("ID token rejected ({reason})")),
+            "{mode}: {body}"
+        );
+        assert!(
+            reason_recorded(&data, &format!("ID token rejected ({reason})")),
+            "{mode}"
+        );
+    }
+
     // Key rotation at the provider needs nothing on the console's side.
     idp.rotate_keys(true).await;
     let a = b.attempt("alice").await;

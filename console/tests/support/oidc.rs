@@ -334,6 +334,18 @@ impl OidcProvider {
             .map(|k| k.as_str().unwrap().to_string())
             .collect()
     }
+
+    /// Makes the next token response carry a broken ID token: `bad-signature`,
+    /// `wrong-audience` or `expired` (re-signed with the provider's real key).
+    pub async fn tamper_next_id_token(&self, mode: &str) {
+        http_client()
+            .post(format!("{}/__tamper?mode={mode}", self.issuer))
+            .send()
+            .await
+            .expect("POST /__tamper")
+            .error_for_status()
+            .expect("POST /__tamper status");
+    }
 }
 
 impl Drop for OidcProvider {
