@@ -22,6 +22,10 @@ use crate::time::UnixMillis;
 
 /// HTTP path of the enrollment endpoint.
 pub const ENROLL_PATH: &str = "/agent/v1/enroll";
+/// HTTP path where an agent without an enrollment key starts a login.
+pub const LOGIN_PATH: &str = "/agent/v1/login";
+/// HTTP path where it waits for its user to confirm (long poll).
+pub const LOGIN_WAIT_PATH: &str = "/agent/v1/login/wait";
 /// HTTP path of the control stream (WebSocket upgrade).
 pub const STREAM_PATH: &str = "/agent/v1/stream";
 
@@ -41,6 +45,49 @@ pub struct EnrollRequest {
     pub hostname: Option<String>,
     #[serde(default)]
     pub os: Option<String>,
+}
+
+/// Starts an enrollment by login (no enrollment key): the user confirms in a browser.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStart {
+    pub protocol: u16,
+    /// The device's WireGuard public key. The private key stays on the device.
+    pub public_key: WgPublicKey,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+}
+
+/// Where the user confirms, and the agent's secret for waiting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginStarted {
+    /// Open in any browser: `To sign in, visit: URL`.
+    pub login_url: String,
+    /// Sent to the wait endpoint; shown once, stored hashed.
+    pub poll_secret: Secret,
+    pub expires_at_ms: i64,
+}
+
+/// Waits for the user to confirm (up to about 25 s per call).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginWait {
+    pub poll_secret: Secret,
+}
+
+/// The user has not confirmed yet: wait again.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginPending {
+    /// Always `pending`.
+    pub status: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

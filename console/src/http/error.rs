@@ -28,6 +28,9 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// 410: the thing asked for existed but is over (an expired login request).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     /// 405 for a known path with another method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::NotFound { what } => {
                 (S::NOT_FOUND, "not_found", format!("{what} not found"), None)
             }
+            ApiError::Gone { code, message } => (S::GONE, code, message.clone(), None),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

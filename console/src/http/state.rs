@@ -31,6 +31,9 @@ pub struct Inner {
     pub nat: Option<NatAdvert>,
     /// Single sign-on through an OpenID Provider; `None`: off.
     pub oidc: Option<Arc<Oidc>>,
+    /// `--public-url`: what links the console hands out start with; `None`: the host
+    /// the client addressed.
+    pub public_url: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,6 +65,7 @@ impl AppState {
                 ping_interval: Duration::from_secs(15),
                 nat: None,
                 oidc: None,
+                public_url: None,
             }),
         })
     }
@@ -71,6 +75,19 @@ impl AppState {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
                 inner.ping_interval = d;
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => AppState { inner },
+        }
+    }
+
+    /// Same state with the console's public URL.
+    pub fn with_public_url(self, url: Option<String>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.public_url = url;
                 AppState {
                     inner: Arc::new(inner),
                 }

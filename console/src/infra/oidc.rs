@@ -30,6 +30,8 @@ pub struct Pending {
     pub state: String,
     pub nonce: String,
     pub pkce_verifier: String,
+    /// A device-login code to go on to after signing in (`/ui/login/CODE`).
+    pub next_login: Option<String>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -39,14 +41,24 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// `state.nonce.verifier`: all three are URL-safe base64 without dots.
+    /// `state.nonce.verifier[.code]`: all URL-safe base64 (or hex) without dots.
     pub fn to_cookie(&self) -> String {
-        format!("{}.{}.{}", self.state, self.nonce, self.pkce_verifier)
+        let mut s = format!("{}.{}.{}", self.state, self.nonce, self.pkce_verifier);
+        if let Some(c) = &self.next_login {
+            s.push('.');
+            s.push_str(c);
+        }
+        s
     }
 
     pub fn from_cookie(v: &str) -> Option<Pending> {
         let mut it = v.split('.');
         let (s, n, p) = (it.next()?, it.next()?, it.next()?);
+        let next_login = match it.next() {
+            Some(c) if is_login_code(c) => Some(c.to_string()),
+            Some(_) => return None,
+            None => None,
+        };
         let ok = |x: &str| {
             !x.is_empty()
                 && x.len() <= 200
@@ -57,8 +69,16 @@ impl Pending {
             state: s.into(),
             nonce: n.into(),
             pkce_verifier: p.into(),
+            next_login,
         })
     }
+}
+
+/// A device-login code: 32 lower-case hex digits.
+pub fn is_login_code(c: &str) -> bool {
+    c.len() == 32
+        && c.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// What a verified ID token says about the user.
@@ -161,7 +181,7 @@ impl Oidc {
     }
 
     /// The provider URL to send the browser to, and what the callback needs.
-    pub async fn begin(&self) -> Result<(String, Pending), OidcError> {
+    pub async fn begin(&self, next_login: Option<String>) -> Result<(String, Pending), OidcError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
@@ -181,6 +201,7 @@ impl Oidc {
                 state: state.secret().clone(),
                 nonce: nonce.secret().clone(),
                 pkce_verifier: verifier.secret().clone(),
+                next_login,
             },
         ))
     }
@@ -306,10 +327,27 @@ mod tests {
             state: "abc_-1".into(),
             nonce: "n0".into(),
             pkce_verifier: "v".repeat(43),
+            next_login: None,
         };
+        let with_next = Pending {
+            next_login: Some("0123456789abcdef0123456789abcdef".into()),
+            ..p.clone()
+        };
+        assert_eq!(
+            Pending::from_cookie(&with_next.to_cookie()),
+            Some(with_next)
+        );
         assert_eq!(Pending::from_cookie(&p.to_cookie()), Some(p.clone()));
         assert!(!format!("{p:?}").contains("abc"));
-        for bad in ["", "a.b", "a.b.c.d", "a..c", "a.b.c;x", "a.b.c d"] {
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "a..c",
+            "a.b.c;x",
+            "a.b.c d",
+            "a.b.c.0123.e",
+        ] {
             assert_eq!(Pending::from_cookie(bad), None, "{bad:?}");
         }
         let jwt = format!(

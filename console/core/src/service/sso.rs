@@ -46,12 +46,14 @@ pub async fn record_failure(store: &Store, source: Option<String>, reason: &str)
     .await;
 }
 
-/// Completes a sign-in whose ID token was verified.
+/// Completes a sign-in whose ID token was verified. Members get a session only with
+/// `allow_member` (to add a device of theirs); the console and API still refuse them.
 pub async fn sign_in(
     store: &Store,
     rules: &SsoRules,
     login: VerifiedLogin,
     source: Option<String>,
+    allow_member: bool,
 ) -> Result<SsoSignIn, ServiceError> {
     let who = login
         .email
@@ -93,7 +95,7 @@ pub async fn sign_in(
             return refuse(format!("the username {name} belongs to another account")).await
         }
     };
-    if user.role == Role::Member {
+    if user.role == Role::Member && !allow_member {
         // Recorded as a user (devices will be theirs), but the console is for admins
         // and auditors.
         return refuse("no console access (member)".into()).await;

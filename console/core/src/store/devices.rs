@@ -53,24 +53,24 @@ pub(crate) fn device_from_row(r: &AnyRow) -> Result<DeviceRow, StoreError> {
 }
 
 /// Everything needed to insert one device row.
-struct Insert<'a> {
-    id: DeviceId,
-    network_id: NetworkId,
-    name: &'a str,
-    owner: &'a str,
-    tags: &'a [String],
-    public_key: WgPublicKey,
-    alloc: Allocation,
-    state: DeviceState,
-    agentless: bool,
-    hostname: Option<&'a str>,
-    os: Option<&'a str>,
-    created_at_ms: i64,
-    enroll_key_id: Option<EnrollKeyId>,
-    credential_hash: Option<&'a str>,
+pub(super) struct Insert<'a> {
+    pub(super) id: DeviceId,
+    pub(super) network_id: NetworkId,
+    pub(super) name: &'a str,
+    pub(super) owner: &'a str,
+    pub(super) tags: &'a [String],
+    pub(super) public_key: WgPublicKey,
+    pub(super) alloc: Allocation,
+    pub(super) state: DeviceState,
+    pub(super) agentless: bool,
+    pub(super) hostname: Option<&'a str>,
+    pub(super) os: Option<&'a str>,
+    pub(super) created_at_ms: i64,
+    pub(super) enroll_key_id: Option<EnrollKeyId>,
+    pub(super) credential_hash: Option<&'a str>,
 }
 
-async fn insert_device(
+pub(super) async fn insert_device(
     tx: &mut Transaction<'static, Any>,
     d: &Insert<'_>,
 ) -> Result<(), StoreError> {
@@ -107,7 +107,7 @@ async fn insert_device(
     Ok(())
 }
 
-async fn public_key_taken(
+pub(super) async fn public_key_taken(
     tx: &mut Transaction<'static, Any>,
     pk: &WgPublicKey,
 ) -> Result<bool, StoreError> {
@@ -119,7 +119,7 @@ async fn public_key_taken(
 }
 
 /// Whether another device of the network has this name (case-insensitive).
-async fn name_taken(
+pub(super) async fn name_taken(
     tx: &mut Transaction<'static, Any>,
     net: NetworkId,
     name: &str,
@@ -137,7 +137,7 @@ async fn name_taken(
 }
 
 /// `base` or the first free `base-N`; one query for all names of that shape.
-async fn free_derived_name(
+pub(super) async fn free_derived_name(
     tx: &mut Transaction<'static, Any>,
     net: NetworkId,
     base: &str,
@@ -162,7 +162,7 @@ async fn free_derived_name(
     Ok(first_free_name(base, &taken))
 }
 
-async fn fetch_device(
+pub(super) async fn fetch_device(
     tx: &mut Transaction<'static, Any>,
     id: DeviceId,
 ) -> Result<DeviceRow, StoreError> {
@@ -175,7 +175,7 @@ async fn fetch_device(
 }
 
 /// Runs `attempt` again when it failed on a unique index other than name or public key.
-async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+pub(super) async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -665,7 +665,11 @@ fn is_hash(h: &str) -> bool {
     check_hash("hash", h).is_ok()
 }
 
-fn check_text(field: &'static str, v: Option<&str>, max: usize) -> Result<(), StoreError> {
+pub(super) fn check_text(
+    field: &'static str,
+    v: Option<&str>,
+    max: usize,
+) -> Result<(), StoreError> {
     match v {
         Some(s) if s.len() > max => Err(StoreError::invalid(field, format!("at most {max} bytes"))),
         Some(s) if s.chars().any(char::is_control) => {

@@ -13,6 +13,7 @@ mod devices;
 mod enroll_keys;
 mod error;
 mod flows;
+mod logins;
 mod networks;
 mod policies;
 mod sso;
@@ -37,6 +38,7 @@ pub use accounts::{
 pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
 pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
+pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};
 pub use validate::{derive_name_base, normalize_tags, validate_name};

@@ -18,26 +18,7 @@ pub async fn enroll(
     Source(source): Source,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    if req.protocol != PROTOCOL_VERSION {
-        return Err(ApiError::Invalid {
-            code: "unsupported_protocol",
-            message: format!(
-                "this console speaks protocol {PROTOCOL_VERSION}, the agent sent {}",
-                req.protocol
-            ),
-            field: Some("protocol".into()),
-        });
-    }
-    for (field, v) in [("hostname", &req.hostname), ("os", &req.os)] {
-        if v.as_ref()
-            .is_some_and(|s| s.len() > MAX_INFO_LEN || s.chars().any(char::is_control))
-        {
-            return Err(ApiError::invalid(
-                field,
-                format!("at most {MAX_INFO_LEN} printable characters"),
-            ));
-        }
-    }
+    check_agent(req.protocol, &req.hostname, &req.os)?;
     let input = EnrollInput {
         enroll_key: req.enroll_key,
         public_key: req.public_key,
@@ -60,4 +41,33 @@ pub async fn enroll(
         credential,
         signing_key: state.signing_key.public_key(),
     }))
+}
+
+/// The protocol version and the host details every agent request carries.
+pub(super) fn check_agent(
+    protocol: u16,
+    hostname: &Option<String>,
+    os: &Option<String>,
+) -> Result<(), ApiError> {
+    if protocol != PROTOCOL_VERSION {
+        return Err(ApiError::Invalid {
+            code: "unsupported_protocol",
+            message: format!(
+                "this console speaks protocol {PROTOCOL_VERSION}, the agent sent {}",
+                protocol
+            ),
+            field: Some("protocol".into()),
+        });
+    }
+    for (field, v) in [("hostname", hostname), ("os", os)] {
+        if v.as_ref()
+            .is_some_and(|s| s.len() > MAX_INFO_LEN || s.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("at most {MAX_INFO_LEN} printable characters"),
+            ));
+        }
+    }
+    Ok(())
 }

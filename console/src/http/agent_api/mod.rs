@@ -2,11 +2,14 @@
 //! stream (`GET /agent/v1/stream`, a WebSocket). Its part of the route table is here.
 
 pub mod enroll;
+pub mod login;
 pub mod stream;
 
 use axum::http::Method;
 use axum::routing::{get, post};
-use zmesh_shared::wire::{EnrollRequest, EnrollResponse};
+use zmesh_shared::wire::{
+    EnrollRequest, EnrollResponse, LoginPending, LoginStart, LoginStarted, LoginWait,
+};
 
 use crate::http::routes::{body, Access, Content, RouteDef, E400, E401, E409, E415, E422, ERR};
 
@@ -14,6 +17,55 @@ use crate::http::routes::{body, Access, Content, RouteDef, E400, E401, E409, E41
 pub fn routes() -> Vec<RouteDef> {
     use Access::*;
     vec![
+        RouteDef {
+            method: Method::POST,
+            path: zmesh_shared::wire::LOGIN_PATH,
+            operation_id: "startDeviceLogin",
+            summary: "Agent enrollment by login: a URL for the user and a poll secret",
+            tag: "agent",
+            access: Public,
+            request: Some(body::<LoginStart>()),
+            query: None,
+            responses: vec![
+                (
+                    200,
+                    body::<LoginStarted>(),
+                    "started; the poll secret is returned only here",
+                ),
+                E400,
+                E415,
+                E422,
+            ],
+            handler: || post(login::start),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: zmesh_shared::wire::LOGIN_WAIT_PATH,
+            operation_id: "waitDeviceLogin",
+            summary: "Wait (about 25 s) for the user to confirm an enrollment by login",
+            tag: "agent",
+            access: Public,
+            request: Some(body::<LoginWait>()),
+            query: None,
+            responses: vec![
+                (
+                    200,
+                    body::<EnrollResponse>(),
+                    "enrolled; the credential is returned only here",
+                ),
+                (202, body::<LoginPending>(), "not confirmed yet: wait again"),
+                E400,
+                E415,
+                (401, ERR, "unknown poll secret"),
+                (
+                    410,
+                    ERR,
+                    "the login expired or its credential was collected",
+                ),
+                E422,
+            ],
+            handler: || post(login::wait),
+        },
         RouteDef {
             method: Method::POST,
             path: zmesh_shared::wire::ENROLL_PATH,

@@ -11,6 +11,7 @@ pub mod html;
 mod pages;
 mod pages_admin;
 
+mod device_login;
 mod signin;
 mod sso;
 
@@ -67,6 +68,12 @@ pub fn routes() -> Vec<WebRoute> {
             post(signin::signout)
         }),
         r(Method::GET, "/oidc/login", Public, || get(sso::login)),
+        r(Method::GET, "/ui/login/{code}", Public, || {
+            get(device_login::show)
+        }),
+        r(Method::POST, "/ui/login/{code}", Public, || {
+            post(device_login::confirm)
+        }),
         r(Method::GET, "/oidc/callback", Public, || get(sso::callback)),
         r(Method::GET, "/ui/setup/{token}", Public, || {
             get(signin::setup_form)

@@ -47,16 +47,29 @@ fn failure_page(status: StatusCode, reason: &str) -> Response {
     r
 }
 
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    /// `/ui/login/CODE`: a device login to go on to after signing in.
+    next: Option<String>,
+}
+
 pub async fn login(
     State(state): State<AppState>,
     Source(source): Source,
+    Query(q): Query<LoginQuery>,
 ) -> Result<Response, ApiError> {
     let Some(oidc) = state.oidc.clone() else {
         return Err(ApiError::NotFound {
             what: "single sign-on",
         });
     };
-    match oidc.begin().await {
+    let next_login = q
+        .next
+        .as_deref()
+        .and_then(|n| n.strip_prefix("/ui/login/"))
+        .filter(|c| crate::infra::oidc::is_login_code(c))
+        .map(str::to_string);
+    match oidc.begin(next_login).await {
         Ok((url, pending)) => {
             let mut r = see_other(&url);
             r.headers_mut().append(
@@ -149,7 +162,13 @@ pub async fn callback(
         display_name: id.name,
         groups: id.groups,
     };
-    match svc::sign_in(&state.store, oidc.rules(), login, source).await? {
+    // Members may sign in only to add a device of theirs.
+    let allow_member = pending.next_login.is_some();
+    let to = match &pending.next_login {
+        Some(code) => format!("/ui/login/{code}"),
+        None => "/ui/".into(),
+    };
+    match svc::sign_in(&state.store, oidc.rules(), login, source, allow_member).await? {
         SsoSignIn::Ok { session, .. } => {
             // Not a redirect: the session cookie is SameSite=Strict, and a browser does
             // not send it on a redirect that is still part of the provider's cross-site
@@ -157,8 +176,10 @@ pub async fn callback(
             let mut r = bare_page(
                 StatusCode::OK,
                 "Signed in",
-                r#"<meta http-equiv="refresh" content="0;url=/ui/">
-<p id="sso-done">Signed in. <a href="/ui/" id="continue">Continue to the console</a>.</p>"#,
+                &format!(
+                    r#"<meta http-equiv="refresh" content="0;url={to}">
+<p id="sso-done">Signed in. <a href="{to}" id="continue">Continue</a>.</p>"#
+                ),
             );
             let h = r.headers_mut();
             h.append(header::SET_COOKIE, session_set_cookie(&session));
