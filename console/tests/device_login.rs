@@ -213,6 +213,90 @@ async fn enrollment_by_login() {
     let r = with_session(http.get(&url)).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("login-gone"));
 
+    // Identity in the policy: bob's IdP group `eng` reaches a server on tcp/22 only.
+    let policy = r#"{
+  "version": 1,
+  "tag_owners": { "tag:server": [] },
+  "rules": [ { "src": ["group:eng"], "dst": ["tag:server:22"], "proto": "tcp" } ],
+}"#;
+    let r = http
+        .put(format!("{base}/api/v1/policy"))
+        .bearer_auth(&admin_token)
+        .header("content-type", "text/plain")
+        .body(policy)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{base}/api/v1/devices"))
+        .bearer_auth(&admin_token)
+        .json(&json!({"name": "server", "public_key": WgPrivateKey::generate().public_key().to_string(), "tags": ["server"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let check = |port: u16| {
+        let (http, base, admin_token) = (http.clone(), base.clone(), admin_token.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{base}/api/v1/policy/check"))
+                .bearer_auth(&admin_token)
+                .json(&json!({"src": "bobs-laptop", "dst": "server", "proto": "tcp", "port": port}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["allowed"].as_bool().unwrap()
+        }
+    };
+    assert!(check(22).await, "group:eng reaches the server");
+    assert!(!check(80).await, "on tcp/22 only");
+    // bob leaves `eng` at the provider and signs in again: the console syncs his groups
+    // (user.groups_changed, a new revision) and the rule no longer applies.
+    let before: Value = http
+        .get(format!("{base}/api/v1/policy"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut u = users.clone();
+    u["bob"]["groups"] = json!(["sales"]);
+    idp.set_users(&u);
+    let r = http.get(format!("{base}/oidc/login")).send().await.unwrap();
+    let pending = cookie_of(&r, "__Host-zmesh_oidc").unwrap();
+    let callback = login_with_http(&location(&r), "bob", PW).await;
+    let r = http
+        .get(&callback)
+        .header(COOKIE, format!("__Host-zmesh_oidc={pending}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a member, not signed in to the console"
+    );
+    assert!(!check(22).await, "no longer in group:eng");
+    let unchanged: Value = http
+        .get(format!("{base}/api/v1/policy"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        before["version"], unchanged["version"],
+        "the policy text did not change"
+    );
+
     // Recorded: who enrolled which device, by login.
     let events = http
         .get(format!("{base}/api/v1/audit/events?action=device.enroll"))

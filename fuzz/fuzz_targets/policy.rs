@@ -32,6 +32,8 @@ fn inventory() -> &'static Inventory {
                 },
                 overlay_v4: Ipv4Addr::new(100, 64, 0, i),
                 overlay_v6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16),
+                user_owned: i != 5,
+                groups: if i == 1 { vec!["group:eng".into()] } else { vec![] },
                 active: i != 6,
             })
             .collect(),

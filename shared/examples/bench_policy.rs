@@ -40,6 +40,8 @@ fn inventory() -> Inventory {
                 overlay_v4: Ipv4Addr::from(0x6440_0000 + 1 + i),
                 overlay_v6: format!("fd7a::{:x}", i + 1).parse().unwrap(),
                 active: i % 97 != 0,
+                user_owned: !tagged,
+                groups: vec![],
             }
         })
         .collect();

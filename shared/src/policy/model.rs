@@ -204,6 +204,8 @@ pub enum Selector {
     Tag(String),
     /// `user:EMAIL`: untagged devices this user owns; stores the email only.
     User(String),
+    /// `autogroup:member`: every untagged device owned by a person (a user).
+    Members,
     /// A device by its name.
     Device(String),
     /// A name from `hosts`.
@@ -220,6 +222,7 @@ impl fmt::Display for Selector {
                 f.write_str(s)
             }
             Selector::User(e) => write!(f, "user:{e}"),
+            Selector::Members => f.write_str("autogroup:member"),
             Selector::Prefix(p) => write!(f, "{p}"),
         }
     }
@@ -286,6 +289,13 @@ pub struct InvDevice {
     pub overlay_v6: Ipv6Addr,
     /// Inactive devices (pending, disabled, revoked) are in no peer set and no filter.
     pub active: bool,
+    /// Owned by a person (a user), not by a service or an API token.
+    #[serde(default)]
+    pub user_owned: bool,
+    /// The owner's groups at the identity provider (`group:NAME`), as last synced:
+    /// `group:NAME` selectors match these devices too (untagged ones only).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl InvDevice {

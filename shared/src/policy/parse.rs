@@ -103,6 +103,14 @@ pub fn parse_selector(s: &str, hosts: &BTreeMap<String, Item<IpNet>>) -> Result<
             return Ok(mk(s.to_string()));
         }
     }
+    if let Some(g) = s.strip_prefix("autogroup:") {
+        return match g {
+            "member" => Ok(Selector::Members),
+            _ => Err(format!(
+                "unknown autogroup {s:?}: autogroup:member is the one supported"
+            )),
+        };
+    }
     if let Some(email) = s.strip_prefix("user:") {
         if email.is_empty() || !email.contains('@') || email.contains(char::is_whitespace) {
             return Err(format!("invalid user {s:?}: expected user:EMAIL"));

@@ -59,6 +59,9 @@ pub(crate) struct Index<'a> {
     by_name: HashMap<&'a str, Vec<usize>>,
     by_tag: HashMap<&'a str, Vec<usize>>,
     by_owner: HashMap<&'a str, Vec<usize>>,
+    /// Untagged devices by their owner's IdP groups.
+    by_idp_group: HashMap<&'a str, Vec<usize>>,
+    members: Vec<usize>,
     by_v4: HashMap<Ipv4Addr, usize>,
     by_v6: HashMap<Ipv6Addr, usize>,
     groups: HashMap<&'a str, Bits>,
@@ -77,6 +80,8 @@ impl<'a> Index<'a> {
             by_name: HashMap::new(),
             by_tag: HashMap::new(),
             by_owner: HashMap::new(),
+            by_idp_group: HashMap::new(),
+            members: Vec::new(),
             by_v4: HashMap::new(),
             by_v6: HashMap::new(),
             groups: HashMap::new(),
@@ -88,6 +93,12 @@ impl<'a> Index<'a> {
             }
             if d.tags.is_empty() {
                 ix.by_owner.entry(d.owner.as_str()).or_default().push(i);
+                for g in &d.groups {
+                    ix.by_idp_group.entry(g.as_str()).or_default().push(i);
+                }
+                if d.user_owned {
+                    ix.members.push(i);
+                }
             }
             ix.by_v4.insert(d.overlay_v4, i);
             ix.by_v6.insert(d.overlay_v6, i);
@@ -96,6 +107,14 @@ impl<'a> Index<'a> {
             let mut visiting = Vec::new();
             let b = ix.expand_group(g, &mut visiting);
             ix.groups.insert(g.as_str(), b);
+        }
+        // IdP groups the policy does not define
+        let idp: Vec<&str> = ix.by_idp_group.keys().copied().collect();
+        for g in idp {
+            if !ix.groups.contains_key(g) {
+                let b = ix.set_of(ix.by_idp_group.get(g));
+                ix.groups.insert(g, b);
+            }
         }
         ix
     }
@@ -113,7 +132,8 @@ impl<'a> Index<'a> {
     }
 
     fn expand_group(&self, g: &'a str, visiting: &mut Vec<&'a str>) -> Bits {
-        let mut b = Bits::empty(self.n());
+        // the IdP's members of a group count as members of the policy's group of that name
+        let mut b = self.set_of(self.by_idp_group.get(g));
         // A cycle is reported by validation; here it just stops the recursion.
         if visiting.contains(&g) {
             return b;
@@ -171,6 +191,7 @@ impl<'a> Index<'a> {
                 .unwrap_or_else(|| Bits::empty(self.n())),
             Selector::Tag(t) => self.set_of(self.by_tag.get(t.as_str())),
             Selector::User(u) => self.set_of(self.by_owner.get(u.as_str())),
+            Selector::Members => self.set_of(Some(&self.members)),
             Selector::Device(d) => self.set_of(self.by_name.get(d.as_str())),
             Selector::Host(h) => match self.host(h) {
                 Some(n) => self.in_prefix(&n),

@@ -22,6 +22,12 @@ fn inventory(n: u32) -> Inventory {
                 overlay_v4: Ipv4Addr::from(0x6440_0000 + i),
                 overlay_v6: format!("fd00::{i:x}").parse().unwrap(),
                 active: i % 11 != 0,
+                user_owned: i % 7 != 0,
+                groups: if i % 2 == 0 {
+                    vec!["group:eng".into()]
+                } else {
+                    vec![]
+                },
             })
             .collect(),
     }
@@ -159,4 +165,52 @@ fn hostile_input_is_refused_cleanly() {
     let e = Policy::parse("{\"version\":1,\"rules\":[{\"src\":[1],\"dst\":[\"*:99999\"]}]}")
         .unwrap_err();
     assert_eq!(e.len(), 2, "{e:?}");
+}
+
+/// IdP groups (`group:NAME` of the owner, as synced at sign-in) and `autogroup:member`
+/// select devices like the policy's own groups, untagged devices only; a group neither
+/// defined nor held by anyone is an error with its position.
+#[test]
+fn identity_provider_groups_and_members() {
+    let inv = inventory(30);
+    let text = r#"{
+  "version": 1,
+  "groups": { "group:ops": ["d1"] },
+  "tag_owners": { "tag:server": [], "tag:ci": [], "tag:db": [] },
+  "rules": [
+    { "src": ["group:eng"], "dst": ["tag:server:22"], "proto": "tcp" },
+    { "src": ["autogroup:member"], "dst": ["group:ops:443"], "proto": "tcp" },
+  ],
+}"#;
+    let p = Policy::parse_and_validate(text, &inv).unwrap();
+    let by_name = |n: &str| inv.devices.iter().find(|d| d.name == n).unwrap();
+    let server = inv
+        .devices
+        .iter()
+        .find(|d| d.active && d.tags == ["tag:server"])
+        .unwrap();
+    for d in inv.devices.iter().filter(|d| d.active && d.id != server.id) {
+        let eng = d.tags.is_empty() && d.groups.iter().any(|g| g == "group:eng");
+        let ssh = check(&p, &inv, d.id, server.id, Proto::Tcp, 22).is_some();
+        assert_eq!(
+            ssh, eng,
+            "{} groups {:?} tags {:?}",
+            d.name, d.groups, d.tags
+        );
+        let member = d.tags.is_empty() && d.user_owned;
+        let d1 = by_name("d1");
+        if d.id != d1.id && d1.active {
+            let https = check(&p, &inv, d.id, d1.id, Proto::Tcp, 443).is_some();
+            assert_eq!(https, member, "{}", d.name);
+        }
+    }
+    let bad = r#"{ "version": 1, "rules": [ { "src": ["group:nobody"], "dst": ["*:*"] } ] }"#;
+    let errs = Policy::parse_and_validate(bad, &inv).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("group:nobody") && e.line == 1),
+        "{errs:?}"
+    );
+    let bad = r#"{ "version": 1, "rules": [ { "src": ["autogroup:self"], "dst": ["*:*"] } ] }"#;
+    assert!(Policy::parse(bad).is_err());
 }

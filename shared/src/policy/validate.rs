@@ -9,9 +9,12 @@ use super::model::*;
 
 fn check_sel(p: &Policy, names: &HashSet<&str>, sel: &Item<Selector>, errs: &mut Vec<PolicyError>) {
     match &sel.v {
-        Selector::Group(g) if !p.groups.contains_key(g) => {
-            errs.push(PolicyError::at(sel.pos, format!("unknown group {g:?}")))
-        }
+        // a group is defined in `groups` or is an identity-provider group of some user
+        Selector::Group(g) if !p.groups.contains_key(g) && !names.contains(g.as_str()) => errs
+            .push(PolicyError::at(
+                sel.pos,
+                format!("unknown group {g:?}: not in groups, nor an IdP group of any user"),
+            )),
         Selector::Tag(t) if !p.tag_owners.contains_key(t) => errs.push(PolicyError::at(
             sel.pos,
             format!("tag {t:?} is not declared in tag_owners"),
@@ -27,7 +30,17 @@ fn check_sel(p: &Policy, names: &HashSet<&str>, sel: &Item<Selector>, errs: &mut
 /// Validates `p` against `inv`. Returns every reason, sorted by position.
 pub fn validate(p: &Policy, inv: &Inventory) -> Result<(), Vec<PolicyError>> {
     let mut errs = Vec::new();
-    let names: HashSet<&str> = inv.devices.iter().map(|d| d.name.as_str()).collect();
+    // device names, and the IdP groups (`group:…`) of device owners
+    let names: HashSet<&str> = inv
+        .devices
+        .iter()
+        .map(|d| d.name.as_str())
+        .chain(
+            inv.devices
+                .iter()
+                .flat_map(|d| d.groups.iter().map(String::as_str)),
+        )
+        .collect();
     for g in p.groups.values() {
         for m in &g.v {
             check_sel(p, &names, m, &mut errs);

@@ -274,6 +274,7 @@ pub(crate) mod tests {
             },
             devices,
             policy: PolicyVersion::builtin_default(0),
+            owner_groups: Default::default(),
         }
     }
 

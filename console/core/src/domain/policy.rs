@@ -7,13 +7,13 @@ use zmesh_shared::policy::{self, Compiled, InvDevice, Inventory, Policy, PolicyE
 use zmesh_shared::wire::DeviceState;
 
 use super::DomainError;
-use crate::store::{DeviceRow, NetworkSnapshot};
+use crate::store::{DeviceRow, NetworkSnapshot, OwnerGroups};
 
 pub use crate::store::DEFAULT_POLICY;
 
 /// The policy engine's view of the devices: revoked ones are left out (they never
 /// come back); pending ones are present but inactive; tags get their `tag:` prefix.
-pub fn inventory(devices: &[DeviceRow]) -> Inventory {
+pub fn inventory(devices: &[DeviceRow], owners: &OwnerGroups) -> Inventory {
     Inventory {
         devices: devices
             .iter()
@@ -21,7 +21,17 @@ pub fn inventory(devices: &[DeviceRow]) -> Inventory {
             .map(|d| InvDevice {
                 id: d.id,
                 name: d.name.clone(),
-                owner: d.owner.clone(),
+                // `user:NAME` owners are people: `user:EMAIL` selectors name them
+                owner: d
+                    .owner
+                    .strip_prefix("user:")
+                    .unwrap_or(&d.owner)
+                    .to_string(),
+                user_owned: d.owner.starts_with("user:"),
+                groups: owners
+                    .get(&d.owner)
+                    .map(|g| g.iter().map(|g| format!("group:{g}")).collect())
+                    .unwrap_or_default(),
                 tags: d.tags.iter().map(|t| full_tag(t)).collect(),
                 overlay_v4: d.overlay_v4,
                 overlay_v6: d.overlay_v6,
@@ -46,9 +56,10 @@ pub fn full_tag(t: &str) -> String {
 pub fn validate(
     text: &str,
     devices: &[DeviceRow],
+    owners: &OwnerGroups,
     current: &str,
 ) -> Result<(Policy, String), Vec<PolicyError>> {
-    let inv = inventory(devices);
+    let inv = inventory(devices, owners);
     let new = Policy::parse_and_validate(text, &inv)?;
     let summary = match Policy::parse(current) {
         Ok(old) => summarize(&policy::diff(&old, &new, &inv)),
@@ -67,7 +78,7 @@ pub fn summarize(changes: &[policy::EdgeChange]) -> String {
 /// not parse now (a database edited by hand), nothing is allowed, which fails closed.
 pub fn compile_snapshot(snap: &NetworkSnapshot) -> Compiled {
     match Policy::parse(&snap.policy.text) {
-        Ok(p) => policy::compile(&p, &inventory(&snap.devices)),
+        Ok(p) => policy::compile(&p, &inventory(&snap.devices, &snap.owner_groups)),
         Err(errs) => {
             tracing::error!(
                 network = %snap.network.id,

@@ -30,8 +30,8 @@ pub async fn save(
             author,
             rollback_of,
             now_ms(),
-            |devices, current| {
-                let (_, summary) = validate(&text, devices, &current.text)?;
+            |devices, owners, current| {
+                let (_, summary) = validate(&text, devices, owners, &current.text)?;
                 Ok::<_, Vec<PolicyError>>(match rollback_of {
                     Some(v) => format!("rollback to version {v}; {summary}"),
                     None => summary,

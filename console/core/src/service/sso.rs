@@ -9,7 +9,7 @@ use zmesh_shared::Secret;
 
 use super::audit::record_refusal;
 use super::sessions::start;
-use super::{AuditCtx, ServiceError};
+use super::{AuditCtx, Core, ServiceError};
 use crate::domain::sso::SsoRules;
 use crate::store::{Role, SsoIdentity, SsoOutcome, Store, UserRow};
 
@@ -49,12 +49,13 @@ pub async fn record_failure(store: &Store, source: Option<String>, reason: &str)
 /// Completes a sign-in whose ID token was verified. Members get a session only with
 /// `allow_member` (to add a device of theirs); the console and API still refuse them.
 pub async fn sign_in(
-    store: &Store,
+    core: &Core,
     rules: &SsoRules,
     login: VerifiedLogin,
     source: Option<String>,
     allow_member: bool,
 ) -> Result<SsoSignIn, ServiceError> {
+    let store = &core.store;
     let who = login
         .email
         .clone()
@@ -89,7 +90,13 @@ pub async fn sign_in(
         .sso_sign_in_user(&identity, now_ms())
         .await?
     {
-        SsoOutcome::Ready(u) => u,
+        SsoOutcome::Ready(u, bumped) => {
+            for net in bumped {
+                tracing::info!(user = %u.username, network = %net, "groups changed; peers told");
+                core.publish_network(net).await;
+            }
+            u
+        }
         SsoOutcome::Disabled(_) => return refuse("user disabled".into()).await,
         SsoOutcome::NameTaken(name) => {
             return refuse(format!("the username {name} belongs to another account")).await

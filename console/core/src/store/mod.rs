@@ -153,7 +153,13 @@ pub struct NetworkSnapshot {
     pub network: Network,
     pub devices: Vec<DeviceRow>,
     pub policy: PolicyVersion,
+    /// IdP groups of the enabled users, by the owner label their devices carry
+    /// (`user:NAME`).
+    pub owner_groups: OwnerGroups,
 }
+
+/// IdP groups by device-owner label (`user:NAME`), for the policy's `group:` selectors.
+pub type OwnerGroups = std::collections::BTreeMap<String, Vec<String>>;
 
 /// Input of [`Store::create_enroll_key`]. The caller generates the secret and passes its hash.
 #[derive(Debug, Clone)]

@@ -201,6 +201,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let policy = super::policies::current_in(&mut tx, net).await?;
+        let owner_groups = super::sso::owner_groups_in(&mut tx).await?;
         tx.commit().await?;
         let devices = rows
             .iter()
@@ -210,6 +211,7 @@ impl Store {
             network,
             devices,
             policy,
+            owner_groups,
         })
     }
 }

@@ -189,7 +189,7 @@ impl Store {
         author: &str,
         rollback_of: Option<u64>,
         now_ms: i64,
-        check: impl FnOnce(&[DeviceRow], &PolicyVersion) -> Result<String, E>,
+        check: impl FnOnce(&[DeviceRow], &super::OwnerGroups, &PolicyVersion) -> Result<String, E>,
     ) -> Result<Result<SavedPolicy, E>, StoreError> {
         let mut tx = self.begin_write().await?;
         // First: locks the network row on PostgreSQL until commit.
@@ -205,7 +205,8 @@ impl Store {
             .map(device_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let current = current_in(&mut tx, net).await?;
-        let summary = match check(&devices, &current) {
+        let owners = super::sso::owner_groups_in(&mut tx).await?;
+        let summary = match check(&devices, &owners, &current) {
             Ok(s) => s,
             Err(e) => {
                 tx.rollback().await?;

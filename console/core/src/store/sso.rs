@@ -23,8 +23,9 @@ pub struct SsoIdentity {
 /// What [`Store::sso_sign_in_user`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SsoOutcome {
-    /// Created or brought up to date; may sign in.
-    Ready(UserRow),
+    /// Created or brought up to date; may sign in. The networks listed had their
+    /// revision bumped: the user's devices there changed groups (publish them).
+    Ready(UserRow, Vec<zmesh_shared::NetworkId>),
     /// Disabled by an admin: left unchanged, must be refused.
     Disabled(UserRow),
     /// The username this identity would get belongs to another account.
@@ -79,6 +80,24 @@ async fn by_identity(
     .fetch_optional(&mut **tx)
     .await?;
     r.as_ref().map(user_from_row).transpose()
+}
+
+/// The IdP groups of every enabled user who has any, keyed `user:NAME`.
+pub(super) async fn owner_groups_in(
+    tx: &mut Transaction<'static, Any>,
+) -> Result<super::OwnerGroups, StoreError> {
+    let rows = sqlx::query(
+        "SELECT username, groups FROM users WHERE disabled_at_ms IS NULL AND groups <> '[]'",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = super::OwnerGroups::new();
+    for r in &rows {
+        let name: String = sqlx::Row::try_get(r, "username")?;
+        let groups: Vec<String> = super::json_col(r, "groups")?;
+        out.insert(format!("user:{name}"), groups);
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -136,7 +155,7 @@ impl Store {
             )
             .await?;
             tx.commit().await?;
-            return Ok(SsoOutcome::Ready(u));
+            return Ok(SsoOutcome::Ready(u, vec![]));
         };
         if before.disabled_at_ms.is_some() {
             return Ok(SsoOutcome::Disabled(before));
@@ -154,7 +173,20 @@ impl Store {
         .await?;
         let after = user_from_row(&r)?;
         let target = format!("user:{}", after.username);
+        let mut bumped = Vec::new();
         if before.groups != after.groups {
+            // Peers of the user's devices must see the new groups at once.
+            let nets = sqlx::query(
+                "SELECT DISTINCT network_id FROM devices WHERE owner = $1 AND revoked_at_ms IS NULL",
+            )
+            .bind(format!("user:{}", after.username))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &nets {
+                let net: zmesh_shared::NetworkId = super::parse_col(r, "network_id")?;
+                super::networks::bump_revision(&mut tx, net).await?;
+                bumped.push(net);
+            }
             let c = Change::new("user.groups_changed", target.clone())
                 .before(&serde_json::json!({"groups": before.groups}))
                 .after(&serde_json::json!({"groups": after.groups}));
@@ -173,7 +205,7 @@ impl Store {
             append(&mut tx, &self.audit, c).await?;
         }
         tx.commit().await?;
-        Ok(SsoOutcome::Ready(after))
+        Ok(SsoOutcome::Ready(after, bumped))
     }
 }
 

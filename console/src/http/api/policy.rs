@@ -283,7 +283,7 @@ pub async fn check(
     let dst = find_device(&snap, "dst", &body.dst)?;
     let p = policy::Policy::parse(&snap.policy.text)
         .map_err(|_| ApiError::Internal("the policy in force does not parse".into()))?;
-    let inv = inventory(&snap.devices);
+    let inv = inventory(&snap.devices, &snap.owner_groups);
     let rule = policy::check(&p, &inv, src, dst, body.proto, port);
     Ok(Json(CheckResult {
         allowed: rule.is_some(),
@@ -319,7 +319,7 @@ pub async fn diff(
     PolicyBody(text): PolicyBody,
 ) -> Result<Response, ApiError> {
     let snap = current_snapshot(&state).await?;
-    let inv = inventory(&snap.devices);
+    let inv = inventory(&snap.devices, &snap.owner_groups);
     let new = match policy::Policy::parse_and_validate(&text, &inv) {
         Ok(p) => p,
         Err(errors) => return Ok(rejected(errors)),

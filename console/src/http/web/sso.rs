@@ -168,7 +168,7 @@ pub async fn callback(
         Some(code) => format!("/ui/login/{code}"),
         None => "/ui/".into(),
     };
-    match svc::sign_in(&state.store, oidc.rules(), login, source, allow_member).await? {
+    match svc::sign_in(&state, oidc.rules(), login, source, allow_member).await? {
         SsoSignIn::Ok { session, .. } => {
             // Not a redirect: the session cookie is SameSite=Strict, and a browser does
             // not send it on a redirect that is still part of the provider's cross-site
