@@ -10,11 +10,9 @@ use super::model::*;
 fn check_sel(p: &Policy, names: &HashSet<&str>, sel: &Item<Selector>, errs: &mut Vec<PolicyError>) {
     match &sel.v {
         // a group is defined in `groups` or is an identity-provider group of some user
-        Selector::Group(g) if !p.groups.contains_key(g) && !names.contains(g.as_str()) => errs
-            .push(PolicyError::at(
-                sel.pos,
-                format!("unknown group {g:?}: not in groups, nor an IdP group of any user"),
-            )),
+        Selector::Group(g) if !p.groups.contains_key(g) && !names.contains(g.as_str()) => {
+            errs.push(PolicyError::at(sel.pos, format!("unknown group {g:?}")))
+        }
         Selector::Tag(t) if !p.tag_owners.contains_key(t) => errs.push(PolicyError::at(
             sel.pos,
             format!("tag {t:?} is not declared in tag_owners"),
