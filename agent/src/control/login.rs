@@ -127,8 +127,8 @@ pub async fn start(p: LoginParams<'_>) -> Result<PendingLogin, LoginError> {
         ));
     }
     let budget = wait_budget(started.expires_at_ms, now_ms());
+    // Not the link itself: it is for the user's eyes (the CLI shows it), not the journal.
     tracing::info!(
-        login_url = %started.login_url,
         wait_s = budget.as_secs(),
         "login started: waiting for the user to sign in"
     );
