@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use zmesh_shared::enroll_key::EnrollKey;
-use zmesh_shared::Secret;
+use zmesh_shared::{CertFingerprint, Secret};
 
 use crate::config::DaemonConfig;
+use crate::control::login::MAX_LOGIN_WAIT;
 use crate::ipc::{self, Reply, Request, Response, Status};
 use crate::statedir::StateDir;
 
@@ -45,7 +46,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1420)]
         mtu: u16,
     },
-    /// Enroll (first time) and bring tunnels up.
+    /// Enroll (first time: with an enrollment key, or by signing in) and bring tunnels up.
     Up {
         /// Console base URL, e.g. https://console.example:8443
         #[arg(long)]
@@ -59,6 +60,14 @@ pub enum Command {
         /// PEM CA file to verify the console by (instead of the key's pin).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// SHA-256 fingerprint of the console's certificate, as `zmesh-console serve`
+        /// prints it (hex, colons optional). Without --enroll-key, `up` enrolls by login
+        /// (you sign in in a browser) and trusts the console by this or by --ca-file.
+        #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
+        fingerprint: Option<CertFingerprint>,
+        /// Print the sign-in link as a JSON object (`login_url`, `expires_at_ms`).
+        #[arg(long)]
+        json: bool,
     },
     /// Show this device and its peers.
     Status {
@@ -93,6 +102,16 @@ pub enum Command {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// What the CLI waits for the daemon beyond the login's own bound.
+const LOGIN_WAIT_SLACK: Duration = Duration::from_secs(30);
+
+fn parse_fingerprint(s: &str) -> Result<CertFingerprint, String> {
+    s.parse().map_err(|_| {
+        "expected the SHA-256 fingerprint of the console's certificate: 64 hex digits, \
+         colons optional"
+            .to_string()
+    })
+}
 
 /// Named relays plus the ones given by address on the command line.
 fn relays_plus(
@@ -128,6 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             enroll_key,
             name,
             ca_file,
+            fingerprint,
+            json,
         } => {
             if let Some(k) = &enroll_key {
                 // Catch a mangled key here, with a clear message, before it travels.
@@ -148,8 +169,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 enroll_key: enroll_key.map(Secret::from_string),
                 name,
                 ca_pem,
+                fingerprint,
             };
-            print_done(call(&state, &req).await?);
+            match call(&state, &req).await? {
+                Reply::Login {
+                    login_url,
+                    expires_at_ms,
+                    wait_ms,
+                } => {
+                    print_login_link(&login_url, expires_at_ms, json)?;
+                    let bound = Duration::from_millis(wait_ms).min(MAX_LOGIN_WAIT);
+                    let reply = match ipc::call(
+                        &state.socket_path(),
+                        &Request::LoginWait,
+                        bound + LOGIN_WAIT_SLACK,
+                    )
+                    .await?
+                    {
+                        Response::Ok { result } => result,
+                        Response::Error { message } => bail!("{message}"),
+                    };
+                    print_done(reply);
+                }
+                other => print_done(other),
+            }
             Ok(0)
         }
         Command::Netcheck {
@@ -227,6 +270,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if ok > 0 { 0 } else { 1 })
         }
     }
+}
+
+/// The one line that sends the user to the browser, shown as soon as it is known.
+fn print_login_link(url: &str, expires_at_ms: i64, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let line = if json {
+        serde_json::json!({"login_url": url, "expires_at_ms": expires_at_ms}).to_string()
+    } else {
+        format!("To sign in, visit: {url}")
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn print_done(r: Reply) {
@@ -344,6 +401,29 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(c.cmd, Command::Up { name: Some(ref n), .. } if n == "a"));
+        let fp = "AB:".repeat(31) + "AB";
+        let c = Cli::try_parse_from([
+            "zmesh",
+            "up",
+            "--console",
+            "https://x",
+            "--fingerprint",
+            &fp,
+        ])
+        .unwrap();
+        assert!(
+            matches!(c.cmd, Command::Up { fingerprint: Some(f), enroll_key: None, .. } if f.to_string() == "ab".repeat(32))
+        );
+        let e = Cli::try_parse_from([
+            "zmesh",
+            "up",
+            "--console",
+            "https://x",
+            "--fingerprint",
+            "ab",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
         let c = Cli::try_parse_from(["zmesh", "ping", "b", "--count", "3", "--state-dir", "/s"])
             .unwrap();
         assert!(matches!(c.cmd, Command::Ping { count: 3, .. }));

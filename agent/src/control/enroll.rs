@@ -48,12 +48,7 @@ pub async fn enroll(p: EnrollParams<'_>) -> Result<EnrollResponse, EnrollError> 
     let url = base
         .join(ENROLL_PATH)
         .map_err(|_| EnrollError::BadUrl(p.console.to_string()))?;
-    let tls = client_config(p.trust, &[b"http/1.1"])?;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
+    let client = http_client(p.trust, Duration::from_secs(20))?;
     let req = EnrollRequest {
         protocol: PROTOCOL_VERSION,
         enroll_key: p.secret.clone(),
@@ -65,16 +60,7 @@ pub async fn enroll(p: EnrollParams<'_>) -> Result<EnrollResponse, EnrollError> 
     let resp = client.post(url).json(&req).send().await?;
     let status = resp.status();
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => ("http_error".to_string(), text.chars().take(300).collect()),
-        };
-        return Err(EnrollError::Refused {
-            status: status.as_u16(),
-            code,
-            message,
-        });
+        return Err(refused(resp).await);
     }
     let body: EnrollResponse = resp.json().await?;
     if body.protocol != PROTOCOL_VERSION {
@@ -83,7 +69,36 @@ pub async fn enroll(p: EnrollParams<'_>) -> Result<EnrollResponse, EnrollError> 
     Ok(body)
 }
 
-fn hostname() -> Option<String> {
+/// An HTTPS client for the console that trusts it by `trust` only; every request is
+/// bounded by `timeout`.
+pub(super) fn http_client(
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<reqwest::Client, EnrollError> {
+    let tls = client_config(trust, &[b"http/1.1"])?;
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// The console's refusal, from its JSON error body (or the first bytes of another body).
+pub(super) async fn refused(resp: reqwest::Response) -> EnrollError {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => ("http_error".to_string(), text.chars().take(300).collect()),
+    };
+    EnrollError::Refused {
+        status,
+        code,
+        message,
+    }
+}
+
+pub(super) fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: buf is valid for writes of its length; gethostname NUL-terminates on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };

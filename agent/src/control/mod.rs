@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod endpoints;
 pub mod enroll;
+pub mod login;
 pub mod map;
 pub mod nat;
 pub mod tls;

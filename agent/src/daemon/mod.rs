@@ -3,6 +3,7 @@
 //! start from the signed cache when the device is enrolled and was not taken down,
 //! so a restart while the console is unreachable keeps the mesh working.
 
+mod login;
 mod status;
 
 use std::net::IpAddr;
@@ -12,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 use zmesh_shared::enroll_key::EnrollKey;
-use zmesh_shared::Secret;
+use zmesh_shared::wire::EnrollResponse;
+use zmesh_shared::{CertFingerprint, Secret};
 
 use crate::config::DaemonConfig;
 use crate::control::enroll::{enroll, EnrollParams};
@@ -38,12 +40,22 @@ pub struct Daemon {
     state: StateDir,
     running: Mutex<Option<Running>>,
     events: mpsc::UnboundedSender<ControlEvent>,
+    /// The enrollment by login that `up` started and `login_wait` finishes.
+    login: Mutex<Option<login::LoginInProgress>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum UpError {
-    #[error("not enrolled: run `zmesh up --console URL --enroll-key KEY`")]
+    #[error(
+        "not enrolled: run `zmesh up --console URL --fingerprint SHA256` and sign in, \
+         or `zmesh up --console URL --enroll-key KEY`"
+    )]
     NotEnrolled,
+    #[error(
+        "--fingerprint does not match the certificate pin in the enrollment key; \
+         leave it out (the key's pin is used)"
+    )]
+    PinMismatch,
     #[error("--console is required to enroll")]
     NoConsole,
     #[error("this device was revoked by the console; run `zmesh logout` and enroll again")]
@@ -75,7 +87,15 @@ impl Daemon {
                 enroll_key,
                 name,
                 ca_pem,
-            } => match self.up(console, enroll_key, name, ca_pem).await {
+                fingerprint,
+            } => match self
+                .up(console, enroll_key, name, ca_pem, fingerprint)
+                .await
+            {
+                Ok(result) => Response::Ok { result },
+                Err(e) => err(format!("{e:#}")),
+            },
+            Request::LoginWait => match self.login_wait().await {
                 Ok(m) => ok(m),
                 Err(e) => err(format!("{e:#}")),
             },
@@ -129,14 +149,23 @@ impl Daemon {
         enroll_key: Option<Secret>,
         name: Option<String>,
         ca_pem: Option<String>,
-    ) -> anyhow::Result<String> {
+        fingerprint: Option<CertFingerprint>,
+    ) -> anyhow::Result<Reply> {
         let mut running = self.running.lock().await;
         let existing = self.state.load_enrollment()?;
-        let (mut enr, note) = match (existing, enroll_key) {
-            (None, None) => return Err(UpError::NotEnrolled.into()),
+        let (enr, note) = match (existing, enroll_key) {
+            (None, None) => {
+                // Enrollment by login: the user signs in; `login_wait` finishes it.
+                drop(running);
+                let console = console.ok_or(UpError::NotEnrolled)?;
+                return self.login_start(console, name, ca_pem, fingerprint).await;
+            }
             (None, Some(key)) => {
                 let console = console.ok_or(UpError::NoConsole)?;
                 let key: EnrollKey = key.expose().parse().map_err(UpError::Key)?;
+                if fingerprint.is_some_and(|f| Some(f) != key.pin) {
+                    return Err(UpError::PinMismatch.into());
+                }
                 let trust = Trust::from_parts(key.pin, ca_pem.as_deref())?;
                 let private = self.state.load_or_create_private_key()?;
                 let resp = enroll(EnrollParams {
@@ -147,33 +176,7 @@ impl Daemon {
                     name,
                 })
                 .await?;
-                tracing::info!(device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
-                let e = Enrollment {
-                    console: console.trim().trim_end_matches('/').to_string(),
-                    pin: key.pin,
-                    ca_pem,
-                    device_id: resp.device_id,
-                    network_id: resp.network_id,
-                    name: resp.name.clone(),
-                    credential: resp.credential.clone(),
-                    overlay_v4: resp.overlay_v4,
-                    overlay_v6: resp.overlay_v6,
-                    network_v4: resp.network_v4,
-                    network_v6: resp.network_v6,
-                    signing_key: resp.signing_key,
-                    revoked: false,
-                    down: false,
-                };
-                self.state.save_enrollment(&e)?;
-                let pending = resp.state == zmesh_shared::wire::DeviceState::Pending;
-                (
-                    e,
-                    if pending {
-                        " (pending approval: no peers until an admin approves)"
-                    } else {
-                        ""
-                    },
-                )
+                self.save_new_enrollment(&console, key.pin, ca_pem, resp)?
             }
             (Some(e), _) if e.revoked => return Err(UpError::Revoked.into()),
             (Some(e), key) => (
@@ -185,6 +188,55 @@ impl Daemon {
                 },
             ),
         };
+        let message = self.bring_up(&mut running, enr, note).await?;
+        Ok(Reply::Done { message })
+    }
+
+    /// Saves what the console answered an enrollment (by key or by login) as this
+    /// device's enrollment; returns it with a note for the user.
+    fn save_new_enrollment(
+        &self,
+        console: &str,
+        pin: Option<CertFingerprint>,
+        ca_pem: Option<String>,
+        resp: EnrollResponse,
+    ) -> anyhow::Result<(Enrollment, &'static str)> {
+        tracing::info!(device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
+        let e = Enrollment {
+            console: console.trim().trim_end_matches('/').to_string(),
+            pin,
+            ca_pem,
+            device_id: resp.device_id,
+            network_id: resp.network_id,
+            name: resp.name.clone(),
+            credential: resp.credential.clone(),
+            overlay_v4: resp.overlay_v4,
+            overlay_v6: resp.overlay_v6,
+            network_v4: resp.network_v4,
+            network_v6: resp.network_v6,
+            signing_key: resp.signing_key,
+            revoked: false,
+            down: false,
+        };
+        self.state.save_enrollment(&e)?;
+        let pending = resp.state == zmesh_shared::wire::DeviceState::Pending;
+        Ok((
+            e,
+            if pending {
+                " (pending approval: no peers until an admin approves)"
+            } else {
+                ""
+            },
+        ))
+    }
+
+    /// Clears a `down` mark and starts the tunnels unless they run; the user's message.
+    async fn bring_up(
+        self: &Arc<Self>,
+        running: &mut Option<Running>,
+        mut enr: Enrollment,
+        note: &str,
+    ) -> anyhow::Result<String> {
         if enr.down {
             enr.down = false;
             self.state.save_enrollment(&enr)?;
@@ -402,6 +454,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         state: state.clone(),
         running: Mutex::new(None),
         events,
+        login: Mutex::new(None),
     });
 
     match state.load_enrollment() {

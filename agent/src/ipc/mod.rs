@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use zmesh_shared::Secret;
+use zmesh_shared::{CertFingerprint, Secret};
 
 /// Longest request line accepted; an `up` request with a CA bundle fits easily.
 pub const MAX_LINE: usize = 256 * 1024;
@@ -19,7 +19,10 @@ pub const MAX_LINE: usize = 256 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Enroll (first time, with `enroll_key`) and/or bring tunnels up.
+    /// Enroll (first time) and/or bring tunnels up. With `enroll_key` the enrollment is
+    /// done when this answers; without one (and not enrolled yet) the daemon starts an
+    /// enrollment by login and answers [`Reply::Login`]: the CLI shows the link and sends
+    /// [`Request::LoginWait`].
     Up {
         #[serde(default)]
         console: Option<String>,
@@ -30,7 +33,14 @@ pub enum Request {
         /// PEM text of CA roots to verify the console by.
         #[serde(default)]
         ca_pem: Option<String>,
+        /// SHA-256 of the console's certificate (what a login trusts it by, when there is
+        /// no enrollment key to carry the pin).
+        #[serde(default)]
+        fingerprint: Option<CertFingerprint>,
     },
+    /// Waits for the user to sign in to the login the last `up` started, then
+    /// finishes like an `up` with a key (the answer is [`Reply::Done`]).
+    LoginWait,
     Down,
     Logout,
     Status,
@@ -53,7 +63,16 @@ pub enum Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Done { message: String },
+    Done {
+        message: String,
+    },
+    /// An enrollment by login has started: the user opens `login_url`; the daemon gives
+    /// up after `wait_ms` (the login's expiry, at most ten minutes).
+    Login {
+        login_url: String,
+        expires_at_ms: i64,
+        wait_ms: u64,
+    },
     Status(Status),
     Pong(PingResult),
     Nat(NatInfo),
@@ -298,11 +317,34 @@ mod tests {
         )
         .is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        // an older CLI's `up` (no fingerprint) still reads; the login wait has no fields
+        let fp = "ab".repeat(32);
+        let r: Request = serde_json::from_str(&format!(
+            r#"{{"cmd":"up","console":"https://x","fingerprint":"{fp}"}}"#
+        ))
+        .unwrap();
+        assert!(
+            matches!(r, Request::Up { fingerprint: Some(f), enroll_key: None, .. } if f.to_string() == fp)
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"up"}"#).is_ok());
+        assert!(matches!(
+            serde_json::from_str::<Request>(r#"{"cmd":"login_wait"}"#).unwrap(),
+            Request::LoginWait
+        ));
+        let reply = Reply::Login {
+            login_url: "https://c/ui/login/X".into(),
+            expires_at_ms: 5,
+            wait_ms: 600_000,
+        };
+        let v = serde_json::to_value(&reply).unwrap();
+        assert_eq!(v["kind"], "login");
+        assert_eq!(v["login_url"], "https://c/ui/login/X");
         let up = Request::Up {
             console: Some("https://x".into()),
             enroll_key: Some(Secret::from_string("zmek1.topsecretvalue1234".into())),
             name: None,
             ca_pem: None,
+            fingerprint: None,
         };
         assert!(!format!("{up:?}").contains("topsecret"));
         let back: Request = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod nsthread;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -77,20 +78,32 @@ impl Console {
 
     /// Starts `serve` and waits (from `probe_ns`) until it listens.
     pub fn start(&mut self, lab: &mut Lab, probe_ns: &str) {
+        self.start_with(lab, probe_ns, &[], &[]);
+    }
+
+    /// [`Console::start`] with more `serve` flags and environment variables.
+    pub fn start_with(
+        &mut self,
+        lab: &mut Lab,
+        probe_ns: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) {
         let bin = console_bin();
         let listen = format!("{}:8443", self.ip);
-        let pid = lab.spawn(
-            &self.ns,
-            "console",
-            &[
-                bin.to_str().unwrap(),
-                "serve",
-                "--data-dir",
-                self.data_dir.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ],
-        );
+        let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args: Vec<&str> = vec!["env"];
+        args.extend(vars.iter().map(String::as_str));
+        args.extend_from_slice(&[
+            bin.to_str().unwrap(),
+            "serve",
+            "--data-dir",
+            self.data_dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ]);
+        args.extend_from_slice(extra);
+        let pid = lab.spawn(&self.ns, "console", &args);
         self.pid = Some(pid);
         wait_tcp(lab, probe_ns, self.ip, 8443, Duration::from_secs(30));
     }

@@ -26,9 +26,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 const LOGIN_MAX_REQUESTS: usize = 20;
 
-/// `console/tests/fixtures/oidc`.
+/// `console/tests/fixtures/oidc` (found from any workspace member, since the agent's
+/// end-to-end tests include this file too).
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../console/tests/fixtures/oidc")
 }
 
 /// Lifetimes (seconds) and other settings passed to `provider.mjs`; `None` keeps its
