@@ -112,7 +112,7 @@ pub async fn wait(core: &Core, poll: &Secret, max: Duration) -> Result<Waited, S
                 // something they see)
                 let network = core.store.get_network(device.network_id).await?;
                 return Ok(Waited::Enrolled {
-                    device: Box::new(device),
+                    device,
                     network,
                     credential,
                 });

@@ -58,7 +58,7 @@ pub enum LoginPoll {
     /// Expired, or the credential was collected already.
     Gone,
     /// Confirmed: the device, whose credential hash was just set.
-    Ready(DeviceRow),
+    Ready(Box<DeviceRow>),
 }
 
 const COLS: &str = "code, network_id, public_key, name, hostname, os, created_at_ms, \
@@ -264,6 +264,6 @@ impl Store {
             .await?;
         let row = fetch_device(&mut tx, device).await?;
         tx.commit().await?;
-        Ok(LoginPoll::Ready(row))
+        Ok(LoginPoll::Ready(Box::new(row)))
     }
 }
