@@ -136,6 +136,42 @@ async fn admin_device(base: String, fp: String, token: String, id: String) -> Va
         .unwrap()
 }
 
+/// Disables `email` through the admin API (from inside the console's namespace).
+async fn disable_user(base: String, fp: String, token: String, email: &str) {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            zmesh_console::infra::tls_client::pinned_client_config(fp.parse().unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let users: Value = http
+        .get(format!("{base}/api/v1/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == email)
+        .and_then(|u| u["id"].as_str())
+        .unwrap()
+        .to_string();
+    http.patch(format!("{base}/api/v1/users/{id}"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -316,6 +352,30 @@ fn zmesh_up_without_a_key_enrolls_by_signing_in() {
     let (ip_a, ip_b) = (alpha.overlay_v4(&lab), bravo.overlay_v4(&lab));
     assert!(alpha.ping(&lab, ip_b, 3), "alpha cannot ping bravo");
     assert!(bravo.ping(&lab, ip_a, 3), "bravo cannot ping alpha");
+
+    // Off-boarding: disabling alice revokes her device; bravo drops it at once and
+    // packets stop.
+    let (b, f, t) = (base.clone(), fp.clone(), admin_token.clone());
+    let t_disable = Instant::now();
+    in_netns(&console.ns, move || {
+        block_on(disable_user(b, f, t, "alice@example.com"))
+    });
+    wait_for(
+        "bravo to drop alice's device",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || bravo.peer_names(&lab).is_empty().then_some(()),
+    );
+    let took = t_disable.elapsed();
+    eprintln!("off-boarding: bravo dropped alice's device {took:?} after the disable call");
+    assert!(
+        took < Duration::from_secs(2),
+        "peers drop a disabled user's device at once: {took:?}"
+    );
+    assert!(
+        !bravo.ping(&lab, ip_a, 2),
+        "bravo still reaches alice's device"
+    );
 
     // The poll secret and the credential stay out of the daemon's log.
     let log = std::fs::read_to_string(lab.log_path("daemon-alpha")).unwrap();

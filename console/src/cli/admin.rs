@@ -88,11 +88,7 @@ pub async fn run(data_dir: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
                 bail!("no user {username}");
             };
             let pw = read_password()?;
-            let change = users::UserChange {
-                password: Some(pw),
-                ..Default::default()
-            };
-            users::update(&store, operator(), &c.user.id, change).await?;
+            users::set_password(&store, operator(), &c.user.id, pw).await?;
             println!(
                 "password of {} changed; their sessions ended",
                 c.user.username

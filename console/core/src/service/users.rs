@@ -5,7 +5,8 @@
 use zmesh_shared::time::now_ms;
 use zmesh_shared::Secret;
 
-use super::{AuditCtx, ServiceError};
+use super::{AuditCtx, Core, ServiceError};
+use crate::bus::Change;
 use crate::domain::names::{check_token_name, check_token_ttl};
 use crate::domain::password::{check_password_rules, hash_password};
 use crate::store::{validate_username, AdminTokenRow, Role, Store, UserRow, UserUpdate};
@@ -49,8 +50,10 @@ pub struct UserChange {
     pub disabled: Option<bool>,
 }
 
+/// Applies `c`. Disabling also revokes the user's devices in the same transaction (each
+/// audited), closes their streams and tells every peer at once (off-boarding).
 pub async fn update(
-    store: &Store,
+    core: &Core,
     ctx: AuditCtx,
     id: &str,
     c: UserChange,
@@ -62,9 +65,10 @@ pub async fn update(
         }
         None => None,
     };
-    let u = store
+    let (u, revoked) = core
+        .store
         .acting(ctx)
-        .update_user(
+        .update_user_offboarding(
             id,
             UserUpdate {
                 role: c.role,
@@ -74,8 +78,35 @@ pub async fn update(
             now_ms(),
         )
         .await?;
-    tracing::info!(user = %u.username, "user updated");
+    let mut nets = std::collections::BTreeSet::new();
+    for d in &revoked {
+        core.bus.publish(Change::DeviceRevoked {
+            device_id: d.id,
+            reason: "owner disabled".into(),
+        });
+        nets.insert(d.network_id);
+    }
+    for n in nets {
+        core.publish_network(n).await;
+    }
+    tracing::info!(user = %u.username, devices_revoked = revoked.len(), "user updated");
     Ok(u)
+}
+
+/// Sets a user's password (the admin CLI, on the database); their sessions end.
+pub async fn set_password(
+    store: &Store,
+    ctx: AuditCtx,
+    id: &str,
+    password: String,
+) -> Result<UserRow, ServiceError> {
+    check_password_rules("password", &password)?;
+    let h = hash_password(password).await?;
+    let up = UserUpdate {
+        password_hash: Some(h),
+        ..Default::default()
+    };
+    Ok(store.acting(ctx).update_user(id, up, now_ms()).await?)
 }
 
 pub async fn delete(store: &Store, ctx: AuditCtx, id: &str) -> Result<(), ServiceError> {

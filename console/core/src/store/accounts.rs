@@ -15,7 +15,7 @@ use zmesh_shared::TokenId;
 
 use super::audit::{append, Change};
 use super::enroll_keys::check_hash;
-use super::{AdminTokenRow, Role, Store, StoreError};
+use super::{AdminTokenRow, DeviceRow, Role, Store, StoreError};
 
 /// A user as stored, without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -284,6 +284,17 @@ impl Store {
         up: UserUpdate,
         now_ms: i64,
     ) -> Result<UserRow, StoreError> {
+        Ok(self.update_user_offboarding(id, up, now_ms).await?.0)
+    }
+
+    /// [`Store::update_user`], also answering the devices that disabling revoked (the
+    /// user's own devices: revoked in the same transaction, each with its audit event).
+    pub async fn update_user_offboarding(
+        &self,
+        id: &str,
+        up: UserUpdate,
+        now_ms: i64,
+    ) -> Result<(UserRow, Vec<DeviceRow>), StoreError> {
         if let Some(h) = &up.password_hash {
             check_phc(h)?;
         }
@@ -314,6 +325,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut revoked = Vec::new();
         match up.disabled {
             Some(true) if before.disabled_at_ms.is_none() => {
                 sqlx::query("UPDATE users SET disabled_at_ms = $2 WHERE id = $1")
@@ -322,6 +334,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 revoke_user_tokens(&mut tx, id, now_ms).await?;
+                revoked = super::sso::revoke_owned_devices(
+                    &mut tx,
+                    &self.audit,
+                    &before.username,
+                    now_ms,
+                )
+                .await?;
             }
             Some(false) => {
                 sqlx::query("UPDATE users SET disabled_at_ms = NULL WHERE id = $1")
@@ -348,7 +367,7 @@ impl Store {
         }
         append(&mut tx, &self.audit, c).await?;
         tx.commit().await?;
-        Ok(after)
+        Ok((after, revoked))
     }
 
     /// Deletes a user, ends their sessions and revokes their personal tokens.

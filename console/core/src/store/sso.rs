@@ -100,6 +100,47 @@ pub(super) async fn owner_groups_in(
     Ok(out)
 }
 
+/// Revokes every live device owned by `user:USERNAME` (off-boarding), each with a
+/// `device.revoke` event, bumping the revision of their networks. Returns them revoked.
+pub(super) async fn revoke_owned_devices(
+    tx: &mut Transaction<'static, Any>,
+    audit: &super::AuditCtx,
+    username: &str,
+    now_ms: i64,
+) -> Result<Vec<super::DeviceRow>, StoreError> {
+    use super::devices::{device_from_row, DEVICE_COLS};
+    let rows = sqlx::query(&format!(
+        "SELECT {DEVICE_COLS} FROM devices WHERE owner = $1 AND state <> 'revoked' ORDER BY id"
+    ))
+    .bind(format!("user:{username}"))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = Vec::new();
+    let mut nets = std::collections::BTreeSet::new();
+    for r in &rows {
+        let before = device_from_row(r)?;
+        sqlx::query(
+            "UPDATE devices SET state = 'revoked', credential_hash = NULL, revoked_at_ms = $2 \
+             WHERE id = $1",
+        )
+        .bind(before.id.to_string())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+        let after = super::devices::fetch_device(tx, before.id).await?;
+        let c = Change::new("device.revoke", format!("device:{}", before.id))
+            .before(&before)
+            .after(&after);
+        append(tx, audit, c).await?;
+        nets.insert(after.network_id);
+        out.push(after);
+    }
+    for n in nets {
+        super::networks::bump_revision(tx, n).await?;
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Finds or creates the user of `id` and records what changed since their last
     /// sign-in (`user.create`, `user.groups_changed`, `user.role_changed`,

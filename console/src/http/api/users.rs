@@ -99,7 +99,7 @@ pub async fn update(
         password: body.password,
         disabled: body.disabled,
     };
-    Ok(Json(svc::update(&state.store, ctx, &id, c).await?))
+    Ok(Json(svc::update(&state, ctx, &id, c).await?))
 }
 
 pub async fn remove(
