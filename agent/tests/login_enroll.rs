@@ -17,39 +17,17 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use oidc::{login_with_http, OidcOptions, OidcProvider};
+use oidc::{cookie_of, input_value, location, login_with_http, OidcOptions, OidcProvider};
 use support::netns::{lab_or_skip, tail, wait_for, Lab};
 use support::nsthread::{in_netns, LoopbackForward};
 use support::{has_binary, text, Agent, Console};
 
 const SECRET: &str = "agent-login-client-secret-7c2e";
 const PW: &str = "correct horse battery staple";
-
-fn cookie_of(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap()[name.len() + 1..].to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()[LOCATION].to_str().unwrap().to_string()
-}
-
-/// The value of `<input ... name="NAME" ... value="...">` in a page.
-fn input_value(page: &str, name: &str) -> String {
-    let i = page.find(&format!("name=\"{name}\"")).expect(name);
-    let rest = &page[i..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    rest[v..v + rest[v..].find('"').unwrap()].to_string()
-}
 
 /// The fingerprint line `zmesh-console serve` prints, from its log.
 fn printed_fingerprint(lab: &Lab) -> String {

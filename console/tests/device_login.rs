@@ -11,37 +11,15 @@ mod sso_console;
 
 use std::time::Duration;
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::COOKIE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use zmesh_shared::WgPrivateKey;
 
-use oidc::{login_with_http, OidcProvider};
+use oidc::{cookie_of, input_value, location, login_with_http, OidcProvider};
 
 const SECRET: &str = "device-login-client-secret-51aa";
 const PW: &str = "correct horse battery staple";
-
-fn cookie_of(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap()[name.len() + 1..].to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()[LOCATION].to_str().unwrap().to_string()
-}
-
-/// The value of `<input ... name="NAME" ... value="...">` in a page.
-fn input_value(page: &str, name: &str) -> String {
-    let i = page.find(&format!("name=\"{name}\"")).expect(name);
-    let rest = &page[i..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    rest[v..v + rest[v..].find('"').unwrap()].to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_by_login() {

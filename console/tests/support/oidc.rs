@@ -539,3 +539,27 @@ pub async fn try_login_with_http(
     }
     panic!("login walk made {LOGIN_MAX_REQUESTS} requests without leaving the provider")
 }
+
+/// The value a response sets for cookie `name` (`None` when absent or cleared).
+pub fn cookie_of(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap()[name.len() + 1..].to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A redirect's `Location`.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()[LOCATION].to_str().unwrap().to_string()
+}
+
+/// The value of `<input ... name="NAME" ... value="...">` in a page.
+pub fn input_value(page: &str, name: &str) -> String {
+    let i = page.find(&format!("name=\"{name}\"")).expect(name);
+    let rest = &page[i..];
+    let v = rest.find("value=\"").unwrap() + 7;
+    rest[v..v + rest[v..].find('"').unwrap()].to_string()
+}
