@@ -331,6 +331,11 @@ fn zmesh_up_without_a_key_enrolls_by_signing_in() {
     assert!(alpha.ping(&lab, ip_b, 3), "alpha cannot ping bravo");
     assert!(bravo.ping(&lab, ip_a, 3), "bravo cannot ping alpha");
 
+    // The identity provider goes away: existing tunnels are unaffected.
+    drop(idp);
+    assert!(alpha.ping(&lab, ip_b, 2), "alpha lost bravo when the IdP stopped");
+    assert!(bravo.ping(&lab, ip_a, 2), "bravo lost alpha when the IdP stopped");
+
     // Off-boarding: disabling alice revokes her device; bravo drops it at once and
     // packets stop.
     let (b, f, t) = (base.clone(), fp.clone(), admin_token.clone());
@@ -362,6 +367,5 @@ fn zmesh_up_without_a_key_enrolls_by_signing_in() {
     alpha.stop_daemon(&mut lab);
     bravo.stop_daemon(&mut lab);
     console.kill(&mut lab);
-    drop(idp);
     eprintln!("login_enroll passed in {:?}", t0.elapsed());
 }
