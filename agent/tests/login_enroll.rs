@@ -333,8 +333,14 @@ fn zmesh_up_without_a_key_enrolls_by_signing_in() {
 
     // The identity provider goes away: existing tunnels are unaffected.
     drop(idp);
-    assert!(alpha.ping(&lab, ip_b, 2), "alpha lost bravo when the IdP stopped");
-    assert!(bravo.ping(&lab, ip_a, 2), "bravo lost alpha when the IdP stopped");
+    assert!(
+        alpha.ping(&lab, ip_b, 2),
+        "alpha lost bravo when the IdP stopped"
+    );
+    assert!(
+        bravo.ping(&lab, ip_a, 2),
+        "bravo lost alpha when the IdP stopped"
+    );
 
     // Off-boarding: disabling alice revokes her device; bravo drops it at once and
     // packets stop.
