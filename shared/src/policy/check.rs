@@ -8,49 +8,43 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::model::*;
-use super::resolve::{proto_port_match, Bits, Index};
+use super::resolve::{proto_port_match, Index, RRule};
 use crate::ids::DeviceId;
 
 /// Every rule's resolved sides, for repeated questions against one policy.
 pub(crate) struct Matcher<'a> {
     pub ix: Index<'a>,
-    /// Per rule: source devices.
-    pub src: Vec<Bits>,
-    /// Per rule, per destination entry: devices covered.
-    pub dst: Vec<Vec<Bits>>,
+    /// The resolved rules, in policy order (a rule with `autogroup:self` gives several).
+    pub rules: Vec<RRule>,
 }
 
 impl<'a> Matcher<'a> {
     pub fn new(p: &'a Policy, inv: &'a Inventory, all: bool) -> Self {
         let ix = Index::new(p, inv, all);
-        let mut src = Vec::with_capacity(p.rules.len());
-        let mut dst = Vec::with_capacity(p.rules.len());
-        for r in &p.rules {
-            let mut s = Bits::empty(ix.n());
-            for sel in &r.src {
-                s.or(&ix.resolve(&sel.v));
-            }
-            src.push(s);
-            dst.push(r.dst.iter().map(|d| ix.resolve(&d.v.sel)).collect());
-        }
-        Matcher { ix, src, dst }
+        let rules = ix.rules();
+        Matcher { ix, rules }
     }
 
     /// The first rule that accepts `proto`/`port` from device `s` to device `d`.
     pub fn accepting(&self, s: usize, d: usize, proto: Proto, port: u16) -> Option<RuleRef> {
         let rules = &self.ix.policy.rules;
-        rules.iter().enumerate().find_map(|(ri, r)| {
-            let hit = self.src[ri].get(s)
-                && r.dst
-                    .iter()
-                    .zip(&self.dst[ri])
-                    .any(|(e, b)| b.get(d) && proto_port_match(r.proto, &e.v.ports, proto, port));
-            hit.then_some(RuleRef {
-                index: ri as u32,
-                line: r.pos.line,
-                column: r.pos.column,
+        self.rules
+            .iter()
+            .filter(|rr| rr.src.get(s))
+            .find(|rr| {
+                let r = &rules[rr.rule];
+                rr.dst.iter().any(|(ei, b)| {
+                    b.get(d) && proto_port_match(r.proto, &r.dst[*ei].v.ports, proto, port)
+                })
             })
-        })
+            .map(|rr| {
+                let r = &rules[rr.rule];
+                RuleRef {
+                    index: rr.rule as u32,
+                    line: r.pos.line,
+                    column: r.pos.column,
+                }
+            })
     }
 }
 
@@ -106,22 +100,26 @@ fn add_perm(perm: &mut Perms, proto: Proto, ports: &[PortRange]) {
     }
 }
 
-/// Per destination device: its inbound profile, (rule, ports) pairs in rule order.
+/// Per destination device: its inbound profile, (resolved rule, ports) pairs in order.
 fn profiles(m: &Matcher) -> Vec<Vec<(usize, Vec<PortRange>)>> {
     let n = m.ix.n();
     let mut prof: Vec<Vec<(usize, Vec<PortRange>)>> = vec![Vec::new(); n];
-    for (ri, r) in m.ix.policy.rules.iter().enumerate() {
-        if m.src[ri].is_empty() {
+    for (k, rr) in m.rules.iter().enumerate() {
+        if rr.src.is_empty() {
             continue;
         }
+        let r = &m.ix.policy.rules[rr.rule];
         let mut per_dev: HashMap<usize, Vec<PortRange>> = HashMap::new();
-        for (e, b) in r.dst.iter().zip(&m.dst[ri]) {
+        for (ei, b) in &rr.dst {
             for d in b.iter() {
-                per_dev.entry(d).or_default().extend_from_slice(&e.v.ports);
+                per_dev
+                    .entry(d)
+                    .or_default()
+                    .extend_from_slice(&r.dst[*ei].v.ports);
             }
         }
         for (d, ports) in per_dev {
-            prof[d].push((ri, normalize_ports(ports)));
+            prof[d].push((k, normalize_ports(ports)));
         }
     }
     prof
@@ -130,9 +128,10 @@ fn profiles(m: &Matcher) -> Vec<Vec<(usize, Vec<PortRange>)>> {
 /// The permissions each source device has into a device with this profile.
 fn grants(m: &Matcher, prof: &[(usize, Vec<PortRange>)]) -> BTreeMap<usize, Perms> {
     let mut out: BTreeMap<usize, Perms> = BTreeMap::new();
-    for (ri, ports) in prof {
-        let proto = m.ix.policy.rules[*ri].proto;
-        for s in m.src[*ri].iter() {
+    for (k, ports) in prof {
+        let rr = &m.rules[*k];
+        let proto = m.ix.policy.rules[rr.rule].proto;
+        for s in rr.src.iter() {
             add_perm(out.entry(s).or_default(), proto, ports);
         }
     }

@@ -93,30 +93,24 @@ fn classes<K: std::hash::Hash + Eq + Clone>(keys: impl Iterator<Item = K>) -> (V
 pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
     let ix = Index::new(p, inv, false);
     let n = ix.n();
-    let nr = p.rules.len();
+    let rules = ix.rules();
+    let nr = rules.len();
     let mut src: Vec<Bits> = Vec::with_capacity(nr);
     let mut dst_any: Vec<Bits> = Vec::with_capacity(nr);
-    // Per device: (rule, dst entry) pairs that cover it, in order.
+    // Per device: (resolved rule, dst entry) pairs that cover it, in order.
     let mut covers: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
     let mut literal: Vec<Vec<IpNet>> = Vec::with_capacity(nr);
-    for (ri, r) in p.rules.iter().enumerate() {
-        let mut s = Bits::empty(n);
-        let mut lit = Vec::new();
-        for sel in &r.src {
-            s.or(&ix.resolve(&sel.v));
-            lit.extend(ix.literal_prefixes(&sel.v));
-        }
+    for (k, r) in rules.iter().enumerate() {
         let mut da = Bits::empty(n);
-        for (ei, e) in r.dst.iter().enumerate() {
-            let b = ix.resolve(&e.v.sel);
+        for (ei, b) in &r.dst {
             for d in b.iter() {
-                covers[d].push((ri as u32, ei as u32));
+                covers[d].push((k as u32, *ei as u32));
             }
-            da.or(&b);
+            da.or(b);
         }
-        src.push(s);
+        src.push(r.src.clone());
         dst_any.push(da);
-        literal.push(lit);
+        literal.push(r.literal.clone());
     }
 
     // Peers: a device's links are the union of the destinations of the rules it is a
@@ -160,10 +154,14 @@ pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
         .iter()
         .map(|cov| {
             let mut out: Vec<FilterRule> = Vec::new();
-            for (ri, ei) in cov {
-                let (ri, ei) = (*ri as usize, *ei as usize);
-                let ports = &p.rules[ri].dst[ei].v.ports;
-                if let Some(last) = out.last_mut().filter(|f| f.rule as usize == ri) {
+            // The resolved rule that made `out`'s last entry: entries of one resolved rule
+            // share their sources, so their ports merge.
+            let mut last_k = None;
+            for (k, ei) in cov {
+                let (ri, ei) = (*k as usize, *ei as usize);
+                let orig = rules[ri].rule;
+                let ports = &p.rules[orig].dst[ei].v.ports;
+                if let Some(last) = out.last_mut().filter(|_| last_k == Some(ri)) {
                     last.ports = normalize_ports(last.ports.iter().chain(ports).copied().collect());
                     continue;
                 }
@@ -184,10 +182,11 @@ pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
                 }
                 out.push(FilterRule {
                     src: nets.clone(),
-                    proto: p.rules[ri].proto,
+                    proto: p.rules[orig].proto,
                     ports: ports.clone(),
-                    rule: ri as u32,
+                    rule: orig as u32,
                 });
+                last_k = Some(ri);
             }
             out.into()
         })

@@ -206,6 +206,10 @@ pub enum Selector {
     User(String),
     /// `autogroup:member`: every untagged device owned by a person (a user).
     Members,
+    /// `autogroup:self`, a destination only: the untagged devices owned by the same
+    /// person as the source device. Pairwise, so it is expanded per owner (see
+    /// [`super::resolve::Index::rules`]), never resolved to one device set.
+    OwnDevices,
     /// A device by its name.
     Device(String),
     /// A name from `hosts`.
@@ -223,6 +227,7 @@ impl fmt::Display for Selector {
             }
             Selector::User(e) => write!(f, "user:{e}"),
             Selector::Members => f.write_str("autogroup:member"),
+            Selector::OwnDevices => f.write_str("autogroup:self"),
             Selector::Prefix(p) => write!(f, "{p}"),
         }
     }

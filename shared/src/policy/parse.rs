@@ -106,8 +106,9 @@ pub fn parse_selector(s: &str, hosts: &BTreeMap<String, Item<IpNet>>) -> Result<
     if let Some(g) = s.strip_prefix("autogroup:") {
         return match g {
             "member" => Ok(Selector::Members),
+            "self" => Ok(Selector::OwnDevices),
             _ => Err(format!(
-                "unknown autogroup {s:?}: autogroup:member is the one supported"
+                "unknown autogroup {s:?}: autogroup:member and autogroup:self are supported"
             )),
         };
     }
@@ -177,6 +178,10 @@ pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, Vec<String>> {
         Err(errs)
     }
 }
+
+/// `autogroup:self` means "the source's own devices": it needs a source to be relative to.
+const SELF_ONLY_DST: &str =
+    "autogroup:self can only be a destination (it means: the source person's own devices)";
 
 /// Parses `SELECTOR[:PORTS]`; IPv6 literals with ports are written `[fd00::1]:22`.
 /// Without ports, all ports are meant.
@@ -454,6 +459,7 @@ fn parse_rule(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
                     continue;
                 };
                 match parse_selector(t, hosts) {
+                    Ok(Selector::OwnDevices) => cx.err(s, SELF_ONLY_DST),
                     Ok(sel) => src.push(Item {
                         v: sel,
                         pos: cx.pos(s),
@@ -502,6 +508,10 @@ fn parse_test(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
         Some(sj) => {
             let t = cx.str(sj, "test src")?;
             match parse_selector(t, hosts) {
+                Ok(Selector::OwnDevices) => {
+                    cx.err(sj, SELF_ONLY_DST);
+                    return None;
+                }
                 Ok(sel) => Item {
                     v: sel,
                     pos: cx.pos(sj),

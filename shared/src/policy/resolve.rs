@@ -62,6 +62,8 @@ pub(crate) struct Index<'a> {
     /// Untagged devices by their owner's IdP groups.
     by_idp_group: HashMap<&'a str, Vec<usize>>,
     members: Vec<usize>,
+    /// Untagged devices owned by a person, by owner, in owner order (for `autogroup:self`).
+    personal: std::collections::BTreeMap<&'a str, Vec<usize>>,
     by_v4: HashMap<Ipv4Addr, usize>,
     by_v6: HashMap<Ipv6Addr, usize>,
     groups: HashMap<&'a str, Bits>,
@@ -82,6 +84,7 @@ impl<'a> Index<'a> {
             by_owner: HashMap::new(),
             by_idp_group: HashMap::new(),
             members: Vec::new(),
+            personal: Default::default(),
             by_v4: HashMap::new(),
             by_v6: HashMap::new(),
             groups: HashMap::new(),
@@ -98,6 +101,7 @@ impl<'a> Index<'a> {
                 }
                 if d.user_owned {
                     ix.members.push(i);
+                    ix.personal.entry(d.owner.as_str()).or_default().push(i);
                 }
             }
             ix.by_v4.insert(d.overlay_v4, i);
@@ -192,6 +196,8 @@ impl<'a> Index<'a> {
             Selector::Tag(t) => self.set_of(self.by_tag.get(t.as_str())),
             Selector::User(u) => self.set_of(self.by_owner.get(u.as_str())),
             Selector::Members => self.set_of(Some(&self.members)),
+            // Relative to a source: see `rules` and `own_devices`.
+            Selector::OwnDevices => Bits::empty(self.n()),
             Selector::Device(d) => self.set_of(self.by_name.get(d.as_str())),
             Selector::Host(h) => match self.host(h) {
                 Some(n) => self.in_prefix(&n),
@@ -199,6 +205,70 @@ impl<'a> Index<'a> {
             },
             Selector::Prefix(n) => self.in_prefix(n),
         }
+    }
+
+    /// The devices `autogroup:self` means for source device `i`: the untagged devices of
+    /// its owner when `i` is an untagged device of a person, else none.
+    pub fn own_devices(&self, i: usize) -> Bits {
+        let d = self.devs[i];
+        if !d.user_owned || !d.tags.is_empty() {
+            return Bits::empty(self.n());
+        }
+        self.set_of(self.personal.get(d.owner.as_str()))
+    }
+
+    /// The policy's rules with their sides resolved. A rule with `autogroup:self`
+    /// destinations becomes one resolved rule for its other destinations plus one per
+    /// person whose devices are among its sources: sources = that person's source
+    /// devices, destinations = that person's devices. The pairwise relation thus turns
+    /// into plain (sources, destinations) sets the compiler and checker already handle.
+    pub fn rules(&self) -> Vec<RRule> {
+        let n = self.n();
+        let mut out = Vec::with_capacity(self.policy.rules.len());
+        for (ri, r) in self.policy.rules.iter().enumerate() {
+            let mut src = Bits::empty(n);
+            let mut literal = Vec::new();
+            for sel in &r.src {
+                src.or(&self.resolve(&sel.v));
+                literal.extend(self.literal_prefixes(&sel.v));
+            }
+            let own: Vec<usize> = (r.dst.iter().enumerate())
+                .filter(|(_, e)| e.v.sel == Selector::OwnDevices)
+                .map(|(ei, _)| ei)
+                .collect();
+            let dst: Vec<(usize, Bits)> = (r.dst.iter().enumerate())
+                .filter(|(_, e)| e.v.sel != Selector::OwnDevices)
+                .map(|(ei, e)| (ei, self.resolve(&e.v.sel)))
+                .collect();
+            if own.is_empty() || !dst.is_empty() {
+                out.push(RRule {
+                    rule: ri,
+                    src: src.clone(),
+                    literal,
+                    dst,
+                });
+            }
+            if own.is_empty() {
+                continue;
+            }
+            for devices in self.personal.values() {
+                let mut s = Bits::empty(n);
+                for &i in devices.iter().filter(|&&i| src.get(i)) {
+                    s.set(i);
+                }
+                if s.is_empty() {
+                    continue;
+                }
+                let mine = self.set_of(Some(devices));
+                out.push(RRule {
+                    rule: ri,
+                    src: s,
+                    literal: Vec::new(),
+                    dst: own.iter().map(|&ei| (ei, mine.clone())).collect(),
+                });
+            }
+        }
+        out
     }
 
     /// The address prefixes a source selector stands for beyond its devices.
@@ -225,6 +295,17 @@ impl<'a> Index<'a> {
     pub fn position(&self, id: &crate::ids::DeviceId) -> Option<usize> {
         self.devs.binary_search_by_key(id, |d| d.id).ok()
     }
+}
+
+/// A rule with its sides resolved to device sets (see [`Index::rules`]).
+pub(crate) struct RRule {
+    /// Index of the policy rule this comes from.
+    pub rule: usize,
+    pub src: Bits,
+    /// Source prefixes beyond devices (`*`, hosts, CIDRs).
+    pub literal: Vec<IpNet>,
+    /// (index of the destination entry in the rule, devices it covers)
+    pub dst: Vec<(usize, Bits)>,
 }
 
 /// Whether a rule's protocol and ports admit a packet of `proto` to `port`.

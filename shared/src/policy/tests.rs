@@ -48,8 +48,14 @@ const POLICY: &str = r#"{
 
 #[test]
 fn filters_peers_and_check_agree() {
-    let inv = inventory(60);
-    let p = Policy::parse_and_validate(POLICY, &inv).unwrap();
+    agree(POLICY, &inventory(60));
+    agree(POLICY_SELF, &inventory(60));
+}
+
+/// The compiler's filters and peer sets say exactly what `check` says, pair by pair.
+fn agree(text: &str, inv: &Inventory) {
+    let p = Policy::parse_and_validate(text, inv).unwrap();
+    let inv = inv.clone();
     let c = compile(&p, &inv);
     let active: Vec<&InvDevice> = inv.devices.iter().filter(|d| d.active).collect();
     assert_eq!(c.devices.len(), active.len());
@@ -211,6 +217,120 @@ fn identity_provider_groups_and_members() {
             .any(|e| e.to_string().contains("group:nobody") && e.line == 1),
         "{errs:?}"
     );
-    let bad = r#"{ "version": 1, "rules": [ { "src": ["autogroup:self"], "dst": ["*:*"] } ] }"#;
-    assert!(Policy::parse(bad).is_err());
+}
+
+/// `autogroup:self` beside ordinary destinations in one rule, and alone.
+const POLICY_SELF: &str = r#"{
+  "version": 1,
+  "tag_owners": { "tag:server": [], "tag:ci": [], "tag:db": [] },
+  "rules": [
+    { "src": ["autogroup:member"], "dst": ["autogroup:self:22"], "proto": "tcp" },
+    { "src": ["group:eng"], "dst": ["tag:server:443", "autogroup:self:85,5432"] },
+  ],
+}"#;
+
+/// `autogroup:self` lets a person's untagged devices reach each other and nothing
+/// else: expectations computed from the inventory itself, not from the compiler.
+#[test]
+fn autogroup_self_is_pairwise_per_person() {
+    let inv = inventory(60);
+    let p = Policy::parse_and_validate(POLICY_SELF, &inv).unwrap();
+    let c = compile(&p, &inv);
+    let personal = |d: &InvDevice| d.tags.is_empty() && d.user_owned;
+    let eng = |d: &InvDevice| d.tags.is_empty() && d.groups.iter().any(|g| g == "group:eng");
+    let active: Vec<&InvDevice> = inv.devices.iter().filter(|d| d.active).collect();
+    let mut same_owner_pairs = 0;
+    for s in &active {
+        for d in &active {
+            if s.id == d.id {
+                continue;
+            }
+            let mine = personal(s) && personal(d) && s.owner == d.owner;
+            same_owner_pairs += usize::from(mine);
+            let server = d.tags == ["tag:server"];
+            for (proto, port, want) in [
+                (Proto::Tcp, 22, mine),
+                (Proto::Tcp, 85, mine && eng(s)),
+                (Proto::Udp, 5432, mine && eng(s)),
+                (Proto::Tcp, 443, eng(s) && server),
+                (Proto::Tcp, 80, false),
+            ] {
+                let f = &c.get(&d.id).unwrap().filter;
+                let got = f
+                    .iter()
+                    .any(|r| r.accepts(IpAddr::V4(s.overlay_v4), proto, port));
+                assert_eq!(got, want, "{} -> {} {proto:?}/{port}", s.name, d.name);
+            }
+            let linked = mine || (eng(s) && server) || (eng(d) && s.tags == ["tag:server"]);
+            assert_eq!(
+                c.get(&s.id).unwrap().has_peer(&d.id),
+                linked,
+                "{} ~ {}",
+                s.name,
+                d.name
+            );
+        }
+    }
+    assert!(
+        same_owner_pairs > 10,
+        "the inventory must exercise the rule"
+    );
+    // Adding the rule adds exactly the same-person edges, on port 22.
+    let base = r#"{ "version": 1, "tag_owners": { "tag:server": [], "tag:ci": [], "tag:db": [] }, "rules": [] }"#;
+    let one = r#"{ "version": 1, "tag_owners": { "tag:server": [], "tag:ci": [], "tag:db": [] },
+      "rules": [ { "src": ["autogroup:member"], "dst": ["autogroup:self:22"], "proto": "tcp" } ] }"#;
+    let (b, o) = (
+        Policy::parse_and_validate(base, &inv).unwrap(),
+        Policy::parse_and_validate(one, &inv).unwrap(),
+    );
+    let edges = diff(&b, &o, &inv);
+    assert_eq!(edges.len(), same_owner_pairs);
+    let by_id = |id: &DeviceId| inv.devices.iter().find(|d| d.id == *id).unwrap();
+    assert!(edges
+        .iter()
+        .all(|e| e.added && e.proto == Proto::Tcp && by_id(&e.src).owner == by_id(&e.dst).owner));
+}
+
+#[test]
+fn autogroup_self_is_a_destination_only() {
+    let inv = inventory(30);
+    for (text, line) in [
+        (
+            "{ \"version\": 1,\n \"rules\": [ { \"src\": [\"autogroup:self\"], \"dst\": [\"*:*\"] } ] }",
+            2,
+        ),
+        (
+            "{ \"version\": 1,\n\n \"groups\": { \"group:x\": [\"autogroup:self\"] } }",
+            3,
+        ),
+        (
+            "{ \"version\": 1, \"rules\": [],\n \"tests\": [ { \"src\": \"autogroup:self\", \"accept\": [\"d1:22\"] } ] }",
+            2,
+        ),
+    ] {
+        let errs = Policy::parse_and_validate(text, &inv).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == line && e.to_string().contains("autogroup:self")),
+            "{text}: {errs:?}"
+        );
+    }
+    // A test may name it as a destination: each source's own other devices.
+    let ok = |accept: &str| {
+        format!(
+            r#"{{ "version": 1, "tag_owners": {{ "tag:server": [], "tag:ci": [], "tag:db": [] }},
+            "rules": [ {{ "src": ["autogroup:member"], "dst": ["autogroup:self:22"], "proto": "tcp" }} ],
+            "tests": [ {{ "src": "user:u1@example.com", {accept} }} ] }}"#
+        )
+    };
+    Policy::parse_and_validate(&ok(r#""accept": ["autogroup:self:22"]"#), &inv).unwrap();
+    Policy::parse_and_validate(&ok(r#""deny": ["autogroup:self:23"]"#), &inv).unwrap();
+    let errs =
+        Policy::parse_and_validate(&ok(r#""deny": ["autogroup:self:22"]"#), &inv).unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("expected deny autogroup:self:22"),
+        "{errs:?}"
+    );
 }

@@ -163,8 +163,25 @@ fn run_tests(p: &Policy, inv: &Inventory, errs: &mut Vec<PolicyError>) {
         }
         for (want, list) in [(true, &t.accept), (false, &t.deny)] {
             for d in list {
-                let dsts: Vec<usize> = m.ix.resolve(&d.v.sel).iter().collect();
-                if dsts.is_empty() {
+                // (source, destination) pairs; `autogroup:self` is each source's own
+                // other devices.
+                let pairs: Vec<(usize, usize)> = if d.v.sel == Selector::OwnDevices {
+                    srcs.iter()
+                        .flat_map(|&s| {
+                            m.ix.own_devices(s)
+                                .iter()
+                                .filter(move |&x| x != s)
+                                .map(move |x| (s, x))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                } else {
+                    let dsts: Vec<usize> = m.ix.resolve(&d.v.sel).iter().collect();
+                    srcs.iter()
+                        .flat_map(|&s| dsts.iter().map(move |&x| (s, x)))
+                        .collect()
+                };
+                if pairs.is_empty() {
                     errs.push(PolicyError::at(
                         d.pos,
                         format!("{name}: destination {} matches no device", d.v.sel),
@@ -177,13 +194,10 @@ fn run_tests(p: &Policy, inv: &Inventory, errs: &mut Vec<PolicyError>) {
                 } else {
                     format!("{}:{port}", d.v.sel)
                 };
-                let bad = srcs
-                    .iter()
-                    .flat_map(|&s| dsts.iter().map(move |&x| (s, x)))
-                    .find_map(|(s, x)| {
-                        let got = m.accepting(s, x, t.proto, port);
-                        (got.is_some() != want).then_some((s, x, got))
-                    });
+                let bad = pairs.iter().find_map(|&(s, x)| {
+                    let got = m.accepting(s, x, t.proto, port);
+                    (got.is_some() != want).then_some((s, x, got))
+                });
                 if let Some((s, x, got)) = bad {
                     let (sn, xn) = (&m.ix.devs[s].name, &m.ix.devs[x].name);
                     let msg = match got {
