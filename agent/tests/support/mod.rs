@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod nsthread;
+pub mod tcp;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -148,7 +148,7 @@ impl<'a> PeerMapBuilder<'a> {
 
 /// The peers whose key or endpoints changed from `old` to `new`, sorted by device id,
 /// when nothing else did: same policy, same network, the same devices with the same
-/// names, owners, tags, addresses and states, each live at `new_ms` exactly when it was
+/// names, owners, tags, addresses states and owners' IdP groups, each live at `new_ms` exactly when it was
 /// live at `old_ms`. Then the compiled policy of `old` holds for `new` too, and every
 /// device's new map is its old map with these peers replaced: a stream can send that
 /// delta without rebuilding its map. `None` when anything else changed (rebuild).
@@ -167,6 +167,8 @@ pub fn quick_changes(
         || a.prefix_v6 != b.prefix_v6
         || old.policy.version != new.policy.version
         || old.policy.text != new.policy.text
+        // IdP groups decide who `group:NAME` selects: a change recompiles
+        || old.owner_groups != new.owner_groups
         || old.devices.len() != new.devices.len()
     {
         return None;
@@ -492,6 +494,12 @@ pub(crate) mod tests {
                     d.pop();
                 }),
             ),
+            ("IdP groups", {
+                let mut s = with(&|_| {});
+                s.owner_groups
+                    .insert("user:alice".into(), vec!["group:eng".into()]);
+                s
+            }),
             ("policy", {
                 let mut s = snapshot(devices.clone());
                 s.policy.version = 7;
