@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod enroll_key;
+pub mod flowlog;
 pub mod ids;
 pub mod keys;
 #[cfg(feature = "openapi")]

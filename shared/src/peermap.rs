@@ -64,6 +64,10 @@ pub struct PeerMap {
     /// accepted, only replies to flows the device opened itself.
     #[serde(default)]
     pub filter: Vec<FilterRule>,
+    /// Version of the access policy the filter was compiled from; agents put it in
+    /// their flow reports so a record names the rule *and* the policy that held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,9 @@ pub struct PeerDelta {
     /// The whole new inbound filter; present only when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Vec<FilterRule>>,
+    /// The new policy version; present only when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -125,7 +132,15 @@ impl PeerMap {
             .collect();
         let me = (self.me != new.me).then(|| new.me.clone());
         let filter = (self.filter != new.filter).then(|| new.filter.clone());
-        if upsert.is_empty() && remove.is_empty() && me.is_none() && filter.is_none() {
+        let policy_version = new
+            .policy_version
+            .filter(|_| self.policy_version != new.policy_version);
+        if upsert.is_empty()
+            && remove.is_empty()
+            && me.is_none()
+            && filter.is_none()
+            && policy_version.is_none()
+        {
             return None;
         }
         Some(PeerDelta {
@@ -138,6 +153,7 @@ impl PeerMap {
             upsert,
             remove,
             filter,
+            policy_version,
         })
     }
 
@@ -170,6 +186,9 @@ impl PeerMap {
         }
         if let Some(f) = &d.filter {
             self.filter = f.clone();
+        }
+        if d.policy_version.is_some() {
+            self.policy_version = d.policy_version;
         }
         self.version = d.version;
         self.issued_at_ms = d.issued_at_ms;

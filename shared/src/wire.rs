@@ -190,6 +190,16 @@ pub enum ClientMsg {
     Flows {
         flows: Vec<FlowRecord>,
     },
+    /// The device's public report key (Ed25519, made on the device), sent first on
+    /// every stream; the console registers it once and refuses a different one.
+    ReportKey {
+        key: SigningPublicKey,
+    },
+    /// Flow summaries, each signed with the device's report key (see
+    /// [`crate::flowlog`]). Unsigned `Flows` are refused.
+    SignedFlows {
+        flows: Vec<crate::flowlog::SignedFlow>,
+    },
 }
 
 /// Most flow records one `ClientMsg::Flows` may carry; the console drops the excess.
@@ -232,8 +242,14 @@ pub struct FlowRecord {
     pub src_port: u16,
     #[serde(default)]
     pub dst_port: u16,
+    /// From source to destination (IP packet lengths).
     pub bytes: u64,
     pub packets: u64,
+    /// From destination back to source.
+    #[serde(default)]
+    pub bytes_back: u64,
+    #[serde(default)]
+    pub packets_back: u64,
     #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub first_seen_ms: UnixMillis,
     #[cfg_attr(feature = "openapi", schema(value_type = i64))]
@@ -241,6 +257,10 @@ pub struct FlowRecord {
     /// The policy rule that decided, if a rule did (else the default verdict applied).
     #[serde(default)]
     pub rule: Option<String>,
+    /// The version of the access policy whose rule decided (the one in the device's
+    /// peer map at the time).
+    #[serde(default)]
+    pub policy_version: Option<u64>,
     pub verdict: FlowVerdict,
 }
 
@@ -316,9 +336,12 @@ mod tests {
             dst_port: 443,
             bytes: 1234,
             packets: 5,
+            bytes_back: 0,
+            packets_back: 0,
             first_seen_ms: 1,
             last_seen_ms: 2,
             rule: Some("web".into()),
+            policy_version: Some(4),
             verdict: FlowVerdict::Denied,
         };
         let m = ClientMsg::Flows {

@@ -139,6 +139,7 @@ impl<'a> PeerMapBuilder<'a> {
             },
             peers,
             filter,
+            policy_version: Some(self.snap.policy.version),
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
@@ -230,6 +231,7 @@ pub fn map_for(
         },
         peers: vec![],
         filter: vec![],
+        policy_version: Some(snap.policy.version),
     })
 }
 

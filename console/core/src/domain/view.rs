@@ -166,6 +166,7 @@ impl NetworkView {
             me: self.self_info(row),
             peers,
             filter,
+            policy_version: Some(self.snapshot.policy.version),
         })
     }
 
@@ -218,7 +219,14 @@ impl NetworkView {
                 )
             }
         };
-        if me.is_none() && filter.is_none() && upsert.is_empty() && remove.is_empty() {
+        let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
+        let policy_version = (pv_o != pv_n).then_some(pv_n);
+        if me.is_none()
+            && filter.is_none()
+            && policy_version.is_none()
+            && upsert.is_empty()
+            && remove.is_empty()
+        {
             return Step::Same;
         }
         Step::Delta(PeerDelta {
@@ -231,6 +239,7 @@ impl NetworkView {
             upsert,
             remove,
             filter,
+            policy_version,
         })
     }
 
@@ -254,6 +263,7 @@ impl NetworkView {
                     upsert: new.peers,
                     remove: vec![],
                     filter: Some(new.filter),
+                    policy_version: new.policy_version,
                 }),
                 base_version,
             ),

@@ -1,11 +1,10 @@
 //! What a connected agent changes over its stream: its endpoints (peers see them, so
 //! the revision moves and the change is published), its last-seen time, and the flow
-//! records it reports.
+//! records it reports (see [`super::access`]).
 
 use std::net::SocketAddr;
 
 use zmesh_shared::time::now_ms;
-use zmesh_shared::wire::FlowRecord;
 use zmesh_shared::{DeviceId, NetworkId};
 
 use super::{Core, ServiceError};
@@ -35,15 +34,4 @@ pub async fn set_endpoints(
 /// Notes that the device is alive.
 pub async fn touch(core: &Core, device: DeviceId) -> Result<(), ServiceError> {
     Ok(core.store.touch_device(device, now_ms()).await?)
-}
-
-/// Keeps the flow records the device reported; returns how many were kept.
-pub async fn report_flows(
-    core: &Core,
-    device: DeviceId,
-    flows: &[FlowRecord],
-) -> Result<usize, ServiceError> {
-    let kept = core.store.insert_flows(device, flows, now_ms()).await?;
-    tracing::debug!(%device, received = flows.len(), kept, "flow records");
-    Ok(kept)
 }

@@ -8,6 +8,7 @@
 //! Reads that need no write (lists, lookups) go straight to the store. Errors are one
 //! [`ServiceError`]; the HTTP layer maps it to a status.
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod devices;

@@ -7,12 +7,12 @@
 //! every change up to N. Secrets (enrollment keys, device credentials, admin tokens) are
 //! only ever stored as hashes; the row structs returned here carry no secret or hash.
 
+mod access;
 mod accounts;
 mod audit;
 mod devices;
 mod enroll_keys;
 mod error;
-mod flows;
 mod logins;
 mod networks;
 mod policies;
@@ -32,12 +32,12 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
+pub use access::{AccessFilter, AccessHead, AccessRow, KeyRegistration, FLOW_MATCH_SLACK_MS};
 pub use accounts::{
     validate_username, OwnedToken, SessionRow, UserCredentials, UserRow, UserUpdate,
 };
 pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
-pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};

@@ -26,8 +26,8 @@ use crate::bus::{Change, NetworkView};
 use crate::domain::view::Step;
 use crate::http::principal::bearer;
 use crate::http::{ApiError, AppState, Source};
-use crate::service::agents;
 use crate::service::audit::record_refusal;
+use crate::service::{access, agents};
 use crate::store::{AuditCtx, DeviceRow, StoreError};
 
 /// Most endpoints one agent may report.
@@ -85,6 +85,7 @@ pub async fn stream(
                 socket,
                 sent: None,
                 nat_sent: false,
+                refused: Refusals::default(),
             }
             .run()
             .await;
@@ -152,11 +153,28 @@ struct Stream {
     sent: Option<Sent>,
     /// A `NatConfig` (with a relay token) went out on this stream.
     nat_sent: bool,
+    /// Flow records refused since the last `access.rejected` event of this stream.
+    refused: Refusals,
 }
+
+/// Refused flow reports are audited at most once per [`REFUSAL_AUDIT_EVERY`] per
+/// stream, with the count, so a misbehaving agent cannot flood the audit log.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    reason: Option<&'static str>,
+    last_audit: Option<Instant>,
+}
+
+const REFUSAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
 
 impl Stream {
     async fn run(mut self) {
         let end = self.run_inner().await;
+        // Refusals not yet audited are not lost with the stream.
+        if let (n @ 1.., Some(reason)) = (self.refused.count, self.refused.reason) {
+            access::audit_refusals(&self.state, &self.ctx, self.device_id, reason, n).await;
+        }
         match end {
             End::Store(e) => {
                 tracing::error!(device = %self.device_id, error = %e, "agent stream failed")
@@ -305,13 +323,42 @@ impl Stream {
                 Ok(())
             }
             ClientMsg::Health { .. } => Ok(agents::touch(&self.state, self.device_id).await?),
+            ClientMsg::ReportKey { key } => {
+                access::register_key(&self.state, &self.ctx, self.device_id, &key).await?;
+                Ok(())
+            }
+            ClientMsg::SignedFlows { flows } => {
+                let n = flows.len().min(zmesh_shared::wire::MAX_FLOWS_PER_BATCH);
+                let intake = access::ingest(&self.state, self.device_id, &flows[..n]).await?;
+                if let Some(reason) = intake.reason {
+                    self.refuse(reason, intake.refused as u64).await;
+                }
+                Ok(())
+            }
+            // Unsigned reports (an agent from before the access log) are not evidence.
             ClientMsg::Flows { flows } => {
-                agents::report_flows(&self.state, self.device_id, &flows).await?;
+                self.refuse("unsigned", flows.len() as u64).await;
                 Ok(())
             }
             ClientMsg::Resync => self.send_full().await,
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
         }
+    }
+
+    /// Counts refused flow records; audits the count when the last event of this
+    /// stream is older than [`REFUSAL_AUDIT_EVERY`] (and at the first refusal).
+    async fn refuse(&mut self, reason: &'static str, count: u64) {
+        let r = &mut self.refused;
+        r.count += count;
+        r.reason = Some(reason);
+        if r.last_audit
+            .is_some_and(|t| t.elapsed() < REFUSAL_AUDIT_EVERY)
+        {
+            return;
+        }
+        r.last_audit = Some(Instant::now());
+        let n = std::mem::take(&mut r.count);
+        access::audit_refusals(&self.state, &self.ctx, self.device_id, reason, n).await;
     }
 
     /// STUN servers, relays and a fresh relay token, once per refresh period, and only

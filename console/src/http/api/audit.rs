@@ -18,7 +18,7 @@ use crate::http::query::{event_filter, known, parse_time, text_param};
 use crate::http::{ApiError, AppState};
 use crate::service::audit::export::{self, Format};
 use crate::service::audit::{checkpoint, record_export, verify};
-use crate::store::{AuditCtx, FlowFilter};
+use crate::store::{AccessFilter, AuditCtx};
 
 /// Chunks buffered between the database reader and the client (64 KiB each).
 const EXPORT_BUFFER: usize = 8;
@@ -149,8 +149,8 @@ pub async fn flows(
     let after = match q.get("after") {
         None => 0,
         Some(a) => a
-            .parse::<i64>()
-            .map_err(|_| ApiError::invalid("after", "a flow record id"))?,
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("after", "an access record sequence number"))?,
     };
     let limit = match q.get("limit") {
         None => 1000,
@@ -160,19 +160,19 @@ pub async fn flows(
             .filter(|l| (1..=MAX_FLOW_PAGE).contains(l))
             .ok_or_else(|| ApiError::invalid("limit", format!("1 to {MAX_FLOW_PAGE}")))?,
     };
-    let f = FlowFilter {
+    let f = AccessFilter {
         since_ms: q.get("since").map(|s| parse_time("since", s)).transpose()?,
         until_ms: q.get("until").map(|s| parse_time("until", s)).transpose()?,
-        device,
+        devices: device.map(|d| vec![d]),
         verdict,
         one_sided_only,
     };
-    let rows = state.store.list_flows(&f, after, limit).await?;
+    let rows = state.store.list_access(&f, after, limit).await?;
     let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.id))
+        .then(|| rows.last().map(|r| r.entry.seq))
         .flatten();
     Ok(Json(FlowList {
-        flows: rows,
+        flows: rows.into_iter().map(Into::into).collect(),
         next_after: next,
     }))
 }

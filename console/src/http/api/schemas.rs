@@ -93,8 +93,8 @@ pub struct FlowsQuery {
     verdict: Option<String>,
     /// `true`: only flows the other end did not report.
     one_sided: Option<bool>,
-    /// Flow record id to continue after (`next_after` of the previous page).
-    after: Option<i64>,
+    /// Access record sequence number to continue after (`next_after` of the previous page).
+    after: Option<u64>,
     /// 1 to 10000, default 1000.
     limit: Option<u32>,
 }

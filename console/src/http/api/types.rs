@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use zmesh_shared::audit::Checkpoint;
 use zmesh_shared::WgPublicKey;
 
-use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, FlowRow, OwnedToken, Role, UserRow};
+use crate::store::{AccessRow, AdminTokenRow, DeviceRow, EnrollKeyRow, OwnedToken, Role, UserRow};
 
 pub use crate::domain::names::{
     check_name, check_tags, DEFAULT_TTL_SECONDS, MAX_DESCRIPTION, MAX_TAGS, MAX_TTL_SECONDS,
@@ -123,12 +123,32 @@ pub struct WhoAmI {
     pub label: String,
 }
 
-/// One page of flow records.
+/// One access record: the flow as the reporting device signed it, its place in the
+/// access chain, and whether the other end reported the same flow.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccessRecord {
+    #[serde(flatten)]
+    pub entry: zmesh_shared::flowlog::AccessEntry,
+    /// No record of the same flow from the other end: one side is lying, broken, not
+    /// reporting, or has not reported yet.
+    pub one_sided: bool,
+}
+
+impl From<AccessRow> for AccessRecord {
+    fn from(r: AccessRow) -> Self {
+        AccessRecord {
+            entry: r.entry,
+            one_sided: r.one_sided,
+        }
+    }
+}
+
+/// One page of access records.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FlowList {
-    pub flows: Vec<FlowRow>,
+    pub flows: Vec<AccessRecord>,
     /// Pass as `after` for the next page; null on the last one.
-    pub next_after: Option<i64>,
+    pub next_after: Option<u64>,
 }
 
 /// The end of the audit chain.

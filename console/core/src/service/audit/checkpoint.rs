@@ -1,6 +1,10 @@
 //! Signing checkpoints of the chain head: every N events or T seconds while serving,
 //! at shutdown, and on demand. Several replicas may race to sign the same head; the
 //! store keeps the first and ignores the rest.
+//!
+//! The access log's chain is anchored here too: every T seconds (and before a
+//! shutdown or on-demand checkpoint) its head goes into the audit log as an
+//! `access.checkpoint` event, which the next signed checkpoint then covers.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,9 @@ pub async fn create(
     key: &SigningKey,
     kind: &str,
 ) -> Result<Option<Checkpoint>, StoreError> {
+    if kind != "periodic" {
+        store.anchor_access_head().await?;
+    }
     let head = store.audit_head().await?;
     if head.seq == 0 {
         return Ok(None);
@@ -50,11 +57,20 @@ pub async fn run(
     let (store, key) = (&state.store, &state.signing_key);
     let mut stop = std::pin::pin!(stop);
     let mut last_at = Instant::now();
+    let mut last_anchor = Instant::now();
     let mut ticker = tokio::time::interval(POLL);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = ticker.tick() => {}
+        }
+        if last_anchor.elapsed() >= interval {
+            last_anchor = Instant::now();
+            match store.anchor_access_head().await {
+                Ok(Some(seq)) => tracing::debug!(seq, "access log anchored in the audit log"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not anchor the access log"),
+            }
         }
         let due = async {
             let head = store.audit_head().await?;

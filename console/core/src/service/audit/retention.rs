@@ -1,4 +1,4 @@
-//! Retention: events and flow records older than the configured age are deleted, and
+//! Retention: events and access records older than the configured age are deleted, and
 //! a checkpoint signed over the newest deleted event is left as the anchor the rest of
 //! the chain verifies from. The pruning itself is recorded as an `audit.prune` event.
 
@@ -18,6 +18,7 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Pruned {
     pub through_seq: u64,
     pub events: u64,
+    /// Access records deleted.
     pub flows: u64,
 }
 
@@ -28,12 +29,19 @@ pub async fn prune(
     retention: Duration,
 ) -> Result<Option<Pruned>, StoreError> {
     let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    // The access log first (its cut is recorded by an `access.prune` event of its own).
+    let flows = store.prune_access(cutoff).await?;
     let Some(cut) = store.audit_cut_before(cutoff).await? else {
         return Ok(None);
     };
     let anchor = Checkpoint::sign(cut.seq, &cut.hash, now_ms(), key);
-    let (events, flows) = store.prune_audit(&anchor, cutoff).await?;
-    tracing::info!(through_seq = cut.seq, events, flows, "audit log pruned");
+    let (events, _legacy) = store.prune_audit(&anchor, cutoff).await?;
+    tracing::info!(
+        through_seq = cut.seq,
+        events,
+        access_records = flows,
+        "audit log pruned"
+    );
     Ok(Some(Pruned {
         through_seq: cut.seq,
         events,
