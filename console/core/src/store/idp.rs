@@ -53,7 +53,7 @@ pub enum IdpRefreshed {
     /// Brought up to date; `result` is what was recorded (`ok`, `groups changed`, `role
     /// changed`); the networks listed had their revision bumped (publish them).
     Updated {
-        user: UserRow,
+        user: Box<UserRow>,
         result: String,
         bumped: Vec<zmesh_shared::NetworkId>,
     },
@@ -218,7 +218,7 @@ impl Store {
         let user = user_from_row(&r)?;
         tx.commit().await?;
         Ok(IdpRefreshed::Updated {
-            user,
+            user: Box::new(user),
             result: result.into(),
             bumped,
         })
