@@ -79,9 +79,8 @@ fn parse_interval(v: &str) -> Result<u64, String> {
     const MAX: u64 = 30 * 24 * 3600;
     match v.trim().parse::<u64>() {
         Ok(n) if n <= MAX => Ok(n),
-        _ => Err(format!(
-            "--oidc-refresh-interval {v:?}: expected whole seconds from 0 (off) to {MAX}"
-        )),
+        // clap names the flag and the value before this
+        _ => Err(format!("expected whole seconds from 0 (off) to {MAX}")),
     }
 }
 
@@ -276,7 +275,7 @@ mod tests {
         assert_eq!(parse_interval("2"), Ok(2));
         for bad in ["-5", "abc", "1.5", "", "99999999999"] {
             let e = parse_interval(bad).unwrap_err();
-            assert!(e.contains("--oidc-refresh-interval"), "{e}");
+            assert!(e.contains("whole seconds"), "{e}");
         }
     }
 }
