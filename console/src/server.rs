@@ -152,6 +152,18 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
                 "single sign-on through {issuer}; register this redirect URI at the provider: {}",
                 oidc.redirect_uri()
             );
+            match oidc.refresh_interval() {
+                Some(every) => println!(
+                    "SSO users are re-checked at the identity provider every {} \
+                     (--oidc-refresh-interval {})",
+                    humantime::format_duration(every),
+                    every.as_secs()
+                ),
+                None => println!(
+                    "SSO users are not re-checked at the identity provider \
+                     (--oidc-refresh-interval 0)"
+                ),
+            }
             state.with_oidc(oidc)
         }
         None => state,
@@ -184,6 +196,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(listen = %cfg.listen, "console started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = spawn_audit_tasks(&state, &cfg.audit, stop_rx);
+    let idp_refresh = spawn_idp_refresh(&state);
     serve(
         listener,
         tls,
@@ -191,7 +204,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         crate::infra::shutdown::shutdown_signal(),
     )
     .await?;
-    for t in stun_tasks.into_iter().chain(relay_task) {
+    for t in stun_tasks.into_iter().chain(relay_task).chain(idp_refresh) {
         t.abort();
     }
     let _ = stop_tx.send(true);
@@ -199,6 +212,94 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_util::future::join_all(tasks)).await;
     tracing::info!("console stopped");
     Ok(())
+}
+
+/// The periodic re-check of SSO users at the identity provider
+/// ([`crate::service::idp_refresh`]), when single sign-on is on and the interval is not 0.
+fn spawn_idp_refresh(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let oidc = state.oidc.clone()?;
+    let interval = oidc.refresh_interval()?;
+    let settings = crate::service::idp_refresh::RefreshSettings {
+        issuer: oidc.issuer().to_string(),
+        interval,
+        rules: oidc.rules().clone(),
+    };
+    tracing::info!(every_s = interval.as_secs(), issuer = %settings.issuer, "IdP re-check of SSO users started");
+    Some(tokio::spawn(crate::service::idp_refresh::run(
+        state.core.clone(),
+        settings,
+        Arc::new(OidcChecker(oidc)),
+    )))
+}
+
+/// The identity provider's side of the re-check: opens the sealed refresh token, uses
+/// it at the token endpoint and seals the rotated one. No token reaches a log.
+struct OidcChecker(Arc<crate::infra::oidc::Oidc>);
+
+impl crate::service::idp_refresh::IdpChecker for OidcChecker {
+    fn check<'a>(
+        &'a self,
+        due: &'a crate::store::DueUser,
+    ) -> crate::service::idp_refresh::BoxFuture<'a, crate::service::idp_refresh::IdpAnswer> {
+        use crate::infra::oidc::RefreshError;
+        use crate::service::idp_refresh::IdpAnswer;
+        use crate::store::{SealedToken, TokenUpdate};
+        Box::pin(async move {
+            let u = &due.user;
+            let Some(sealed) = &due.token else {
+                return IdpAnswer::NoToken {
+                    token: TokenUpdate::Keep,
+                };
+            };
+            let Some(token) = self.0.sealer().open(&u.id, sealed.as_str()) else {
+                // sealed under another client secret: the user signs in again
+                return IdpAnswer::NoToken {
+                    token: TokenUpdate::Clear,
+                };
+            };
+            let subject = u.subject.clone().unwrap_or_default();
+            let r = match self.0.refresh(&token, &subject).await {
+                Ok(r) => r,
+                Err(RefreshError::Refused(code)) => {
+                    return IdpAnswer::Refused {
+                        reason: format!("refresh refused ({code})"),
+                    }
+                }
+                Err(RefreshError::Unreachable(why)) => {
+                    return IdpAnswer::Failed {
+                        result: format!("unreachable: {why}"),
+                        token: TokenUpdate::Keep,
+                    }
+                }
+                Err(RefreshError::Other(why)) => {
+                    return IdpAnswer::Failed {
+                        result: format!("error: {why}"),
+                        token: TokenUpdate::Keep,
+                    }
+                }
+            };
+            let token = match &r.refresh_token {
+                Some(t) => TokenUpdate::Replace(SealedToken::new(self.0.sealer().seal(&u.id, t))),
+                None => TokenUpdate::Keep,
+            };
+            match r.identity {
+                Ok(id) => IdpAnswer::Active {
+                    login: id.map(|id| crate::service::sso::VerifiedLogin {
+                        issuer: id.issuer,
+                        subject: id.subject,
+                        email: id.email,
+                        display_name: id.name,
+                        groups: id.groups,
+                    }),
+                    token,
+                },
+                Err(e) => IdpAnswer::Failed {
+                    result: format!("error: {}", e.reason()),
+                    token,
+                },
+            }
+        })
+    }
 }
 
 /// The built-in relay: checks the database at connect time (active, key not expired)

@@ -89,6 +89,7 @@ both!(
     no_secret_in_plain_text,
     lookups_errors_and_reconnect,
     key_expiry_is_noted_once,
+    idp_checks_claimed_once,
 );
 
 // ---- helpers ----

@@ -10,7 +10,8 @@ use super::ApiClient;
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCmd {
-    /// List users: name, role, state, sign-in method, groups, last sign-in.
+    /// List users: name, role, state, sign-in method, groups, last sign-in, and for SSO
+    /// users the last check at the identity provider and its result.
     List {
         #[arg(long)]
         json: bool,
@@ -75,13 +76,30 @@ pub async fn run(c: ApiClient, cmd: UsersCmd) -> anyhow::Result<()> {
                         },
                         join(&u["groups"]),
                         when(&u["last_sign_in_ms"]),
+                        if u["issuer"].is_null() {
+                            "-".into()
+                        } else {
+                            format!(
+                                "{} ({})",
+                                when(&u["idp_checked_at_ms"]),
+                                u["idp_check"].as_str().unwrap_or("not yet")
+                            )
+                        },
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table(
-                    &["USER", "ROLE", "STATE", "SIGN-IN", "GROUPS", "LAST SIGN-IN"],
+                    &[
+                        "USER",
+                        "ROLE",
+                        "STATE",
+                        "SIGN-IN",
+                        "GROUPS",
+                        "LAST SIGN-IN",
+                        "LAST IDP CHECK",
+                    ],
                     &rows
                 )
             );

@@ -9,3 +9,4 @@ pub mod oidc_config;
 pub mod shutdown;
 pub mod tls;
 pub mod tls_client;
+pub mod token_seal;

@@ -10,13 +10,17 @@
 use std::time::Duration;
 
 use base64::Engine;
+use openidconnect::core::CoreIdToken;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    Nonce, NonceVerifier, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, Scope, TokenResponse,
 };
+use zmesh_shared::Secret;
 
 use super::oidc_config::OidcConfig;
+use super::token_seal::TokenSealer;
 
 /// Clock difference tolerated between the provider and the console.
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
@@ -117,13 +121,46 @@ impl OidcError {
     }
 }
 
+/// What a refresh at the token endpoint brought: the new refresh token (if the provider
+/// rotated it) and what the new ID token says, if it sent one (or why it was rejected).
+#[derive(Debug)]
+pub struct Refreshed {
+    pub refresh_token: Option<Secret>,
+    pub identity: Result<Option<Identity>, OidcError>,
+}
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// `invalid_grant`: the provider no longer honours the token (user disabled or
+    /// removed there, grant revoked, token expired).
+    #[error("refused by the identity provider ({0})")]
+    Refused(String),
+    /// No answer (network, timeout, 5xx, unreadable response, discovery failed).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Another error response (e.g. `invalid_client`: the console's settings).
+    #[error("{0}")]
+    Other(String),
+}
+
 /// The relying party of one console.
 #[derive(Debug)]
 pub struct Oidc {
     cfg: OidcConfig,
     redirect: RedirectUrl,
     http: openidconnect::reqwest::Client,
+    sealer: TokenSealer,
 }
+
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
 
 impl Oidc {
     /// `public_url` is the console's (`https://host:port`); the redirect URI is
@@ -137,11 +174,27 @@ impl Oidc {
             .timeout(HTTP_TIMEOUT)
             .build()
             .map_err(|e| OidcError::Discovery(format!("HTTP client: {e}")))?;
+        let sealer = TokenSealer::from_client_secret(&cfg.client_secret);
         Ok(Oidc {
             cfg,
             redirect,
             http,
+            sealer,
         })
+    }
+
+    /// Seals and opens the refresh tokens kept in the database.
+    pub fn sealer(&self) -> &TokenSealer {
+        &self.sealer
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.cfg.issuer
+    }
+
+    /// How often users are re-checked at the provider; `None`: never.
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.cfg.refresh_interval
     }
 
     pub fn redirect_uri(&self) -> &str {
@@ -152,39 +205,33 @@ impl Oidc {
         &self.cfg.rules
     }
 
-    async fn client(
-        &self,
-    ) -> Result<
-        CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        OidcError,
-    > {
+    /// The client from the provider's discovery document, and whether the provider
+    /// lists the `offline_access` scope.
+    async fn client(&self) -> Result<(Client, bool), OidcError> {
         let issuer = IssuerUrl::new(self.cfg.issuer.clone())
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
         let meta = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
-        Ok(CoreClient::from_provider_metadata(
+        let offline = meta
+            .scopes_supported()
+            .is_some_and(|s| s.iter().any(|x| x.as_str() == "offline_access"));
+        let client = CoreClient::from_provider_metadata(
             meta,
             ClientId::new(self.cfg.client_id.clone()),
             Some(ClientSecret::new(
                 self.cfg.client_secret.expose().to_string(),
             )),
         )
-        .set_redirect_uri(self.redirect.clone()))
+        .set_redirect_uri(self.redirect.clone());
+        Ok((client, offline))
     }
 
     /// The provider URL to send the browser to, and what the callback needs.
     pub async fn begin(&self, next_login: Option<String>) -> Result<(String, Pending), OidcError> {
-        let client = self.client().await?;
+        let (client, offline) = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut req = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
@@ -192,9 +239,12 @@ impl Oidc {
             )
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
-            .add_scope(Scope::new(self.cfg.groups_claim.clone()))
-            .set_pkce_challenge(challenge)
-            .url();
+            .add_scope(Scope::new(self.cfg.groups_claim.clone()));
+        if offline && self.cfg.refresh_interval.is_some() {
+            // a refresh token for the periodic re-check
+            req = req.add_scope(Scope::new("offline_access".into()));
+        }
+        let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
         Ok((
             url.to_string(),
             Pending {
@@ -206,9 +256,14 @@ impl Oidc {
         ))
     }
 
-    /// Trades the code for tokens and validates the ID token against `pending`.
-    pub async fn finish(&self, code: &str, pending: &Pending) -> Result<Identity, OidcError> {
-        let client = self.client().await?;
+    /// Trades the code for tokens and validates the ID token against `pending`; also
+    /// answers the refresh token, if the provider issued one.
+    pub async fn finish(
+        &self,
+        code: &str,
+        pending: &Pending,
+    ) -> Result<(Identity, Option<Secret>), OidcError> {
+        let (client, _) = self.client().await?;
         let resp = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| OidcError::Exchange(e.to_string()))?
@@ -217,6 +272,66 @@ impl Oidc {
             .await
             .map_err(|e| OidcError::Exchange(token_error(&e)))?;
         let id_token = resp.id_token().ok_or(OidcError::NoIdToken)?;
+        let id = self.identity(&client, id_token, &Nonce::new(pending.nonce.clone()))?;
+        let refresh = resp
+            .refresh_token()
+            .map(|t| Secret::from_string(t.secret().clone()));
+        Ok((id, refresh))
+    }
+
+    /// Uses a refresh token at the token endpoint (IdP re-check). A new ID token is
+    /// validated like at sign-in (signature, `iss`, `aud`, `exp`), except for the nonce,
+    /// which a refresh does not carry, and must be about `subject`.
+    pub async fn refresh(&self, token: &Secret, subject: &str) -> Result<Refreshed, RefreshError> {
+        let (client, _) = self
+            .client()
+            .await
+            .map_err(|e| RefreshError::Unreachable(e.reason()))?;
+        let resp = client
+            .exchange_refresh_token(&RefreshToken::new(token.expose().to_string()))
+            .map_err(|e| RefreshError::Other(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match &e {
+                openidconnect::RequestTokenError::ServerResponse(_) => {
+                    let code = token_error(&e);
+                    if code == "invalid_grant" {
+                        RefreshError::Refused(code)
+                    } else {
+                        RefreshError::Other(format!("the identity provider said {code}"))
+                    }
+                }
+                _ => RefreshError::Unreachable(token_error(&e)),
+            })?;
+        let refresh_token = resp
+            .refresh_token()
+            .map(|t| Secret::from_string(t.secret().clone()));
+        let identity = match resp.id_token() {
+            None => Ok(None),
+            Some(t) => self
+                // no nonce in a refreshed ID token (or the first one's, repeated)
+                .identity(&client, t, |_: Option<&Nonce>| Ok(()))
+                .and_then(|id| {
+                    if id.subject == subject {
+                        Ok(Some(id))
+                    } else {
+                        Err(OidcError::Token("another subject".into()))
+                    }
+                }),
+        };
+        Ok(Refreshed {
+            refresh_token,
+            identity,
+        })
+    }
+
+    /// Validates `id_token` and reads the user from it.
+    fn identity(
+        &self,
+        client: &Client,
+        id_token: &CoreIdToken,
+        nonce: impl NonceVerifier,
+    ) -> Result<Identity, OidcError> {
         let now = chrono::Utc::now();
         let skew = chrono::Duration::from_std(MAX_SKEW).expect("a minute fits");
         let verifier = client
@@ -232,7 +347,7 @@ impl Oidc {
                 }
             });
         let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce.clone()))
+            .claims(&verifier, nonce)
             .map_err(|e| OidcError::Token(claims_error(e)))?;
         // The signature covers the whole payload, so further claims (the groups) are
         // read from the same, now verified, token.

@@ -60,6 +60,28 @@ pub struct OidcArgs {
         value_name = "GROUPS"
     )]
     pub oidc_auditor_groups: Vec<String>,
+    /// Seconds between re-checks of each SSO user at the provider (with the refresh token
+    /// of their last sign-in): users disabled or moved out of the allowed groups there are
+    /// disabled here, group changes applied. 0 turns the re-check off.
+    #[arg(
+        long,
+        env = "ZMESH_OIDC_REFRESH_INTERVAL",
+        default_value = "3600",
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        value_parser = parse_interval
+    )]
+    pub oidc_refresh_interval: u64,
+}
+
+/// `--oidc-refresh-interval`: whole seconds, 0 (off) up to 30 days.
+fn parse_interval(v: &str) -> Result<u64, String> {
+    const MAX: u64 = 30 * 24 * 3600;
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= MAX => Ok(n),
+        // clap names the flag and the value before this
+        _ => Err(format!("expected whole seconds from 0 (off) to {MAX}")),
+    }
 }
 
 /// Single sign-on settings, validated.
@@ -70,6 +92,8 @@ pub struct OidcConfig {
     pub client_secret: Secret,
     pub groups_claim: String,
     pub rules: SsoRules,
+    /// How often each SSO user is re-checked at the provider; `None`: never.
+    pub refresh_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OidcConfig {
@@ -80,6 +104,7 @@ impl std::fmt::Debug for OidcConfig {
             .field("client_secret", &"[redacted]")
             .field("groups_claim", &self.groups_claim)
             .field("rules", &self.rules)
+            .field("refresh_interval", &self.refresh_interval)
             .finish()
     }
 }
@@ -181,6 +206,8 @@ impl OidcArgs {
                 admin_groups: clean(self.oidc_admin_groups, false),
                 auditor_groups: clean(self.oidc_auditor_groups, false),
             },
+            refresh_interval: (self.oidc_refresh_interval > 0)
+                .then(|| std::time::Duration::from_secs(self.oidc_refresh_interval)),
         }))
     }
 }
@@ -196,6 +223,7 @@ mod tests {
             oidc_groups_claim: "groups".into(),
             oidc_admin_groups: vec!["ops".into(), " ops ".into()],
             oidc_allowed_domains: vec!["Example.COM".into()],
+            oidc_refresh_interval: 3600,
             ..Default::default()
         }
     }
@@ -226,5 +254,28 @@ mod tests {
         };
         assert!(matches!(a.validate(None), Err(OidcConfigError::NoIssuer)));
         assert!(OidcArgs::default().validate(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn refresh_interval() {
+        let c = args().validate(Some("s".into())).unwrap().unwrap();
+        assert_eq!(
+            c.refresh_interval,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        let mut a = args();
+        a.oidc_refresh_interval = 0;
+        assert_eq!(
+            a.validate(Some("s".into()))
+                .unwrap()
+                .unwrap()
+                .refresh_interval,
+            None
+        );
+        assert_eq!(parse_interval("2"), Ok(2));
+        for bad in ["-5", "abc", "1.5", "", "99999999999"] {
+            let e = parse_interval(bad).unwrap_err();
+            assert!(e.contains("whole seconds"), "{e}");
+        }
     }
 }

@@ -314,3 +314,113 @@ pub async fn lookups_errors_and_reconnect(c: &Ctx) {
         })
     ));
 }
+
+/// The IdP re-check's claims: only active users of the issuer whose last check is older
+/// than the cut-off, each claimed once even by two claimers at the same time; results and
+/// sealed tokens recorded; a re-check's group change applied like a sign-in.
+pub async fn idp_checks_claimed_once(c: &Ctx) {
+    use zmesh_console::store::{IdpRefreshed, SealedToken, SsoIdentity, SsoOutcome, TokenUpdate};
+    let s = &c.store;
+    let iss = "https://idp.example.com";
+    let id = |issuer: &str, sub: &str, groups: &[&str]| SsoIdentity {
+        issuer: issuer.into(),
+        subject: sub.into(),
+        email: Some(format!("{sub}@example.com")),
+        display_name: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        role: Role::Member,
+    };
+    let mut ids = Vec::new();
+    for (issuer, sub) in [(iss, "u1"), (iss, "u2"), ("https://other.example", "u3")] {
+        match s
+            .sso_sign_in_user(&id(issuer, sub, &["eng"]), NOW)
+            .await
+            .unwrap()
+        {
+            SsoOutcome::Ready(u, _) => ids.push(u.id),
+            o => panic!("{o:?}"),
+        }
+    }
+    s.set_refresh_token(&ids[0], &SealedToken::new("v1:sealed-u1".into()), NOW)
+        .await
+        .unwrap();
+    // u1 was just checked (its sign-in); u2 never; u3 is another provider's
+    let due = s
+        .claim_idp_checks(iss, NOW - 1000, NOW + 10, 10)
+        .await
+        .unwrap();
+    let names: Vec<&str> = due.iter().map(|d| d.user.username.as_str()).collect();
+    assert_eq!(names, ["u2@example.com"]);
+    assert!(due[0].token.is_none());
+    assert!(!format!("{due:?}").contains("sealed-u1"));
+    assert!(s
+        .claim_idp_checks(iss, NOW - 1000, NOW + 10, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Later, both are due; two claimers at once get each user once.
+    let (a, b) = tokio::join!(
+        s.claim_idp_checks(iss, NOW + 5000, NOW + 6000, 10),
+        s.claim_idp_checks(iss, NOW + 5000, NOW + 6000, 10)
+    );
+    let mut all: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    all.sort_by(|x, y| x.user.username.cmp(&y.user.username));
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].token.as_ref().unwrap().as_str(), "v1:sealed-u1");
+    assert_eq!(all[0].user.idp_check.as_deref(), Some("ok"));
+    // Results and the token are recorded; Clear drops the token.
+    s.record_idp_check(&ids[0], NOW + 7000, "unreachable: x", TokenUpdate::Clear)
+        .await
+        .unwrap();
+    let u1 = s.get_user(&ids[0]).await.unwrap();
+    assert_eq!(
+        (u1.idp_checked_at_ms, u1.idp_check.as_deref()),
+        (Some(NOW + 7000), Some("unreachable: x"))
+    );
+    let due = s
+        .claim_idp_checks(iss, NOW + 9000, NOW + 9000, 10)
+        .await
+        .unwrap();
+    assert!(due.iter().all(|d| d.token.is_none()), "{due:?}");
+    // A re-check with new groups: applied and audited as at a sign-in.
+    let new = id(iss, "u2", &["ops", "eng"]);
+    let r = s
+        .idp_refresh_user(
+            &ids[1],
+            &new,
+            TokenUpdate::Replace(SealedToken::new("v1:n".into())),
+            NOW + 9500,
+        )
+        .await
+        .unwrap();
+    let IdpRefreshed::Updated { user, result, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (result.as_str(), user.groups.clone()),
+        ("groups changed", vec!["eng".to_string(), "ops".to_string()])
+    );
+    assert_eq!(user.idp_check.as_deref(), Some("groups changed"));
+    let r = s
+        .idp_refresh_user(&ids[1], &new, TokenUpdate::Keep, NOW + 9600)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, IdpRefreshed::Updated { ref result, .. } if result == "ok"),
+        "{r:?}"
+    );
+    // another subject, or the other provider: not this user
+    let r = s
+        .idp_refresh_user(&ids[1], &id(iss, "u1", &[]), TokenUpdate::Keep, NOW)
+        .await
+        .unwrap();
+    assert_eq!(r, IdpRefreshed::Gone);
+    let events = s
+        .audit_events_page(0, u64::MAX >> 1, &Default::default(), 1000)
+        .await
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.action == "user.groups_changed"
+            && e.target.as_deref() == Some("user:u2@example.com")));
+}

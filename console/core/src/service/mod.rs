@@ -16,6 +16,7 @@ pub mod enroll;
 pub mod enroll_keys;
 mod error;
 pub mod expiry;
+pub mod idp_refresh;
 pub mod login;
 pub mod policy;
 pub mod sessions;

@@ -11,7 +11,7 @@ use super::audit::record_refusal;
 use super::sessions::start;
 use super::{AuditCtx, Core, ServiceError};
 use crate::domain::sso::SsoRules;
-use crate::store::{Role, SsoIdentity, SsoOutcome, Store, UserRow};
+use crate::store::{Role, SealedToken, SsoIdentity, SsoOutcome, Store, UserRow};
 
 /// What the verified ID token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,4 +113,13 @@ pub async fn sign_in(
         user: Box::new(user),
         session,
     })
+}
+
+/// Keeps the (sealed) refresh token of a sign-in for the IdP re-check
+/// ([`super::idp_refresh`]); the sign-in counts as a check. A failure is logged, not
+/// fatal: the user is then re-checked with their previous token, or not at all.
+pub async fn keep_refresh_token(store: &Store, user: &UserRow, token: &SealedToken) {
+    if let Err(e) = store.set_refresh_token(&user.id, token, now_ms()).await {
+        tracing::warn!(user = %user.username, error = %e, "could not keep the refresh token");
+    }
 }

@@ -48,6 +48,8 @@ pub struct UserChange {
     pub role: Option<Role>,
     pub password: Option<String>,
     pub disabled: Option<bool>,
+    /// Why (recorded in the audit event); admins give none.
+    pub reason: Option<String>,
 }
 
 /// Applies `c`. Disabling also revokes the user's devices in the same transaction (each
@@ -74,6 +76,7 @@ pub async fn update(
                 role: c.role,
                 password_hash,
                 disabled: c.disabled,
+                reason: c.reason,
             },
             now_ms(),
         )

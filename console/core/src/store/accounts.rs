@@ -34,8 +34,14 @@ pub struct UserRow {
     pub subject: Option<String>,
     pub email: Option<String>,
     pub display_name: Option<String>,
-    /// IdP groups as last seen at sign-in (empty for local accounts).
+    /// IdP groups as last seen at sign-in or IdP re-check (empty for local accounts).
     pub groups: Vec<String>,
+    /// When the console last asked the OpenID Provider about this SSO user (sign-in or
+    /// the periodic re-check, `serve --oidc-refresh-interval`); `None`: never.
+    pub idp_checked_at_ms: Option<i64>,
+    /// What that check found: `ok`, `groups changed`, `role changed`, `disabled: REASON`,
+    /// `unreachable: REASON`, `error: REASON` or `no refresh token`.
+    pub idp_check: Option<String>,
 }
 
 /// A user and their password hash, for sign-in only. Debug never prints the hash.
@@ -70,6 +76,8 @@ pub struct UserUpdate {
     pub password_hash: Option<String>,
     /// `Some(true)` disables (ends sessions, revokes tokens), `Some(false)` enables.
     pub disabled: Option<bool>,
+    /// Why, recorded in the `user.update` event (e.g. the IdP re-check's finding).
+    pub reason: Option<String>,
 }
 
 /// A personal token with the name of its owner, for listings.
@@ -81,10 +89,11 @@ pub struct OwnedToken {
 }
 
 pub(super) const USER_COLS: &str = "id, username, role, created_at_ms, created_by, \
-     disabled_at_ms, last_sign_in_ms, issuer, subject, email, display_name, groups";
+     disabled_at_ms, last_sign_in_ms, issuer, subject, email, display_name, groups, \
+     idp_checked_at_ms, idp_check";
 const USER_COLS_U: &str = "u.id, u.username, u.role, u.created_at_ms, u.created_by, \
      u.disabled_at_ms, u.last_sign_in_ms, u.issuer, u.subject, u.email, u.display_name, \
-     u.groups";
+     u.groups, u.idp_checked_at_ms, u.idp_check";
 
 pub(super) fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
     let role: String = r.try_get("role")?;
@@ -101,6 +110,8 @@ pub(super) fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
         email: r.try_get("email")?,
         display_name: r.try_get("display_name")?,
         groups: super::json_col(r, "groups")?,
+        idp_checked_at_ms: r.try_get("idp_checked_at_ms")?,
+        idp_check: r.try_get("idp_check")?,
     })
 }
 
@@ -360,9 +371,12 @@ impl Store {
         let mut c = Change::new("user.update", format!("user:{}", after.username))
             .before(&before)
             .after(&after);
-        if up.password_hash.is_some() {
-            if let Some(a) = c.after.as_mut() {
+        if let Some(a) = c.after.as_mut() {
+            if up.password_hash.is_some() {
                 a["password_changed"] = true.into();
+            }
+            if let Some(r) = &up.reason {
+                a["reason"] = r.as_str().into();
             }
         }
         append(&mut tx, &self.audit, c).await?;

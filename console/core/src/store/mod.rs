@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod enroll_keys;
 mod error;
+mod idp;
 mod logins;
 mod networks;
 mod policies;
@@ -38,6 +39,7 @@ pub use accounts::{
 };
 pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
+pub use idp::{DueUser, IdpRefreshed, SealedToken, TokenUpdate};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};

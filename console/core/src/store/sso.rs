@@ -141,6 +141,76 @@ pub(super) async fn revoke_owned_devices(
     Ok(out)
 }
 
+/// `id` with its groups sorted and deduplicated, as stored.
+pub(super) fn identity_sorted(id: &SsoIdentity) -> SsoIdentity {
+    let mut id = id.clone();
+    id.groups.sort();
+    id.groups.dedup();
+    id
+}
+
+/// Brings `before` up to date with what the provider says now (sign-in or IdP re-check):
+/// email, name, groups and role, each change with its audit event; a new role is carried
+/// over to the user's personal tokens. Answers the user as changed and the networks whose
+/// revision was bumped (the user's devices there changed groups: publish them).
+pub(super) async fn apply_identity(
+    tx: &mut Transaction<'static, Any>,
+    audit: &super::AuditCtx,
+    before: &UserRow,
+    id: &SsoIdentity,
+) -> Result<(UserRow, Vec<zmesh_shared::NetworkId>), StoreError> {
+    let r = sqlx::query(&format!(
+        "UPDATE users SET email = $2, display_name = $3, groups = $4, role = $5 \
+             WHERE id = $1 RETURNING {USER_COLS}"
+    ))
+    .bind(&before.id)
+    .bind(&id.email)
+    .bind(&id.display_name)
+    .bind(to_json(&id.groups))
+    .bind(id.role.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    let after = user_from_row(&r)?;
+    let target = format!("user:{}", after.username);
+    let mut bumped = Vec::new();
+    if before.groups != after.groups {
+        // Peers of the user's devices must see the new groups at once.
+        let nets = sqlx::query(
+            "SELECT DISTINCT network_id FROM devices WHERE owner = $1 AND revoked_at_ms IS NULL",
+        )
+        .bind(format!("user:{}", after.username))
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in &nets {
+            let net: zmesh_shared::NetworkId = super::parse_col(r, "network_id")?;
+            super::networks::bump_revision(tx, net).await?;
+            bumped.push(net);
+        }
+        let c = Change::new("user.groups_changed", target.clone())
+            .before(&serde_json::json!({"groups": before.groups}))
+            .after(&serde_json::json!({"groups": after.groups}));
+        append(tx, audit, c).await?;
+    }
+    if before.role != after.role {
+        sqlx::query("UPDATE admin_tokens SET role = $2 WHERE user_id = $1")
+            .bind(&after.id)
+            .bind(after.role.as_str())
+            .execute(&mut **tx)
+            .await?;
+        let c = Change::new("user.role_changed", target.clone())
+            .before(&serde_json::json!({"role": before.role}))
+            .after(&serde_json::json!({"role": after.role}));
+        append(tx, audit, c).await?;
+    }
+    if before.email != after.email || before.display_name != after.display_name {
+        let c = Change::new("user.profile_changed", target)
+            .before(&serde_json::json!({"email": before.email, "name": before.display_name}))
+            .after(&serde_json::json!({"email": after.email, "name": after.display_name}));
+        append(tx, audit, c).await?;
+    }
+    Ok((after, bumped))
+}
+
 impl Store {
     /// Finds or creates the user of `id` and records what changed since their last
     /// sign-in (`user.create`, `user.groups_changed`, `user.role_changed`,
@@ -201,50 +271,8 @@ impl Store {
         if before.disabled_at_ms.is_some() {
             return Ok(SsoOutcome::Disabled(before));
         }
-        let r = sqlx::query(&format!(
-            "UPDATE users SET email = $2, display_name = $3, groups = $4, role = $5 \
-             WHERE id = $1 RETURNING {USER_COLS}"
-        ))
-        .bind(&before.id)
-        .bind(&id.email)
-        .bind(&id.display_name)
-        .bind(to_json(&groups))
-        .bind(id.role.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let after = user_from_row(&r)?;
-        let target = format!("user:{}", after.username);
-        let mut bumped = Vec::new();
-        if before.groups != after.groups {
-            // Peers of the user's devices must see the new groups at once.
-            let nets = sqlx::query(
-                "SELECT DISTINCT network_id FROM devices WHERE owner = $1 AND revoked_at_ms IS NULL",
-            )
-            .bind(format!("user:{}", after.username))
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in &nets {
-                let net: zmesh_shared::NetworkId = super::parse_col(r, "network_id")?;
-                super::networks::bump_revision(&mut tx, net).await?;
-                bumped.push(net);
-            }
-            let c = Change::new("user.groups_changed", target.clone())
-                .before(&serde_json::json!({"groups": before.groups}))
-                .after(&serde_json::json!({"groups": after.groups}));
-            append(&mut tx, &self.audit, c).await?;
-        }
-        if before.role != after.role {
-            let c = Change::new("user.role_changed", target.clone())
-                .before(&serde_json::json!({"role": before.role}))
-                .after(&serde_json::json!({"role": after.role}));
-            append(&mut tx, &self.audit, c).await?;
-        }
-        if before.email != after.email || before.display_name != after.display_name {
-            let c = Change::new("user.profile_changed", target)
-                .before(&serde_json::json!({"email": before.email, "name": before.display_name}))
-                .after(&serde_json::json!({"email": after.email, "name": after.display_name}));
-            append(&mut tx, &self.audit, c).await?;
-        }
+        let (after, bumped) =
+            apply_identity(&mut tx, &self.audit, &before, &identity_sorted(id)).await?;
         tx.commit().await?;
         Ok(SsoOutcome::Ready(after, bumped))
     }

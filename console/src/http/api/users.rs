@@ -98,6 +98,7 @@ pub async fn update(
         role: body.role.as_deref().map(parse_role).transpose()?,
         password: body.password,
         disabled: body.disabled,
+        reason: None,
     };
     Ok(Json(svc::update(&state, ctx, &id, c).await?))
 }

@@ -18,6 +18,7 @@ use crate::http::session::{
 use crate::http::{ApiError, AppState, Source};
 use crate::infra::oidc::Pending;
 use crate::service::sso::{self as svc, SsoSignIn, VerifiedLogin};
+use crate::store::SealedToken;
 
 /// Holds the pending sign-in between the two steps.
 pub const OIDC_COOKIE: &str = "__Host-zmesh_oidc";
@@ -144,8 +145,8 @@ pub async fn callback(
     else {
         return fail(StatusCode::BAD_REQUEST, "no authorization code".into()).await;
     };
-    let id = match oidc.finish(code, &pending).await {
-        Ok(id) => id,
+    let (id, refresh_token) = match oidc.finish(code, &pending).await {
+        Ok(x) => x,
         Err(e) => {
             tracing::info!(error = %e, "SSO callback refused");
             let status = match e {
@@ -169,7 +170,12 @@ pub async fn callback(
         None => "/ui/".into(),
     };
     match svc::sign_in(&state, oidc.rules(), login, source, allow_member).await? {
-        SsoSignIn::Ok { session, .. } => {
+        SsoSignIn::Ok { session, user } => {
+            // Kept (sealed, bound to the user) for the periodic IdP re-check.
+            if let (Some(t), Some(_)) = (&refresh_token, oidc.refresh_interval()) {
+                let sealed = SealedToken::new(oidc.sealer().seal(&user.id, t));
+                svc::keep_refresh_token(&state.store, &user, &sealed).await;
+            }
             // Not a redirect: the session cookie is SameSite=Strict, and a browser does
             // not send it on a redirect that is still part of the provider's cross-site
             // navigation. A page of our own that moves on is a same-site navigation.
