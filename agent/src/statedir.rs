@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use zmesh_shared::peermap::{CachedMap, PeerMap};
-use zmesh_shared::{CertFingerprint, DeviceId, NetworkId, Secret, SigningPublicKey, WgPrivateKey};
+use zmesh_shared::{
+    CertFingerprint, DeviceId, NetworkId, Secret, SigningKey, SigningPublicKey, WgPrivateKey,
+};
 
 pub const PRIVATE_KEY_FILE: &str = "private.key";
+/// The device's Ed25519 key for signing its flow reports (the access log's evidence).
+pub const REPORT_KEY_FILE: &str = "report.key";
 pub const ENROLLMENT_FILE: &str = "enrollment.json";
 pub const PEERMAP_FILE: &str = "peermap.json";
 pub const NAT_FILE: &str = "nat.json";
@@ -153,6 +157,24 @@ impl StateDir {
         Ok(k)
     }
 
+    /// Loads the report-signing key, generating and storing one on first use. Like the
+    /// WireGuard key it is made here and never leaves the device; the console learns
+    /// the public half.
+    pub fn load_or_create_report_key(&self) -> Result<SigningKey, StateError> {
+        if let Some(b) = self.read_opt(REPORT_KEY_FILE)? {
+            let text = String::from_utf8_lossy(&b);
+            return SigningKey::from_base64(text.trim()).map_err(|e| StateError::Corrupt {
+                path: self.path(REPORT_KEY_FILE),
+                reason: e.to_string(),
+            });
+        }
+        let k = SigningKey::generate();
+        let mut text = k.to_base64();
+        text.push('\n');
+        self.write_private(REPORT_KEY_FILE, text.as_bytes())?;
+        Ok(k)
+    }
+
     pub fn load_private_key(&self) -> Result<Option<WgPrivateKey>, StateError> {
         let Some(b) = self.read_opt(PRIVATE_KEY_FILE)? else {
             return Ok(None);
@@ -209,7 +231,13 @@ impl StateDir {
     /// Removes the key, the enrollment and the caches. Secret files are overwritten
     /// before unlinking so the bytes do not linger in a reused block.
     pub fn forget(&self) -> Result<(), StateError> {
-        for f in [PRIVATE_KEY_FILE, ENROLLMENT_FILE, PEERMAP_FILE, NAT_FILE] {
+        for f in [
+            PRIVATE_KEY_FILE,
+            REPORT_KEY_FILE,
+            ENROLLMENT_FILE,
+            PEERMAP_FILE,
+            NAT_FILE,
+        ] {
             let path = self.path(f);
             if let Ok(meta) = fs::metadata(&path) {
                 if let Ok(mut h) = OpenOptions::new().write(true).open(&path) {
@@ -318,6 +346,7 @@ mod tests {
             },
             peers: vec![],
             filter: vec![],
+            policy_version: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The audit log on real databases: tamper detection on SQLite and PostgreSQL (edit,
 //! delete, swap, insert, truncate, rewrite), exports verified offline, events for every
-//! admin mutation (through the API), the auditor role, flow records and retention.
+//! admin mutation (through the API), the auditor role, signed access records and retention.
 //! Exports against Python's parsers and syslog forwarding are in `audit_io.rs`.
 //! PostgreSQL runs are skipped with a notice when no server can be had, unless `CI` is
 //! set (then they fail).
@@ -18,10 +18,12 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use tower::ServiceExt;
 use zmesh_console::bus::Bus;
+use zmesh_console::service::access;
 use zmesh_console::service::audit::{export, retention, verify};
-use zmesh_console::store::{EventFilter, Role, Store};
+use zmesh_console::store::{AuditCtx, EventFilter, KeyRegistration, Role, Store};
 use zmesh_console::{app, AppState};
 use zmesh_shared::audit::{EventBody, GENESIS_HASH};
+use zmesh_shared::flowlog::sign_flow;
 use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{FlowRecord, FlowVerdict};
 use zmesh_shared::{DeviceId, Secret, SigningKey, WgPrivateKey};
@@ -547,53 +549,104 @@ fn flow(src: DeviceId, dst: DeviceId, dport: u16, t: i64, v: FlowVerdict) -> Flo
         dst_port: dport,
         bytes: 1000,
         packets: 10,
+        bytes_back: 4000,
+        packets_back: 8,
         first_seen_ms: t,
         last_seen_ms: t + 5000,
-        rule: Some("web".into()),
+        rule: Some("rules[0]".into()),
+        policy_version: Some(1),
         verdict: v,
     }
 }
 
-#[tokio::test]
-async fn flows_are_stored_and_one_sided_ones_flagged() {
-    let a = api().await;
-    let s = &a.state.store;
-    let (x, y, z) = (DeviceId::new(), DeviceId::new(), DeviceId::new());
-    let t = now_ms();
-    // x -> y:443 reported by both ends; x -> y:22 only by x; z reports a flow between x and y (refused)
-    assert_eq!(
-        s.insert_flows(
-            x,
-            &[
-                flow(x, y, 443, t, FlowVerdict::Accepted),
-                flow(x, y, 22, t, FlowVerdict::Denied)
-            ],
-            t
+/// A device row (agentless, through the API) and its report key, registered.
+async fn reporting_device(a: &Api, name: &str) -> (DeviceId, SigningKey) {
+    let pk = WgPrivateKey::generate().public_key().to_string();
+    let (st, d, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/devices",
+            &a.admin,
+            Some(json!({"name": name, "public_key": pk})),
         )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    let id: DeviceId = d["id"].as_str().unwrap().parse().unwrap();
+    let key = SigningKey::generate();
+    let ctx = AuditCtx::new(format!("device:{id}"), None);
+    let r = access::register_key(&a.state, &ctx, id, &key.public_key())
         .await
-        .unwrap(),
-        2
-    );
-    assert_eq!(
-        s.insert_flows(y, &[flow(x, y, 443, t + 1000, FlowVerdict::Accepted)], t)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        s.insert_flows(z, &[flow(x, y, 80, t, FlowVerdict::Accepted)], t)
-            .await
-            .unwrap(),
-        0
-    );
+        .unwrap();
+    assert_eq!(r, KeyRegistration::Registered);
+    (id, key)
+}
+
+/// Signed records are chained and listed with the one-sided flag; a record signed by
+/// another device's key, a replayed report number and a flow between two other devices
+/// are not kept; a second, different report key is refused and audited; and the
+/// database check verifies every signature and the anchors.
+#[tokio::test]
+async fn access_records_are_signed_chained_and_one_sided_ones_flagged() {
+    let a = api().await;
+    let (x, kx) = reporting_device(&a, "x").await;
+    let (y, ky) = reporting_device(&a, "y").await;
+    let (z, kz) = reporting_device(&a, "z").await;
+    let t = now_ms();
+    let both = flow(x, y, 443, t, FlowVerdict::Accepted);
+    let only_x = flow(x, y, 22, t, FlowVerdict::Denied);
+    let batch = vec![
+        sign_flow(&kx, x, 1, both.clone()),
+        sign_flow(&kx, x, 2, only_x),
+    ];
+    let i = access::ingest(&a.state, x, &batch).await.unwrap();
+    assert_eq!((i.kept, i.refused), (2, 0));
+    let mut from_y = both.clone();
+    from_y.first_seen_ms += 1000;
+    let i = access::ingest(&a.state, y, &[sign_flow(&ky, y, 1, from_y)])
+        .await
+        .unwrap();
+    assert_eq!((i.kept, i.refused), (1, 0));
+    // replayed report number: dropped
+    let i = access::ingest(&a.state, x, &batch[..1]).await.unwrap();
+    assert_eq!((i.kept, i.dropped), (0, 1));
+    // signed with z's key but claimed by x: refused
+    let forged = sign_flow(&kz, x, 9, flow(x, y, 80, t, FlowVerdict::Accepted));
+    let i = access::ingest(&a.state, x, &[forged]).await.unwrap();
+    assert_eq!((i.kept, i.refused, i.reason), (0, 1, Some("bad signature")));
+    // z reporting a flow it is not an end of: dropped
+    let i = access::ingest(&a.state, z, &[sign_flow(&kz, z, 1, both.clone())])
+        .await
+        .unwrap();
+    assert_eq!((i.kept, i.dropped), (0, 1));
+    // a device keeps its report key
+    let ctx = AuditCtx::new(format!("device:{x}"), None);
+    let r = access::register_key(&a.state, &ctx, x, &SigningKey::generate().public_key())
+        .await
+        .unwrap();
+    assert_eq!(r, KeyRegistration::Conflict);
+    assert!(a
+        .events()
+        .await
+        .iter()
+        .any(|e| e.action == "access.report_key_refused"));
+
     let (st, v, _) = a.call(Method::GET, "/api/v1/flows", &a.auditor, None).await;
     assert_eq!(st, StatusCode::OK);
     let flows = v["flows"].as_array().unwrap();
     assert_eq!(flows.len(), 3);
+    assert_eq!(
+        flows
+            .iter()
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     let one: Vec<_> = flows.iter().filter(|f| f["one_sided"] == true).collect();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0]["dst_port"], 22);
     assert_eq!(one[0]["verdict"], "denied");
+    assert_eq!(one[0]["bytes_back"], 4000);
+    assert!(one[0]["sig"].as_str().is_some_and(|s| s.len() > 80));
     let (_, v, _) = a
         .call(
             Method::GET,
@@ -610,6 +663,18 @@ async fn flows_are_stored_and_one_sided_ones_flagged() {
         (st, v["error"]["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("verdict"))
     );
+
+    // Anchored in the audit log, everything verifies; then an edit is caught.
+    let s = &a.state.store;
+    assert_eq!(s.anchor_access_head().await.unwrap(), Some(3));
+    let pk = a.state.signing_key.public_key();
+    let r = verify::verify_store(s, &pk).await.unwrap();
+    let acc = r.access.clone().unwrap();
+    assert!(r.ok && acc.ok && acc.verified == 3, "{r:?}");
+    exec(s, "UPDATE access_records SET bytes = 1 WHERE seq = 2").await;
+    let r = verify::verify_store(s, &pk).await.unwrap();
+    let acc = r.access.unwrap();
+    assert!(!r.ok && acc.first_bad_seq == Some(2), "{acc:?}");
 }
 
 #[tokio::test]
@@ -619,7 +684,6 @@ async fn retention_leaves_a_signed_anchor_and_the_rest_verifies() {
     let pk = key.public_key();
     let n = populate(&s, &key).await;
     let t = now_ms();
-    s.insert_flows(DeviceId::new(), &[], t).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let p = retention::prune(&s, &key, std::time::Duration::ZERO)
         .await

@@ -325,7 +325,7 @@ mod tests {
         g.report_seq = 8;
         assert!(verify_flow(&key.public_key(), me, &g).is_err());
         for edit in [
-            &|r: &mut FlowRecord| r.bytes += 1 as u64,
+            &|r: &mut FlowRecord| r.bytes += 1,
             &|r: &mut FlowRecord| r.bytes_back = 0,
             &|r: &mut FlowRecord| r.rule = None,
             &|r: &mut FlowRecord| r.policy_version = None,

@@ -264,6 +264,7 @@ mod tests {
             },
             peers,
             filter: vec![],
+            policy_version: None,
         };
         m.normalize();
         m

@@ -179,6 +179,7 @@ pub(crate) mod tests {
             },
             peers,
             filter: vec![],
+            policy_version: None,
         };
         m.normalize();
         m

@@ -3,8 +3,8 @@
 //!
 //! The stream task verifies every peer map and delta with the console signing key,
 //! caches them in the state dir, hands the result (peers and inbound filter) to the
-//! data plane, reports endpoints, health and flows (denied inbound packets and
-//! summaries of accepted connections), and reconnects with jittered backoff until
+//! data plane, reports endpoints, health and signed flows (denied inbound packets and
+//! summaries of accepted connections, see `reports`), and reconnects with jittered backoff until
 //! stopped or revoked.
 
 pub mod backoff;
@@ -13,6 +13,8 @@ pub mod enroll;
 pub mod login;
 pub mod map;
 pub mod nat;
+mod reports;
+pub use reports::Reporter;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,25 +32,21 @@ use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use zmesh_shared::peermap::PeerMap;
-use zmesh_shared::wire::{
-    ClientMsg, FlowRecord, FlowVerdict, PeerHealth, ServerMsg, MAX_FLOWS_PER_BATCH, STREAM_PATH,
-};
-use zmesh_shared::DeviceId;
+use zmesh_shared::wire::{ClientMsg, PeerHealth, ServerMsg, STREAM_PATH};
 use zmesh_shared::PROTOCOL_VERSION;
 
 use self::backoff::Backoff;
 use self::map::{peer_configs, DeltaOutcome, MapState};
 use self::tls::{client_config, Trust};
-use crate::io::{DataPlane, Origin};
+use crate::io::DataPlane;
 use crate::statedir::{Enrollment, StateDir};
 
 const HEALTH_EVERY: Duration = Duration::from_secs(30);
 const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
 const WS_PING_EVERY: Duration = Duration::from_secs(15);
 /// Denied inbound flows are reported at most this often (and at most
-/// `MAX_DENIED_PER_REPORT` at a time), on top of the filter's per-source limit.
+/// `reports::MAX_DENIED_PER_REPORT` at a time), on top of the filter's per-source limit.
 const DENIED_REPORT_EVERY: Duration = Duration::from_secs(2);
-const MAX_DENIED_PER_REPORT: usize = 64;
 /// How often summaries of accepted flows are sent (one batch of at most
 /// `MAX_FLOWS_PER_BATCH`; the rest wait in the filter's bounded queue).
 const ACCEPTED_REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -123,6 +121,8 @@ pub struct ControlCtx {
     pub events: mpsc::UnboundedSender<ControlEvent>,
     /// The console's latest NAT settings, for the relay task.
     pub nat: watch::Sender<Option<nat::NatSettings>>,
+    /// Signs this device's flow reports (numbering them).
+    pub reporter: Arc<Mutex<reports::Reporter>>,
 }
 
 enum SessionEnd {
@@ -277,104 +277,6 @@ async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
         .collect()
 }
 
-/// Drains the data plane's denied-flow records as `Flows` records (verdict denied,
-/// one packet each: the filter samples denied packets, rate-limited per source).
-/// Beyond one report's worth they are dropped, which bounds the audit stream.
-async fn denied_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord> {
-    let flows = dp.denied_flows().await;
-    let Some(map) = map else {
-        return vec![];
-    };
-    let (now, wall) = (Instant::now(), zmesh_shared::time::now_ms());
-    if flows.len() > MAX_DENIED_PER_REPORT {
-        tracing::debug!(
-            dropped = flows.len() - MAX_DENIED_PER_REPORT,
-            "denied-flow reports over the per-report limit"
-        );
-    }
-    flows
-        .into_iter()
-        .take(MAX_DENIED_PER_REPORT)
-        .filter_map(|f| {
-            // The source passed the cryptokey check, so it is a peer's overlay address.
-            let src = map
-                .peers
-                .iter()
-                .find(|p| IpAddr::V4(p.overlay_v4) == f.src || IpAddr::V6(p.overlay_v6) == f.src)?;
-            let at = wall - now.saturating_duration_since(f.at).as_millis() as i64;
-            Some(FlowRecord {
-                src_device: src.device_id,
-                dst_device: map.device_id,
-                proto: f.proto,
-                src_port: f.src_port,
-                dst_port: f.dst_port,
-                bytes: 0,
-                packets: 1,
-                first_seen_ms: at,
-                last_seen_ms: at,
-                rule: None,
-                verdict: FlowVerdict::Denied,
-            })
-        })
-        .collect()
-}
-
-/// The device owning an overlay address: this device or a peer.
-fn device_of(map: &PeerMap, ip: IpAddr) -> Option<DeviceId> {
-    if ip == IpAddr::V4(map.me.overlay_v4) || ip == IpAddr::V6(map.me.overlay_v6) {
-        return Some(map.device_id);
-    }
-    map.peers
-        .iter()
-        .find(|p| IpAddr::V4(p.overlay_v4) == ip || IpAddr::V6(p.overlay_v6) == ip)
-        .map(|p| p.device_id)
-}
-
-/// Drains up to one batch of accepted-flow summaries as `Flows` records (verdict
-/// accepted), named the same way by both ends: source is the device that opened the
-/// flow. Without a peer map they stay queued; summaries whose addresses are not
-/// overlay addresses (routed subnets) are skipped.
-async fn accepted_reports(dp: &DataPlane, map: Option<&PeerMap>) -> Vec<FlowRecord> {
-    let Some(map) = map else {
-        return vec![];
-    };
-    let sums = dp.flow_summaries(MAX_FLOWS_PER_BATCH).await;
-    let (now, wall) = (Instant::now(), zmesh_shared::time::now_ms());
-    let ms = |t: Instant| wall - now.saturating_duration_since(t).as_millis() as i64;
-    let mut skipped = 0usize;
-    let out: Vec<FlowRecord> = sums
-        .into_iter()
-        .filter_map(|s| {
-            let (src, sport, dst, dport) = s.endpoints();
-            let (Some(src_device), Some(dst_device)) = (device_of(map, src), device_of(map, dst))
-            else {
-                skipped += 1;
-                return None;
-            };
-            Some(FlowRecord {
-                src_device,
-                dst_device,
-                proto: s.key.proto,
-                src_port: sport,
-                dst_port: dport,
-                bytes: s.tx_bytes + s.rx_bytes,
-                packets: s.tx_packets + s.rx_packets,
-                first_seen_ms: ms(s.first_seen),
-                last_seen_ms: ms(s.last_seen),
-                rule: Some(match s.origin {
-                    Origin::Local => "outbound".to_string(),
-                    Origin::Peer(i) => format!("rules[{i}]"),
-                }),
-                verdict: FlowVerdict::Accepted,
-            })
-        })
-        .collect();
-    if skipped > 0 {
-        tracing::debug!(skipped, "flow summaries not between overlay addresses");
-    }
-    out
-}
-
 async fn session(
     ctx: &ControlCtx,
     st: &mut MapState,
@@ -397,6 +299,12 @@ async fn session(
         },
     )
     .await?;
+    let key = ctx
+        .reporter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .public_key();
+    send(&mut ws, &ClientMsg::ReportKey { key }).await?;
     let mut eps = my_endpoints(ctx);
     send(
         &mut ws,
@@ -460,16 +368,18 @@ async fn session(
                 send(&mut ws, &ClientMsg::Health { peers: health(&ctx.dp).await }).await?;
             }
             _ = denied_tick.tick() => {
-                let flows = denied_reports(&ctx.dp, st.map()).await;
+                let flows = reports::denied(&ctx.dp, st.map()).await;
                 if !flows.is_empty() {
-                    send(&mut ws, &ClientMsg::Flows { flows }).await?;
+                    let flows = ctx.reporter.lock().unwrap_or_else(|e| e.into_inner()).sign(flows);
+                    send(&mut ws, &ClientMsg::SignedFlows { flows }).await?;
                 }
             }
             _ = accepted_tick.tick() => {
-                let flows = accepted_reports(&ctx.dp, st.map()).await;
+                let flows = reports::accepted(&ctx.dp, st.map()).await;
                 if !flows.is_empty() {
                     tracing::debug!(n = flows.len(), "reporting accepted flows");
-                    send(&mut ws, &ClientMsg::Flows { flows }).await?;
+                    let flows = ctx.reporter.lock().unwrap_or_else(|e| e.into_inner()).sign(flows);
+                    send(&mut ws, &ClientMsg::SignedFlows { flows }).await?;
                 }
             }
             _ = eps_tick.tick() => {

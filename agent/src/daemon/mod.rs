@@ -312,6 +312,11 @@ impl Daemon {
             shared: shared.clone(),
             events: self.events.clone(),
             nat: nat_tx,
+            reporter: Arc::new(std::sync::Mutex::new(control::Reporter::new(
+                self.state.load_or_create_report_key()?,
+                enr.device_id,
+                zmesh_shared::time::now_ms(),
+            ))),
         };
         let task = tokio::spawn(control::run(ctx, st, stop_rx));
         Ok(Running {

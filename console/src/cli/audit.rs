@@ -120,9 +120,10 @@ fn encode(s: &str) -> String {
 }
 
 fn print_report(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    let events_ok = r.first_bad_seq.is_none() && r.error.is_none();
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
-    } else if r.ok {
+    } else if events_ok {
         println!(
             "audit chain OK ({} mode): {} events verified ({}..{}), {} signed checkpoints, {} events after the newest checkpoint",
             r.mode,
@@ -132,12 +133,29 @@ fn print_report(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
             r.checkpoints,
             r.unsigned_tail
         );
+        if let Some(a) = r.access.as_ref().filter(|a| a.ok) {
+            println!(
+                "access log OK: {} records verified ({}..{}), every device signature checked, {} anchors in the audit log, {} records after the newest anchor",
+                a.verified,
+                a.first_seq.map(|s| s.to_string()).unwrap_or("-".into()),
+                a.last_seq.map(|s| s.to_string()).unwrap_or("-".into()),
+                a.anchors,
+                a.unanchored_tail
+            );
+        }
     }
-    if !r.ok {
+    if !events_ok {
         let seq = r.first_bad_seq.map(|s| s.to_string()).unwrap_or("-".into());
         bail!(
             "audit chain FAILED verification at seq {seq}: {}",
             r.error.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(a) = r.access.as_ref().filter(|a| !a.ok) {
+        let seq = a.first_bad_seq.map(|s| s.to_string()).unwrap_or("-".into());
+        bail!(
+            "access log FAILED verification at seq {seq}: {}",
+            a.error.as_deref().unwrap_or("?")
         );
     }
     Ok(())

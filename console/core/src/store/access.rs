@@ -368,6 +368,26 @@ impl Store {
         Ok(out)
     }
 
+    /// (through_seq, hash) of every `access.prune` event still in the audit log.
+    pub async fn access_prunes(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT after_json FROM audit_events WHERE action = 'access.prune' ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = vec![];
+        for r in rows {
+            let j: Option<String> = r.try_get("after_json")?;
+            let v: serde_json::Value = serde_json::from_str(j.as_deref().unwrap_or("null"))
+                .map_err(|e| StoreError::corrupt("after_json", e))?;
+            match (v["through_seq"].as_u64(), v["hash"].as_str()) {
+                (Some(s), Some(h)) => out.push((s, h.to_string())),
+                _ => return Err(StoreError::corrupt("access.prune", v)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes the records up to the last one seen before `before_ms` (a prefix of the
     /// chain, so it stays verifiable from the cut) and records the cut in the head and
     /// in an `access.prune` audit event. Returns how many were deleted.

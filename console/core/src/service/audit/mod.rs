@@ -7,6 +7,7 @@
 //! code in `zmesh_shared::audit`; events are appended by the store in the same
 //! transaction as the change they record (`store/audit.rs`).
 
+pub mod access_verify;
 pub mod checkpoint;
 pub mod export;
 pub mod retention;

@@ -31,6 +31,9 @@ pub struct VerifyReport {
     pub unsigned_tail: u64,
     pub first_bad_seq: Option<u64>,
     pub error: Option<String>,
+    /// The access log's verification (database checks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::access_verify::AccessVerifyReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,7 @@ impl Tally {
             unsigned_tail: self.last.map(|l| l.saturating_sub(newest)).unwrap_or(0),
             first_bad_seq: bad.as_ref().and_then(|b| b.0),
             error: bad.map(|b| b.1),
+            access: None,
         }
     }
 }
@@ -106,11 +110,22 @@ fn explain(e: &AuditEvent, err: ChainError) -> (Option<u64>, String) {
     (err.seq(), err.to_string())
 }
 
-/// Verifies the whole chain in the database against its signed checkpoints and head.
+/// Verifies the whole audit chain in the database against its signed checkpoints and
+/// head, then (when that holds, since it carries the anchors) the access log.
 pub async fn verify_store(
     store: &Store,
     key: &SigningPublicKey,
 ) -> Result<VerifyReport, VerifyError> {
+    let mut r = verify_events(store, key).await?;
+    if r.ok {
+        let a = super::access_verify::verify_access_store(store).await?;
+        r.ok = a.ok;
+        r.access = Some(a);
+    }
+    Ok(r)
+}
+
+async fn verify_events(store: &Store, key: &SigningPublicKey) -> Result<VerifyReport, VerifyError> {
     let anchor = store.audit_anchor().await?;
     let cps = store.list_checkpoints().await?;
     let head = store.audit_head().await?;
