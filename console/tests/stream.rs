@@ -290,3 +290,104 @@ async fn expired_key_leaves_every_map_and_is_audited_once() {
     assert_eq!(mine.len(), 1, "{events}");
     assert!(mine[0].contains("\"actor\":\"system\""), "{}", mine[0]);
 }
+
+/// Flow reports are evidence only when signed by the device that sends them: a record
+/// signed with the device's registered report key is kept; one signed with another
+/// device's key, and an unsigned one, are refused and audited with the reason; a
+/// second, different report key is refused too.
+#[tokio::test]
+async fn flow_reports_must_be_signed_by_the_reporting_device() {
+    use zmesh_shared::flowlog::sign_flow;
+    use zmesh_shared::wire::{FlowRecord, FlowVerdict};
+    use zmesh_shared::SigningKey;
+
+    let c = console().await;
+    let key = new_key(&c).await;
+    let a = c.enroll(&key, "rep-a").await;
+    let b = c.enroll(&key, "rep-b").await;
+    let mut wa = c.connect(a.credential.expose()).await.unwrap();
+    hello_and_map(&mut wa, a.device_id, &a.signing_key).await;
+    let send = |m: ClientMsg| Message::Text(serde_json::to_string(&m).unwrap().into());
+    let (ka, kb) = (SigningKey::generate(), SigningKey::generate());
+    let t = now_ms();
+    let rec = |port: u16| FlowRecord {
+        src_device: a.device_id,
+        dst_device: b.device_id,
+        proto: 6,
+        src_port: 41000,
+        dst_port: port,
+        bytes: 600,
+        packets: 6,
+        bytes_back: 9000,
+        packets_back: 7,
+        first_seen_ms: t,
+        last_seen_ms: t + 10,
+        rule: Some("outbound".into()),
+        policy_version: Some(1),
+        verdict: FlowVerdict::Accepted,
+    };
+    wa.send(send(ClientMsg::ReportKey {
+        key: ka.public_key(),
+    }))
+    .await
+    .unwrap();
+    let good = sign_flow(&ka, a.device_id, 1, rec(22));
+    let forged = sign_flow(&kb, a.device_id, 2, rec(23));
+    wa.send(send(ClientMsg::SignedFlows {
+        flows: vec![good, forged],
+    }))
+    .await
+    .unwrap();
+    wa.send(send(ClientMsg::Flows {
+        flows: vec![rec(24), rec(25)],
+    }))
+    .await
+    .unwrap();
+    wa.send(send(ClientMsg::ReportKey {
+        key: kb.public_key(),
+    }))
+    .await
+    .unwrap();
+    // closing the stream flushes the refusals not audited yet
+    wa.close(None).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (flows, events) = loop {
+        let flows: Value = c.admin.get("/api/v1/flows").await.unwrap();
+        // the events export is JSON Lines: header, events, end
+        let text = c
+            .admin
+            .get_text("/api/v1/audit/events?action=access.")
+            .await
+            .unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["action"].is_string())
+            .collect();
+        let n = events.len();
+        if n >= 3 || std::time::Instant::now() > deadline {
+            break (flows, events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kept = flows["flows"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{flows}");
+    assert_eq!(kept[0]["dst_port"], 22);
+    assert_eq!(kept[0]["reporter"], json!(a.device_id.to_string()));
+    let rejected = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e["action"] == "access.rejected" && e["after"]["reason"] == reason)
+            .map(|e| e["after"]["records"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(rejected("bad signature"), 1, "{events:?}");
+    assert_eq!(rejected("unsigned"), 2, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "access.report_key_refused"),
+        "{events:?}"
+    );
+}
