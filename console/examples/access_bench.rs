@@ -18,12 +18,12 @@
 
 use std::time::Instant;
 
+use zmesh_console::bus::Bus;
 use zmesh_console::service::access;
 use zmesh_console::service::audit::access_verify;
 use zmesh_console::service::devices;
 use zmesh_console::service::Core;
 use zmesh_console::store::{AuditCtx, Store};
-use zmesh_console::bus::Bus;
 use zmesh_shared::flowlog::{sign_flow, verify_flow, SignedFlow};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::wire::{FlowRecord, FlowVerdict};
@@ -88,7 +88,11 @@ async fn devices(core: &Core, n: usize) -> anyhow::Result<Vec<(DeviceId, Signing
 }
 
 /// Signed batches: device i reports flows to device i+1, numbered from `from`.
-fn batches(devs: &[(DeviceId, SigningKey)], n: usize, from: u64) -> Vec<(DeviceId, Vec<SignedFlow>)> {
+fn batches(
+    devs: &[(DeviceId, SigningKey)],
+    n: usize,
+    from: u64,
+) -> Vec<(DeviceId, Vec<SignedFlow>)> {
     let mut out = vec![];
     let mut i = 0u64;
     while (i as usize) < n {
@@ -113,7 +117,11 @@ async fn main() -> anyhow::Result<()> {
         args.get(2).ok_or_else(|| anyhow::anyhow!(usage))?,
     );
     let store = Store::connect(url).await?;
-    let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
+    let n: usize = args
+        .get(3)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let ndev: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(20);
     match cmd {
         "ingest" => {
