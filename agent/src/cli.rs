@@ -29,8 +29,26 @@ pub struct Cli {
         default_value = "/var/lib/zmesh"
     )]
     pub state_dir: PathBuf,
+    /// Log format on standard error.
+    #[arg(
+        long,
+        global = true,
+        env = "ZMESH_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Command,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when standard error is a terminal.
+    Text,
+    /// One JSON object per line (for journald/SIEM pipelines).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
