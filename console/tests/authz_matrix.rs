@@ -99,6 +99,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("GET", "/ui/keys", Page),
         ("GET", "/ui/policy", Page),
         ("GET", "/ui/audit", Page),
+        ("GET", "/ui/access", Page),
         ("GET", "/ui/users", AdminPage),
     ]
 };

@@ -266,6 +266,28 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AccessRow>, StoreError> {
+        self.query_access(f, after, None, false, limit).await
+    }
+
+    /// Access records passing `f`, newest first: those with `seq < before` (all when
+    /// `None`), at most `limit`. The web console's page, paged backwards by `seq`.
+    pub async fn list_access_newest(
+        &self,
+        f: &AccessFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AccessRow>, StoreError> {
+        self.query_access(f, 0, before, true, limit).await
+    }
+
+    async fn query_access(
+        &self,
+        f: &AccessFilter,
+        after: u64,
+        before: Option<u64>,
+        newest_first: bool,
+        limit: u32,
+    ) -> Result<Vec<AccessRow>, StoreError> {
         let mut sql = format!(
             "SELECT {cols}, \
              CASE WHEN EXISTS (SELECT 1 FROM access_records o WHERE o.src_device = f.src_device \
@@ -273,7 +295,7 @@ impl Store {
                AND o.dst_port = f.dst_port AND o.reporter <> f.reporter \
                AND o.first_seen_ms <= f.last_seen_ms + {FLOW_MATCH_SLACK_MS} \
                AND o.last_seen_ms + {FLOW_MATCH_SLACK_MS} >= f.first_seen_ms) THEN 0 ELSE 1 END AS one_sided \
-             FROM access_records f WHERE f.seq > $1",
+             FROM access_records f WHERE f.seq > $1 AND f.seq < $2",
             cols = COLS
                 .split(", ")
                 .map(|c| format!("f.{c}"))
@@ -284,13 +306,13 @@ impl Store {
         let mut strs: Vec<String> = vec![];
         if let Some(t) = f.since_ms {
             ints.push(t);
-            sql.push_str(&format!(" AND f.last_seen_ms >= ${}", 1 + ints.len()));
+            sql.push_str(&format!(" AND f.last_seen_ms >= ${}", 2 + ints.len()));
         }
         if let Some(t) = f.until_ms {
             ints.push(t);
-            sql.push_str(&format!(" AND f.first_seen_ms < ${}", 1 + ints.len()));
+            sql.push_str(&format!(" AND f.first_seen_ms < ${}", 2 + ints.len()));
         }
-        let base = 1 + ints.len();
+        let base = 2 + ints.len();
         if let Some(v) = f.verdict {
             strs.push(v.as_str().to_string());
             sql.push_str(&format!(" AND f.verdict = ${}", base + strs.len()));
@@ -309,12 +331,17 @@ impl Store {
                 " AND (f.src_device IN ({set}) OR f.dst_device IN ({set}))"
             ));
         }
+        let order = if newest_first { "DESC" } else { "ASC" };
         let sql = if f.one_sided_only {
-            format!("SELECT * FROM ({sql}) AS x WHERE x.one_sided = 1 ORDER BY x.seq LIMIT {limit}")
+            format!(
+                "SELECT * FROM ({sql}) AS x WHERE x.one_sided = 1 ORDER BY x.seq {order} LIMIT {limit}"
+            )
         } else {
-            format!("{sql} ORDER BY f.seq LIMIT {limit}")
+            format!("{sql} ORDER BY f.seq {order} LIMIT {limit}")
         };
-        let mut q = sqlx::query(&sql).bind(clamp(after));
+        let mut q = sqlx::query(&sql)
+            .bind(clamp(after))
+            .bind(before.map_or(i64::MAX, clamp));
         for i in ints {
             q = q.bind(i);
         }

@@ -90,6 +90,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("keys", "Enrollment keys", false),
     ("policy", "Policy", false),
     ("audit", "Audit log", false),
+    ("access", "Access log", false),
     ("users", "Users & tokens", true),
 ];
 

@@ -8,7 +8,9 @@
 //! buttons that change anything, and the API refuses them with 403 anyway.
 
 pub mod html;
+mod names;
 mod pages;
+mod pages_access;
 mod pages_admin;
 
 mod device_login;
@@ -91,6 +93,9 @@ pub fn routes() -> Vec<WebRoute> {
             get(pages_admin::policy)
         }),
         r(Method::GET, "/ui/audit", Reader, || get(pages_admin::audit)),
+        r(Method::GET, "/ui/access", Reader, || {
+            get(pages_access::access)
+        }),
         r(Method::GET, "/ui/users", Admin, || get(pages_admin::users)),
     ]
 }

@@ -1,4 +1,5 @@
-//! Pages about rules and people: the policy editor, the audit log and users & tokens.
+//! Pages about rules and people: the policy editor, the audit log (actors and targets
+//! with their names, each event's before/after in a collapsed block) and users & tokens.
 //!
 //! The policy editor validates as one types by sending the draft to
 //! `POST /api/v1/policy/diff` (which answers with every error and its line, or with
@@ -10,9 +11,11 @@ use std::fmt::Write as _;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::Extension;
+use serde_json::Value;
 use zmesh_shared::time::now_ms;
 
 use super::html::{esc, opt_time, page, time, url_enc};
+use super::names::Names;
 use crate::http::error::ApiError;
 use crate::http::session::WebUser;
 use crate::http::state::AppState;
@@ -83,6 +86,25 @@ pub async fn policy(
     Ok(page(&user, "policy", "Access policy", &body))
 }
 
+/// An event's before/after: a one-line summary that opens to both, pretty-printed.
+fn detail_html(before: Option<&Value>, after: Option<&Value>) -> String {
+    let Some(first) = after.or(before) else {
+        return String::new();
+    };
+    let summary: String = first.to_string().chars().take(120).collect();
+    let mut parts = String::new();
+    for (label, v) in [("before", before), ("after", after)] {
+        if let Some(v) = v {
+            let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
+            let _ = write!(parts, "<h4>{label}</h4><pre>{}</pre>", esc(&pretty));
+        }
+    }
+    format!(
+        "<details class=\"small\"><summary class=\"mono\">{}</summary>{parts}</details>",
+        esc(&summary)
+    )
+}
+
 const AUDIT_FIELDS: &[&str] = &["since", "until", "actor", "action", "device"];
 /// The page shows matches among this many newest events; exports have everything.
 const AUDIT_SCAN: u64 = 5000;
@@ -120,25 +142,29 @@ pub async fn audit(
             AUDIT_SCAN as u32,
         )
         .await?;
+    let mut names = Names::load(&state).await?;
+    for e in &events {
+        let removed = e.action == "device.delete";
+        if let (true, Some(id), Some(name)) = (
+            removed,
+            e.target.as_deref().and_then(|t| t.strip_prefix("device:")),
+            e.before.as_ref().and_then(|b| b["name"].as_str()),
+        ) {
+            names.note_removed(id, name);
+        }
+    }
     let mut rows = String::new();
     for e in events.iter().rev().take(AUDIT_SHOW) {
-        let detail = e
-            .after
-            .as_ref()
-            .or(e.before.as_ref())
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        let detail: String = detail.chars().take(160).collect();
         let _ = write!(
             rows,
-            "<tr><td>{seq}</td><td>{when}</td><td>{actor}</td><td><b>{action}</b></td><td>{target}</td><td>{src}</td><td class=\"mono small\">{detail}</td></tr>",
+            "<tr><td class=\"num\">{seq}</td><td class=\"nowrap\">{when}</td><td>{actor}</td><td><b>{action}</b></td><td>{target}</td><td>{src}</td><td>{detail}</td></tr>",
             seq = e.seq,
             when = time(e.time_ms),
-            actor = esc(&e.actor),
+            actor = names.reference(&e.actor),
             action = esc(&e.action),
-            target = esc(e.target.as_deref().unwrap_or("")),
+            target = e.target.as_deref().map(|t| names.reference(t)).unwrap_or_default(),
             src = esc(e.source_addr.as_deref().unwrap_or("")),
-            detail = esc(&detail),
+            detail = detail_html(e.before.as_ref(), e.after.as_ref()),
         );
     }
     let report =
@@ -146,9 +172,28 @@ pub async fn audit(
             .await;
     let verdict = match report {
         Ok(r) if r.ok => format!(
-            "<div class=\"verify ok\" id=\"chain-status\" data-ok=\"true\">Chain verified: {} events, {} signed checkpoints, {} events after the newest checkpoint.</div>",
-            r.verified, r.checkpoints, r.unsigned_tail
+            "<div class=\"verify ok\" id=\"chain-status\" data-ok=\"true\">Chain verified: {} events, {} signed checkpoints, {} events after the newest checkpoint.{}</div>",
+            r.verified,
+            r.checkpoints,
+            r.unsigned_tail,
+            r.access
+                .as_ref()
+                .map(|a| format!(
+                    " Access log verified: {} records, {} after the newest anchor.",
+                    a.verified, a.unanchored_tail
+                ))
+                .unwrap_or_default()
         ),
+        // the audit chain holds, the access log (checked after it) does not
+        Ok(r) if r.access.as_ref().is_some_and(|a| !a.ok) => {
+            let a = r.access.as_ref().expect("checked");
+            format!(
+                "<div class=\"verify bad\" id=\"chain-status\" data-ok=\"false\">Audit chain verified ({} events), but the access log does NOT verify at record {}: {}</div>",
+                r.verified,
+                a.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                esc(a.error.as_deref().unwrap_or("unknown"))
+            )
+        }
         Ok(r) => format!(
             "<div class=\"verify bad\" id=\"chain-status\" data-ok=\"false\">Chain BROKEN at event {}: {}</div>",
             r.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
