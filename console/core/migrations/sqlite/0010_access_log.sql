@@ -7,7 +7,13 @@
 -- anchored in the audit log (`access.checkpoint` events) and the cut left by retention.
 -- `flow_records` (unsigned, unchained) is no longer written; old rows stay readable
 -- with SQL only.
-ALTER TABLE devices ADD COLUMN report_key TEXT;
+-- A device's report key outlives the device: records it signed stay verifiable after
+-- the device is deleted.
+CREATE TABLE device_report_keys (
+    device_id        TEXT PRIMARY KEY,
+    report_key       TEXT NOT NULL,
+    registered_at_ms INTEGER NOT NULL
+);
 
 CREATE TABLE access_head (
     id            INTEGER PRIMARY KEY CHECK (id = 1),

@@ -35,7 +35,7 @@ pub async fn register_key(
     let r = core
         .store
         .acting(ctx.clone())
-        .register_report_key(device, key)
+        .register_report_key(device, key, now_ms())
         .await?;
     match r {
         KeyRegistration::Registered => tracing::info!(%device, "report key registered"),

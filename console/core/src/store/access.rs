@@ -107,31 +107,33 @@ fn head_from_row(r: &AnyRow) -> Result<AccessHead, StoreError> {
 }
 
 impl Store {
-    /// The device's registered report key, if any.
+    /// The device's registered report key, if any (also for a deleted device).
     pub async fn device_report_key(
         &self,
         id: DeviceId,
     ) -> Result<Option<SigningPublicKey>, StoreError> {
-        let r = sqlx::query("SELECT report_key FROM devices WHERE id = $1")
+        let r = sqlx::query("SELECT report_key FROM device_report_keys WHERE device_id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         let Some(r) = r else { return Ok(None) };
-        let k: Option<String> = r.try_get("report_key")?;
-        k.map(|k| k.parse().map_err(|e| StoreError::corrupt("report_key", e)))
-            .transpose()
+        let k: String = r.try_get("report_key")?;
+        k.parse()
+            .map(Some)
+            .map_err(|e| StoreError::corrupt("report_key", e))
     }
 
-    /// Every device's report key (for verification; devices are few next to records).
+    /// Every device's report key, deleted devices included (for verification; devices
+    /// are few next to records).
     pub async fn report_keys(&self) -> Result<Vec<(DeviceId, SigningPublicKey)>, StoreError> {
-        let rows = sqlx::query("SELECT id, report_key FROM devices WHERE report_key IS NOT NULL")
+        let rows = sqlx::query("SELECT device_id, report_key FROM device_report_keys")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
                 let k: String = r.try_get("report_key")?;
                 Ok((
-                    parse_col(r, "id")?,
+                    parse_col(r, "device_id")?,
                     k.parse()
                         .map_err(|e| StoreError::corrupt("report_key", e))?,
                 ))
@@ -145,25 +147,39 @@ impl Store {
         &self,
         id: DeviceId,
         key: &SigningPublicKey,
+        now_ms: i64,
     ) -> Result<KeyRegistration, StoreError> {
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query("SELECT report_key FROM devices WHERE id = $1")
+        let exists = sqlx::query("SELECT 1 AS one FROM devices WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(StoreError::NotFound { what: "device" })?;
-        let have: Option<String> = r.try_get("report_key")?;
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound { what: "device" });
+        }
+        let have: Option<String> =
+            sqlx::query("SELECT report_key FROM device_report_keys WHERE device_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("report_key"))
+                .transpose()?;
         let want = key.to_string();
         match have {
             Some(h) if h == want => return Ok(KeyRegistration::AlreadyKnown),
             Some(_) => return Ok(KeyRegistration::Conflict),
             None => {}
         }
-        sqlx::query("UPDATE devices SET report_key = $2 WHERE id = $1 AND report_key IS NULL")
-            .bind(id.to_string())
-            .bind(&want)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO device_report_keys (device_id, report_key, registered_at_ms) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(id.to_string())
+        .bind(&want)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
         let c = Change::new("device.report_key", format!("device:{id}"))
             .after(&serde_json::json!({ "report_key": want }));
         append(&mut tx, &self.audit, c).await?;
