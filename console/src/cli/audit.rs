@@ -264,7 +264,9 @@ pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
                 format!("/api/v1/audit/access{q}")
             } else {
                 if user.is_some() || verdict.is_some() || one_sided {
-                    bail!("--user, --verdict and --one-sided filter the access log: add --log access");
+                    bail!(
+                        "--user, --verdict and --one-sided filter the access log: add --log access"
+                    );
                 }
                 let q = query(&[
                     ("format", Some(&format)),

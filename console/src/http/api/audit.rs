@@ -14,10 +14,10 @@ use serde_json::json;
 use super::types::{AuditCheckpoints, AuditHead, FlowList};
 use crate::http::query::{access_filter, event_filter, known, parse_time};
 use crate::http::{ApiError, AppState};
-use crate::service::audit::export::{self, Format};
-use crate::service::audit::{checkpoint, record_export, verify};
 use crate::service::audit::access_export::{self, AccessSelection};
 use crate::service::audit::evidence;
+use crate::service::audit::export::{self, Format};
+use crate::service::audit::{checkpoint, record_export, verify};
 use crate::store::AuditCtx;
 
 /// Chunks buffered between the database reader and the client (64 KiB each).
@@ -94,7 +94,15 @@ pub async fn access(
 ) -> Result<Response, ApiError> {
     known(
         &q,
-        &["format", "since", "until", "device", "user", "verdict", "one_sided"],
+        &[
+            "format",
+            "since",
+            "until",
+            "device",
+            "user",
+            "verdict",
+            "one_sided",
+        ],
     )?;
     let fmt = format_param(&q)?;
     let (filter, user) = access_filter(&state, &q).await?;

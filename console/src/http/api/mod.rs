@@ -36,7 +36,10 @@ const EXPORT: Content = Content::Text(&[
 ]);
 /// The media types of the access log export.
 const ACCESS_EXPORT: Content = Content::Text(&[
-    ("application/x-ndjson", "header line (keys, anchors, checkpoints), access lines, end line"),
+    (
+        "application/x-ndjson",
+        "header line (keys, anchors, checkpoints), access lines, end line",
+    ),
     (
         "text/csv",
         "RFC 4180; cells starting with = + - @ ' TAB CR carry one extra leading '",

@@ -28,7 +28,7 @@ use zmesh_shared::{DeviceId, SigningPublicKey};
 
 use super::access_export::{self, AccessSelection, DeviceInfo, Directory};
 use super::access_file::{read_header, verify_access_export, AccessFileReport, Trusted};
-use super::export::{self, Format, Header, ExportError, FORMAT_TAG};
+use super::export::{self, ExportError, Format, Header, FORMAT_TAG};
 use super::verify::{verify_export, VerifyError, VerifyReport};
 use super::{checkpoint, record_export};
 use crate::service::Core;
@@ -117,7 +117,11 @@ pub async fn directory(core: &Core) -> Result<Directory, StoreError> {
 
 /// The access chain stretch for the window: from the first record overlapping it to
 /// the first anchor at or after the last one.
-async fn access_range(core: &Core, since: i64, until: i64) -> Result<Option<(u64, u64)>, StoreError> {
+async fn access_range(
+    core: &Core,
+    since: i64,
+    until: i64,
+) -> Result<Option<(u64, u64)>, StoreError> {
     let s = &core.store;
     let Some((lo, hi)) = s.access_window_seqs(since, until).await? else {
         return Ok(None);
@@ -162,10 +166,11 @@ pub async fn build(
         ..Default::default()
     };
     let (pk2, dir2) = (pk.clone(), &dir);
-    let access = collect(|tx| async move {
-        access_export::run(store, &sel, Format::Jsonl, pk2, dir2, tx).await
-    })
-    .await?;
+    let access =
+        collect(
+            |tx| async move { access_export::run(store, &sel, Format::Jsonl, pk2, dir2, tx).await },
+        )
+        .await?;
     let keys = read_header(&mut &access[..])
         .map(|h| h.report_keys)
         .unwrap_or_default();
@@ -185,8 +190,7 @@ pub async fn build(
         }
         next_start = next_start.min(p.created_at_ms);
     }
-    let hashes: BTreeMap<String, String> =
-        files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
+    let hashes: BTreeMap<String, String> = files.iter().map(|(n, b)| (n.clone(), sha(b))).collect();
     let mut c = AuditChange::new("audit.evidence", "audit");
     c.after = Some(json!({"since_ms": since_ms, "until_ms": until_ms,
         "access_range": range, "files": hashes, "report_keys": keys}));
@@ -407,11 +411,19 @@ pub fn verify_pack(r: impl Read, key: &SigningPublicKey) -> Result<PackReport, V
         .iter()
         .find(|e| e.seq == m.evidence_event_seq && e.action == "audit.evidence")
     else {
-        return Ok(rep.fail("events.jsonl", None, "no audit.evidence event for this pack"));
+        return Ok(rep.fail(
+            "events.jsonl",
+            None,
+            "no audit.evidence event for this pack",
+        ));
     };
     let signed = evidence.after.clone().unwrap_or(Value::Null);
     if signed["since_ms"] != m.since_ms || signed["until_ms"] != m.until_ms {
-        return Ok(rep.fail("manifest.json", None, "window differs from the signed evidence"));
+        return Ok(rep.fail(
+            "manifest.json",
+            None,
+            "window differs from the signed evidence",
+        ));
     }
     let signed_files: HashMap<String, String> =
         serde_json::from_value(signed["files"].clone()).unwrap_or_default();
@@ -422,7 +434,11 @@ pub fn verify_pack(r: impl Read, key: &SigningPublicKey) -> Result<PackReport, V
         }
     }
     if signed_files.len() + 1 != m.files.len() {
-        return Ok(rep.fail("manifest.json", None, "a file of the signed evidence is missing"));
+        return Ok(rep.fail(
+            "manifest.json",
+            None,
+            "a file of the signed evidence is missing",
+        ));
     }
     // Keys and anchors from the signed events, never from the access file's header.
     let mut trusted = Trusted::default();
@@ -448,7 +464,9 @@ pub fn verify_pack(r: impl Read, key: &SigningPublicKey) -> Result<PackReport, V
                 let key = a["report_key"].as_str().and_then(|k| k.parse().ok());
                 if let (Some(d), Some(k)) = (dev, key) {
                     if trusted.keys.get(&d).is_some_and(|have| *have != k) {
-                        let msg = format!("device {d}: attested report key differs from its registration");
+                        let msg = format!(
+                            "device {d}: attested report key differs from its registration"
+                        );
                         return Ok(rep.fail("events.jsonl", Some(e.seq), msg));
                     }
                 }
@@ -458,7 +476,9 @@ pub fn verify_pack(r: impl Read, key: &SigningPublicKey) -> Result<PackReport, V
     }
     let acc_bytes = files.get("access.jsonl").map(Vec::as_slice).unwrap_or(&[]);
     let ah = read_header(&mut &acc_bytes[..])?;
-    if ah.mode != "range" || (ah.head_seq > ah.start.seq && !trusted.anchors.iter().any(|a| a.0 == ah.head_seq)) {
+    if ah.mode != "range"
+        || (ah.head_seq > ah.start.seq && !trusted.anchors.iter().any(|a| a.0 == ah.head_seq))
+    {
         let msg = "the access records do not end at an anchor in the signed events";
         return Ok(rep.fail("access.jsonl", Some(ah.head_seq), msg));
     }
