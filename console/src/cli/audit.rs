@@ -83,6 +83,9 @@ pub enum AuditCmd {
     Flows {
         #[arg(long)]
         device: Option<String>,
+        /// A user's email or username: flows from or to their devices.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, value_parser = ["accepted", "denied"])]
         verdict: Option<String>,
         /// Only flows the other end did not report.
@@ -315,6 +318,7 @@ pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
         }
         AuditCmd::Flows {
             device,
+            user,
             verdict,
             one_sided,
             since,
@@ -325,6 +329,7 @@ pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
             let limit = limit.to_string();
             let q = query(&[
                 ("device", device.as_deref()),
+                ("user", user.as_deref()),
                 ("verdict", verdict.as_deref()),
                 ("one_sided", one_sided.then_some("true")),
                 ("since", since.as_deref()),
