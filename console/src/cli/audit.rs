@@ -11,14 +11,21 @@ use clap::Subcommand;
 use serde_json::Value;
 use zmesh_shared::SigningPublicKey;
 
+use super::audit_report as evidence_out;
 use super::{output, seg, ApiClient};
 use crate::http::api::tokens::CreateToken;
+use crate::service::audit::access_file::{is_access_export, verify_access_export};
+use crate::service::audit::evidence::{is_tar, verify_pack};
 use crate::service::audit::verify::{verify_export, VerifyReport};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Stream the audit log to stdout (or --output) as CSV, JSON Lines or CEF.
+    /// Stream the audit log (or, with --log access, the access log) to stdout (or
+    /// --output) as CSV, JSON Lines or CEF.
     Export {
+        /// `events`: the audit events; `access`: the signed flow records.
+        #[arg(long, default_value = "events", value_parser = ["events", "access"])]
+        log: String,
         #[arg(long, default_value = "jsonl", value_parser = ["csv", "jsonl", "cef"])]
         format: String,
         /// Unix milliseconds or RFC 3339 (2024-05-01, 2024-05-01T12:00:00Z).
@@ -26,25 +33,46 @@ pub enum AuditCmd {
         since: Option<String>,
         #[arg(long)]
         until: Option<String>,
-        /// Exact actor, e.g. admin:ops.
-        #[arg(long)]
+        /// Exact actor, e.g. admin:ops (events).
+        #[arg(long, conflicts_with_all = ["user", "verdict", "one_sided"])]
         actor: Option<String>,
-        /// Device id or name: events by or about it.
+        /// Device id or name: events by or about it, or flows from or to it.
         #[arg(long)]
         device: Option<String>,
-        /// Action (device.revoke) or prefix ending in '.' (device.).
-        #[arg(long)]
+        /// Action (device.revoke) or prefix ending in '.' (device.) (events).
+        #[arg(long, conflicts_with_all = ["user", "verdict", "one_sided"])]
         action: Option<String>,
+        /// A user's email or username: flows from or to their devices (access).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only accepted or denied flows (access).
+        #[arg(long, value_parser = ["accepted", "denied"])]
+        verdict: Option<String>,
+        /// Only flows the other end did not report (access).
+        #[arg(long)]
+        one_sided: bool,
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Build an evidence pack (tar) for a time window: policy versions, audit events,
+    /// access records and the keys and checkpoints that prove them offline.
+    Evidence {
+        /// Unix milliseconds or RFC 3339 (2024-05-01, 2024-05-01T12:00:00Z).
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: String,
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Verify the chain: the console's whole log, or an export file offline.
     Verify {
-        /// An export (JSONL or CSV) to verify offline, without the console.
+        /// An event export (JSONL or CSV), an access export (JSONL) or an evidence pack
+        /// (tar) to verify offline, without the console.
         #[arg(long, requires = "public_key")]
         file: Option<PathBuf>,
         /// The console's signing public key (base64), or a file holding it.
-        #[arg(long)]
+        #[arg(long, visible_alias = "key")]
         public_key: Option<String>,
         #[arg(long)]
         json: bool,
@@ -55,6 +83,9 @@ pub enum AuditCmd {
     Flows {
         #[arg(long)]
         device: Option<String>,
+        /// A user's email or username: flows from or to their devices.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, value_parser = ["accepted", "denied"])]
         verdict: Option<String>,
         /// Only flows the other end did not report.
@@ -171,46 +202,99 @@ fn public_key(arg: &str) -> anyhow::Result<SigningPublicKey> {
         .map_err(|e| anyhow::anyhow!("--public-key: not an Ed25519 public key: {e}"))
 }
 
-/// `audit verify --file`: needs neither a console nor a token.
+/// `audit verify --file`: needs neither a console nor a token. Tells an evidence pack,
+/// an access export and an event export apart by their first bytes.
 pub fn verify_file(file: &PathBuf, key: &str, json: bool) -> anyhow::Result<()> {
+    use std::io::BufRead;
     let pk = public_key(key)?;
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let r = verify_export(std::io::BufReader::with_capacity(1 << 20, f), &pk)?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let head = r.fill_buf()?.to_vec();
+    if is_tar(&head) {
+        let rep = verify_pack(r, &pk)?;
+        return evidence_out::print_pack(&rep, json);
+    }
+    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    if is_access_export(&String::from_utf8_lossy(first)) {
+        let rep = verify_access_export(r, &pk, None)?;
+        return evidence_out::print_access(&rep, json);
+    }
+    let r = verify_export(r, &pk)?;
     print_report(&r, json)
+}
+
+/// Streams a GET answer to `output` (or stdout).
+async fn download(c: &ApiClient, path: &str, output: Option<&PathBuf>) -> anyhow::Result<()> {
+    let mut resp = c.get_response(path).await?;
+    let mut out: Box<dyn Write> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    while let Some(chunk) = resp.chunk().await.context("reading the export")? {
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
     match cmd {
         AuditCmd::Export {
+            log,
             format,
             since,
             until,
             actor,
             device,
             action,
+            user,
+            verdict,
+            one_sided,
             output,
         } => {
-            let q = query(&[
-                ("format", Some(&format)),
-                ("since", since.as_deref()),
-                ("until", until.as_deref()),
-                ("actor", actor.as_deref()),
-                ("device", device.as_deref()),
-                ("action", action.as_deref()),
-            ]);
-            let resp = c.get_response(&format!("/api/v1/audit/events{q}")).await?;
-            let mut out: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("creating {}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            let path = if log == "access" {
+                let q = query(&[
+                    ("format", Some(&format)),
+                    ("since", since.as_deref()),
+                    ("until", until.as_deref()),
+                    ("device", device.as_deref()),
+                    ("user", user.as_deref()),
+                    ("verdict", verdict.as_deref()),
+                    ("one_sided", one_sided.then_some("true")),
+                ]);
+                format!("/api/v1/audit/access{q}")
+            } else {
+                if user.is_some() || verdict.is_some() || one_sided {
+                    bail!(
+                        "--user, --verdict and --one-sided filter the access log: add --log access"
+                    );
+                }
+                let q = query(&[
+                    ("format", Some(&format)),
+                    ("since", since.as_deref()),
+                    ("until", until.as_deref()),
+                    ("actor", actor.as_deref()),
+                    ("device", device.as_deref()),
+                    ("action", action.as_deref()),
+                ]);
+                format!("/api/v1/audit/events{q}")
             };
-            let mut resp = resp;
-            while let Some(chunk) = resp.chunk().await.context("reading the export")? {
-                out.write_all(&chunk)?;
-            }
-            out.flush()?;
+            download(&c, &path, output.as_ref()).await?;
+        }
+        AuditCmd::Evidence {
+            since,
+            until,
+            output,
+        } => {
+            let q = query(&[("since", Some(&since)), ("until", Some(&until))]);
+            download(&c, &format!("/api/v1/audit/evidence{q}"), Some(&output)).await?;
+            eprintln!(
+                "wrote {}; check it offline with `zmesh-console audit verify --file {} --key CONSOLE_PUBLIC_KEY`",
+                output.display(),
+                output.display()
+            );
         }
         AuditCmd::Verify {
             file,
@@ -234,6 +318,7 @@ pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
         }
         AuditCmd::Flows {
             device,
+            user,
             verdict,
             one_sided,
             since,
@@ -244,6 +329,7 @@ pub async fn audit(c: ApiClient, cmd: AuditCmd) -> anyhow::Result<()> {
             let limit = limit.to_string();
             let q = query(&[
                 ("device", device.as_deref()),
+                ("user", user.as_deref()),
                 ("verdict", verdict.as_deref()),
                 ("one_sided", one_sided.then_some("true")),
                 ("since", since.as_deref()),

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod audit_report;
 mod client;
 mod output;
 mod policy;

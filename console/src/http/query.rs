@@ -68,3 +68,53 @@ pub async fn event_filter(
         action: text_param(q, "action")?,
     })
 }
+
+/// The access log filter of `GET /api/v1/flows` and `GET /api/v1/audit/access`:
+/// `since`, `until`, `device` (id or name), `user` (email or username: that user's
+/// devices), `verdict`, `one_sided`. Returns the filter and the user as given.
+pub async fn access_filter(
+    state: &AppState,
+    q: &HashMap<String, String>,
+) -> Result<(crate::store::AccessFilter, Option<String>), ApiError> {
+    use zmesh_shared::wire::FlowVerdict;
+    let mut devices: Option<Vec<DeviceId>> = match text_param(q, "device")? {
+        None => None,
+        Some(d) => Some(vec![match d.parse::<DeviceId>() {
+            Ok(id) => id,
+            Err(_) => crate::service::devices::find(state, &d).await?.id,
+        }]),
+    };
+    let user = text_param(q, "user")?;
+    if let Some(u) = &user {
+        let owned = state
+            .store
+            .user_device_ids(u)
+            .await?
+            .ok_or_else(|| ApiError::invalid("user", "no user with this email or name"))?;
+        devices = Some(match devices {
+            // both given: that device, if the user owns it
+            Some(d) => d.into_iter().filter(|d| owned.contains(d)).collect(),
+            None => owned,
+        });
+    }
+    let verdict = match q.get("verdict") {
+        None => None,
+        Some(v) => Some(
+            FlowVerdict::parse(v)
+                .ok_or_else(|| ApiError::invalid("verdict", "accepted or denied"))?,
+        ),
+    };
+    let one_sided_only = match q.get("one_sided").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("one_sided", "true or false")),
+    };
+    let f = crate::store::AccessFilter {
+        since_ms: q.get("since").map(|s| parse_time("since", s)).transpose()?,
+        until_ms: q.get("until").map(|s| parse_time("until", s)).transpose()?,
+        devices,
+        verdict,
+        one_sided_only,
+    };
+    Ok((f, user))
+}

@@ -545,3 +545,121 @@ fn entry_from_row(r: &AnyRow) -> Result<AccessEntry, StoreError> {
         hash: r.try_get("hash")?,
     })
 }
+
+/// An `access.checkpoint` event: where in the audit chain an access anchor lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorEvent {
+    /// The audit event's sequence number (its signed checkpoints cover it).
+    pub event_seq: u64,
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Store {
+    /// Every access anchor with the audit event that carries it, oldest first.
+    pub async fn access_anchor_events(&self) -> Result<Vec<AnchorEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, after_json FROM audit_events WHERE action = 'access.checkpoint' ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = vec![];
+        for r in rows {
+            let j: Option<String> = r.try_get("after_json")?;
+            let v: serde_json::Value = serde_json::from_str(j.as_deref().unwrap_or("null"))
+                .map_err(|e| StoreError::corrupt("after_json", e))?;
+            match (v["seq"].as_u64(), v["hash"].as_str()) {
+                (Some(s), Some(h)) => out.push(AnchorEvent {
+                    event_seq: r.try_get::<i64, _>("seq")? as u64,
+                    seq: s,
+                    hash: h.to_string(),
+                }),
+                _ => return Err(StoreError::corrupt("access.checkpoint", v)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The devices that reported records `after < seq <= upto` (few: one per device).
+    pub async fn access_reporters(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT reporter FROM access_records WHERE seq > $1 AND seq <= $2",
+        )
+        .bind(clamp(after))
+        .bind(clamp(upto))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| parse_col(r, "reporter")).collect()
+    }
+
+    /// The report keys the audit log recorded (`device.report_key` events), oldest
+    /// first: they outlive the devices' rows.
+    pub async fn report_key_events(&self) -> Result<Vec<(DeviceId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target, after_json FROM audit_events WHERE action = 'device.report_key' ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = vec![];
+        for r in rows {
+            let t: Option<String> = r.try_get("target")?;
+            let j: Option<String> = r.try_get("after_json")?;
+            let v: serde_json::Value = serde_json::from_str(j.as_deref().unwrap_or("null"))
+                .map_err(|e| StoreError::corrupt("after_json", e))?;
+            let dev = t
+                .as_deref()
+                .and_then(|t| t.strip_prefix("device:"))
+                .and_then(|d| d.parse().ok());
+            if let (Some(d), Some(k)) = (dev, v["report_key"].as_str()) {
+                out.push((d, k.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lowest and highest sequence numbers of the records whose flows overlap
+    /// `[since_ms, until_ms)`, if any.
+    pub async fn access_window_seqs(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let r = sqlx::query(
+            "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM access_records \
+             WHERE last_seen_ms >= $1 AND first_seen_ms < $2",
+        )
+        .bind(since_ms)
+        .bind(until_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let lo: Option<i64> = r.try_get("lo")?;
+        let hi: Option<i64> = r.try_get("hi")?;
+        Ok(lo.zip(hi).map(|(l, h)| (l as u64, h as u64)))
+    }
+
+    /// The devices of the user with this email or username (devices are owned by
+    /// `user:USERNAME`); `None` when there is no such user.
+    pub async fn user_device_ids(&self, who: &str) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        let u = sqlx::query(
+            "SELECT username FROM users WHERE lower(email) = lower($1) OR lower(username) = lower($1) \
+             ORDER BY CASE WHEN lower(email) = lower($1) THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(who)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(u) = u else { return Ok(None) };
+        let name: String = u.try_get("username")?;
+        let rows = sqlx::query("SELECT id FROM devices WHERE owner = $1 ORDER BY id")
+            .bind(format!("user:{name}"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| parse_col(r, "id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}

@@ -33,7 +33,9 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
-pub use access::{AccessFilter, AccessHead, AccessRow, KeyRegistration, FLOW_MATCH_SLACK_MS};
+pub use access::{
+    AccessFilter, AccessHead, AccessRow, AnchorEvent, KeyRegistration, FLOW_MATCH_SLACK_MS,
+};
 pub use accounts::{
     validate_username, OwnedToken, SessionRow, UserCredentials, UserRow, UserUpdate,
 };

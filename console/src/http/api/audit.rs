@@ -10,15 +10,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
-use zmesh_shared::wire::FlowVerdict;
-use zmesh_shared::DeviceId;
 
 use super::types::{AuditCheckpoints, AuditHead, FlowList};
-use crate::http::query::{event_filter, known, parse_time, text_param};
+use crate::http::query::{access_filter, event_filter, known, parse_time};
 use crate::http::{ApiError, AppState};
+use crate::service::audit::access_export::{self, AccessSelection};
+use crate::service::audit::evidence;
 use crate::service::audit::export::{self, Format};
 use crate::service::audit::{checkpoint, record_export, verify};
-use crate::store::{AccessFilter, AuditCtx};
+use crate::store::AuditCtx;
 
 /// Chunks buffered between the database reader and the client (64 KiB each).
 const EXPORT_BUFFER: usize = 8;
@@ -35,12 +35,7 @@ pub async fn events(
         &q,
         &["format", "since", "until", "actor", "device", "action"],
     )?;
-    let fmt = match q.get("format") {
-        None => Format::Jsonl,
-        Some(f) => {
-            Format::parse(f).ok_or_else(|| ApiError::invalid("format", "csv, jsonl or cef"))?
-        }
-    };
+    let fmt = format_param(&q)?;
     let filter = event_filter(&state, &q).await?;
     // who read the log is part of the log
     let detail = json!({"format": fmt, "filter": export::filter_json(&filter)});
@@ -57,6 +52,11 @@ pub async fn events(
             tracing::warn!(error = %e, "audit export ended early");
         }
     });
+    Ok(streamed(rx, fmt, "zmesh-audit"))
+}
+
+/// The response of a streamed export: the body follows the producer's chunks.
+fn streamed(rx: tokio::sync::mpsc::Receiver<Bytes>, fmt: Format, name: &str) -> Response {
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     }));
@@ -65,12 +65,106 @@ pub async fn events(
         Format::Csv => "csv",
         Format::Cef => "cef",
     };
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, fmt.content_type().to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"zmesh-audit.{ext}\""),
+                format!("attachment; filename=\"{name}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn format_param(q: &HashMap<String, String>) -> Result<Format, ApiError> {
+    match q.get("format") {
+        None => Ok(Format::Jsonl),
+        Some(f) => Format::parse(f).ok_or_else(|| ApiError::invalid("format", "csv, jsonl or cef")),
+    }
+}
+
+/// `GET /api/v1/audit/access`: the access log, streamed, with the chain fields, device
+/// signatures and report keys (see `service::audit::access_export`).
+pub async fn access(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    known(
+        &q,
+        &[
+            "format",
+            "since",
+            "until",
+            "device",
+            "user",
+            "verdict",
+            "one_sided",
+        ],
+    )?;
+    let fmt = format_param(&q)?;
+    let (filter, user) = access_filter(&state, &q).await?;
+    let sel = AccessSelection {
+        filter,
+        user,
+        range: None,
+    };
+    let detail = json!({"log": "access", "format": fmt, "filter": sel.filter_json()});
+    record_export(&state.store, ctx, detail).await?;
+    let dir = evidence::directory(&state).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(EXPORT_BUFFER);
+    let store = state.store.clone();
+    let pk = state.signing_key.public_key().to_string();
+    tokio::spawn(async move {
+        if let Err(e) = access_export::run(&store, &sel, fmt, pk, &dir, tx).await {
+            tracing::warn!(error = %e, "access export ended early");
+        }
+    });
+    Ok(streamed(rx, fmt, "zmesh-access"))
+}
+
+/// `GET /api/v1/audit/evidence?since&until`: an evidence pack (tar) for the window.
+pub async fn evidence_pack(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<AuditCtx>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    known(&q, &["since", "until"])?;
+    let time = |k: &str| -> Result<i64, ApiError> {
+        let v = q.get(k).ok_or_else(|| ApiError::invalid(k, "required"))?;
+        parse_time(k, v)
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    if since >= until {
+        return Err(ApiError::invalid("until", "must be after since"));
+    }
+    let file = evidence::build(&state, ctx, since, until)
+        .await
+        .map_err(|e| match e {
+            evidence::EvidenceError::Store(e) => ApiError::Store(e),
+            e => ApiError::Internal(e.to_string()),
+        })?;
+    let file = tokio::fs::File::from_std(file);
+    let body = Body::from_stream(futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"zmesh-evidence.tar\"".to_string(),
             ),
         ],
         body,
@@ -121,31 +215,14 @@ pub async fn flows(
             "since",
             "until",
             "device",
+            "user",
             "verdict",
             "one_sided",
             "after",
             "limit",
         ],
     )?;
-    let device = match text_param(&q, "device")? {
-        None => None,
-        Some(d) => Some(match d.parse::<DeviceId>() {
-            Ok(id) => id,
-            Err(_) => crate::service::devices::find(&state, &d).await?.id,
-        }),
-    };
-    let verdict = match q.get("verdict") {
-        None => None,
-        Some(v) => Some(
-            FlowVerdict::parse(v)
-                .ok_or_else(|| ApiError::invalid("verdict", "accepted or denied"))?,
-        ),
-    };
-    let one_sided_only = match q.get("one_sided").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::invalid("one_sided", "true or false")),
-    };
+    let (f, _) = access_filter(&state, &q).await?;
     let after = match q.get("after") {
         None => 0,
         Some(a) => a
@@ -159,13 +236,6 @@ pub async fn flows(
             .ok()
             .filter(|l| (1..=MAX_FLOW_PAGE).contains(l))
             .ok_or_else(|| ApiError::invalid("limit", format!("1 to {MAX_FLOW_PAGE}")))?,
-    };
-    let f = AccessFilter {
-        since_ms: q.get("since").map(|s| parse_time("since", s)).transpose()?,
-        until_ms: q.get("until").map(|s| parse_time("until", s)).transpose()?,
-        devices: device.map(|d| vec![d]),
-        verdict,
-        one_sided_only,
     };
     let rows = state.store.list_access(&f, after, limit).await?;
     let next = (rows.len() == limit as usize)

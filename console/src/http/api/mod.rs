@@ -34,6 +34,22 @@ const EXPORT: Content = Content::Text(&[
     ),
     ("text/plain", "CEF, one line per checkpoint and event"),
 ]);
+/// The media types of the access log export.
+const ACCESS_EXPORT: Content = Content::Text(&[
+    (
+        "application/x-ndjson",
+        "header line (keys, anchors, checkpoints), access lines, end line",
+    ),
+    (
+        "text/csv",
+        "RFC 4180; cells starting with = + - @ ' TAB CR carry one extra leading '",
+    ),
+    ("text/plain", "CEF, one line per anchor and access record"),
+]);
+const EVIDENCE: Content = Content::Text(&[(
+    "application/x-tar",
+    "manifest.json, events.jsonl, access.jsonl, policy/vN.json",
+)]);
 const WG_QUICK: Content = Content::Text(&[("text/plain", "wg-quick configuration")]);
 
 /// Every route of the admin REST API.
@@ -322,6 +338,30 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             method: Method::GET,
+            path: "/api/v1/audit/access",
+            operation_id: "exportAccessLog",
+            summary: "Stream the access log (format=jsonl|csv|cef; since, until, device, user, verdict, one_sided) with device signatures, chain fields, anchors and report keys",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            query: Some(query::<schemas::AuditAccessQuery>),
+            responses: vec![(200, ACCESS_EXPORT, "the export, streamed"), E401, E404, E422],
+            handler: || get(audit::access),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/audit/evidence",
+            operation_id: "auditEvidencePack",
+            summary: "An evidence pack for a window (since, until): anchors the access log, signs a checkpoint, returns a tar that `audit verify --file` checks offline",
+            tag: "audit",
+            access: Admin,
+            request: None,
+            query: Some(query::<schemas::EvidenceQuery>),
+            responses: vec![(200, EVIDENCE, "the pack"), E401, E422],
+            handler: || get(audit::evidence_pack),
+        },
+        RouteDef {
+            method: Method::GET,
             path: "/api/v1/audit/checkpoints",
             operation_id: "listAuditCheckpoints",
             summary: "The chain head, the pruning anchor and every signed checkpoint",
@@ -365,7 +405,7 @@ pub fn routes() -> Vec<RouteDef> {
             method: Method::GET,
             path: "/api/v1/flows",
             operation_id: "listFlows",
-            summary: "Flow records reported by agents (since, until, device, verdict, one_sided, after, limit)",
+            summary: "Flow records reported by agents (since, until, device, user, verdict, one_sided, after, limit)",
             tag: "audit",
             access: Admin,
             request: None,

@@ -89,6 +89,8 @@ pub struct FlowsQuery {
     until: Option<String>,
     /// Device id or name: flows from or to it.
     device: Option<String>,
+    /// A user's email or username: flows from or to that user's devices.
+    user: Option<String>,
     /// `accepted` or `denied`.
     verdict: Option<String>,
     /// `true`: only flows the other end did not report.
@@ -97,4 +99,34 @@ pub struct FlowsQuery {
     after: Option<u64>,
     /// 1 to 10000, default 1000.
     limit: Option<u32>,
+}
+
+/// Query of `GET /api/v1/audit/access` (any other parameter is refused with 422).
+#[derive(IntoParams)]
+#[allow(dead_code)] // documentation only: the handler reads a map and checks the names
+pub struct AuditAccessQuery {
+    /// `jsonl` (default), `csv` or `cef`.
+    format: Option<String>,
+    /// Unix milliseconds or RFC 3339; flows seen at or after.
+    since: Option<String>,
+    /// Unix milliseconds or RFC 3339; flows that began before.
+    until: Option<String>,
+    /// Device id or name: flows from or to it.
+    device: Option<String>,
+    /// A user's email or username: flows from or to that user's devices.
+    user: Option<String>,
+    /// `accepted` or `denied`.
+    verdict: Option<String>,
+    /// `true`: only flows the other end did not report.
+    one_sided: Option<bool>,
+}
+
+/// Query of `GET /api/v1/audit/evidence` (any other parameter is refused with 422).
+#[derive(IntoParams)]
+#[allow(dead_code)] // documentation only: the handler reads a map and checks the names
+pub struct EvidenceQuery {
+    /// Unix milliseconds or RFC 3339: the window's start (required).
+    since: String,
+    /// Unix milliseconds or RFC 3339: the window's end, exclusive (required).
+    until: String,
 }

@@ -280,7 +280,7 @@ pub fn encode_event(fmt: Format, e: &AuditEvent, buf: &mut Vec<u8>) {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -299,7 +299,7 @@ pub fn uncell(s: &str) -> &str {
     s.strip_prefix('\'').unwrap_or(s)
 }
 
-fn csv_row(buf: &mut Vec<u8>, cells: &[String]) {
+pub fn csv_row(buf: &mut Vec<u8>, cells: &[String]) {
     buf.extend_from_slice(cells.join(",").as_bytes());
     buf.extend_from_slice(b"\r\n");
 }
@@ -336,7 +336,7 @@ fn cef_ext_escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn cef_line(buf: &mut Vec<u8>, name: &str, sev: u8, ext: &[(&str, String)]) {
+pub fn cef_line(buf: &mut Vec<u8>, name: &str, sev: u8, ext: &[(&str, String)]) {
     let ext: Vec<String> = ext
         .iter()
         .map(|(k, v)| format!("{k}={}", cef_ext_escape(v)))

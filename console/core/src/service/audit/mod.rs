@@ -7,8 +7,11 @@
 //! code in `zmesh_shared::audit`; events are appended by the store in the same
 //! transaction as the change they record (`store/audit.rs`).
 
+pub mod access_export;
+pub mod access_file;
 pub mod access_verify;
 pub mod checkpoint;
+pub mod evidence;
 pub mod export;
 pub mod retention;
 pub mod verify;
