@@ -16,6 +16,7 @@ mod flows;
 mod logins;
 mod networks;
 mod policies;
+mod reauth;
 mod sso;
 mod tokens;
 mod validate;
@@ -40,6 +41,7 @@ pub use error::{EnrollKeyRejection, StoreError};
 pub use flows::{FlowFilter, FlowRow, FLOW_MATCH_SLACK_MS};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
+pub use reauth::user_owner;
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
