@@ -6,8 +6,10 @@
 //! the browser's place, and the command finishes: same device id and overlay addresses,
 //! a new public key at the console, pings work again. The old key is refused: stock
 //! `wireguard-go` holding alpha's old private key never completes a handshake with
-//! bravo, and the same interface given the new key does. Needs root, node, wireguard-go
-//! and wg; with `CI` set, their absence is a failure.
+//! bravo, and the same interface given the new key does. Also: an admin's renewal brings
+//! an expired device back by itself, an abandoned `--reauth` changes nothing, and
+//! `--reauth` with the tunnels down works too. Needs root, node, wireguard-go and wg;
+//! with `CI` set, their absence is a failure.
 
 #[path = "../../console/tests/support/oidc.rs"]
 mod oidc;
@@ -541,6 +543,27 @@ fn reauth_keeps_the_device_and_rotates_its_key() {
         },
     );
     wg.stop(&mut lab);
+
+    // With the tunnels down, `--reauth` works too (and brings them up): a third key.
+    alpha.zmesh(&lab, &["down"]);
+    let rest = up_with_sign_in(&lab, &alpha, &["--reauth"], &console, &fp, true);
+    assert!(rest[0].contains("re-authenticated"), "{rest:?}");
+    let s3 = alpha.status(&lab);
+    assert_eq!(s3["self"]["device_id"], id.as_str());
+    assert_eq!(s3["self"]["overlay_ips"], s1["self"]["overlay_ips"]);
+    assert_eq!(s3["self"]["state"], "up");
+    let third = s3["self"]["public_key"].as_str().unwrap();
+    assert!(third != new_pub && third != old_pub, "{s3}");
+    wait_for(
+        "bravo to have alpha's third key",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (bravo.status(&lab)["peers"][0]["public_key"] == third).then_some(()),
+    );
+    assert!(
+        alpha.ping(&lab, ip_b, 3),
+        "alpha cannot ping bravo after the third key"
+    );
 
     // Secrets stay out of the daemon's log.
     let log = std::fs::read_to_string(lab.log_path("daemon-alpha")).unwrap();

@@ -88,7 +88,9 @@ fn login_from_row(r: &AnyRow) -> Result<DeviceLogin, StoreError> {
 }
 
 impl Store {
-    /// Records a login request (expired ones are dropped on the way).
+    /// Records a login request (expired ones are dropped on the way). A re-authentication
+    /// supersedes the device's earlier unconfirmed ones: their keys' private halves are
+    /// gone with the agent's older attempt, so confirming them would break the device.
     pub async fn create_device_login(&self, l: NewDeviceLogin) -> Result<DeviceLogin, StoreError> {
         if let Some(n) = &l.name {
             validate_name(n)?;
@@ -100,6 +102,14 @@ impl Store {
             .bind(l.now_ms)
             .execute(&mut *tx)
             .await?;
+        if let Some(d) = l.reauth_device_id {
+            sqlx::query(
+                "DELETE FROM device_logins WHERE reauth_device_id = $1 AND device_id IS NULL",
+            )
+            .bind(d.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         let r = sqlx::query(&format!(
             "INSERT INTO device_logins (code, poll_hash, network_id, public_key, name, hostname, \
              os, created_at_ms, expires_at_ms, reauth_device_id) \
