@@ -419,6 +419,17 @@ fn reauth_keeps_the_device_and_rotates_its_key() {
     );
     assert_eq!(alpha.status(&lab)["self"]["state"], "expired");
 
+    // A restart remembers the expiry (and the console confirms it).
+    alpha.stop_daemon(&mut lab);
+    alpha.start_daemon(&mut lab);
+    assert_eq!(alpha.status(&lab)["self"]["state"], "expired");
+    wait_for(
+        "alpha to drop its cached peers again",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || alpha.peer_names(&lab).is_empty().then_some(()),
+    );
+
     // An admin may renew the key instead: the agent, asking again by itself, comes back
     // (the way back of a device enrolled with a key). Then it expires again.
     let t_renew = Instant::now();
@@ -449,6 +460,32 @@ fn reauth_keeps_the_device_and_rotates_its_key() {
     );
     wait_for(
         "alpha to know its key expired again",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || (alpha.status(&lab)["self"]["state"] == "expired").then_some(()),
+    );
+    // Renewed while the agent was stopped: it comes back when started.
+    alpha.stop_daemon(&mut lab);
+    api(
+        format!("/api/v1/devices/{id}"),
+        Some(json!({"key_expires_at_ms": now_ms() + 86_400_000})),
+    );
+    alpha.start_daemon(&mut lab);
+    wait_for(
+        "alpha to come back after a renewal while stopped",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            (alpha.status(&lab)["self"]["state"] == "up" && alpha.peer_names(&lab) == ["bravo"])
+                .then_some(())
+        },
+    );
+    api(
+        format!("/api/v1/devices/{id}"),
+        Some(json!({"key_expires_at_ms": now_ms() - 1000})),
+    );
+    wait_for(
+        "alpha to know its key expired a third time",
         Duration::from_secs(15),
         Duration::from_millis(200),
         || (alpha.status(&lab)["self"]["state"] == "expired").then_some(()),

@@ -571,8 +571,12 @@ async fn on_server_msg(
         }
         ServerMsg::PeerMap { map } => match st.on_full(map) {
             Ok(()) => {
-                if ctx.shared.expired.swap(false, Ordering::Relaxed) {
+                let was = ctx.shared.expired.swap(false, Ordering::Relaxed);
+                if was {
                     tracing::info!("the console sends peers again: the key is valid");
+                }
+                // (also when the expiry was remembered from before a restart)
+                if was || ctx.enrollment.expired {
                     let _ = ctx.events.send(ControlEvent::Renewed);
                 }
                 persist(ctx, st);

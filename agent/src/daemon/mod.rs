@@ -422,7 +422,15 @@ impl Daemon {
 
     /// Remembers (for `zmesh status` and `zmesh up`) whether the key has expired.
     fn mark_expired(&self, expired: bool) {
-        if let Err(e) = self.update_enrollment(|e| e.expired = expired) {
+        let r = match self.state.load_enrollment() {
+            Ok(Some(mut e)) if e.expired != expired => {
+                e.expired = expired;
+                self.state.save_enrollment(&e)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
             tracing::error!(error = %e, "cannot record the key expiry in the enrollment");
         }
     }
