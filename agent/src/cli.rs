@@ -86,6 +86,12 @@ pub enum Command {
         /// Print the sign-in link as a JSON object (`login_url`, `expires_at_ms`).
         #[arg(long)]
         json: bool,
+        /// Sign in again as this (enrolled) device, e.g. when its key expired: prints a
+        /// link; once you sign in as the device's owner it keeps its id, name and
+        /// addresses and uses a new WireGuard key (the old one stops working at once).
+        /// (An enrollment key, e.g. from ZMESH_ENROLL_KEY, is not used.)
+        #[arg(long, conflicts_with_all = ["name", "console", "ca_file", "fingerprint"])]
+        reauth: bool,
     },
     /// Show this device and its peers.
     Status {
@@ -167,7 +173,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ca_file,
             fingerprint,
             json,
+            reauth,
         } => {
+            // (the console and its trust come from the enrollment)
+            let enroll_key = enroll_key.filter(|_| !reauth);
             if let Some(k) = &enroll_key {
                 // Catch a mangled key here, with a clear message, before it travels.
                 k.parse::<EnrollKey>().context("--enroll-key")?;
@@ -188,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 ca_pem,
                 fingerprint,
+                reauth,
             };
             match call(&state, &req).await? {
                 Reply::Login {
@@ -328,7 +338,7 @@ pub fn status_table(s: &Status) -> String {
     };
     let ips: Vec<String> = me.overlay_ips.iter().map(|i| i.to_string()).collect();
     let mut out = format!(
-        "{} {} [{}] console {} ({})\n",
+        "{} {} [{}] console {} ({}){}{}\n",
         me.name,
         ips.join(" "),
         me.state,
@@ -337,7 +347,16 @@ pub fn status_table(s: &Status) -> String {
             "connected"
         } else {
             "not connected"
-        }
+        },
+        me.key_expires_at
+            .as_ref()
+            .map(|t| format!(", key expires {t}"))
+            .unwrap_or_default(),
+        if me.state == "expired" {
+            ": the key expired; sign in again with `zmesh up --reauth`"
+        } else {
+            ""
+        },
     );
     if s.peers.is_empty() {
         out.push_str("no peers\n");
@@ -442,6 +461,25 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let c = Cli::try_parse_from(["zmesh", "up", "--reauth", "--json"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Command::Up {
+                reauth: true,
+                json: true,
+                ..
+            }
+        ));
+        for other in [
+            ["--console", "https://x"],
+            ["--name", "b"],
+            ["--fingerprint", &fp],
+        ] {
+            let mut args = vec!["zmesh", "up", "--reauth"];
+            args.extend(other);
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            assert!(e.to_string().contains("--reauth"), "{e}");
+        }
         let c = Cli::try_parse_from(["zmesh", "ping", "b", "--count", "3", "--state-dir", "/s"])
             .unwrap();
         assert!(matches!(c.cmd, Command::Ping { count: 3, .. }));
@@ -462,6 +500,7 @@ mod tests {
                 connected: false,
                 state: "up".into(),
                 listen_port: Some(1),
+                key_expires_at: Some("2027-06-01T00:00:00Z".into()),
             }),
             peers: vec![PeerStatus {
                 name: "bravo".into(),
@@ -478,6 +517,7 @@ mod tests {
         };
         let t = status_table(&s);
         assert!(t.contains("not connected"), "{t}");
+        assert!(t.contains("key expires 2027-06-01T00:00:00Z"), "{t}");
         assert!(
             t.lines()
                 .nth(2)

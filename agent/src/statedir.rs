@@ -61,6 +61,10 @@ pub struct Enrollment {
     /// `zmesh down` was the last word: a daemon restart leaves tunnels down.
     #[serde(default)]
     pub down: bool,
+    /// The console said the device's key expired: tunnels stay down until the user signs
+    /// in again (`zmesh up --reauth`).
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// The console's last NAT settings (STUN servers, relays, relay token) as it sent them,
@@ -175,6 +179,13 @@ impl StateDir {
         Ok(k)
     }
 
+    /// Replaces the device key (atomically: the old file or the new, never half of one).
+    pub fn save_private_key(&self, k: &WgPrivateKey) -> Result<(), StateError> {
+        let mut text = k.to_base64();
+        text.push('\n');
+        self.write_private(PRIVATE_KEY_FILE, text.as_bytes())
+    }
+
     pub fn load_private_key(&self) -> Result<Option<WgPrivateKey>, StateError> {
         let Some(b) = self.read_opt(PRIVATE_KEY_FILE)? else {
             return Ok(None);
@@ -286,6 +297,7 @@ mod tests {
             signing_key: SigningKey::generate().public_key(),
             revoked: false,
             down: false,
+            expired: false,
         }
     }
 

@@ -136,7 +136,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat)
-        .with_public_url(cfg.public_url.clone());
+        .with_public_url(cfg.public_url.clone())
+        .with_device_key_lifetime(cfg.device_key_lifetime);
     // Before anything else holds a clone of the state (`with_oidc` needs it unshared).
     let local = listener.local_addr()?;
     let state = match cfg.oidc.clone() {

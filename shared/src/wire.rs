@@ -61,6 +61,20 @@ pub struct LoginStart {
     pub hostname: Option<String>,
     #[serde(default)]
     pub os: Option<String>,
+    /// Set by an enrolled device signing in again (`zmesh up --reauth`): the user must be
+    /// the device's owner, and on success the device keeps its id, name and addresses
+    /// and takes `public_key` as its new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth: Option<ReauthProof>,
+}
+
+/// Which enrolled device signs in again, and its proof: its current stream credential.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthProof {
+    pub device_id: DeviceId,
+    pub credential: Secret,
 }
 
 /// Where the user confirms, and the agent's secret for waiting.
@@ -120,6 +134,10 @@ pub enum ServerMsg {
         protocol: u16,
         device_id: DeviceId,
         server_time_ms: UnixMillis,
+        /// When the device's key expires (its user then signs in again: `zmesh up
+        /// --reauth`); absent: never.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_expires_at_ms: Option<i64>,
     },
     /// The whole map; sent on connect and on resync.
     PeerMap {

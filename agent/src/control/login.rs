@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zmesh_shared::wire::{
-    EnrollResponse, LoginStart, LoginStarted, LoginWait, LOGIN_PATH, LOGIN_WAIT_PATH,
+    EnrollResponse, LoginStart, LoginStarted, LoginWait, ReauthProof, LOGIN_PATH, LOGIN_WAIT_PATH,
 };
 use zmesh_shared::{Secret, WgPublicKey, PROTOCOL_VERSION};
 
@@ -48,6 +48,8 @@ pub struct LoginParams<'a> {
     pub trust: &'a Trust,
     pub public_key: WgPublicKey,
     pub name: Option<String>,
+    /// Signing in again as this enrolled device (`zmesh up --reauth`).
+    pub reauth: Option<ReauthProof>,
 }
 
 /// A started login: the link for the user and what the device needs to wait for it.
@@ -106,6 +108,7 @@ pub async fn start(p: LoginParams<'_>) -> Result<PendingLogin, LoginError> {
         name: p.name,
         hostname: hostname(),
         os: Some(std::env::consts::OS.to_string()),
+        reauth: p.reauth,
     };
     let resp = client
         .post(url)

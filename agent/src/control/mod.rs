@@ -4,8 +4,9 @@
 //! The stream task verifies every peer map and delta with the console signing key,
 //! caches them in the state dir, hands the result (peers and inbound filter) to the
 //! data plane, reports endpoints, health and signed flows (denied inbound packets and
-//! summaries of accepted connections, see `reports`), and reconnects with jittered backoff until
-//! stopped or revoked.
+//! summaries of accepted connections, see `reports`), and reconnects with jittered
+//! backoff until stopped or revoked. A device whose key expired keeps no peers and asks
+//! again slowly (its user signs in again, or an admin renews the key).
 
 pub mod backoff;
 pub mod endpoints;
@@ -79,6 +80,11 @@ pub struct Shared {
     map: Mutex<Option<PeerMap>>,
     /// Name of the relay we are connected to, if any.
     relay: Mutex<Option<String>>,
+    /// When this device's key expires, as the console said on connecting (`None`:
+    /// not told yet, `Some(None)`: never).
+    key_expiry: Mutex<Option<Option<i64>>>,
+    /// The console said the key expired, and no map came since.
+    expired: AtomicBool,
 }
 
 impl Shared {
@@ -87,7 +93,12 @@ impl Shared {
             connected: AtomicBool::new(false),
             map: Mutex::new(map),
             relay: Mutex::new(None),
+            key_expiry: Mutex::new(None),
+            expired: AtomicBool::new(false),
         })
+    }
+    pub fn key_expiry(&self) -> Option<Option<i64>> {
+        *self.key_expiry.lock().unwrap_or_else(|e| e.into_inner())
     }
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -109,8 +120,21 @@ impl Shared {
 /// Events the stream task raises to the daemon.
 #[derive(Debug)]
 pub enum ControlEvent {
-    Revoked { reason: String },
+    Revoked {
+        reason: String,
+    },
+    /// The console says the device's key expired (the stream keeps retrying, slowly).
+    Expired,
+    /// A map came again after an expiry (an admin renewed it, or the user signed in).
+    Renewed,
 }
+
+/// What the console says when it closes the stream of a device whose key expired.
+pub const EXPIRED_REASON: &str = "key expired";
+/// Retries of an expired device's stream: soon at first (an admin may renew the key),
+/// then rarely, so long-expired devices cost the console little.
+const EXPIRED_RETRY_MIN: Duration = Duration::from_secs(5);
+const EXPIRED_RETRY_MAX: Duration = Duration::from_secs(300);
 
 pub struct ControlCtx {
     pub enrollment: Enrollment,
@@ -156,6 +180,7 @@ pub async fn apply_map(dp: &DataPlane, shared: &Shared, map: &PeerMap) {
 /// Runs the control stream until `stop` turns true or the device is revoked.
 pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
+    let mut expired_backoff = Backoff::new(EXPIRED_RETRY_MIN, EXPIRED_RETRY_MAX, 0.2);
     loop {
         if *stop.borrow() {
             return;
@@ -165,6 +190,32 @@ pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bo
         ctx.shared.connected.store(false, Ordering::Relaxed);
         match end {
             Ok(SessionEnd::Stopped) => return,
+            Ok(SessionEnd::Revoked(reason)) if reason == EXPIRED_REASON => {
+                // Not the end: the user signs in again (`zmesh up --reauth`) or an admin
+                // renews the key; until then no peers, and a slow retry.
+                if !ctx.shared.expired.swap(true, Ordering::Relaxed) {
+                    expired_backoff.reset();
+                    *ctx.shared.map.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tracing::warn!(
+                        "the device's key expired: no peers until its user signs in again \
+                         (`zmesh up --reauth`) or an admin renews it"
+                    );
+                    if let Err(e) = ctx.dp.set_peers(vec![]).await {
+                        tracing::error!(error = %e, "data plane refused the empty peer set");
+                    }
+                    let _ = ctx.events.send(ControlEvent::Expired);
+                }
+                let wait = expired_backoff.next_delay();
+                tracing::info!(
+                    retry_in_s = wait.as_secs(),
+                    "asking the console again later"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
             Ok(SessionEnd::Revoked(reason)) => {
                 tracing::warn!(%reason, "console revoked this device");
                 let _ = ctx.events.send(ControlEvent::Revoked { reason });
@@ -410,8 +461,13 @@ async fn on_server_msg(
         ServerMsg::Hello {
             protocol,
             device_id,
+            key_expires_at_ms,
             ..
         } => {
+            *ctx.shared
+                .key_expiry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(key_expires_at_ms);
             if protocol != PROTOCOL_VERSION {
                 tracing::warn!(
                     protocol,
@@ -425,6 +481,14 @@ async fn on_server_msg(
         }
         ServerMsg::PeerMap { map } => match st.on_full(map) {
             Ok(()) => {
+                let was = ctx.shared.expired.swap(false, Ordering::Relaxed);
+                if was {
+                    tracing::info!("the console sends peers again: the key is valid");
+                }
+                // (also when the expiry was remembered from before a restart)
+                if was || ctx.enrollment.expired {
+                    let _ = ctx.events.send(ControlEvent::Renewed);
+                }
                 persist(ctx, st);
                 if let Some(m) = st.map() {
                     apply_map(&ctx.dp, &ctx.shared, m).await;

@@ -3,11 +3,19 @@
 //! keeps it; `login_wait` waits for the user and then finishes exactly like an `up`
 //! with a key: the enrollment is saved and the tunnels come up. The poll secret stays
 //! in the daemon: the CLI only ever sees the link.
+//!
+//! `up --reauth` is the same conversation for an enrolled device (its key may have
+//! expired): it makes a new key pair, kept in memory, and proves which device it is
+//! with its current credential. Only when the user has confirmed does anything local
+//! change: the tunnels stop, the new credential and then the new key are written (in
+//! that order: a crash in between leaves a valid credential to sign in again with),
+//! and the tunnels come back with the same device id and addresses.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use zmesh_shared::CertFingerprint;
+use zmesh_shared::wire::{EnrollResponse, ReauthProof};
+use zmesh_shared::{CertFingerprint, DeviceId, WgPrivateKey};
 
 use super::Daemon;
 use crate::control::login::{self, LoginParams, PendingLogin};
@@ -21,6 +29,14 @@ pub(super) struct LoginInProgress {
     pin: Option<CertFingerprint>,
     ca_pem: Option<String>,
     pending: PendingLogin,
+    /// A re-authentication: which device, and its new key (not on disk until success).
+    reauth: Option<Reauth>,
+}
+
+#[derive(Debug)]
+pub(super) struct Reauth {
+    device_id: DeviceId,
+    key: WgPrivateKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +51,20 @@ pub(super) enum LoginUpError {
     NothingPending,
     #[error("this device was enrolled meanwhile (by another `zmesh up`); the sign-in is not used")]
     EnrolledMeanwhile,
+    #[error(
+        "not enrolled: --reauth signs in again as an enrolled device; to enroll, run \
+         `zmesh up --console URL --fingerprint SHA256`"
+    )]
+    NotEnrolled,
+    #[error("this device was revoked by the console; run `zmesh logout` and enroll again")]
+    Revoked,
+    #[error(
+        "the console answered the sign-in for device {got}, not this device ({want}); \
+         nothing was changed"
+    )]
+    OtherDevice { want: DeviceId, got: DeviceId },
+    #[error("this device's enrollment changed during the sign-in; nothing was changed")]
+    EnrollmentChanged,
 }
 
 impl Daemon {
@@ -56,24 +86,72 @@ impl Daemon {
             trust: &trust,
             public_key: private.public_key(),
             name,
+            reauth: None,
         })
         .await?;
+        Ok(self
+            .keep_login(LoginInProgress {
+                console,
+                pin: fingerprint,
+                ca_pem,
+                pending,
+                reauth: None,
+            })
+            .await)
+    }
+
+    /// Starts signing in again as the enrolled device, with a new key pair; answers
+    /// the link for the user. Works with tunnels up, down or expired.
+    pub(super) async fn reauth_start(self: &Arc<Self>) -> anyhow::Result<Reply> {
+        let enr = self
+            .state
+            .load_enrollment()?
+            .ok_or(LoginUpError::NotEnrolled)?;
+        if enr.revoked {
+            return Err(LoginUpError::Revoked.into());
+        }
+        let trust = Trust::from_parts(enr.pin, enr.ca_pem.as_deref())?;
+        let key = WgPrivateKey::generate();
+        let pending = login::start(LoginParams {
+            console: &enr.console,
+            trust: &trust,
+            public_key: key.public_key(),
+            name: None,
+            reauth: Some(ReauthProof {
+                device_id: enr.device_id,
+                credential: enr.credential.clone(),
+            }),
+        })
+        .await?;
+        tracing::info!(device_id = %enr.device_id, new_public_key = %key.public_key(), "re-authentication started");
+        Ok(self
+            .keep_login(LoginInProgress {
+                console: enr.console,
+                pin: enr.pin,
+                ca_pem: enr.ca_pem,
+                pending,
+                reauth: Some(Reauth {
+                    device_id: enr.device_id,
+                    key,
+                }),
+            })
+            .await)
+    }
+
+    /// Keeps the login for `login_wait`; the link for the CLI.
+    async fn keep_login(&self, l: LoginInProgress) -> Reply {
         let reply = Reply::Login {
-            login_url: pending.login_url.clone(),
-            expires_at_ms: pending.expires_at_ms,
-            wait_ms: pending
+            login_url: l.pending.login_url.clone(),
+            expires_at_ms: l.pending.expires_at_ms,
+            wait_ms: l
+                .pending
                 .deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64,
         };
         // A newer `up` replaces an older login that nobody waits for.
-        *self.login.lock().await = Some(LoginInProgress {
-            console,
-            pin: fingerprint,
-            ca_pem,
-            pending,
-        });
-        Ok(reply)
+        *self.login.lock().await = Some(l);
+        reply
     }
 
     /// Waits (bounded by the login's expiry) for the user, then enrolls and comes up.
@@ -86,6 +164,9 @@ impl Daemon {
             .ok_or(LoginUpError::NothingPending)?;
         let resp = l.pending.wait().await?;
         tracing::info!(device_id = %resp.device_id, "the user confirmed the sign-in");
+        if let Some(r) = l.reauth {
+            return self.finish_reauth(r, resp).await;
+        }
         let mut running = self.running.lock().await;
         match self.state.load_enrollment()? {
             Some(_) => Err(LoginUpError::EnrolledMeanwhile.into()),
@@ -94,5 +175,57 @@ impl Daemon {
                 self.bring_up(&mut running, enr, note).await
             }
         }
+    }
+
+    /// The user confirmed a re-authentication: same device, new credential, new key.
+    async fn finish_reauth(
+        self: &Arc<Self>,
+        r: Reauth,
+        resp: EnrollResponse,
+    ) -> anyhow::Result<String> {
+        if resp.device_id != r.device_id {
+            return Err(LoginUpError::OtherDevice {
+                want: r.device_id,
+                got: resp.device_id,
+            }
+            .into());
+        }
+        let mut running = self.running.lock().await;
+        let mut enr = match self.state.load_enrollment()? {
+            Some(e) if e.device_id == r.device_id => e,
+            _ => return Err(LoginUpError::EnrollmentChanged.into()),
+        };
+        let same_addrs = resp.overlay_v4 == enr.overlay_v4 && resp.overlay_v6 == enr.overlay_v6;
+        if !same_addrs {
+            tracing::warn!(old = %enr.overlay_v4, new = %resp.overlay_v4, "the console gave other addresses on re-authentication");
+        }
+        if let Some(run) = running.take() {
+            Self::shutdown(run).await;
+        }
+        enr.credential = resp.credential;
+        enr.name = resp.name;
+        enr.overlay_v4 = resp.overlay_v4;
+        enr.overlay_v6 = resp.overlay_v6;
+        enr.expired = false;
+        enr.down = false;
+        // The credential first: with it the device can sign in again should the key
+        // not get written.
+        self.state.save_enrollment(&enr)?;
+        self.state.save_private_key(&r.key)?;
+        tracing::info!(device_id = %enr.device_id, public_key = %r.key.public_key(), "re-authenticated: key rotated");
+        *running = Some(self.start_tunnels(enr.clone()).await?);
+        Ok(format!(
+            "{} re-authenticated: same device {}, addresses {}, {}{}; new WireGuard key {}; up",
+            enr.name,
+            enr.device_id,
+            enr.overlay_v4,
+            enr.overlay_v6,
+            if same_addrs {
+                ""
+            } else {
+                " (changed by the console)"
+            },
+            r.key.public_key(),
+        ))
     }
 }

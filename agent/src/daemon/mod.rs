@@ -60,6 +60,13 @@ enum UpError {
     NoConsole,
     #[error("this device was revoked by the console; run `zmesh logout` and enroll again")]
     Revoked,
+    #[error(
+        "this device's key expired: run `zmesh up --reauth` and sign in again (a device \
+         enrolled with a key comes back by itself once an admin renews its expiry)"
+    )]
+    Expired,
+    #[error("--reauth signs in again with this device's enrollment: leave out --enroll-key")]
+    ReauthWithKey,
     #[error("enrollment key: {0}")]
     Key(#[from] zmesh_shared::enroll_key::EnrollKeyError),
 }
@@ -88,10 +95,17 @@ impl Daemon {
                 name,
                 ca_pem,
                 fingerprint,
-            } => match self
-                .up(console, enroll_key, name, ca_pem, fingerprint)
-                .await
-            {
+                reauth,
+            } => match if reauth {
+                if enroll_key.is_some() {
+                    Err(UpError::ReauthWithKey.into())
+                } else {
+                    self.reauth_start().await
+                }
+            } else {
+                self.up(console, enroll_key, name, ca_pem, fingerprint)
+                    .await
+            } {
                 Ok(result) => Response::Ok { result },
                 Err(e) => err(format!("{e:#}")),
             },
@@ -179,6 +193,11 @@ impl Daemon {
                 self.save_new_enrollment(&console, key.pin, ca_pem, resp)?
             }
             (Some(e), _) if e.revoked => return Err(UpError::Revoked.into()),
+            (Some(e), _) if e.expired && running.is_some() => return Err(UpError::Expired.into()),
+            (Some(e), _) if e.expired => (
+                e,
+                " (its key had expired: if it still has, sign in again with `zmesh up --reauth`)",
+            ),
             (Some(e), key) => (
                 e,
                 if key.is_some() {
@@ -217,6 +236,7 @@ impl Daemon {
             signing_key: resp.signing_key,
             revoked: false,
             down: false,
+            expired: false,
         };
         self.state.save_enrollment(&e)?;
         let pending = resp.state == zmesh_shared::wire::DeviceState::Pending;
@@ -383,6 +403,12 @@ impl Daemon {
         let Some(r) = self.running.lock().await.take() else {
             return false;
         };
+        Self::shutdown(r).await;
+        true
+    }
+
+    /// Stops the stream and the relay task and removes the tunnels.
+    async fn shutdown(r: Running) {
         let _ = r.stop.send(true);
         for task in [r.task, r.relay_task] {
             let abort = task.abort_handle();
@@ -397,7 +423,21 @@ impl Daemon {
             tracing::error!(error = %e, "data plane shutdown failed");
         }
         tracing::info!("tunnels down");
-        true
+    }
+
+    /// Remembers (for `zmesh status` and `zmesh up`) whether the key has expired.
+    fn mark_expired(&self, expired: bool) {
+        let r = match self.state.load_enrollment() {
+            Ok(Some(mut e)) if e.expired != expired => {
+                e.expired = expired;
+                self.state.save_enrollment(&e)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot record the key expiry in the enrollment");
+        }
     }
 
     async fn on_revoked(&self, reason: String) {
@@ -475,6 +515,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         Ok(Some(e)) => tracing::info!(
             revoked = e.revoked,
             down = e.down,
+            expired = e.expired,
             "enrolled; tunnels stay down"
         ),
         Ok(None) => tracing::info!("not enrolled yet; waiting for `zmesh up`"),
@@ -486,6 +527,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         while let Some(ev) = events_rx.recv().await {
             match ev {
                 ControlEvent::Revoked { reason } => de.on_revoked(reason).await,
+                ControlEvent::Expired => de.mark_expired(true),
+                ControlEvent::Renewed => de.mark_expired(false),
             }
         }
     });

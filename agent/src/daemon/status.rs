@@ -37,6 +37,8 @@ impl Daemon {
         };
         let state = if enr.revoked {
             "revoked"
+        } else if enr.expired {
+            "expired"
         } else if dp.is_some() {
             "up"
         } else {
@@ -56,6 +58,14 @@ impl Daemon {
             connected: shared.as_ref().is_some_and(|s| s.connected()),
             state: state.to_string(),
             listen_port: dp.as_ref().map(|d| d.local_addr().port()),
+            key_expires_at: shared
+                .as_ref()
+                .and_then(|s| s.key_expiry().flatten())
+                .map(|ms| {
+                    rfc3339(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+                    )
+                }),
         };
         let stats = match &dp {
             Some(d) => d.peer_stats().await,

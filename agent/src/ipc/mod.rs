@@ -37,6 +37,11 @@ pub enum Request {
         /// no enrollment key to carry the pin).
         #[serde(default)]
         fingerprint: Option<CertFingerprint>,
+        /// Sign in again (the device is enrolled; its key may have expired): answers
+        /// [`Reply::Login`]; after [`Request::LoginWait`] the device keeps its id, name
+        /// and addresses and uses a new key pair.
+        #[serde(default)]
+        reauth: bool,
     },
     /// Waits for the user to sign in to the login the last `up` started, then
     /// finishes like an `up` with a key (the answer is [`Reply::Done`]).
@@ -106,9 +111,13 @@ pub struct SelfStatus {
     pub device_id: String,
     pub console: String,
     pub connected: bool,
-    /// "up", "down" or "revoked".
+    /// "up", "down", "expired" (sign in again: `zmesh up --reauth`) or "revoked".
     pub state: String,
     pub listen_port: Option<u16>,
+    /// When the device's key expires (RFC 3339), as the console said; null: never, or
+    /// not told yet.
+    #[serde(default)]
+    pub key_expires_at: Option<String>,
 }
 
 /// The kind of path to a peer as status output names it: "direct", "relay", or
@@ -345,6 +354,7 @@ mod tests {
             name: None,
             ca_pem: None,
             fingerprint: None,
+            reauth: false,
         };
         assert!(!format!("{up:?}").contains("topsecret"));
         let back: Request = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();
@@ -365,6 +375,7 @@ mod tests {
                 connected: true,
                 state: "up".into(),
                 listen_port: Some(51820),
+                key_expires_at: None,
             }),
             peers: vec![],
         };
@@ -372,6 +383,14 @@ mod tests {
         assert_eq!(v["self"]["connected"], true);
         assert_eq!(v["self"]["overlay_ips"][0], "100.64.0.1");
         assert!(v["peers"].as_array().unwrap().is_empty());
+        assert!(v["self"]["key_expires_at"].is_null());
+        // an older daemon's answer, without the field, still reads
+        let mut old = v.clone();
+        old["self"]
+            .as_object_mut()
+            .unwrap()
+            .remove("key_expires_at");
+        assert_eq!(serde_json::from_value::<Status>(old).unwrap(), s);
     }
 
     #[test]

@@ -230,6 +230,9 @@ impl From<ServiceError> for ApiError {
                 field,
             },
             ServiceError::Forbidden { code, message } => ApiError::Forbidden { code, message },
+            ServiceError::Unauthorized { code, message } => {
+                ApiError::Unauthorized { code, message }
+            }
             ServiceError::Store(e) => ApiError::Store(e),
             ServiceError::Internal(m) => ApiError::Internal(m),
         }

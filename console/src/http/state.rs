@@ -83,6 +83,23 @@ impl AppState {
         }
     }
 
+    /// Same state with another key lifetime for devices enrolled by login (`None`:
+    /// never expires); before the state is shared.
+    pub fn with_device_key_lifetime(self, d: Option<Duration>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.core = inner.core.with_device_key_lifetime(d);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; device key lifetime not applied");
+                AppState { inner }
+            }
+        }
+    }
+
     /// Same state with the console's public URL.
     pub fn with_public_url(self, url: Option<String>) -> Self {
         match Arc::try_unwrap(self.inner) {

@@ -21,6 +21,11 @@ pub enum ConfigError {
     Nat(String),
     #[error(transparent)]
     Oidc(#[from] super::oidc_config::OidcConfigError),
+    #[error(
+        "--device-key-lifetime {0:?}: expected a whole number of days from 0 (never expires) \
+         to {MAX_KEY_LIFETIME_DAYS}"
+    )]
+    KeyLifetime(String),
     #[error("--public-url {0:?}: expected https://HOST[:PORT] without a path")]
     PublicUrl(String),
     #[error("cannot resolve the data directory {path}: {source}")]
@@ -73,6 +78,28 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub oidc: super::oidc_config::OidcArgs,
+    /// Days the key of a device enrolled by login lasts; then its user signs in again
+    /// (`zmesh up --reauth`). 0: never expires. Devices enrolled with a key do not expire
+    /// unless an admin sets an expiry.
+    #[arg(
+        long,
+        env = "ZMESH_DEVICE_KEY_LIFETIME",
+        value_name = "DAYS",
+        default_value = "180"
+    )]
+    pub device_key_lifetime: String,
+}
+
+/// The longest `--device-key-lifetime` (100 years).
+pub const MAX_KEY_LIFETIME_DAYS: u64 = 36_500;
+
+/// `--device-key-lifetime`, checked: `None` for 0 (never expires).
+fn key_lifetime(days: &str) -> Result<Option<Duration>, ConfigError> {
+    match days.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(d) if d <= MAX_KEY_LIFETIME_DAYS => Ok(Some(Duration::from_secs(d * 24 * 3600))),
+        _ => Err(ConfigError::KeyLifetime(days.to_string())),
+    }
 }
 
 /// What `serve` tells agents about STUN servers and relays.
@@ -263,6 +290,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Single sign-on; `None` when off.
     pub oidc: Option<super::oidc_config::OidcConfig>,
+    /// Key lifetime of devices enrolled by login; `None`: never expires.
+    pub device_key_lifetime: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -313,6 +342,7 @@ impl ServeConfig {
             oidc: a
                 .oidc
                 .validate(std::env::var("ZMESH_OIDC_CLIENT_SECRET").ok())?,
+            device_key_lifetime: key_lifetime(&a.device_key_lifetime)?,
         })
     }
 
@@ -388,6 +418,23 @@ mod tests {
             },
             public_url: None,
             oidc: Default::default(),
+            device_key_lifetime: "180".into(),
+        }
+    }
+
+    #[test]
+    fn device_key_lifetime() {
+        let cfg = |days: &str| {
+            let mut a = args();
+            a.device_key_lifetime = days.into();
+            ServeConfig::from_args(Path::new("/tmp"), a).map(|c| c.device_key_lifetime)
+        };
+        assert_eq!(cfg("180").unwrap(), Some(Duration::from_secs(180 * 86_400)));
+        assert_eq!(cfg("1").unwrap(), Some(Duration::from_secs(86_400)));
+        assert_eq!(cfg("0").unwrap(), None);
+        for bad in ["-1", "x", "", "1.5", "36501", "99999999999999999999"] {
+            let e = cfg(bad).unwrap_err().to_string();
+            assert!(e.contains("--device-key-lifetime"), "{bad}: {e}");
         }
     }
 

@@ -26,6 +26,9 @@ pub enum ServiceError {
     /// Not allowed for this actor.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    /// The caller's proof of who it is (a credential) was refused.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

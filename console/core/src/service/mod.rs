@@ -25,6 +25,7 @@ pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use zmesh_shared::{NetworkId, SigningKey};
 
@@ -49,6 +50,10 @@ pub struct CoreInner {
     pub signing_key: SigningKey,
     pub bus: Bus,
     pub snapshots: SnapshotCache,
+    /// How long the key of a device enrolled (or re-authenticated) by login lasts before
+    /// its user must sign in again; `None`: forever. Key-enrolled devices do not expire
+    /// unless an admin sets an expiry.
+    pub device_key_lifetime: Option<Duration>,
 }
 
 impl std::ops::Deref for Core {
@@ -69,8 +74,26 @@ impl Core {
                 signing_key,
                 bus,
                 snapshots: SnapshotCache::default(),
+                device_key_lifetime: Some(login::DEFAULT_KEY_LIFETIME),
             }),
         })
+    }
+
+    /// Same core with another key lifetime for devices enrolled by login (`None`: keys
+    /// never expire). Only before the core is shared (at start-up); otherwise unchanged.
+    pub fn with_device_key_lifetime(self, d: Option<Duration>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.device_key_lifetime = d;
+                Core {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("core already shared; device key lifetime not applied");
+                Core { inner }
+            }
+        }
     }
 
     /// Publishes the network's current revision after a committed mutation.

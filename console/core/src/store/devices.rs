@@ -68,6 +68,8 @@ pub(super) struct Insert<'a> {
     pub(super) created_at_ms: i64,
     pub(super) enroll_key_id: Option<EnrollKeyId>,
     pub(super) credential_hash: Option<&'a str>,
+    /// `None`: the key never expires.
+    pub(super) key_expires_at_ms: Option<i64>,
 }
 
 pub(super) async fn insert_device(
@@ -78,7 +80,7 @@ pub(super) async fn insert_device(
         "INSERT INTO devices (id, network_id, name, owner, tags, public_key, host_num, overlay_v4, overlay_v6, \
          state, agentless, hostname, os, endpoints, key_expires_at_ms, created_at_ms, last_seen_ms, \
          enroll_key_id, credential_hash, revoked_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, NULL, $16, $17, NULL)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $18, $15, NULL, $16, $17, NULL)",
     )
     .bind(d.id.to_string())
     .bind(d.network_id.to_string())
@@ -97,6 +99,7 @@ pub(super) async fn insert_device(
     .bind(d.created_at_ms)
     .bind(d.enroll_key_id.map(|k| k.to_string()))
     .bind(d.credential_hash.map(str::to_string))
+    .bind(d.key_expires_at_ms)
     .execute(&mut **tx)
     .await
     .map_err(|e| match unique_violation(&e) {
@@ -275,6 +278,7 @@ impl Store {
                 created_at_ms: e.now_ms,
                 enroll_key_id: Some(key.id),
                 credential_hash: Some(&e.credential_hash),
+                key_expires_at_ms: None,
             },
         )
         .await?;
@@ -337,6 +341,7 @@ impl Store {
                     created_at_ms: d.now_ms,
                     enroll_key_id: None,
                     credential_hash: None,
+                    key_expires_at_ms: None,
                 },
             )
             .await?;

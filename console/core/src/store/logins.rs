@@ -1,7 +1,10 @@
 //! Enrollment by login: the pending request an agent makes without an enrollment key,
 //! its confirmation by a signed-in user (which enrolls the device, owned by that user,
 //! with its audit event and revision bump in one transaction), and the agent's one-time
-//! collection of its device credential.
+//! collection of its device credential. A login started by an enrolled device (a
+//! re-authentication) names that device instead: confirming it, by the device's owner,
+//! rotates the device's key and renews its key expiry, keeping its id, name and
+//! addresses (`device.reauth`).
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -32,6 +35,8 @@ pub struct DeviceLogin {
     /// Set once a user confirmed.
     pub device_id: Option<DeviceId>,
     pub collected_at_ms: Option<i64>,
+    /// A re-authentication of this (enrolled) device; `None`: a new enrollment.
+    pub reauth_device_id: Option<DeviceId>,
 }
 
 /// Input of [`Store::create_device_login`].
@@ -46,6 +51,8 @@ pub struct NewDeviceLogin {
     pub os: Option<String>,
     pub now_ms: i64,
     pub expires_at_ms: i64,
+    /// The device re-authenticating (its credential was checked by the caller).
+    pub reauth_device_id: Option<DeviceId>,
 }
 
 /// What the agent's poll finds.
@@ -62,7 +69,7 @@ pub enum LoginPoll {
 }
 
 const COLS: &str = "code, network_id, public_key, name, hostname, os, created_at_ms, \
-     expires_at_ms, device_id, collected_at_ms";
+     expires_at_ms, device_id, collected_at_ms, reauth_device_id";
 
 fn login_from_row(r: &AnyRow) -> Result<DeviceLogin, StoreError> {
     Ok(DeviceLogin {
@@ -76,11 +83,14 @@ fn login_from_row(r: &AnyRow) -> Result<DeviceLogin, StoreError> {
         expires_at_ms: r.try_get("expires_at_ms")?,
         device_id: opt_parse_col(r, "device_id")?,
         collected_at_ms: r.try_get("collected_at_ms")?,
+        reauth_device_id: opt_parse_col(r, "reauth_device_id")?,
     })
 }
 
 impl Store {
-    /// Records a login request (expired ones are dropped on the way).
+    /// Records a login request (expired ones are dropped on the way). A re-authentication
+    /// supersedes the device's earlier unconfirmed ones: their keys' private halves are
+    /// gone with the agent's older attempt, so confirming them would break the device.
     pub async fn create_device_login(&self, l: NewDeviceLogin) -> Result<DeviceLogin, StoreError> {
         if let Some(n) = &l.name {
             validate_name(n)?;
@@ -92,9 +102,18 @@ impl Store {
             .bind(l.now_ms)
             .execute(&mut *tx)
             .await?;
+        if let Some(d) = l.reauth_device_id {
+            sqlx::query(
+                "DELETE FROM device_logins WHERE reauth_device_id = $1 AND device_id IS NULL",
+            )
+            .bind(d.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         let r = sqlx::query(&format!(
             "INSERT INTO device_logins (code, poll_hash, network_id, public_key, name, hostname, \
-             os, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             os, created_at_ms, expires_at_ms, reauth_device_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING {COLS}"
         ))
         .bind(&l.code)
@@ -106,6 +125,7 @@ impl Store {
         .bind(&l.os)
         .bind(l.now_ms)
         .bind(l.expires_at_ms)
+        .bind(l.reauth_device_id.map(|d| d.to_string()))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -128,18 +148,21 @@ impl Store {
     }
 
     /// `user` confirms the request: the device is enrolled, active and owned by them
-    /// (`name` overrides the requested one). Recorded as `device.enroll` (method login).
+    /// (`name` overrides the requested one), its key expiring at `key_expires_at_ms`.
+    /// Recorded as `device.enroll` (method login). A re-authentication goes to
+    /// [`Store::confirm_reauth`] instead (`name` is not used).
     pub async fn confirm_device_login(
         &self,
         code: &str,
         user: &UserRow,
         name: Option<&str>,
         now_ms: i64,
+        key_expires_at_ms: Option<i64>,
     ) -> Result<DeviceRow, StoreError> {
         if let Some(n) = name {
             validate_name(n)?;
         }
-        with_retry(|| self.try_confirm(code, user, name, now_ms)).await
+        with_retry(|| self.try_confirm(code, user, name, now_ms, key_expires_at_ms)).await
     }
 
     async fn try_confirm(
@@ -148,6 +171,7 @@ impl Store {
         user: &UserRow,
         name: Option<&str>,
         now_ms: i64,
+        key_expires_at_ms: Option<i64>,
     ) -> Result<DeviceRow, StoreError> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query(&format!(
@@ -164,6 +188,18 @@ impl Store {
         let l = login_from_row(&r)?;
         if public_key_taken(&mut tx, &l.public_key).await? {
             return Err(StoreError::PublicKeyTaken);
+        }
+        if let Some(device) = l.reauth_device_id {
+            return super::reauth::confirm_reauth(
+                self,
+                tx,
+                &l,
+                device,
+                user,
+                now_ms,
+                key_expires_at_ms,
+            )
+            .await;
         }
         let alloc = allocate(&mut tx, l.network_id).await?;
         let name = match name.map(str::to_string).or(l.name.clone()) {
@@ -201,6 +237,7 @@ impl Store {
                 created_at_ms: now_ms,
                 enroll_key_id: None,
                 credential_hash: None,
+                key_expires_at_ms,
             },
         )
         .await?;

@@ -17,6 +17,7 @@ mod idp;
 mod logins;
 mod networks;
 mod policies;
+mod reauth;
 mod sso;
 mod tokens;
 mod validate;
@@ -44,6 +45,7 @@ pub use error::{EnrollKeyRejection, StoreError};
 pub use idp::{DueUser, IdpRefreshed, SealedToken, TokenUpdate};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
+pub use reauth::user_owner;
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 

@@ -13,8 +13,9 @@ use zmesh_shared::wire::{EnrollResponse, LoginPending, LoginStart, LoginStarted,
 use zmesh_shared::PROTOCOL_VERSION;
 
 use super::enroll::check_agent;
-use crate::http::{ApiError, ApiJson, AppState};
+use crate::http::{ApiError, ApiJson, AppState, Source};
 use crate::service::login::{self as svc, LoginRequest, Waited};
+use crate::store::AuditCtx;
 
 /// One wait call's longest hold; agents call again after a `202 pending`.
 pub const WAIT: Duration = Duration::from_secs(25);
@@ -38,17 +39,20 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 
 pub async fn start(
     State(state): State<AppState>,
+    Source(source): Source,
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginStart>,
 ) -> Result<Json<LoginStarted>, ApiError> {
     check_agent(req.protocol, &req.hostname, &req.os)?;
     let (login, poll) = svc::start(
         &state,
+        AuditCtx::new("anonymous", source),
         LoginRequest {
             public_key: req.public_key,
             name: req.name,
             hostname: req.hostname,
             os: req.os,
+            reauth: req.reauth.map(|p| (p.device_id, p.credential)),
         },
     )
     .await?;

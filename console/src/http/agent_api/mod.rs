@@ -1,5 +1,6 @@
-//! The agent API: enrollment with a key (`POST /agent/v1/enroll`) and the control
-//! stream (`GET /agent/v1/stream`, a WebSocket). Its part of the route table is here.
+//! The agent API: enrollment with a key (`POST /agent/v1/enroll`) or by login (and
+//! re-authentication, `POST /agent/v1/login`) and the control stream
+//! (`GET /agent/v1/stream`, a WebSocket). Its part of the route table is here.
 
 pub mod enroll;
 pub mod login;
@@ -33,6 +34,16 @@ pub fn routes() -> Vec<RouteDef> {
                     "started; the poll secret is returned only here",
                 ),
                 E400,
+                (
+                    401,
+                    ERR,
+                    "re-authentication: the device credential is not valid",
+                ),
+                (
+                    403,
+                    ERR,
+                    "re-authentication: the device was not enrolled by a user",
+                ),
                 E415,
                 E422,
             ],

@@ -82,6 +82,7 @@ pub async fn stream(
                 device_id: id,
                 network_id: device.network_id,
                 public_key: device.public_key,
+                key_expires_at_ms: device.key_expires_at_ms,
                 socket,
                 sent: None,
                 nat_sent: false,
@@ -148,6 +149,8 @@ struct Stream {
     device_id: DeviceId,
     network_id: NetworkId,
     public_key: WgPublicKey,
+    /// The device's key expiry when it connected (told in Hello, for `zmesh status`).
+    key_expires_at_ms: Option<i64>,
     socket: WebSocket,
     /// The view whose map the agent has (sent in full or reached through deltas).
     sent: Option<Sent>,
@@ -197,6 +200,7 @@ impl Stream {
             protocol: PROTOCOL_VERSION,
             device_id: self.device_id,
             server_time_ms: now_ms(),
+            key_expires_at_ms: self.key_expires_at_ms,
         };
         if let Err(e) = self.send(&hello).await {
             return e;

@@ -2,6 +2,8 @@
 //! enrollment key. Any signed-in user may (members included: it is their device); one
 //! not signed in is sent through single sign-on (or the sign-in page) and back. The
 //! page shows what asks to join before the user confirms, since a link can be phished.
+//! A re-authentication (`zmesh up --reauth`) reads "Sign in again for device NAME" and
+//! only the device's owner may confirm it; anyone else gets a 403 page.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -16,7 +18,19 @@ use crate::http::session::{self, check_origin, same_secret, WebUser};
 use crate::http::{ApiError, AppState, Source};
 use crate::infra::oidc::is_login_code;
 use crate::service::login as svc;
-use crate::store::{AuditCtx, StoreError};
+use crate::service::ServiceError;
+use crate::store::{user_owner, AuditCtx, StoreError};
+
+fn not_owner(message: &str) -> Response {
+    bare_page(
+        StatusCode::FORBIDDEN,
+        "Sign in again",
+        &format!(
+            r#"<p class="error" id="not-owner">{}. Sign in as the user who added the device.</p>"#,
+            esc(message)
+        ),
+    )
+}
 
 fn gone() -> Response {
     bare_page(
@@ -62,6 +76,41 @@ pub async fn show(
         Err(e) => return Err(e.into()),
     };
     let key = l.public_key.to_string();
+    if let Some(id) = l.reauth_device_id {
+        let d = match state.store.get_device(id).await {
+            Ok(d) => d,
+            Err(StoreError::NotFound { .. }) => return Ok(gone()),
+            Err(e) => return Err(e.into()),
+        };
+        if d.owner != user_owner(&user.user) {
+            return Ok(not_owner(&format!(
+                "Device {} belongs to another user",
+                d.name
+            )));
+        }
+        return Ok(bare_page(
+            StatusCode::OK,
+            "Sign in again",
+            &format!(
+                r#"<p>Signed in as <b id="login-user">{user}</b>.</p>
+<p id="reauth-device">Sign in again for device <b>{name}</b> ({ip}). Its key is replaced by a new one; the old key stops working.</p>
+<table class="card"><tr><th>Host</th><td id="login-host">{host}</td></tr><tr><th>OS</th><td>{os}</td></tr>
+<tr><th>New key</th><td class="mono">{key}…</td></tr></table>
+<p>Only confirm if you just ran <code>zmesh up --reauth</code> on this device.</p>
+<form method="post" action="/ui/login/{code}" class="card" id="login-form">
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit" id="confirm-device">Sign in again</button></form>"#,
+                user = esc(&user.user.username),
+                name = esc(&d.name),
+                ip = d.overlay_v4,
+                host = esc(l.hostname.as_deref().unwrap_or("(not given)")),
+                os = esc(l.os.as_deref().unwrap_or("(not given)")),
+                key = esc(&key[..12.min(key.len())]),
+                code = esc(&code),
+                csrf = esc(&user.csrf),
+            ),
+        ));
+    }
     Ok(bare_page(
         StatusCode::OK,
         "Add a device",
@@ -123,7 +172,19 @@ pub async fn confirm(
     )
     .await
     {
-        Ok(d) => Ok(bare_page(
+        Ok(svc::Confirmed {
+            device: d,
+            reauth: true,
+        }) => Ok(bare_page(
+            StatusCode::OK,
+            "Signed in again",
+            &format!(
+                r#"<p id="device-reauth">Signed in again for <b>{}</b> ({}): its new key is in use. You can close this page; the device reconnects by itself.</p>"#,
+                esc(&d.name),
+                d.overlay_v4
+            ),
+        )),
+        Ok(svc::Confirmed { device: d, .. }) => Ok(bare_page(
             StatusCode::OK,
             "Device added",
             &format!(
@@ -132,7 +193,8 @@ pub async fn confirm(
                 d.overlay_v4
             ),
         )),
-        Err(crate::service::ServiceError::Store(StoreError::NotFound { .. })) => Ok(gone()),
+        Err(ServiceError::Forbidden { message, .. }) => Ok(not_owner(&message)),
+        Err(ServiceError::Store(StoreError::NotFound { .. })) => Ok(gone()),
         Err(e) => Err(e.into()),
     }
 }
