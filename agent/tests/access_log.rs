@@ -89,6 +89,30 @@ s.close()
 sys.exit(0 if got == 1000 else 1)
 "#;
 
+/// Reads an access CSV export with Python's `csv` and prints its access rows as JSON.
+const READ_CSV: &str = r#"
+import csv, json, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1], newline="")) if r["record"] == "access"]
+print(json.dumps(rows))
+"#;
+
+/// Splits CEF lines into the 7 header fields and the extension (pipes may be escaped
+/// with a backslash in the header) and prints them as JSON; fails on a malformed line.
+const READ_CEF: &str = r#"
+import json, re, sys
+out = []
+for line in open(sys.argv[1]):
+    line = line.rstrip("\n")
+    if not line:
+        continue
+    assert line.startswith("CEF:0|"), line
+    parts = re.split(r"(?<!\\)\|", line, maxsplit=7)
+    assert len(parts) == 8, parts
+    ext = dict(re.findall(r"(\w+)=((?:[^=\\]|\\.)*?)(?=\s\w+=|$)", parts[7]))
+    out.append({"name": parts[5], "ext": ext})
+print(json.dumps(out))
+"#;
+
 const POLICY: &str = r#"{
   "version": 1,
   "rules": [
@@ -308,12 +332,135 @@ fn access_log_names_both_ends_and_verifies() {
         "nothing from c reached the console"
     );
 
+    // The CSV export, as an auditor's tools read it.
+    let dir = lab.dir.path().to_path_buf();
+    let csv = dir.join("access.csv");
+    console.cli(
+        &lab,
+        &[
+            "audit",
+            "export",
+            "--log",
+            "access",
+            "--format",
+            "csv",
+            "-o",
+            csv.to_str().unwrap(),
+        ],
+    );
+    let o = lab.exec(&c.ns, &["python3", "-c", READ_CSV, csv.to_str().unwrap()]);
+    assert!(o.status.success(), "csv: {}", support::text(&o));
+    let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |src: &str, port: &str, reporter: &str| {
+        rows.iter().find(|r| {
+            r["src_name"] == src
+                && r["dst_name"] == "b"
+                && r["dst_port"] == port
+                && r["reporter_name"] == reporter
+        })
+    };
+    let ab = row("a", "7000", "b").expect("a->b:7000 as b reported it, in the CSV");
+    assert_eq!(ab["ends"], "both", "{ab}");
+    assert_eq!(ab["rule"], "rules[0]", "{ab}");
+    assert_eq!(ab["verdict"], "accepted", "{ab}");
+    assert!(
+        ab["bytes"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{ab}"
+    );
+    assert!(row("a", "7000", "a").is_some(), "a's own record of it");
+    let d = row("a", "9090", "b").expect("the denied flow in the CSV");
+    assert_eq!(d["verdict"], "denied", "{d}");
+    let cb = row("c", "7000", "b").expect("c->b:7000 in the CSV");
+    assert_eq!(cb["ends"], "destination only", "{cb}");
+    assert_eq!(rows.len(), all.len(), "the CSV has every record");
+
+    // The CEF export parses line by line and carries the same flows.
+    let cef = dir.join("access.cef");
+    console.cli(
+        &lab,
+        &[
+            "audit",
+            "export",
+            "--log",
+            "access",
+            "--format",
+            "cef",
+            "-o",
+            cef.to_str().unwrap(),
+        ],
+    );
+    let o = lab.exec(&c.ns, &["python3", "-c", READ_CEF, cef.to_str().unwrap()]);
+    assert!(o.status.success(), "cef: {}", support::text(&o));
+    let lines: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["ext"]["dpt"] == "9090" && l["ext"]["act"] == "denied"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["ext"]["dpt"] == "7000"), "{lines:?}");
+
     // The chain and every device signature verify.
     let out = console.cli(&lab, &["audit", "checkpoint"]);
     eprintln!("{out}");
     let out = console.cli(&lab, &["audit", "verify"]);
     assert!(out.contains("access log OK"), "{out}");
     eprintln!("{out}");
+    // And offline: a JSONL export with nothing but the console's public key.
+    let jsonl = dir.join("access.jsonl");
+    console.cli(
+        &lab,
+        &[
+            "audit",
+            "export",
+            "--log",
+            "access",
+            "--format",
+            "jsonl",
+            "-o",
+            jsonl.to_str().unwrap(),
+        ],
+    );
+    let key = std::fs::read_to_string(console.data_dir.join("signing.key")).unwrap();
+    let public = zmesh_shared::SigningKey::from_base64(key.trim())
+        .unwrap()
+        .public_key()
+        .to_string();
+    let out = console.cli(
+        &lab,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            jsonl.to_str().unwrap(),
+            "--public-key",
+            &public,
+        ],
+    );
+    eprintln!("{out}");
+    let mut forged = std::fs::read_to_string(&jsonl).unwrap();
+    let at = forged.find("\"bytes\":").expect("a record in the export");
+    forged.insert(at + "\"bytes\":".len(), '9');
+    std::fs::write(&jsonl, forged).unwrap();
+    let bin = support::console_bin();
+    let o = lab.exec(
+        &c.ns,
+        &[
+            bin.to_str().unwrap(),
+            "audit",
+            "verify",
+            "--file",
+            jsonl.to_str().unwrap(),
+            "--public-key",
+            &public,
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "an edited export verifies: {}",
+        support::text(&o)
+    );
+    eprintln!("edited export: {}", support::text(&o).trim());
 
     for ag in agents.iter_mut() {
         ag.stop_daemon(&mut lab);

@@ -199,7 +199,10 @@ async fn auditor_filters_the_access_log_in_headless_chromium() {
     assert_eq!(href, "/api/v1/audit/access?format=csv&verdict=denied");
     let (status, csv) = page_fetch(&d, "GET", &href).await;
     assert_eq!(status, 200, "export {href}: {csv}");
-    let rows: Vec<&str> = csv.lines().filter(|l| l.starts_with("\"access\",")).collect();
+    let rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.starts_with("\"access\","))
+        .collect();
     assert!(!rows.is_empty(), "no access rows: {csv}");
     assert!(
         rows.iter().all(|r| r.contains(",\"denied\",")),
