@@ -6,6 +6,7 @@
 //! cargo run --release -p zmesh-console --example access_bench -- ingest DB_URL N DEVICES
 //! cargo run --release -p zmesh-console --example access_bench -- gen    DB_URL N
 //! cargo run --release -p zmesh-console --example access_bench -- verify DB_URL
+//! cargo run --release -p zmesh-console --example access_bench -- export DB_URL FORMAT
 //! ```
 //! `ingest` signs N records (batches of 1000, as agents send them) for DEVICES devices,
 //! then feeds them through the real intake (`service::access::ingest`: signature check
@@ -14,13 +15,15 @@
 //! and the chain append alone (`Store::append_access` with no signature check) on
 //! other report numbers. `gen` fills the log through the same store path, fast enough
 //! for a million records; `verify` runs the database verification in a process of its
-//! own and prints its peak RSS (VmHWM), which shows whether memory stays bounded.
+//! own and prints its peak RSS (VmHWM), which shows whether memory stays bounded;
+//! `export` streams the whole log in FORMAT (csv, jsonl, cef) the way the API and CLI
+//! do (names resolved, the one-sided flag computed per record) and prints the same.
 
 use std::time::Instant;
 
 use zmesh_console::bus::Bus;
 use zmesh_console::service::access;
-use zmesh_console::service::audit::access_verify;
+use zmesh_console::service::audit::{access_export, access_verify, evidence, export};
 use zmesh_console::service::devices;
 use zmesh_console::service::Core;
 use zmesh_console::store::{AuditCtx, Store};
@@ -111,17 +114,14 @@ fn batches(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: access_bench ingest|gen|verify DB_URL [N] [DEVICES]";
+    let usage = "usage: access_bench ingest|gen|verify|export DB_URL [N|FORMAT] [DEVICES]";
     let (cmd, url) = (
         args.get(1).map(String::as_str).unwrap_or(""),
         args.get(2).ok_or_else(|| anyhow::anyhow!(usage))?,
     );
     let store = Store::connect(url).await?;
-    let n: usize = args
-        .get(3)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    // N for ingest/gen (export takes a format there)
+    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let ndev: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(20);
     match cmd {
         "ingest" => {
@@ -196,6 +196,31 @@ async fn main() -> anyhow::Result<()> {
                 r.verified,
                 t.elapsed().as_secs_f64(),
                 r.verified as f64 / t.elapsed().as_secs_f64(),
+                peak_rss_mib()
+            );
+        }
+        "export" => {
+            let fmt = export::Format::parse(args.get(3).map(String::as_str).unwrap_or("jsonl"))
+                .ok_or_else(|| anyhow::anyhow!("format: csv, jsonl or cef"))?;
+            let core = Core::new(store.clone(), SigningKey::generate(), Bus::new()).await?;
+            let dir = evidence::directory(&core).await?;
+            let t = Instant::now();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let s = store.clone();
+            let pk = core.signing_key.public_key().to_string();
+            let h = tokio::spawn(async move {
+                access_export::run(&s, &Default::default(), fmt, pk, &dir, tx).await
+            });
+            let mut bytes = 0usize;
+            while let Some(b) = rx.recv().await {
+                bytes += b.len();
+            }
+            let n = h.await??;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "export {fmt:?}: {n} access records, {:.1} MiB, {secs:.1} s, {:.0} records/s, peak RSS {:.1} MiB",
+                bytes as f64 / 1048576.0,
+                n as f64 / secs,
                 peak_rss_mib()
             );
         }

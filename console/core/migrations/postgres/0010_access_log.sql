@@ -52,5 +52,5 @@ CREATE TABLE access_records (
     UNIQUE (reporter, report_seq)
 );
 CREATE INDEX access_records_time ON access_records (last_seen_ms);
-CREATE INDEX access_records_tuple ON access_records (src_device, dst_device, proto, dst_port);
+CREATE INDEX access_records_tuple ON access_records (src_device, dst_device, proto, dst_port, src_port);
 CREATE INDEX access_records_dst ON access_records (dst_device);

@@ -220,6 +220,7 @@ impl Store {
         let mut used = seen;
         let (mut seq, mut prev) = (head.seq, head.hash);
         let mut kept = 0;
+        let mut sealed = Vec::with_capacity(flows.len());
         for f in flows {
             if f.report_seq > i64::MAX as u64 || !used.insert(f.report_seq as i64) {
                 tracing::debug!(device = %reporter, report_seq = f.report_seq, "repeated report number");
@@ -231,9 +232,19 @@ impl Store {
             }
             seq += 1;
             let e = AccessEntry::seal(seq, &prev, reporter, f.clone(), now_ms);
-            insert(&mut tx, &e).await?;
-            prev = e.hash;
+            prev = e.hash.clone();
+            sealed.push(e);
             kept += 1;
+        }
+        // PostgreSQL: many rows per statement, as a round trip per record caps the intake
+        // (~10k records/s, against ~65k). SQLite is in-process, and its driver binds
+        // many parameters slowly: one row per statement is fastest there (~33k/s).
+        let rows = match self.backend() {
+            super::Backend::Postgres => INSERT_ROWS,
+            super::Backend::Sqlite => 1,
+        };
+        for chunk in sealed.chunks(rows) {
+            insert(&mut tx, chunk).await?;
         }
         if kept > 0 {
             sqlx::query("UPDATE access_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -475,35 +486,51 @@ impl Store {
     }
 }
 
-async fn insert(tx: &mut Transaction<'static, Any>, e: &AccessEntry) -> Result<(), StoreError> {
-    let f = &e.signed.record;
-    sqlx::query(&format!(
-        "INSERT INTO access_records ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-    ))
-    .bind(e.seq as i64)
-    .bind(e.reporter.to_string())
-    .bind(e.signed.report_seq as i64)
-    .bind(f.src_device.to_string())
-    .bind(f.dst_device.to_string())
-    .bind(i64::from(f.proto))
-    .bind(i64::from(f.src_port))
-    .bind(i64::from(f.dst_port))
-    .bind(clamp(f.bytes))
-    .bind(clamp(f.packets))
-    .bind(clamp(f.bytes_back))
-    .bind(clamp(f.packets_back))
-    .bind(f.first_seen_ms)
-    .bind(f.last_seen_ms)
-    .bind(f.rule.clone())
-    .bind(f.policy_version.map(clamp))
-    .bind(f.verdict.as_str())
-    .bind(&e.signed.sig)
-    .bind(e.received_at_ms)
-    .bind(&e.prev_hash)
-    .bind(&e.hash)
-    .execute(&mut **tx)
-    .await?;
+/// Rows per INSERT on PostgreSQL: 21 parameters each stays far below its 65,535.
+const INSERT_ROWS: usize = 250;
+
+async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AccessEntry]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let per = COLS.split(", ").count();
+    let values: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let ps: Vec<String> = (1..=per).map(|j| format!("${}", i * per + j)).collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO access_records ({COLS}) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for e in rows {
+        let f = &e.signed.record;
+        q = q
+            .bind(e.seq as i64)
+            .bind(e.reporter.to_string())
+            .bind(e.signed.report_seq as i64)
+            .bind(f.src_device.to_string())
+            .bind(f.dst_device.to_string())
+            .bind(i64::from(f.proto))
+            .bind(i64::from(f.src_port))
+            .bind(i64::from(f.dst_port))
+            .bind(clamp(f.bytes))
+            .bind(clamp(f.packets))
+            .bind(clamp(f.bytes_back))
+            .bind(clamp(f.packets_back))
+            .bind(f.first_seen_ms)
+            .bind(f.last_seen_ms)
+            .bind(f.rule.clone())
+            .bind(f.policy_version.map(clamp))
+            .bind(f.verdict.as_str())
+            .bind(e.signed.sig.clone())
+            .bind(e.received_at_ms)
+            .bind(e.prev_hash.clone())
+            .bind(e.hash.clone());
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
