@@ -489,7 +489,10 @@ impl Store {
 /// Rows per INSERT on PostgreSQL: 21 parameters each stays far below its 65,535.
 const INSERT_ROWS: usize = 250;
 
-async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AccessEntry]) -> Result<(), StoreError> {
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[AccessEntry],
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
