@@ -343,10 +343,11 @@ pub fn status_table(s: &Status) -> String {
         ips.join(" "),
         me.state,
         me.console,
-        if me.connected {
-            "connected"
-        } else {
-            "not connected"
+        match (me.connected, me.state.as_str()) {
+            (true, _) => "connected",
+            // tunnels up, stream not (yet): it is being set up or retried with backoff
+            (false, "up") => "connecting",
+            _ => "not connected",
         },
         me.key_expires_at
             .as_ref()
@@ -516,7 +517,10 @@ mod tests {
             }],
         };
         let t = status_table(&s);
-        assert!(t.contains("not connected"), "{t}");
+        assert!(t.contains("(connecting)"), "{t}");
+        let mut down = s.clone();
+        down.me.as_mut().unwrap().state = "down".into();
+        assert!(status_table(&down).contains("(not connected)"));
         assert!(t.contains("key expires 2027-06-01T00:00:00Z"), "{t}");
         assert!(
             t.lines()
