@@ -111,6 +111,19 @@ impl Env {
         self.req(b.body(body).unwrap()).await
     }
 
+    async fn bearer_call(&self, method: &str, uri: &str, token: &str, body: Value) -> Resp {
+        self.req(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
     async fn bearer(&self, uri: &str, token: &str) -> Resp {
         self.req(
             Request::get(uri)
@@ -329,7 +342,7 @@ async fn personal_tokens_carry_the_owner_role() {
         e.bearer("/api/v1/whoami", &token).await.status,
         StatusCode::UNAUTHORIZED
     );
-    // the last admin cannot demote themselves
+    // an admin cannot demote, disable or delete their own account (409, with a message)
     let me = e
         .state
         .store
@@ -347,12 +360,39 @@ async fn personal_tokens_carry_the_owner_role() {
             Some(json!({"role": "auditor"})),
         )
         .await;
-    assert_eq!(
-        last.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        last.body
-    );
+    assert_eq!(last.status, StatusCode::CONFLICT, "{}", last.body);
+    assert!(last.body.contains("your own account"), "{}", last.body);
+    let off = e
+        .with_session(
+            "PATCH",
+            &format!("/api/v1/users/{me}"),
+            &sid,
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::CONFLICT, "{}", off.body);
+    let del = e
+        .with_session("DELETE", &format!("/api/v1/users/{me}"), &sid, None)
+        .await;
+    assert_eq!(del.status, StatusCode::CONFLICT, "{}", del.body);
+    // and the last active admin cannot be demoted by anyone: here through the admin
+    // token (alice is the only admin user left; the token is not a user)
+    let root = zmesh_shared::Secret::generate("zmt_");
+    e.state
+        .store
+        .create_admin_token("root", Role::Admin, &root.hash(), None, now_ms())
+        .await
+        .unwrap();
+    let demote = e
+        .bearer_call(
+            "PATCH",
+            &format!("/api/v1/users/{me}"),
+            root.expose(),
+            json!({"role": "auditor"}),
+        )
+        .await;
+    assert_eq!(demote.status, StatusCode::CONFLICT, "{}", demote.body);
+    assert!(demote.body.contains("last active admin"), "{}", demote.body);
     // short passwords are refused with the field named
     let weak = e
         .with_session(

@@ -203,6 +203,12 @@ fn store_parts(e: &StoreError) -> (StatusCode, &'static str, String, Option<Stri
             reason.clone(),
             Some(field.to_string()),
         ),
+        StoreError::Conflict { field, reason } => (
+            S::CONFLICT,
+            "conflict",
+            reason.clone(),
+            Some(field.to_string()),
+        ),
         _ => internal(),
     }
 }

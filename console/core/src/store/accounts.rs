@@ -175,10 +175,10 @@ async fn other_active_admins(
 }
 
 fn last_admin() -> StoreError {
-    StoreError::invalid(
-        "role",
-        "this is the last active admin; make another admin first",
-    )
+    StoreError::Conflict {
+        field: "role",
+        reason: "this is the last active admin; make another admin first".into(),
+    }
 }
 
 impl Store {

@@ -43,6 +43,9 @@ pub enum StoreError {
     AddressSpaceExhausted,
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The change is well-formed but would break an invariant (the last admin).
+    #[error("{field}: {reason}")]
+    Conflict { field: &'static str, reason: String },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

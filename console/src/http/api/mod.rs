@@ -509,7 +509,7 @@ pub fn routes() -> Vec<RouteDef> {
             request: Some(body::<users::PatchUser>()),
             query: None,
             responses: vec![(200, body::<UserRow>(), "updated"), E400,
-                E415, E401, E403, E404, E422],
+                E415, E401, E403, E404, E409, E422],
             handler: || patch(users::update),
         },
         RouteDef {
@@ -521,7 +521,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E422],
+            responses: vec![(204, Content::Empty, "deleted"), E401, E403, E404, E409, E422],
             handler: || delete(users::remove),
         },
         RouteDef {

@@ -88,12 +88,35 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(u)))
 }
 
+/// Refuses a signed-in admin demoting, disabling or deleting their own account (they
+/// would lock themselves out mid-session; another admin must do it).
+fn not_yourself(caller: &Principal, id: &str, what: &str) -> Result<(), ApiError> {
+    if let Principal::User(w) = caller {
+        let u = &w.user;
+        if u.id == id || u.username.eq_ignore_ascii_case(id) {
+            return Err(ApiError::conflict(
+                "own_account",
+                format!("you cannot {what} your own account; ask another admin"),
+                Some("id"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn update(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
+    Extension(caller): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<Json<UserRow>, ApiError> {
+    if body.disabled == Some(true) {
+        not_yourself(&caller, &id, "disable")?;
+    }
+    if body.role.as_deref().is_some_and(|r| r != "admin") {
+        not_yourself(&caller, &id, "demote")?;
+    }
     let c = UserChange {
         role: body.role.as_deref().map(parse_role).transpose()?,
         password: body.password,
@@ -106,8 +129,10 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(ctx): Extension<AuditCtx>,
+    Extension(caller): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    not_yourself(&caller, &id, "delete")?;
     svc::delete(&state.store, ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
