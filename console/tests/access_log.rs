@@ -81,7 +81,7 @@ async fn populate(s: &Store, key: &SigningKey) -> Vec<(DeviceId, SigningKey)> {
             .unwrap();
         let k = SigningKey::generate();
         s.acting(AuditCtx::new(format!("device:{}", d.id), None))
-            .register_report_key(d.id, &k.public_key())
+            .register_report_key(d.id, &k.public_key(), now_ms())
             .await
             .unwrap();
         devs.push((d.id, k));
