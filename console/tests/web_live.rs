@@ -232,6 +232,15 @@ async fn new_device_appears_live_in_a_second_session() {
     appears(&b, "#devices-body tr[data-device=zulu-3]", Instant::now()).await;
     assert_eq!(first_row(&b).await, "zulu-3");
 
+    let shots = std::env::var_os("ZMESH_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    println!(
+        "screenshot: {}",
+        b.screenshot(&shots, "live-devices").await.display()
+    );
+
     // the API's list says the same as the page
     let list = page_json(&b, "GET", "/api/v1/devices", Value::Null).await;
     let devs = list["devices"].as_array().unwrap();
