@@ -182,3 +182,80 @@
   });
   drawGutter();
 })();
+
+// ---- live pages and sortable tables ----
+// Tables with class "sortable" sort by the clicked header (again: the other way); a
+// cell's data-sort, when present, is what it sorts by. Pages with [data-live] parts
+// listen to /ui/events (server-sent events from the console's change bus) and, on a
+// change, re-read the page once and swap those parts. No polling.
+(function () {
+  function key(td) {
+    if (!td) return "";
+    const v = td.dataset.sort !== undefined ? td.dataset.sort : td.textContent.trim();
+    return v;
+  }
+  function compare(a, b) {
+    const na = Number(a), nb = Number(b);
+    if (a !== "" && b !== "" && !isNaN(na) && !isNaN(nb)) return na - nb;
+    return a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
+  }
+  function sortTable(table) {
+    const col = table.dataset.sortCol;
+    if (col === undefined) return;
+    const dir = table.dataset.sortDir === "desc" ? -1 : 1;
+    const body = table.tBodies[0];
+    if (!body) return;
+    const rows = Array.from(body.rows);
+    rows.sort((r1, r2) => dir * compare(key(r1.cells[col]), key(r2.cells[col])));
+    for (const r of rows) body.appendChild(r);
+    table.querySelectorAll("thead th").forEach((th, i) => {
+      if (String(i) === col) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
+  }
+  document.querySelectorAll("table.sortable thead th").forEach((th) => {
+    if (th.classList.contains("nosort")) return;
+    th.classList.add("sort");
+    th.addEventListener("click", () => {
+      const table = th.closest("table");
+      const col = String(th.cellIndex);
+      table.dataset.sortDir = table.dataset.sortCol === col && table.dataset.sortDir !== "desc" ? "desc" : "asc";
+      table.dataset.sortCol = col;
+      sortTable(table);
+    });
+  });
+
+  const live = document.querySelectorAll("[data-live][id]");
+  if (!live.length || !window.EventSource) return;
+  let busy = false, again = false;
+  async function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const r = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!r.ok || r.redirected) return;
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      for (const el of document.querySelectorAll("[data-live][id]")) {
+        const fresh = doc.getElementById(el.id);
+        if (fresh) el.innerHTML = fresh.innerHTML;
+      }
+      document.querySelectorAll("table.sortable").forEach(sortTable);
+      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
+    } catch (e) {
+      // the next change tries again
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  }
+  const es = new EventSource("/ui/events");
+  let opened = false;
+  es.addEventListener("open", () => {
+    document.body.dataset.live = "on";
+    // after a reconnect, changes may have been missed
+    if (opened) refresh();
+    opened = true;
+  });
+  es.addEventListener("error", () => { document.body.dataset.live = "off"; });
+  es.addEventListener("change", refresh);
+})();

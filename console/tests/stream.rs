@@ -391,3 +391,37 @@ async fn flow_reports_must_be_signed_by_the_reporting_device() {
         "{events:?}"
     );
 }
+
+/// The agent version told in the stream's Hello is stored and listed with the device,
+/// which the list then shows online (the same `online` the web page uses).
+#[tokio::test]
+async fn hello_records_the_agent_version_and_the_device_is_online() {
+    let c = console().await;
+    let key = new_key(&c).await;
+    let a = c.enroll(&key, "ver-a").await;
+    let mut wa = c.connect(a.credential.expose()).await.unwrap();
+    hello_and_map(&mut wa, a.device_id, &a.signing_key).await;
+    let hello = ClientMsg::Hello {
+        protocol: zmesh_shared::PROTOCOL_VERSION,
+        agent_version: "9.8.7-test".into(),
+        have_version: None,
+    };
+    wa.send(Message::Text(serde_json::to_string(&hello).unwrap().into()))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v: Value = c.admin.get("/api/v1/devices").await.unwrap();
+        let d = &v["devices"][0];
+        if d["agent_version"] == "9.8.7-test" {
+            assert_eq!(d["online"], json!(true), "{d}");
+            assert!(d["last_seen_ms"].as_i64().unwrap() > now_ms() - 60_000);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no agent version: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

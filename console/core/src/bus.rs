@@ -32,6 +32,25 @@ pub enum Change {
     },
     /// The device's credential is dead (revoked or deleted): its stream must close.
     DeviceRevoked { device_id: DeviceId, reason: String },
+    /// A device's agent connected (or said Hello again): its online state, last-seen
+    /// time or agent version changed. Nothing peers see; web pages watching the device
+    /// list refresh on it.
+    DeviceSeen {
+        network_id: NetworkId,
+        device_id: DeviceId,
+    },
+}
+
+impl Change {
+    /// The network the change is about, when it names one.
+    pub fn network(&self) -> Option<NetworkId> {
+        match self {
+            Change::Network { network_id, .. } | Change::DeviceSeen { network_id, .. } => {
+                Some(*network_id)
+            }
+            Change::DeviceRevoked { .. } => None,
+        }
+    }
 }
 
 /// Sends a change to other replicas. Implemented by the PostgreSQL NOTIFY leg.

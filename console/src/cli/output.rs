@@ -96,7 +96,21 @@ pub fn keys_table(items: &[Value]) -> String {
     )
 }
 
+fn online(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "online".into(),
+        Some(false) => "offline".into(),
+        None => "-".into(),
+    }
+}
+
+/// The device list with its online state and relative last-seen time, computed like
+/// the web page's (`online` comes from the console, `ago` is the page's function).
 pub fn devices_table(items: &[Value]) -> String {
+    devices_table_at(items, zmesh_shared::time::now_ms())
+}
+
+pub fn devices_table_at(items: &[Value], now: i64) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|d| {
@@ -112,7 +126,8 @@ pub fn devices_table(items: &[Value]) -> String {
                     "agent"
                 }
                 .into(),
-                time(&d["last_seen_ms"]),
+                online(&d["online"]),
+                crate::domain::presence::ago(d["last_seen_ms"].as_i64(), now),
                 s(&d["id"]),
             ]
         })
@@ -125,6 +140,7 @@ pub fn devices_table(items: &[Value]) -> String {
             "IPV6",
             "TAGS",
             "KIND",
+            "ONLINE",
             "LAST SEEN",
             "ID",
         ],
@@ -159,5 +175,15 @@ mod tests {
             serde_json::json!({"name": "n1", "state": "active", "tags": ["a", "b"], "agentless": false}),
         ]);
         assert!(d.contains("n1") && d.contains("a,b") && d.contains("agent"));
+        let d = devices_table_at(
+            &[
+                serde_json::json!({"name": "n2", "state": "active", "online": true, "last_seen_ms": 1_000}),
+            ],
+            5_500,
+        );
+        assert!(
+            d.contains("ONLINE") && d.contains("online") && d.contains("4 s ago"),
+            "{d}"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod nat;
 pub mod password;
 pub mod peermap;
 pub mod policy;
+pub mod presence;
 pub mod sso;
 pub mod view;
 

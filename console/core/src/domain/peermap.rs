@@ -263,6 +263,7 @@ pub(crate) mod tests {
             created_at_ms: 0,
             last_seen_ms: None,
             enroll_key_id: None,
+            agent_version: None,
         }
     }
 

@@ -31,6 +31,19 @@ pub async fn set_endpoints(
     Ok(changed)
 }
 
+/// Records the agent version the device's stream said Hello with, and that the device
+/// is alive. Not a change peers see, but consoles watching the list do: it is published
+/// as a [`crate::bus::Change::DeviceSeen`].
+pub async fn hello(core: &Core, device: DeviceId, agent_version: &str) -> Result<(), ServiceError> {
+    core.store.set_agent_version(device, agent_version).await?;
+    core.store.touch_device(device, now_ms()).await?;
+    core.bus.publish(crate::bus::Change::DeviceSeen {
+        network_id: core.network_id,
+        device_id: device,
+    });
+    Ok(())
+}
+
 /// Notes that the device is alive.
 pub async fn touch(core: &Core, device: DeviceId) -> Result<(), ServiceError> {
     Ok(core.store.touch_device(device, now_ms()).await?)

@@ -12,6 +12,38 @@ use crate::domain::names::{check_name, check_tags};
 use crate::domain::peermap::build_peer_map;
 use crate::store::{DeviceRow, NewAgentlessDevice};
 
+/// Whether the device's agent was heard from within three stream pings (a stream
+/// silent for longer is dropped). The one definition of "online": web pages, the API
+/// and through it the CLI use it.
+pub fn is_online(d: &DeviceRow, ping_interval: std::time::Duration, now_ms: i64) -> bool {
+    crate::domain::presence::is_online(d.last_seen_ms, ping_interval, now_ms)
+}
+
+/// A device with its derived online state, as the device list shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeviceStatus {
+    #[serde(flatten)]
+    pub device: DeviceRow,
+    /// Heard from within three stream pings (see `last_seen_ms`).
+    pub online: bool,
+}
+
+/// The network's devices with their online state at `now_ms`.
+pub async fn list_with_status(
+    core: &Core,
+    ping_interval: std::time::Duration,
+    now_ms: i64,
+) -> Result<Vec<DeviceStatus>, ServiceError> {
+    let rows = core.store.list_devices(core.network_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|device| DeviceStatus {
+            online: is_online(&device, ping_interval, now_ms),
+            device,
+        })
+        .collect())
+}
+
 /// Finds a device of this console's network by id (`dev_…`) or by name.
 pub async fn find(core: &Core, id_or_name: &str) -> Result<DeviceRow, ServiceError> {
     let row = match id_or_name.parse::<DeviceId>() {

@@ -21,7 +21,7 @@ use super::{
 };
 
 pub(crate) const DEVICE_COLS: &str = "id, network_id, name, owner, tags, public_key, overlay_v4, overlay_v6, \
-     state, agentless, hostname, os, endpoints, key_expires_at_ms, created_at_ms, last_seen_ms, enroll_key_id";
+     state, agentless, hostname, os, endpoints, key_expires_at_ms, created_at_ms, last_seen_ms, enroll_key_id, agent_version";
 
 /// A transaction that hit a unique index on addresses (only possible if rows were
 /// edited behind the store's back) is retried this many times in all.
@@ -49,6 +49,7 @@ pub(crate) fn device_from_row(r: &AnyRow) -> Result<DeviceRow, StoreError> {
         created_at_ms: r.try_get("created_at_ms")?,
         last_seen_ms: r.try_get("last_seen_ms")?,
         enroll_key_id: opt_parse_col(r, "enroll_key_id")?,
+        agent_version: r.try_get("agent_version")?,
     })
 }
 
@@ -640,6 +641,25 @@ impl Store {
         let r = sqlx::query("UPDATE devices SET last_seen_ms = $2 WHERE id = $1")
             .bind(id.to_string())
             .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "device" });
+        }
+        Ok(())
+    }
+
+    /// Records the version the device's agent reported (its stream's Hello), capped at
+    /// 64 characters; not a change peers care about.
+    pub async fn set_agent_version(&self, id: DeviceId, version: &str) -> Result<(), StoreError> {
+        let v: String = version
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let r = sqlx::query("UPDATE devices SET agent_version = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(v)
             .execute(&self.pool)
             .await?;
         if r.rows_affected() == 0 {

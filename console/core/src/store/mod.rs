@@ -110,6 +110,8 @@ pub struct DeviceRow {
     pub created_at_ms: i64,
     pub last_seen_ms: Option<i64>,
     pub enroll_key_id: Option<EnrollKeyId>,
+    /// The version the device's agent reported when its stream last said Hello.
+    pub agent_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]

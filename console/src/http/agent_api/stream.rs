@@ -312,7 +312,7 @@ impl Stream {
                         .await;
                     return Err(End::Protocol);
                 }
-                Ok(())
+                Ok(agents::hello(&self.state, self.device_id, &agent_version).await?)
             }
             ClientMsg::Endpoints { mut endpoints } => {
                 endpoints.truncate(MAX_ENDPOINTS);

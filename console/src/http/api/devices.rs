@@ -17,8 +17,9 @@ use crate::service::devices::{self as svc, DeviceUpdate};
 use crate::store::{AuditCtx, DeviceRow};
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
+    let now = zmesh_shared::time::now_ms();
     Ok(Json(DeviceList {
-        devices: state.store.list_devices(state.network_id).await?,
+        devices: svc::list_with_status(&state, state.ping_interval, now).await?,
     }))
 }
 

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use zmesh_shared::audit::Checkpoint;
 use zmesh_shared::WgPublicKey;
 
-use crate::store::{AccessRow, AdminTokenRow, DeviceRow, EnrollKeyRow, OwnedToken, Role, UserRow};
+use crate::store::{AccessRow, AdminTokenRow, EnrollKeyRow, OwnedToken, Role, UserRow};
 
 pub use crate::domain::names::{
     check_name, check_tags, DEFAULT_TTL_SECONDS, MAX_DESCRIPTION, MAX_TAGS, MAX_TTL_SECONDS,
@@ -55,7 +55,8 @@ pub struct EnrollKeyList {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceList {
-    pub devices: Vec<DeviceRow>,
+    /// Each device with its `online` state (heard from within three stream pings).
+    pub devices: Vec<crate::service::devices::DeviceStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]

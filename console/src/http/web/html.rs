@@ -66,18 +66,9 @@ pub fn time(ms: i64) -> String {
     )
 }
 
-/// `5 s ago`, `3 min ago`, `2 h ago`, `4 d ago`, or `never`.
+/// `5 s ago`, `3 min ago`, `2 h ago`, `4 d ago`, or `never` (as the CLI shows it).
 pub fn ago(ms: Option<i64>, now: i64) -> String {
-    let Some(ms) = ms else {
-        return "never".into();
-    };
-    let s = (now - ms).max(0) / 1000;
-    match s {
-        0..=59 => format!("{s} s ago"),
-        60..=3599 => format!("{} min ago", s / 60),
-        3600..=86_399 => format!("{} h ago", s / 3600),
-        _ => format!("{} d ago", s / 86_400),
-    }
+    crate::domain::presence::ago(ms, now)
 }
 
 pub fn opt_time(ms: Option<i64>, none: &str) -> String {

@@ -14,6 +14,7 @@ mod pages_access;
 mod pages_admin;
 
 mod device_login;
+mod events;
 mod signin;
 mod sso;
 
@@ -83,6 +84,7 @@ pub fn routes() -> Vec<WebRoute> {
         r(Method::POST, "/ui/setup/{token}", Public, || {
             post(signin::setup_submit)
         }),
+        r(Method::GET, "/ui/events", Reader, || get(events::events)),
         r(Method::GET, "/ui/", Reader, || get(pages::overview)),
         r(Method::GET, "/ui/devices", Reader, || get(pages::devices)),
         r(Method::GET, "/ui/devices/{id}", Reader, || {

@@ -20,8 +20,7 @@ use crate::store::{DeviceRow, EnrollKeyRow};
 
 /// Whether the device's agent was heard from within three stream pings.
 fn online(state: &AppState, d: &DeviceRow, now: i64) -> bool {
-    let window = (state.ping_interval.as_millis() as i64).saturating_mul(3);
-    d.last_seen_ms.is_some_and(|t| now - t <= window)
+    crate::service::devices::is_online(d, state.ping_interval, now)
 }
 
 /// Peers reach a device directly when it has reported endpoints; otherwise only
@@ -53,6 +52,25 @@ fn tags_html(tags: &[String]) -> String {
         .join(" ")
 }
 
+/// The agent version the device reported, `agentless`, or `—` before its first Hello.
+fn agent_cell(d: &DeviceRow) -> String {
+    match (&d.agent_version, d.agentless) {
+        (Some(v), _) => esc(v),
+        (None, true) => "agentless".into(),
+        (None, false) => "—".into(),
+    }
+}
+
+/// The last-seen cell: relative time, the absolute one on hover, milliseconds to sort by.
+fn seen_cell(d: &DeviceRow, now: i64) -> String {
+    format!(
+        "<td title=\"{abs}\" data-sort=\"{ms}\">{rel}</td>",
+        abs = opt_time(d.last_seen_ms, "never"),
+        ms = d.last_seen_ms.unwrap_or(0),
+        rel = ago(d.last_seen_ms, now),
+    )
+}
+
 fn online_badge(on: bool) -> &'static str {
     if on {
         "<span class=\"badge online\">online</span>"
@@ -79,29 +97,35 @@ pub async fn overview(
     for d in sorted.iter().take(20) {
         let _ = write!(
             rows,
-            "<tr><td><a href=\"/ui/devices/{id}\">{name}</a></td><td>{st}</td><td>{on}</td>\
-             <td>{path}</td><td title=\"{seen_abs}\">{seen}</td></tr>",
+            "<tr data-device=\"{name}\"><td><a href=\"/ui/devices/{id}\">{name}</a></td><td>{st}</td>\
+             <td class=\"mono\">{v4}</td><td class=\"mono\">{v6}</td><td>{os}</td><td>{agent}</td>\
+             <td>{owner}</td><td>{on}</td><td>{path}</td>{seen}</tr>",
             id = d.id,
             name = esc(&d.name),
             st = state_badge(d.state),
+            v4 = d.overlay_v4,
+            v6 = d.overlay_v6,
+            os = esc(d.os.as_deref().unwrap_or("—")),
+            agent = agent_cell(d),
+            owner = esc(&d.owner),
             on = online_badge(online(&state, d, now)),
             path = path_if_online(d, online(&state, d, now)),
-            seen_abs = opt_time(d.last_seen_ms, "never"),
-            seen = ago(d.last_seen_ms, now),
+            seen = seen_cell(d, now),
         );
     }
     let body = format!(
-        r#"<section class="stats">
+        r#"<section class="stats" id="overview-stats" data-live>
 <div class="stat"><b id="stat-online">{on}</b><span>online</span></div>
 <div class="stat"><b id="stat-total">{total}</b><span>devices</span></div>
 <div class="stat"><b>{active}</b><span>active</span></div>
 <div class="stat"><b id="stat-pending">{pending}</b><span>pending approval</span></div>
 <div class="stat"><b>{direct}/{on}</b><span>online direct / relayed {relayed}</span></div>
 </section>
-<p class="muted">Network <b>{netname}</b> · {v4} · {v6} · revision {rev}</p>
+<p class="muted" id="overview-network" data-live>Network <b>{netname}</b> · {v4} · {v6} · revision {rev}</p>
 <h2>Recently seen</h2>
-<table id="overview-devices"><thead><tr><th>Device</th><th>State</th><th>Status</th><th>Path</th><th>Last seen</th></tr></thead>
-<tbody>{rows}</tbody></table>"#,
+<table id="overview-devices" class="sortable"><thead><tr><th>Device</th><th>State</th><th>IPv4</th><th>IPv6</th>
+<th>OS</th><th>Agent</th><th>Owner</th><th>Status</th><th>Path</th><th>Last seen</th></tr></thead>
+<tbody id="overview-devices-body" data-live>{rows}</tbody></table>"#,
         total = devices.len(),
         relayed = on - direct,
         netname = esc(&net.name),
@@ -164,18 +188,23 @@ pub async fn devices(
         let _ = write!(
             rows,
             "<tr data-device=\"{name}\"><td><a href=\"/ui/devices/{id}\">{name}</a>{agentless}</td><td>{st}</td>\
-             <td>{tags}</td><td class=\"mono\">{v4}</td><td>{on}</td><td>{path}</td>\
-             <td title=\"{seen_abs}\">{seen}</td><td>{exp}</td><td>{actions}</td></tr>",
+             <td>{tags}</td><td class=\"mono\">{v4}</td><td class=\"mono\">{v6}</td><td>{os}</td>\
+             <td>{agent}</td><td>{owner}</td><td>{on}</td><td>{path}</td>\
+             {seen}<td data-sort=\"{exp_sort}\">{exp}</td><td>{actions}</td></tr>",
             id = d.id,
             name = esc(&d.name),
             agentless = if d.agentless { " <span class=\"tag\">agentless</span>" } else { "" },
             st = state_badge(d.state),
             tags = tags_html(&d.tags),
             v4 = d.overlay_v4,
+            v6 = d.overlay_v6,
+            os = esc(d.os.as_deref().unwrap_or("—")),
+            agent = agent_cell(d),
+            owner = esc(&d.owner),
             on = online_badge(online(&state, d, now)),
             path = path_if_online(d, online(&state, d, now)),
-            seen_abs = opt_time(d.last_seen_ms, "never"),
-            seen = ago(d.last_seen_ms, now),
+            seen = seen_cell(d, now),
+            exp_sort = d.key_expires_at_ms.unwrap_or(i64::MAX),
             exp = opt_time(d.key_expires_at_ms, "never"),
         );
     }
@@ -196,9 +225,10 @@ pub async fn devices(
 <select name="state"><option value="">any state</option><option value="pending"{p}>pending</option>
 <option value="active"{a}>active</option><option value="revoked"{r}>revoked</option></select>
 <button type="submit">Search</button></form>
-<p class="muted">{n} of {total} devices</p>
-<table id="devices"><thead><tr><th>Name</th><th>State</th><th>Tags</th><th>IPv4</th><th>Status</th><th>Path</th>
-<th>Last seen</th><th>Key expires</th><th></th></tr></thead><tbody>{rows}</tbody></table>
+<p class="muted" id="device-count" data-live>{n} of {total} devices</p>
+<table id="devices" class="sortable"><thead><tr><th>Name</th><th>State</th><th>Tags</th><th>IPv4</th><th>IPv6</th>
+<th>OS</th><th>Agent</th><th>Owner</th><th>Status</th><th>Path</th>
+<th>Last seen</th><th>Key expires</th><th class="nosort"></th></tr></thead><tbody id="devices-body" data-live>{rows}</tbody></table>
 <p class="form-error" id="flash"></p>
 {add}"#,
         q = esc(&q.q),
@@ -271,6 +301,7 @@ pub async fn device(
                 esc(d.os.as_deref().unwrap_or("-"))
             ),
         ),
+        ("Agent version", agent_cell(&d)),
         ("Endpoints", esc(&eps.join(", "))),
         ("Key expires", opt_time(d.key_expires_at_ms, "never")),
         ("Created", time(d.created_at_ms)),
