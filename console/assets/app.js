@@ -25,6 +25,15 @@
     return "request failed (HTTP " + res.status + ")";
   }
 
+  // A duration as the CLI takes it: "90" or "90s", "15m", "24h", "30d", "2w" -> seconds;
+  // null when it is none of those (the raw text is then sent, and the API names the field).
+  function seconds(text) {
+    const m = /^\s*(\d+)\s*([smhdw]?)\s*$/i.exec(text);
+    if (!m) return null;
+    const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2].toLowerCase()];
+    return parseInt(m[1], 10) * unit;
+  }
+
   function collect(form) {
     const out = {};
     for (const el of form.elements) {
@@ -37,6 +46,9 @@
       else if (t === "int") {
         if (el.value.trim() === "") { if (optional) continue; v = null; }
         else v = parseInt(el.value, 10);
+      } else if (t === "duration") {
+        if (el.value.trim() === "") { if (optional) continue; v = null; }
+        else { const s = seconds(el.value); v = s === null ? el.value : s; }
       } else if (t === "datetime") v = el.value ? Date.parse(el.value + ":00Z") : null;
       else {
         if (el.value === "" && optional) continue;

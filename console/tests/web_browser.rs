@@ -266,6 +266,12 @@ async fn web_console_in_headless_chromium() {
         json!([]),
     )
     .await;
+    // durations as the CLI takes them
+    d.exec(
+        "document.querySelector('#create-key-form input[name=ttl_seconds]').value = '2h';",
+        json!([]),
+    )
+    .await;
     d.click("#create-key").await;
     let cmd = d
         .wait_text("#up-command", "the zmesh up command", |t| {
@@ -278,6 +284,24 @@ async fn web_console_in_headless_chromium() {
     );
     d.screenshot(&shots, "02-enroll-key-created").await;
     let key = cmd.rsplit(' ').next().unwrap().to_string();
+    let keys = d
+        .exec_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/api/v1/enroll-keys').then(r => r.json()).then(done);",
+            json!([]),
+        )
+        .await;
+    let made = keys["enroll_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["description"] == "browser test")
+        .unwrap_or_else(|| panic!("{keys}"));
+    let ttl = made["expires_at_ms"].as_i64().unwrap() - made["created_at_ms"].as_i64().unwrap();
+    assert!(
+        (7_190_000..=7_210_000).contains(&ttl),
+        "'2h' gave {ttl} ms: {made}"
+    );
 
     // ---- a device appears after the real agent enrolls with that key ----
     d.goto(&format!("{url}/ui/devices")).await;

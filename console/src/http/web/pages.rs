@@ -409,7 +409,7 @@ pub async fn keys(
 <h2>New enrollment key</h2>
 <label>Description <input name="description" data-optional placeholder="laptops of the ops team"></label>
 <label>Tags <input name="tags" data-type="list" placeholder="tag:server"></label>
-<label>Valid for (seconds) <input name="ttl_seconds" data-type="int" value="86400"></label>
+<label>Valid for <input name="ttl_seconds" data-type="duration" value="24h" placeholder="24h, 30d, 2w or seconds"></label>
 <label class="check"><input type="checkbox" name="reusable" data-type="bool"> reusable</label>
 <label class="check"><input type="checkbox" name="preapproved" data-type="bool" checked> devices are approved at once</label>
 <button type="submit" id="create-key">Create key</button><p class="form-error"></p></form>

@@ -316,7 +316,7 @@ pub async fn users(
 <form data-api="/api/v1/users/{me}/tokens" data-method="POST" data-done="token:#new-token" class="card" id="create-token-form">
 <h3>New personal token (acts as you, with your role)</h3>
 <div class="row"><label>Name <input name="name" required placeholder="laptop CLI"></label>
-<label>Valid for (seconds) <input name="ttl_seconds" data-type="int" value="2592000"></label>
+<label>Valid for <input name="ttl_seconds" data-type="duration" value="30d" placeholder="30d, 24h, 2w or seconds"></label>
 <button type="submit" id="create-token">Create token</button></div><p class="form-error"></p>
 <div id="new-token" class="hidden"><p>Token — shown only now:</p><pre class="mono" id="new-token-text"></pre>
 <button type="button" data-copy="#new-token-text">Copy</button></div></form>
