@@ -22,31 +22,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use oidc::{cookie_of, input_value, location, login_with_http, OidcOptions, OidcProvider};
-use support::netns::{lab_or_skip, tail, wait_for, Lab};
+use support::netns::{lab_or_skip, tail, wait_for};
 use support::nsthread::{in_netns, LoopbackForward};
+use support::printed_fingerprint;
 use support::{has_binary, text, Agent, Console};
 
 const SECRET: &str = "agent-login-client-secret-7c2e";
 const PW: &str = "correct horse battery staple";
-
-/// The fingerprint line `zmesh-console serve` prints, from its log.
-fn printed_fingerprint(lab: &Lab) -> String {
-    let log = lab.log_path("console");
-    wait_for(
-        "the console to print its certificate fingerprint",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || {
-            let s = std::fs::read_to_string(&log).ok()?;
-            let at = s.find("SHA-256 fingerprint: ")? + "SHA-256 fingerprint: ".len();
-            let fp: String = s[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
-                .collect();
-            (!fp.is_empty()).then_some(fp)
-        },
-    )
-}
 
 /// The user's side, as a browser would do it: open the link, go through single
 /// sign-on as alice, confirm. Runs inside the console's namespace.

@@ -28,29 +28,11 @@ use serde_json::{json, Value};
 use oidc::{cookie_of, input_value, location, login_with_http, OidcOptions, OidcProvider};
 use support::netns::{lab_or_skip, tail, wait_for, Lab};
 use support::nsthread::{in_netns, LoopbackForward};
+use support::printed_fingerprint;
 use support::{has_binary, text, Agent, Console, WireguardGo};
 
 const SECRET: &str = "agent-reauth-client-secret-2b9d";
 const PW: &str = "correct horse battery staple";
-
-/// The fingerprint line `zmesh-console serve` prints, from its log.
-fn printed_fingerprint(lab: &Lab) -> String {
-    let log = lab.log_path("console");
-    wait_for(
-        "the console to print its certificate fingerprint",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || {
-            let s = std::fs::read_to_string(&log).ok()?;
-            let at = s.find("SHA-256 fingerprint: ")? + "SHA-256 fingerprint: ".len();
-            let fp: String = s[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
-                .collect();
-            (!fp.is_empty()).then_some(fp)
-        },
-    )
-}
 
 fn client(fp: &str) -> reqwest::Client {
     reqwest::Client::builder()

@@ -19,7 +19,65 @@ use crate::audit::GENESIS_HASH;
 use crate::ids::DeviceId;
 use crate::keys::{SigningKey, SigningPublicKey};
 use crate::time::UnixMillis;
-use crate::wire::{FlowRecord, FlowVerdict};
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowVerdict {
+    Accepted,
+    Denied,
+}
+
+impl FlowVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FlowVerdict::Accepted => "accepted",
+            FlowVerdict::Denied => "denied",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(FlowVerdict::Accepted),
+            "denied" => Some(FlowVerdict::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// One connection summary as an agent saw it (counters from the reporter's side).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// The device that opened the connection.
+    pub src_device: DeviceId,
+    pub dst_device: DeviceId,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    pub proto: u8,
+    #[serde(default)]
+    pub src_port: u16,
+    #[serde(default)]
+    pub dst_port: u16,
+    /// From source to destination (IP packet lengths).
+    pub bytes: u64,
+    pub packets: u64,
+    /// From destination back to source.
+    #[serde(default)]
+    pub bytes_back: u64,
+    #[serde(default)]
+    pub packets_back: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub first_seen_ms: UnixMillis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub last_seen_ms: UnixMillis,
+    /// The policy rule that decided, if a rule did (else the default verdict applied).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The version of the access policy whose rule decided (the one in the device's
+    /// peer map at the time).
+    #[serde(default)]
+    pub policy_version: Option<u64>,
+    pub verdict: FlowVerdict,
+}
 
 /// A flow record as the device signed it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

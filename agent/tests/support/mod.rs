@@ -376,3 +376,22 @@ impl WireguardGo {
         lab.stop(self.pid, Duration::from_secs(5));
     }
 }
+
+/// The fingerprint line `zmesh-console serve` prints, from its log.
+pub fn printed_fingerprint(lab: &Lab) -> String {
+    let log = lab.log_path("console");
+    wait_for(
+        "the console to print its certificate fingerprint",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let s = std::fs::read_to_string(&log).ok()?;
+            let at = s.find("SHA-256 fingerprint: ")? + "SHA-256 fingerprint: ".len();
+            let fp: String = s[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
+                .collect();
+            (!fp.is_empty()).then_some(fp)
+        },
+    )
+}

@@ -404,39 +404,33 @@ impl Store {
 
     /// (seq, hash) of every `access.checkpoint` event still in the audit log.
     pub async fn access_anchors(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT after_json FROM audit_events WHERE action = 'access.checkpoint' ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = vec![];
-        for r in rows {
-            let j: Option<String> = r.try_get("after_json")?;
-            let v: serde_json::Value = serde_json::from_str(j.as_deref().unwrap_or("null"))
-                .map_err(|e| StoreError::corrupt("after_json", e))?;
-            match (v["seq"].as_u64(), v["hash"].as_str()) {
-                (Some(s), Some(h)) => out.push((s, h.to_string())),
-                _ => return Err(StoreError::corrupt("access.checkpoint", v)),
-            }
-        }
-        Ok(out)
+        self.chain_points("access.checkpoint", "seq").await
     }
 
     /// (through_seq, hash) of every `access.prune` event still in the audit log.
     pub async fn access_prunes(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT after_json FROM audit_events WHERE action = 'access.prune' ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        self.chain_points("access.prune", "through_seq").await
+    }
+
+    /// (`seq_field`, `hash`) from the `after` of every audit event `action`, in order.
+    async fn chain_points(
+        &self,
+        action: &'static str,
+        seq_field: &str,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT after_json FROM audit_events WHERE action = $1 ORDER BY seq")
+                .bind(action)
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = vec![];
         for r in rows {
             let j: Option<String> = r.try_get("after_json")?;
             let v: serde_json::Value = serde_json::from_str(j.as_deref().unwrap_or("null"))
                 .map_err(|e| StoreError::corrupt("after_json", e))?;
-            match (v["through_seq"].as_u64(), v["hash"].as_str()) {
+            match (v[seq_field].as_u64(), v["hash"].as_str()) {
                 (Some(s), Some(h)) => out.push((s, h.to_string())),
-                _ => return Err(StoreError::corrupt("access.prune", v)),
+                _ => return Err(StoreError::corrupt(action, v)),
             }
         }
         Ok(out)
