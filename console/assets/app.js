@@ -130,6 +130,7 @@
   const diff = document.getElementById("policy-diff");
   const diffSummary = document.getElementById("policy-diff-summary");
   const apply = document.getElementById("policy-apply");
+  const rulesDiff = document.getElementById("policy-rules-diff");
   const original = text.value;
   let bad = new Set();
   let timer = null;
@@ -144,18 +145,25 @@
   }
   function setStatus(s, cls) { status.textContent = s; status.className = cls || "muted"; }
   function li(t, cls) { const e = document.createElement("li"); e.textContent = t; if (cls) e.className = cls; return e; }
+  function ruleText(r) {
+    return r.src.join(", ") + " → " + r.dst.join(", ") + " " + (r.proto || "any");
+  }
+  function showRuleChanges(added, removed) {
+    for (const r of added) rulesDiff.appendChild(li("+ rule" + (r.description ? " “" + r.description + "”" : "") + ": " + ruleText(r), "add"));
+    for (const r of removed) rulesDiff.appendChild(li("− rule" + (r.description ? " “" + r.description + "”" : "") + ": " + ruleText(r), "del"));
+  }
 
   async function validate() {
     const mine = ++seq;
     if (text.value === original) {
-      bad = new Set(); errors.replaceChildren(); diff.replaceChildren();
+      bad = new Set(); errors.replaceChildren(); diff.replaceChildren(); rulesDiff.replaceChildren();
       diffSummary.textContent = "edit the policy to see what changes";
       setStatus("unchanged"); if (apply) apply.disabled = true; drawGutter(); return;
     }
     setStatus("checking…");
     const res = await api("POST", "/api/v1/policy/diff", text.value, true);
     if (mine !== seq) return; // a newer edit is on its way
-    errors.replaceChildren(); diff.replaceChildren(); bad = new Set();
+    errors.replaceChildren(); diff.replaceChildren(); rulesDiff.replaceChildren(); bad = new Set();
     if (res.status === 422 && res.data && res.data.errors) {
       for (const e of res.data.errors) {
         if (e.line) bad.add(e.line);
@@ -167,6 +175,7 @@
     } else if (res.ok) {
       setStatus("valid", "ok");
       diffSummary.textContent = res.data.summary || (res.data.changes.length + " changes");
+      showRuleChanges(res.data.rules_added || [], res.data.rules_removed || []);
       for (const c of res.data.changes) {
         const ports = (c.ports || []).join(",");
         diff.appendChild(li((c.added ? "+ " : "− ") + c.src_name + " → " + c.dst_name + " " + c.proto + (ports ? ":" + ports : ""), c.added ? "add" : "del"));
@@ -193,6 +202,229 @@
     if (res.data && res.data.errors) validate();
   });
   drawGutter();
+
+  // ---- visual editor: the same draft as cards and tables. Every change is a
+  // structured edit the console splices into the text (POST /api/v1/policy/edit,
+  // comments and order kept); the new text then goes through validate() above, so the
+  // diff, the errors and "Apply" are the JSON editor's. ----
+  const visual = document.getElementById("policy-visual");
+  const jsonView = document.getElementById("policy-json");
+  const canEdit = document.getElementById("policy-editor").dataset.admin === "true";
+  const vErr = document.getElementById("visual-error");
+  let outline = null;
+  let editing = null; // the index of the rule in the form; null: a new rule
+  const form = { src: [], dst: [] };
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v;
+      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+  function chip(label, onRemove) {
+    const c = el("span", { class: "chip" }, label);
+    if (onRemove && canEdit) c.append(el("button", { type: "button", class: "x", title: "remove " + label, onclick: onRemove }, "×"));
+    return c;
+  }
+  function reason(res) {
+    let why = message(res);
+    if (res.data && res.data.errors) {
+      why += ": " + res.data.errors.map((e) => (e.line ? "line " + e.line + ": " : "") + e.message).join("; ");
+    }
+    return why;
+  }
+
+  async function edit(edits) {
+    vErr.textContent = "";
+    const res = await api("POST", "/api/v1/policy/edit", { text: text.value, edits });
+    if (!res.ok) { vErr.textContent = "Not changed. " + reason(res); return false; }
+    text.value = res.data.text;
+    outline = res.data.outline;
+    render();
+    drawGutter();
+    clearTimeout(timer);
+    validate();
+    return true;
+  }
+
+  async function load() {
+    const res = await api("POST", "/api/v1/policy/edit", { text: text.value, edits: [] });
+    if (res.ok) { outline = res.data.outline; vErr.textContent = ""; }
+    else { outline = null; vErr.textContent = "The draft has problems; fix them in the JSON view. " + reason(res); }
+    render();
+  }
+
+  // "tag:db:5432" -> ["tag:db", "5432"]; a bare IPv6 address is not split.
+  function splitPorts(d) {
+    const m = /^(.*[^:]):(\*|\d[\d,\-]*)$/.exec(d);
+    return m ? [m[1], m[2]] : [d, null];
+  }
+
+  function names() {
+    const list = document.getElementById("policy-names");
+    const opts = Array.from(document.querySelectorAll("#policy-known option")).map((o) => o.value);
+    if (outline) {
+      for (const g of outline.groups) opts.push(g.name);
+      for (const t of outline.tag_owners) opts.push(t.name);
+      for (const h of outline.hosts) opts.push(h.name);
+    }
+    list.replaceChildren(...Array.from(new Set(opts)).map((v) => el("option", { value: v })));
+  }
+
+  function ruleCard(r, i) {
+    const head = el("div", { class: "rule-head" }, el("b", {}, "Rule " + (i + 1)),
+      r.description ? el("span", { class: "desc" }, r.description) : el("span", { class: "muted" }, "no description"),
+      el("span", { class: "muted small" }, "line " + r.line));
+    if (canEdit) {
+      head.append(el("span", { class: "actions" },
+        el("button", { type: "button", class: "small", id: "rule-edit-" + i, onclick: () => startEdit(i) }, "Edit"),
+        el("button", { type: "button", class: "small danger", id: "rule-remove-" + i, onclick: () => {
+          if (confirm("Remove rule " + (i + 1) + " from the draft?")) edit([{ op: "remove_rule", index: i }]);
+        } }, "Remove")));
+    }
+    const dsts = r.dst.map((d) => {
+      const [t, p] = splitPorts(d);
+      return chip(t + (p && p !== "*" ? " : " + p : ""));
+    });
+    return el("div", { class: "rule", id: "rule-" + i }, head,
+      el("div", { class: "rule-body" },
+        el("span", { class: "side-label" }, "who"), el("span", { class: "chips" }, ...r.src.map((s) => chip(s))),
+        el("span", { class: "arrow" }, "→"),
+        el("span", { class: "side-label" }, "what"), el("span", { class: "chips" }, ...dsts),
+        el("span", { class: "badge proto" }, r.proto || "any")));
+  }
+
+  // A table of named lists (groups, tags): members as chips, add and remove.
+  function listTable(id, items, setOp, removeOp, itemLabel, newLabel) {
+    const body = document.querySelector("#" + id + " tbody");
+    const rows = items.map((g) => {
+      const set = (members) => edit([setList(setOp, g.name, members)]);
+      const cell = el("td", {}, el("span", { class: "chips" },
+        ...g.items.map((m) => chip(m, () => set(g.items.filter((x) => x !== m))))));
+      if (canEdit) {
+        const input = el("input", { list: "policy-names", placeholder: itemLabel, class: "add-member" });
+        const add = () => { const v = input.value.trim(); if (v) set(g.items.concat(v.split(/\s*,\s*/).filter(Boolean))); };
+        input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); add(); } });
+        cell.append(el("span", { class: "row inline-add" }, input, el("button", { type: "button", class: "small", onclick: add }, "Add")));
+      }
+      const actions = canEdit ? el("button", { type: "button", class: "small danger", onclick: () => {
+        if (confirm("Remove " + g.name + " from the draft?")) edit([removeOp === "remove_group" ? { op: removeOp, name: g.name } : { op: removeOp, tag: g.name }]);
+      } }, "Remove") : "";
+      return el("tr", { "data-name": g.name }, el("td", { class: "nowrap" }, g.name), cell, el("td", {}, actions));
+    });
+    if (canEdit) {
+      const name = el("input", { placeholder: newLabel, class: "new-name" });
+      const first = el("input", { list: "policy-names", placeholder: itemLabel + " (optional)", class: "new-member" });
+      const add = () => {
+        const n = name.value.trim();
+        if (n) edit([setList(setOp, n, first.value.trim() ? [first.value.trim()] : [])]);
+      };
+      rows.push(el("tr", { class: "new" }, el("td", {}, name), el("td", {}, first), el("td", {}, el("button", { type: "button", class: "small", onclick: add }, "Add"))));
+    }
+    body.replaceChildren(...rows);
+  }
+  // The edits name their subject differently: a group by name with "members", a tag
+  // by tag with "owners".
+  function setList(op, n, items) {
+    return op === "set_group" ? { op, name: n, members: items } : { op, tag: n, owners: items };
+  }
+
+  function render() {
+    names();
+    const rules = document.getElementById("visual-rules");
+    if (!outline) { rules.replaceChildren(); return; }
+    rules.replaceChildren(...outline.rules.map(ruleCard));
+    if (!outline.rules.length) rules.append(el("p", { class: "muted" }, "No rules: nothing is allowed."));
+    listTable("visual-groups", outline.groups, "set_group", "remove_group", "user:…, device, tag:…", "group:NAME");
+    listTable("visual-tags", outline.tag_owners, "set_tag_owners", "remove_tag", "group:…, user:…", "tag:NAME");
+    const hosts = document.querySelector("#visual-hosts tbody");
+    const hrows = outline.hosts.map((h) => el("tr", { "data-name": h.name }, el("td", {}, h.name), el("td", { class: "mono" }, h.value),
+      el("td", {}, canEdit ? el("button", { type: "button", class: "small danger", onclick: () => edit([{ op: "remove_host", name: h.name }]) }, "Remove") : "")));
+    if (canEdit) {
+      const n = el("input", { placeholder: "name" }), v = el("input", { placeholder: "100.64.0.9 or 10.1.0.0/24" });
+      hrows.push(el("tr", { class: "new" }, el("td", {}, n), el("td", {}, v),
+        el("td", {}, el("button", { type: "button", class: "small", onclick: () => edit([{ op: "set_host", name: n.value.trim(), value: v.value.trim() }]) }, "Add"))));
+    }
+    hosts.replaceChildren(...hrows);
+    document.getElementById("visual-tests").textContent = outline.tests
+      ? outline.tests + " self-test" + (outline.tests === 1 ? "" : "s") + " (edit them in the JSON view) run on every save." : "";
+  }
+
+  // ---- the rule form ----
+  function drawChips(side) {
+    const box = document.getElementById("rule-" + side);
+    box.replaceChildren(...form[side].map((v, i) => chip(v, () => { form[side].splice(i, 1); drawChips(side); })));
+  }
+  function addChip(side) {
+    const input = document.getElementById("rule-" + side + "-input");
+    for (const v of input.value.split(/\s*,\s*/)) if (v.trim()) form[side].push(v.trim());
+    input.value = "";
+    drawChips(side);
+  }
+  function resetForm() {
+    editing = null; form.src = []; form.dst = [];
+    drawChips("src"); drawChips("dst");
+    document.getElementById("rule-ports").value = "*";
+    document.getElementById("rule-proto").value = "any";
+    document.getElementById("rule-desc").value = "";
+    document.getElementById("rule-form-title").textContent = "Add a rule";
+    document.getElementById("rule-save").textContent = "Add rule";
+    document.getElementById("rule-cancel").classList.add("hidden");
+  }
+  function startEdit(i) {
+    const r = outline.rules[i];
+    editing = i;
+    const split = r.dst.map(splitPorts);
+    const ports = split.map((s) => s[1] || "*");
+    const same = ports.every((p) => p === ports[0]);
+    form.src = r.src.slice();
+    form.dst = same ? split.map((s) => s[0]) : r.dst.slice();
+    drawChips("src"); drawChips("dst");
+    document.getElementById("rule-ports").value = same ? ports[0] : "";
+    document.getElementById("rule-proto").value = r.proto || "any";
+    document.getElementById("rule-desc").value = r.description || "";
+    document.getElementById("rule-form-title").textContent = "Edit rule " + (i + 1);
+    document.getElementById("rule-save").textContent = "Save rule";
+    document.getElementById("rule-cancel").classList.remove("hidden");
+    document.getElementById("rule-form").scrollIntoView({ block: "nearest" });
+  }
+  async function saveRule() {
+    for (const side of ["src", "dst"]) if (document.getElementById("rule-" + side + "-input").value.trim()) addChip(side);
+    const ports = document.getElementById("rule-ports").value.trim();
+    const rule = {
+      src: form.src.slice(),
+      dst: form.dst.map((d) => (ports && !splitPorts(d)[1] ? d + ":" + ports : d)),
+      proto: document.getElementById("rule-proto").value,
+    };
+    const desc = document.getElementById("rule-desc").value.trim();
+    if (desc) rule.description = desc;
+    const op = editing === null ? { op: "add_rule", rule } : { op: "replace_rule", index: editing, rule };
+    if (await edit([op])) resetForm();
+  }
+  if (canEdit && document.getElementById("rule-form")) {
+    for (const side of ["src", "dst"]) {
+      document.getElementById("rule-" + side + "-add").addEventListener("click", () => addChip(side));
+      document.getElementById("rule-" + side + "-input").addEventListener("keydown", (e) => {
+        if (e.key === "Enter") { e.preventDefault(); addChip(side); }
+      });
+    }
+    document.getElementById("rule-save").addEventListener("click", saveRule);
+    document.getElementById("rule-cancel").addEventListener("click", resetForm);
+  }
+
+  // ---- one click between the views: both show the one draft ----
+  function show(view) {
+    visual.classList.toggle("hidden", view !== "visual");
+    jsonView.classList.toggle("hidden", view !== "json");
+    document.querySelectorAll(".tabs .tab").forEach((t) => t.classList.toggle("active", t.dataset.view === view));
+    if (view === "visual") load(); else drawGutter();
+  }
+  document.querySelectorAll(".tabs .tab").forEach((t) => t.addEventListener("click", () => show(t.dataset.view)));
+  load();
 })();
 
 // ---- live pages and sortable tables ----

@@ -68,6 +68,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("PUT", "/api/v1/policy", Write),
         ("POST", "/api/v1/policy/check", Read),
         ("POST", "/api/v1/policy/diff", Read),
+        ("POST", "/api/v1/policy/edit", Read),
         ("GET", "/api/v1/policy/history", Read),
         ("GET", "/api/v1/policy/versions/{version}", Read),
         ("POST", "/api/v1/policy/rollback", Write),

@@ -408,3 +408,127 @@ async fn policy_api_history_rollback_check_diff() {
     assert!(body.contains("c2"), "{body}");
     let _ = e1;
 }
+
+const COMMENTED: &str = r#"{
+  "version": 1,
+  // who works here
+  "groups": { "group:eng": ["d1"] },
+  "tag_owners": { "tag:db": [] },
+  "rules": [
+    // engineers reach each other
+    { "src": ["group:eng"], "dst": ["group:eng:*"] },
+  ],
+}"#;
+
+async fn edit(c: &Console, text: &str, edits: Value) -> (reqwest::StatusCode, Value) {
+    let (st, body) = c
+        .admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/policy/edit",
+            Some((
+                "application/json",
+                json!({ "text": text, "edits": edits }).to_string(),
+            )),
+        )
+        .await
+        .unwrap();
+    (st, serde_json::from_str(&body).unwrap())
+}
+
+/// The visual editor's API: structured edits keep the comments, an edit the inventory
+/// refuses is refused with its reason (nothing saved), and a rule's description shows
+/// in the diff and in the audit event of the save.
+#[tokio::test]
+async fn structured_edits_keep_comments_and_carry_descriptions() {
+    let c = console().await;
+    let key = new_key(&c).await;
+    c.enroll(&key, "d1").await;
+    let (st, v) = put_policy(&c, COMMENTED).await;
+    assert_eq!(st, 200, "{v}");
+
+    // No edits: the outline of the draft.
+    let (st, v) = edit(&c, COMMENTED, json!([])).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["text"], COMMENTED);
+    assert_eq!(v["outline"]["groups"][0]["name"], "group:eng");
+    assert_eq!(v["outline"]["rules"][0]["line"], 8);
+
+    let add = json!([{ "op": "add_rule", "rule": {
+        "src": ["group:eng"], "dst": ["tag:db:5432"], "proto": "tcp",
+        "description": "engineers query the databases" } }]);
+    let (st, v) = edit(&c, COMMENTED, add).await;
+    assert_eq!(st, 200, "{v}");
+    let text = v["text"].as_str().unwrap().to_string();
+    for kept in ["// who works here", "// engineers reach each other"] {
+        assert!(text.contains(kept), "{kept:?} lost: {text}");
+    }
+    assert_eq!(
+        v["outline"]["rules"][1]["description"],
+        "engineers query the databases"
+    );
+
+    // The diff names the rule with its description.
+    let (st, body) = c
+        .admin
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/policy/diff",
+            Some(("text/plain", text.clone())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        d["rules_added"][0]["description"], "engineers query the databases",
+        "{d}"
+    );
+    assert_eq!(d["rules_added"][0]["dst"], json!(["tag:db:5432"]));
+    assert_eq!(d["rules_removed"], json!([]));
+
+    // Refused edits change nothing and say why.
+    let before: Value = c.admin.get("/api/v1/policy").await.unwrap();
+    let unknown = json!([{ "op": "add_rule", "rule": {
+        "src": ["group:nope"], "dst": ["tag:db:5432"], "proto": "tcp" } }]);
+    let (st, v) = edit(&c, &text, unknown).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["code"], "policy_invalid");
+    assert!(v.to_string().contains("group:nope"), "{v}");
+    let port = json!([{ "op": "add_rule", "rule": {
+        "src": ["group:eng"], "dst": ["tag:db:0"], "proto": "tcp" } }]);
+    let (st, v) = edit(&c, &text, port).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["field"], "edits[0]", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("port 0"),
+        "{v}"
+    );
+    let gone = json!([{ "op": "remove_rule", "index": 7 }]);
+    let (st, v) = edit(&c, &text, gone).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["field"], "edits[0].index", "{v}");
+    let (st, v) = edit(&c, &text, json!([{ "op": "explode" }])).await;
+    assert!(st == 400 || st == 422, "{st} {v}");
+    let after: Value = c.admin.get("/api/v1/policy").await.unwrap();
+    assert_eq!(after, before, "nothing is saved by an edit");
+
+    // Saving records the rule and its description in the audit event.
+    let (st, v) = put_policy(&c, &text).await;
+    assert_eq!(st, 200, "{v}");
+    let events = c
+        .admin
+        .get_text("/api/v1/audit/events?action=policy.set")
+        .await
+        .unwrap();
+    let last = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["action"] == "policy.set")
+        .last()
+        .expect("a policy.set event");
+    assert_eq!(
+        last["after"]["rules"]["added"][0]["description"], "engineers query the databases",
+        "{last}"
+    );
+}

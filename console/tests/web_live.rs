@@ -9,115 +9,16 @@
 //! Without Chromium the test prints a notice and passes, unless `CI` is set: then it
 //! fails.
 
+#[path = "support/web_console.rs"]
+mod web_console;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use webdriver::{Driver, Killer};
-use zmesh_shared::WgPrivateKey;
-
-const BIN: &str = env!("CARGO_BIN_EXE_zmesh-console");
-const ADMIN_PW: &str = "correct horse battery staple";
-
-/// Starts `zmesh-console serve` on a free loopback port; returns the process, its URL
-/// and the one-time setup link it prints.
-fn start_console(data: &Path) -> (Killer, String, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-stun",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env_remove("ZMESH_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .env("ZMESH_LOG", "info")
-        .stderr(std::fs::File::create(data.join("console.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Killer(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let link = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("no setup link within 60 s");
-        if let Some(i) = line.find("https://") {
-            if line.contains("/ui/setup/") {
-                break line[i..].split_whitespace().next().unwrap().to_string();
-            }
-        }
-    };
-    let url = std::fs::read_to_string(data.join("console.url"))
-        .unwrap()
-        .trim()
-        .to_string();
-    (proc, url, link)
-}
-
-/// Enrolls a device as an agent would: a fresh WireGuard key pair, over HTTPS with the
-/// console's certificate as the only root.
-async fn enroll(data: &Path, url: &str, key: &str, name: &str) {
-    let pem = std::fs::read(data.join("tls/cert.pem")).unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .tls_built_in_root_certs(false)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let r = http
-        .post(format!("{url}{}", zmesh_shared::wire::ENROLL_PATH))
-        .json(&json!({
-            "protocol": zmesh_shared::PROTOCOL_VERSION,
-            "enroll_key": key,
-            "public_key": WgPrivateKey::generate().public_key().to_string(),
-            "name": name,
-            "hostname": name,
-            "os": "linux",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "enrollment of {name}: {}",
-        r.status()
-    );
-}
-
-/// A JSON request from the page, with its session cookie and CSRF token.
-async fn page_json(d: &Driver, method: &str, path: &str, body: Value) -> Value {
-    d.exec_async(
-        "const done = arguments[arguments.length - 1];
-         const csrf = document.querySelector('meta[name=\"csrf-token\"]').content;
-         const init = {method: arguments[0], headers: {'X-CSRF-Token': csrf}};
-         if (arguments[2] !== null) { init.body = JSON.stringify(arguments[2]); init.headers['Content-Type'] = 'application/json'; }
-         fetch(arguments[1], init).then(r => r.json()).then(done).catch(e => done({error: String(e)}));",
-        json!([method, path, body]),
-    )
-    .await
-}
-
-async fn sign_in(d: &Driver, url: &str) {
-    d.goto(&format!("{url}/ui/signin")).await;
-    d.type_into("#username", "alice").await;
-    d.type_into("#password", ADMIN_PW).await;
-    d.click("#signin").await;
-    d.find("#who").await;
-}
+use web_console::*;
+use webdriver::Driver;
 
 /// Waits until the page's event stream is connected.
 async fn live(d: &Driver) {
@@ -152,11 +53,7 @@ async fn first_row(d: &Driver) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_device_appears_live_in_a_second_session() {
-    if !webdriver::available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but chromium or chromedriver is missing");
-        }
-        eprintln!("notice: chromium/chromedriver not installed; browser test skipped");
+    if !browser_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,12 +61,7 @@ async fn new_device_appears_live_in_a_second_session() {
 
     // session 1: the first admin, through the setup link; creates a key
     let a = Driver::start().await;
-    a.goto(&link).await;
-    a.type_into("#username", "alice").await;
-    a.type_into("#password", ADMIN_PW).await;
-    a.type_into("#password2", ADMIN_PW).await;
-    a.click("#create-admin").await;
-    a.find("#overview-stats").await;
+    first_admin(&a, &link).await;
     let key = page_json(
         &a,
         "POST",
@@ -232,10 +124,7 @@ async fn new_device_appears_live_in_a_second_session() {
     appears(&b, "#devices-body tr[data-device=zulu-3]", Instant::now()).await;
     assert_eq!(first_row(&b).await, "zulu-3");
 
-    let shots = std::env::var_os("ZMESH_SCREENSHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"));
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = shots_dir("");
     println!(
         "screenshot: {}",
         b.screenshot(&shots, "live-devices").await.display()

@@ -245,6 +245,31 @@ impl Driver {
         format!("page state: {state}\npage text (first 3000 chars):\n{cut}")
     }
 
+    /// Resizes the browser so that its viewport (what a screenshot shows) is `w` x `h`
+    /// CSS pixels: the window is set, then grown by what its frame takes.
+    pub async fn set_window_size(&self, w: u32, h: u32) {
+        let mut rect = (w, h);
+        for _ in 0..2 {
+            self.cmd(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({"width": rect.0, "height": rect.1})),
+            )
+            .await;
+            let v = self
+                .exec("return [window.innerWidth, window.innerHeight];", json!([]))
+                .await;
+            let (iw, ih) = (
+                v[0].as_u64().unwrap_or(0) as u32,
+                v[1].as_u64().unwrap_or(0) as u32,
+            );
+            if (iw, ih) == (w, h) {
+                return;
+            }
+            rect = (rect.0 + w.saturating_sub(iw), rect.1 + h.saturating_sub(ih));
+        }
+    }
+
     pub async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.cmd(reqwest::Method::POST, &format!("/element/{e}/click"), None)

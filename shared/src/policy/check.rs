@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::edit::RuleSpec;
 use super::model::*;
 use super::resolve::{proto_port_match, Index, RRule};
 use crate::ids::DeviceId;
@@ -188,4 +189,37 @@ pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
     }
     out.sort();
     out
+}
+
+/// A rule in canonical form (selectors and ports as the engine reads them), so the
+/// same rule written twice compares equal.
+pub fn rule_summary(r: &Rule) -> RuleSpec {
+    RuleSpec {
+        src: r.src.iter().map(|s| s.v.to_string()).collect(),
+        dst: r.dst.iter().map(|d| d.v.to_string()).collect(),
+        proto: r.proto,
+        description: r.description.clone(),
+    }
+}
+
+/// The rules `new` adds and removes relative to `old`, as multisets (order and
+/// formatting do not count; a changed description is a removal and an addition).
+/// Shown beside the edge diff and recorded in the policy's audit event.
+pub fn rule_changes(old: &Policy, new: &Policy) -> (Vec<RuleSpec>, Vec<RuleSpec>) {
+    let one_side = |a: &Policy, b: &Policy| {
+        let mut left: HashMap<String, usize> = HashMap::new();
+        for r in &b.rules {
+            *left.entry(format!("{:?}", rule_summary(r))).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for r in &a.rules {
+            let s = rule_summary(r);
+            match left.get_mut(&format!("{s:?}")) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => out.push(s),
+            }
+        }
+        out
+    };
+    (one_side(new, old), one_side(old, new))
 }

@@ -9,6 +9,8 @@ use super::model::Pos;
 #[derive(Debug, Clone)]
 pub struct SJson {
     pub at: usize,
+    /// Offset just past the value's last byte.
+    pub end: usize,
     pub v: JVal,
 }
 
@@ -232,7 +234,11 @@ impl P<'_, '_> {
                 }
             }
         };
-        SJson { at, v }
+        SJson {
+            at,
+            end: self.i.min(self.b.len()),
+            v,
+        }
     }
 }
 

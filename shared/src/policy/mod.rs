@@ -7,14 +7,16 @@
 
 pub mod check;
 pub mod compile;
+pub mod edit;
 mod json;
 pub mod model;
 pub mod parse;
 mod resolve;
 pub mod validate;
 
-pub use check::{check, diff, EdgeChange};
+pub use check::{check, diff, rule_changes, rule_summary, EdgeChange};
 pub use compile::{compile, Compiled, DevicePolicy, FilterRule};
+pub use edit::{Edit, EditError, Outline, RuleSpec};
 pub use model::*;
 pub use validate::{tag_owner_allows, validate};
 

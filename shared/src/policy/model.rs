@@ -247,11 +247,23 @@ pub struct Dst {
     pub ports: Vec<PortRange>,
 }
 
+impl fmt::Display for Dst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if is_all_ports(&self.ports) {
+            return write!(f, "{}:*", self.sel);
+        }
+        let p: Vec<String> = self.ports.iter().map(|p| p.to_string()).collect();
+        write!(f, "{}:{}", self.sel, p.join(","))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub src: Vec<Item<Selector>>,
     pub dst: Vec<Item<Dst>>,
     pub proto: Proto,
+    /// What the rule is for, in the admin's words; shown in diffs and audit events.
+    pub description: Option<String>,
     pub pos: Pos,
 }
 

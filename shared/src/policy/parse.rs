@@ -445,7 +445,7 @@ fn parse_rule(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
     }
     let f = |n: &str| o.iter().find(|(k, _)| key(k) == n).map(|(_, v)| v);
     for (k, _) in o {
-        if !["src", "dst", "proto"].contains(&key(k)) {
+        if !["src", "dst", "proto", "description"].contains(&key(k)) {
             cx.err(k, format!("unknown field {:?} in rule", key(k)));
         }
     }
@@ -476,12 +476,40 @@ fn parse_rule(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
         }
         Some(dj) => dst_list(cx, dj, "dst", hosts, proto),
     };
+    let description = f("description").and_then(|d| {
+        let s = cx.str(d, "a rule description")?;
+        match description_problem(s) {
+            Some(why) => {
+                cx.err(d, why);
+                None
+            }
+            None => Some(s.to_string()),
+        }
+    });
     Some(Rule {
         src,
         dst,
         proto,
+        description,
         pos: cx.pos(j),
     })
+}
+
+/// Longest rule description, in characters: a sentence, not a document.
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+
+/// Why a rule description is refused, if it is: it shows in audit events, diffs and
+/// one-line listings, so it is one short line of printable text.
+pub fn description_problem(s: &str) -> Option<String> {
+    if s.chars().count() > MAX_DESCRIPTION_CHARS {
+        Some(format!(
+            "a rule description is at most {MAX_DESCRIPTION_CHARS} characters"
+        ))
+    } else if s.chars().any(char::is_control) {
+        Some("a rule description is one line of text (no control characters)".into())
+    } else {
+        None
+    }
 }
 
 fn parse_test(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> Option<PolicyTest> {

@@ -51,21 +51,54 @@ pub fn full_tag(t: &str) -> String {
     }
 }
 
-/// Parses and validates `text` against `devices`, and summarises the edges it changes
-/// relative to `current` (the policy in force). Every problem is returned.
+/// What a proposed policy changes relative to the one in force.
+pub struct Validated {
+    pub policy: Policy,
+    /// `N edges added, M removed`.
+    pub summary: String,
+    /// The rules added and removed (with their descriptions), for the audit event.
+    pub rules: RuleChanges,
+}
+
+/// Rules added and removed, as the audit event and the diff show them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuleChanges {
+    pub added: Vec<policy::RuleSpec>,
+    pub removed: Vec<policy::RuleSpec>,
+}
+
+impl RuleChanges {
+    pub fn between(old: &Policy, new: &Policy) -> Self {
+        let (added, removed) = policy::rule_changes(old, new);
+        RuleChanges { added, removed }
+    }
+}
+
+/// Parses and validates `text` against `devices`, and summarises the edges and rules
+/// it changes relative to `current` (the policy in force). Every problem is returned.
 pub fn validate(
     text: &str,
     devices: &[DeviceRow],
     owners: &OwnerGroups,
     current: &str,
-) -> Result<(Policy, String), Vec<PolicyError>> {
+) -> Result<Validated, Vec<PolicyError>> {
     let inv = inventory(devices, owners);
     let new = Policy::parse_and_validate(text, &inv)?;
-    let summary = match Policy::parse(current) {
-        Ok(old) => summarize(&policy::diff(&old, &new, &inv)),
-        Err(_) => "previous policy unreadable; no edge summary".to_string(),
+    let (summary, rules) = match Policy::parse(current) {
+        Ok(old) => (
+            summarize(&policy::diff(&old, &new, &inv)),
+            RuleChanges::between(&old, &new),
+        ),
+        Err(_) => (
+            "previous policy unreadable; no edge summary".to_string(),
+            RuleChanges::default(),
+        ),
     };
-    Ok((new, summary))
+    Ok(Validated {
+        policy: new,
+        summary,
+        rules,
+    })
 }
 
 pub fn summarize(changes: &[policy::EdgeChange]) -> String {

@@ -31,11 +31,13 @@ pub async fn save(
             rollback_of,
             now_ms(),
             |devices, owners, current| {
-                let (_, summary) = validate(&text, devices, owners, &current.text)?;
-                Ok::<_, Vec<PolicyError>>(match rollback_of {
-                    Some(v) => format!("rollback to version {v}; {summary}"),
-                    None => summary,
-                })
+                let v = validate(&text, devices, owners, &current.text)?;
+                let summary = match rollback_of {
+                    Some(r) => format!("rollback to version {r}; {}", v.summary),
+                    None => v.summary,
+                };
+                let rules = serde_json::to_value(&v.rules).unwrap_or_default();
+                Ok::<_, Vec<PolicyError>>((summary, rules))
             },
         )
         .await?;

@@ -180,7 +180,8 @@ impl Store {
 
     /// Saves `text` as the next version if `check` accepts it. `check` sees the
     /// network's devices (every state) and the current policy, both as of this
-    /// transaction, and returns the summary to store or its own rejection, which is
+    /// transaction, and returns the summary to store with the rules added and removed
+    /// (recorded in the audit event as `rules`), or its own rejection, which is
     /// passed back as `Ok(Err(_))` after the transaction was rolled back.
     pub async fn save_policy<E>(
         &self,
@@ -189,7 +190,11 @@ impl Store {
         author: &str,
         rollback_of: Option<u64>,
         now_ms: i64,
-        check: impl FnOnce(&[DeviceRow], &super::OwnerGroups, &PolicyVersion) -> Result<String, E>,
+        check: impl FnOnce(
+            &[DeviceRow],
+            &super::OwnerGroups,
+            &PolicyVersion,
+        ) -> Result<(String, serde_json::Value), E>,
     ) -> Result<Result<SavedPolicy, E>, StoreError> {
         let mut tx = self.begin_write().await?;
         // First: locks the network row on PostgreSQL until commit.
@@ -206,7 +211,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let current = current_in(&mut tx, net).await?;
         let owners = super::sso::owner_groups_in(&mut tx).await?;
-        let summary = match check(&devices, &owners, &current) {
+        let (summary, rules) = match check(&devices, &owners, &current) {
             Ok(s) => s,
             Err(e) => {
                 tx.rollback().await?;
@@ -248,6 +253,7 @@ impl Store {
                 "version": version,
                 "rollback_of": rollback_of,
                 "summary": summary,
+                "rules": rules,
                 "text_sha256": text_sha256,
             })),
         )

@@ -14,11 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use zmesh_shared::policy::{self, PolicyError, PortRange, Proto, RuleRef};
+use zmesh_shared::policy::{
+    self, Edit, EditError, Outline, PolicyError, PortRange, Proto, RuleRef, RuleSpec,
+};
 use zmesh_shared::wire::ErrorDetail;
 use zmesh_shared::DeviceId;
 
-use crate::domain::policy::{inventory, summarize};
+use crate::domain::policy::{inventory, summarize, RuleChanges};
 use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::store::{AuditCtx, PolicyVersion, SavedPolicy};
@@ -312,6 +314,10 @@ pub struct DiffResult {
     /// The version the proposal is compared with.
     pub base_version: u64,
     pub changes: Vec<Edge>,
+    /// Rules the proposal adds (canonical form, with descriptions).
+    pub rules_added: Vec<RuleSpec>,
+    /// Rules the proposal removes.
+    pub rules_removed: Vec<RuleSpec>,
 }
 
 pub async fn diff(
@@ -326,6 +332,7 @@ pub async fn diff(
     };
     let old = policy::Policy::parse(&snap.policy.text)
         .map_err(|_| ApiError::Internal("the policy in force does not parse".into()))?;
+    let rules = RuleChanges::between(&old, &new);
     let changes = tokio::task::spawn_blocking(move || policy::diff(&old, &new, &inv))
         .await
         .map_err(|e| ApiError::Internal(format!("diff failed: {e}")))?;
@@ -352,6 +359,58 @@ pub async fn diff(
         summary,
         base_version: snap.policy.version,
         changes,
+        rules_added: rules.added,
+        rules_removed: rules.removed,
     })
     .into_response())
+}
+
+/// A policy text and the structured edits to make to it (none: just its outline).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyEditRequest)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The draft being edited (usually the editor's current text, not yet saved).
+    pub text: String,
+    #[serde(default)]
+    pub edits: Vec<Edit>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyEdited)]
+pub struct EditResult {
+    /// The edited text: comments and order outside the edited entries kept.
+    pub text: String,
+    pub outline: Outline,
+}
+
+/// `POST /api/v1/policy/edit`: applies structured edits to a draft and answers the new
+/// text with its outline, or refuses with every reason (the draft is not changed and
+/// nothing is saved). The result must validate against the live inventory, so an edit
+/// naming an unknown group or tag is refused here, where the admin made it.
+pub async fn edit(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EditRequest>,
+) -> Result<Response, ApiError> {
+    if body.text.len() > MAX_POLICY_BYTES {
+        return Err(ApiError::invalid(
+            "text",
+            format!("policy exceeds {MAX_POLICY_BYTES} bytes"),
+        ));
+    }
+    let text = match policy::edit::apply(&body.text, &body.edits) {
+        Ok(t) => t,
+        Err(EditError::Unparsable(errors)) => return Ok(rejected(errors)),
+        Err(EditError::Invalid { field, message }) => {
+            return Err(ApiError::invalid(field, message))
+        }
+    };
+    let snap = current_snapshot(&state).await?;
+    let inv = inventory(&snap.devices, &snap.owner_groups);
+    if let Err(errors) = policy::Policy::parse_and_validate(&text, &inv) {
+        return Ok(rejected(errors));
+    }
+    let outline = policy::edit::outline(&text)
+        .map_err(|_| ApiError::Internal("an edited policy that validates has no outline".into()))?;
+    Ok(Json(EditResult { text, outline }).into_response())
 }

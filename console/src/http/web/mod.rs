@@ -12,6 +12,7 @@ mod names;
 mod pages;
 mod pages_access;
 mod pages_admin;
+mod pages_policy;
 
 mod device_login;
 mod events;
@@ -92,7 +93,7 @@ pub fn routes() -> Vec<WebRoute> {
         }),
         r(Method::GET, "/ui/keys", Reader, || get(pages::keys)),
         r(Method::GET, "/ui/policy", Reader, || {
-            get(pages_admin::policy)
+            get(pages_policy::policy)
         }),
         r(Method::GET, "/ui/audit", Reader, || get(pages_admin::audit)),
         r(Method::GET, "/ui/access", Reader, || {

@@ -103,7 +103,8 @@ impl Names {
     /// An audit actor or target (`device:ID`, `user:NAME`, `token:ID`, `admin:NAME`,
     /// `system`, …): the reference as recorded, with the name it stands for beside it.
     pub fn reference(&self, r: &str) -> String {
-        let raw = format!("<span class=\"mono small\">{}</span>", esc(r));
+        // Ids may break anywhere: a long key id must not widen the table.
+        let raw = format!("<span class=\"mono small id\">{}</span>", esc(r));
         let Some((kind, id)) = r.split_once(':') else {
             return raw;
         };

@@ -1,9 +1,5 @@
-//! Pages about rules and people: the policy editor, the audit log (actors and targets
-//! with their names, each event's before/after in a collapsed block) and users & tokens.
-//!
-//! The policy editor validates as one types by sending the draft to
-//! `POST /api/v1/policy/diff` (which answers with every error and its line, or with
-//! the reachability diff); applying is `PUT /api/v1/policy`.
+//! Pages about people and what they did: the audit log (actors and targets with their
+//! names, each event's before/after in a collapsed block) and users & tokens.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -19,72 +15,6 @@ use super::names::Names;
 use crate::http::error::ApiError;
 use crate::http::session::WebUser;
 use crate::http::state::AppState;
-
-pub async fn policy(
-    State(state): State<AppState>,
-    Extension(user): Extension<WebUser>,
-) -> Result<Response, ApiError> {
-    let current = state.store.current_policy(state.network_id).await?;
-    let history = state.store.policy_history(state.network_id).await?;
-    let devices = state.store.list_devices(state.network_id).await?;
-    let admin = user.is_admin();
-    let mut rows = String::new();
-    for v in &history {
-        let rollback = if admin && v.version != current.version {
-            format!("<button data-api=\"/api/v1/policy/rollback\" data-method=\"POST\" data-body='{{\"version\": {n}}}' data-confirm=\"Make version {n} the policy in force again?\" class=\"small\" id=\"rollback-{n}\">Roll back to this</button>", n = v.version)
-        } else if v.version == current.version {
-            "<span class=\"badge online\">in force</span>".into()
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            rows,
-            "<tr><td>{n}</td><td>{when}</td><td>{who}</td><td>{sum}</td><td><a href=\"/api/v1/policy/versions/{n}\">text</a></td><td>{rollback}</td></tr>",
-            n = v.version,
-            when = time(v.created_at_ms),
-            who = esc(&v.author),
-            sum = esc(&v.summary),
-        );
-    }
-    let names: String = devices
-        .iter()
-        .map(|d| format!("<option value=\"{}\">", esc(&d.name)))
-        .collect();
-    let (readonly, apply) = if admin {
-        (
-            "",
-            "<button type=\"button\" id=\"policy-apply\" disabled>Apply policy</button>",
-        )
-    } else {
-        ("readonly", "")
-    };
-    let body = format!(
-        r#"<p class="muted">In force: version <b id="policy-version">{ver}</b> by {author}, {when}. {summary}</p>
-<div class="editor-wrap" id="policy-editor" data-base="{ver}">
-<div class="editor"><pre class="gutter" id="policy-gutter" aria-hidden="true"></pre>
-<textarea id="policy-text" spellcheck="false" {readonly}>{text}</textarea></div>
-<div class="side"><h3>Validation</h3><p id="policy-status" class="muted">unchanged</p>
-<ul id="policy-errors" class="errors"></ul>
-<h3>Reachability diff</h3><p id="policy-diff-summary" class="muted">edit the policy to see what changes</p>
-<ul id="policy-diff" class="diff"></ul>{apply}<p class="form-error" id="flash"></p></div></div>
-<form data-api="/api/v1/policy/check" data-method="POST" data-done="check:#check-result" class="card" id="check-form">
-<h2>Check access</h2><datalist id="device-names">{names}</datalist>
-<div class="row"><label>From <input name="src" list="device-names" required id="check-src"></label>
-<label>To <input name="dst" list="device-names" required id="check-dst"></label>
-<label>Protocol <select name="proto"><option>tcp</option><option>udp</option><option>icmp</option><option>any</option></select></label>
-<label>Port <input name="port" data-type="int" data-optional size="6" placeholder="22"></label>
-<button type="submit" id="check-submit">Check</button></div>
-<p id="check-result"></p><p class="form-error"></p></form>
-<h2>History</h2><table id="policy-history"><thead><tr><th>Version</th><th>Saved</th><th>By</th><th>Summary</th><th></th><th></th></tr></thead>
-<tbody>{rows}</tbody></table>"#,
-        ver = current.version,
-        author = esc(&current.author),
-        when = time(current.created_at_ms),
-        summary = esc(&current.summary),
-        text = esc(&current.text),
-    );
-    Ok(page(&user, "policy", "Access policy", &body))
-}
 
 /// An event's before/after: a one-line summary that opens to both, pretty-printed.
 fn detail_html(before: Option<&Value>, after: Option<&Value>) -> String {
