@@ -247,6 +247,13 @@ fn check_words(root: &Path, words: &[String]) -> Result<Vec<String>, String> {
             checked
         });
     }
+    // `ip netns exec NS CMD…` runs CMD: check CMD too, so a `zmesh` line in a namespace
+    // is parsed like any other.
+    if w.len() > 4 && w[0] == "ip" && w[1] == "netns" && w[2] == "exec" {
+        checked.push("ip".to_string());
+        checked.extend(check_words(root, &w[4..])?);
+        return Ok(checked);
+    }
     let prog = w[0].clone();
     match prog.as_str() {
         "zmesh" => checked.push(parse::<zmesh_agent::cli::Cli>(&w)?),
@@ -379,6 +386,7 @@ mod tests {
             "KEY=$(zmesh-console keys create --reusable --ttl 24h)",
             "cargo run --release -p zmesh-console -- serve --listen 0.0.0.0:8443",
             "systemctl status zmesh",
+            "ip netns exec zm-b zmesh --state-dir s ping alpha",
         ] {
             check_line(&root, good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
@@ -398,6 +406,7 @@ mod tests {
             "KEY=$(zmesh-console keys mint)",
             "cargo run -p zmesh-console -- serve --listen nowhere",
             "frobctl --now",
+            "ip netns exec zm-b zmesh pong alpha",
             "scripts/no-such-script.sh",
         ] {
             assert!(check_line(&root, bad).is_err(), "{bad} passed");

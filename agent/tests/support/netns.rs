@@ -112,6 +112,12 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Deletes `ns` with the lab (first, before the lab's own namespaces), for a namespace
+    /// that a command under test creates by name itself. Harmless if it never exists.
+    pub fn adopt_ns(&mut self, ns: &str) {
+        self.namespaces.push(ns.to_string());
+    }
+
     pub fn command(&self, ns: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(args);
