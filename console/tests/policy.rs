@@ -524,8 +524,7 @@ async fn structured_edits_keep_comments_and_carry_descriptions() {
     let last = events
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["action"] == "policy.set")
-        .last()
+        .rfind(|e| e["action"] == "policy.set")
         .expect("a policy.set event");
     assert_eq!(
         last["after"]["rules"]["added"][0]["description"], "engineers query the databases",

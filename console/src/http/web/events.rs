@@ -5,7 +5,13 @@
 //! then re-reads the page once and swaps its live parts. Bursts are coalesced: at most
 //! one event per [`DEBOUNCE`], so a thousand enrollments cost a few re-reads, not a
 //! thousand. A comment line every [`KEEP_ALIVE`] keeps proxies from closing the stream.
+//!
+//! Going offline is not an event: it is a device's silence outlasting three pings. So the
+//! stream also wakes when the first online device would fall silent, re-reads who is
+//! online, and sends a `change` when someone went offline (a device heard from in the
+//! meantime only moves the next wake-up).
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -14,9 +20,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
-use zmesh_shared::NetworkId;
+use zmesh_shared::time::now_ms;
+use zmesh_shared::{DeviceId, NetworkId};
 
 use crate::bus::Change;
+use crate::domain::presence::online_and_next_expiry;
 use crate::http::state::AppState;
 
 /// Changes arriving within this time after the first one go out as one event.
@@ -59,14 +67,63 @@ async fn next_batch(rx: &mut Receiver<Change>, net: NetworkId) -> Option<u64> {
     }
 }
 
+/// Who is online now and when the first of them would go offline (ms since the epoch).
+/// A store error leaves the offline push out until the next change (logged).
+async fn presence(state: &AppState) -> (BTreeSet<DeviceId>, Option<i64>) {
+    match state.store.list_devices(state.network_id).await {
+        Ok(devs) => online_and_next_expiry(
+            devs.iter().map(|d| (d.id, d.last_seen_ms)),
+            state.ping_interval,
+            now_ms(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "live pages: cannot read device presence");
+            (BTreeSet::new(), None)
+        }
+    }
+}
+
+/// The next event for a page: a batch of bus changes, or devices gone offline.
+async fn next_event(
+    state: &AppState,
+    rx: &mut Receiver<Change>,
+    online: &mut BTreeSet<DeviceId>,
+    wake: &mut Option<i64>,
+) -> Option<u64> {
+    loop {
+        let sleep = match *wake {
+            Some(t) => Duration::from_millis((t - now_ms()).max(0) as u64),
+            None => Duration::from_secs(24 * 3600),
+        };
+        let n = tokio::select! {
+            n = next_batch(rx, state.network_id) => n?,
+            _ = tokio::time::sleep(sleep) => {
+                let (now_online, next) = presence(state).await;
+                let gone = online.difference(&now_online).count() as u64;
+                *online = now_online;
+                *wake = next;
+                if gone == 0 {
+                    continue;
+                }
+                gone
+            }
+        };
+        (*online, *wake) = presence(state).await;
+        return Some(n);
+    }
+}
+
 pub async fn events(State(state): State<AppState>) -> Response {
     let rx = state.bus.subscribe();
-    let net = state.network_id;
-    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
-        let n = next_batch(&mut rx, net).await?;
-        let ev = Event::default().event("change").data(n.to_string());
-        Some((Ok::<_, Infallible>(ev), rx))
-    });
+    let (online, wake) = presence(&state).await;
+    let stream = futures_util::stream::unfold(
+        (state, rx, online, wake),
+        |(state, mut rx, mut online, mut wake)| async move {
+            let n = next_event(&state, &mut rx, &mut online, &mut wake).await?;
+            let ev = Event::default().event("change").data(n.to_string());
+            Some((Ok::<_, Infallible>(ev), (state, rx, online, wake)))
+        },
+    );
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
@@ -84,7 +141,6 @@ pub async fn events(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zmesh_shared::DeviceId;
 
     #[tokio::test]
     async fn bursts_are_coalesced_and_other_networks_ignored() {
