@@ -158,6 +158,7 @@ fn two_data_planes_in_namespaces() {
     // This test is about the tunnel: both accept every inbound packet (a data plane
     // accepts no new inbound flow until it has a filter; see e2e_policy.rs).
     let all = vec![zmesh_shared::policy::FilterRule {
+        dst: Vec::new(),
         src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
         proto: zmesh_shared::policy::Proto::Any,
         ports: vec![zmesh_shared::policy::PortRange::ALL],

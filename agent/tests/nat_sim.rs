@@ -127,6 +127,7 @@ impl Sim {
         let mut node = Node::new(key.clone(), v4, v6, rng);
         // NAT traversal is under test, not the policy: accept every inbound packet.
         node.set_filter(vec![zmesh_shared::policy::FilterRule {
+            dst: Vec::new(),
             src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
             proto: zmesh_shared::policy::Proto::Any,
             ports: vec![zmesh_shared::policy::PortRange::ALL],

@@ -164,6 +164,7 @@ fn node_for(key: &WgPrivateKey, i: u8) -> (Node, Ipv4Addr) {
     n.set_relay_available(true);
     // The relay is under test, not the policy: accept every inbound packet.
     n.set_filter(vec![zmesh_shared::policy::FilterRule {
+        dst: Vec::new(),
         src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
         proto: zmesh_shared::policy::Proto::Any,
         ports: vec![zmesh_shared::policy::PortRange::ALL],

@@ -16,6 +16,7 @@ use zmesh_shared::{DeviceId, WgPrivateKey};
 /// Accepts everything from anyone (what the built-in default policy compiles to).
 fn allow_all() -> Vec<FilterRule> {
     vec![FilterRule {
+        dst: Vec::new(),
         src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
         proto: Proto::Any,
         ports: vec![PortRange::ALL],
@@ -509,6 +510,7 @@ fn inbound_policy_default_deny_rules_and_replies() {
     // node 1: nothing accepted; node 0: tcp/22 from node 1 only
     s.node(1).node.set_filter(vec![]);
     s.node(0).node.set_filter(vec![FilterRule {
+        dst: Vec::new(),
         src: vec![IpNet::from(IpAddr::V4(b))],
         proto: Proto::Tcp,
         ports: vec![PortRange::one(22)],

@@ -47,6 +47,15 @@ pub struct Peer {
     pub agentless: bool,
     #[serde(default)]
     pub persistent_keepalive: Option<u16>,
+    /// Subnet prefixes this device may send through the peer (an approved subnet
+    /// router the policy lets it use). Not in `allowed_ips`: several routers may offer
+    /// one prefix and the agent routes it through one of them (failover).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<IpNet>,
+    /// The peer is an exit node this device may use (`0.0.0.0/0`, `::/0`), when the
+    /// device chooses it (`zmesh up --exit-node NAME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exit_node: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +242,8 @@ mod tests {
         let v4 = Ipv4Addr::new(100, 64, 0, n);
         let v6: Ipv6Addr = format!("fd00::{n}").parse().unwrap();
         Peer {
+            routes: Vec::new(),
+            exit_node: false,
             device_id: DeviceId::new(),
             name: format!("p{n}"),
             public_key: WgPrivateKey::generate().public_key(),
@@ -326,6 +337,7 @@ mod tests {
     fn filter_changes_travel_in_deltas_only_when_changed() {
         use crate::policy::{PortRange, Proto};
         let rule = FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.2/32".parse().unwrap()],
             proto: Proto::Tcp,
             ports: vec![PortRange::one(22)],

@@ -218,6 +218,15 @@ pub enum ClientMsg {
     SignedFlows {
         flows: Vec<crate::flowlog::SignedFlow>,
     },
+    /// The routes the device offers to carry (`zmesh up --advertise-routes`), and
+    /// whether it offers to be an exit node (`--advertise-exit-node`). Sent after every
+    /// Hello and whenever they change; each needs an admin's (or the policy's
+    /// `auto_approvers`) approval before it carries anything.
+    Routes {
+        advertise: Vec<ipnet::IpNet>,
+        #[serde(default)]
+        exit_node: bool,
+    },
 }
 
 /// Most flow records one `ClientMsg::Flows` may carry; the console drops the excess.

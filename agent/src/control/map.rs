@@ -151,6 +151,8 @@ pub(crate) mod tests {
         let v4 = Ipv4Addr::new(100, 64, 0, n);
         let v6: Ipv6Addr = format!("fd00::{n}").parse().unwrap();
         Peer {
+            routes: Vec::new(),
+            exit_node: false,
             device_id: DeviceId::new(),
             name: format!("p{n}"),
             public_key: WgPrivateKey::generate().public_key(),

@@ -62,6 +62,7 @@ fn pair() -> Pair {
     b.set_peers(vec![cfg(&ka, a4, a6, a_addr)], now);
     // These tests are about the tunnel: accept every inbound packet.
     let all = vec![zmesh_shared::policy::FilterRule {
+        dst: Vec::new(),
         src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
         proto: zmesh_shared::policy::Proto::Any,
         ports: vec![zmesh_shared::policy::PortRange::ALL],

@@ -22,18 +22,21 @@ const OTHER: &str = "100.64.0.3";
 fn rules() -> Vec<FilterRule> {
     vec![
         FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.2/32".parse().unwrap()],
             proto: Proto::Tcp,
             ports: vec![PortRange::one(22)],
             rule: 0,
         },
         FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.0/24".parse().unwrap()],
             proto: Proto::Icmp,
             ports: vec![PortRange::ALL],
             rule: 3,
         },
         FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.3/32".parse().unwrap()],
             proto: Proto::Udp,
             ports: vec![PortRange::one(53)],

@@ -19,6 +19,7 @@ const OTHER: &str = "100.64.0.3";
 fn rules() -> Vec<FilterRule> {
     vec![
         FilterRule {
+            dst: Vec::new(),
             src: vec![
                 "100.64.0.2/32".parse().unwrap(),
                 "fd00::2/128".parse().unwrap(),
@@ -34,12 +35,14 @@ fn rules() -> Vec<FilterRule> {
             rule: 0,
         },
         FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.0/24".parse().unwrap()],
             proto: Proto::Icmp,
             ports: vec![PortRange::ALL],
             rule: 3,
         },
         FilterRule {
+            dst: Vec::new(),
             src: vec!["100.64.0.3/32".parse().unwrap()],
             proto: Proto::Any,
             ports: vec![PortRange::one(53)],

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::*;
 use super::resolve::{proto_port_match, Bits, Index};
+pub use super::routes::RouteGrant;
+use super::routes::{auto_approved, route_pass};
 use crate::ids::DeviceId;
 
 /// One inbound permission: packets from `src` of `proto` to `ports` are accepted.
@@ -19,6 +21,11 @@ use crate::ids::DeviceId;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FilterRule {
     pub src: Vec<IpNet>,
+    /// Empty: packets to this device itself. Otherwise packets this device forwards to
+    /// these prefixes (a subnet router's LAN, an exit node's internet): see
+    /// [`super::routes`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<IpNet>,
     pub proto: Proto,
     pub ports: Vec<PortRange>,
     /// Index in the policy's `rules` of the rule that grants this.
@@ -29,7 +36,22 @@ impl FilterRule {
     /// Whether this rule accepts a packet; `proto` is the packet's (never `Any` for
     /// tcp/udp/icmp; `Any` for other IP protocols), `port` its destination port.
     pub fn accepts(&self, src: std::net::IpAddr, proto: Proto, port: u16) -> bool {
-        proto_port_match(self.proto, &self.ports, proto, port)
+        self.dst.is_empty()
+            && proto_port_match(self.proto, &self.ports, proto, port)
+            && self.src.iter().any(|n| n.contains(&src))
+    }
+
+    /// Whether this rule lets the device forward a packet to `dst`, an address that is
+    /// not its own (subnet router, exit node).
+    pub fn accepts_forward(
+        &self,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> bool {
+        self.dst.iter().any(|n| n.contains(&dst))
+            && proto_port_match(self.proto, &self.ports, proto, port)
             && self.src.iter().any(|n| n.contains(&src))
     }
 }
@@ -41,6 +63,8 @@ pub struct DevicePolicy {
     /// Sorted; may contain `me`, which [`DevicePolicy::peers`] skips.
     linked: Arc<[DeviceId]>,
     pub filter: Arc<[FilterRule]>,
+    /// Prefixes this device may send through routers and exit nodes, sorted.
+    pub routes: Arc<[RouteGrant]>,
 }
 
 impl DevicePolicy {
@@ -86,6 +110,16 @@ fn classes<K: std::hash::Hash + Eq + Clone>(keys: impl Iterator<Item = K>) -> (V
         })
         .collect();
     (of, reps)
+}
+
+/// Whether the policy's `auto_approvers` approve `prefix` advertised by device `id`
+/// (an active device of `inv`), so no admin needs to.
+pub fn route_auto_approved(p: &Policy, inv: &Inventory, id: &DeviceId, prefix: &IpNet) -> bool {
+    let ix = Index::new(p, inv, true);
+    match ix.position(id) {
+        Some(i) => auto_approved(p, &ix, i, prefix),
+        None => false,
+    }
 }
 
 /// Compiles `p` for the active devices of `inv`. Pure and deterministic: the same input
@@ -182,6 +216,7 @@ pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
                 }
                 out.push(FilterRule {
                     src: nets.clone(),
+                    dst: Vec::new(),
                     proto: p.rules[orig].proto,
                     ports: ports.clone(),
                     rule: orig as u32,
@@ -192,15 +227,40 @@ pub fn compile(p: &Policy, inv: &Inventory) -> Compiled {
         })
         .collect();
 
+    // Routes are rare: their devices get their own allocations.
+    let mut rp = route_pass(p, &ix, &rules);
+    let mut extra: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &(s, r) in &rp.links {
+        extra.entry(s).or_default().push(r);
+        extra.entry(r).or_default().push(s);
+    }
+    let no_routes: Arc<[RouteGrant]> = Arc::new([]);
     let devices = (0..n)
         .map(|i| {
             let id = ix.devs[i].id;
+            let mut linked = linked[pair_cls[i]].clone();
+            if let Some(more) = extra.get(&i) {
+                let mut v: Vec<DeviceId> = linked.iter().copied().collect();
+                v.extend(more.iter().map(|&j| ix.devs[j].id));
+                v.sort();
+                v.dedup();
+                linked = v.into();
+            }
+            let mut filter = filters[f_cls[i]].clone();
+            if let Some(fwd) = rp.filters.remove(&i) {
+                filter = filter.iter().cloned().chain(fwd).collect();
+            }
+            let routes = match rp.grants.remove(&i) {
+                Some(g) => g.into_iter().collect(),
+                None => no_routes.clone(),
+            };
             (
                 id,
                 DevicePolicy {
                     me: id,
-                    linked: linked[pair_cls[i]].clone(),
-                    filter: filters[f_cls[i]].clone(),
+                    linked,
+                    filter,
+                    routes,
                 },
             )
         })

@@ -12,10 +12,11 @@ mod json;
 pub mod model;
 pub mod parse;
 mod resolve;
+mod routes;
 pub mod validate;
 
 pub use check::{check, diff, rule_changes, rule_summary, EdgeChange};
-pub use compile::{compile, Compiled, DevicePolicy, FilterRule};
+pub use compile::{compile, route_auto_approved, Compiled, DevicePolicy, FilterRule, RouteGrant};
 pub use edit::{Edit, EditError, Outline, RuleSpec};
 pub use model::*;
 pub use validate::{tag_owner_allows, validate};

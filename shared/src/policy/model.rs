@@ -210,6 +210,9 @@ pub enum Selector {
     /// person as the source device. Pairwise, so it is expanded per owner (see
     /// [`super::resolve::Index::rules`]), never resolved to one device set.
     OwnDevices,
+    /// `autogroup:internet`, a destination only: every address outside the mesh,
+    /// reached through an exit node the source chose (see docs/policy.md).
+    Internet,
     /// A device by its name.
     Device(String),
     /// A name from `hosts`.
@@ -228,6 +231,7 @@ impl fmt::Display for Selector {
             Selector::User(e) => write!(f, "user:{e}"),
             Selector::Members => f.write_str("autogroup:member"),
             Selector::OwnDevices => f.write_str("autogroup:self"),
+            Selector::Internet => f.write_str("autogroup:internet"),
             Selector::Prefix(p) => write!(f, "{p}"),
         }
     }
@@ -289,6 +293,19 @@ pub struct Policy {
     pub hosts: BTreeMap<String, Item<IpNet>>,
     pub rules: Vec<Rule>,
     pub tests: Vec<PolicyTest>,
+    /// Who may have routes approved without an admin (`auto_approvers`).
+    pub auto_approvers: AutoApprovers,
+}
+
+/// `auto_approvers`: advertised routes approved as soon as they are advertised, when the
+/// advertising device matches. A route is approved by an entry whose prefix contains it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoApprovers {
+    /// Prefix → devices (users, groups, tags, device names) whose routes within it are
+    /// approved.
+    pub routes: Vec<(Item<IpNet>, Vec<Item<Selector>>)>,
+    /// Devices whose exit-node offer is approved.
+    pub exit_node: Vec<Item<Selector>>,
 }
 
 /// A device as the policy engine sees it.
@@ -313,6 +330,11 @@ pub struct InvDevice {
     /// `group:NAME` selectors match these devices too (untagged ones only).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Routes an admin (or `auto_approvers`) approved for this device to carry: subnet
+    /// prefixes, and `0.0.0.0/0` and `::/0` for an exit node. Unapproved advertisements
+    /// are not here: they carry nothing.
+    #[serde(default)]
+    pub routes: Vec<IpNet>,
 }
 
 impl InvDevice {

@@ -107,8 +107,9 @@ pub fn parse_selector(s: &str, hosts: &BTreeMap<String, Item<IpNet>>) -> Result<
         return match g {
             "member" => Ok(Selector::Members),
             "self" => Ok(Selector::OwnDevices),
+            "internet" => Ok(Selector::Internet),
             _ => Err(format!(
-                "unknown autogroup {s:?}: autogroup:member and autogroup:self are supported"
+                "unknown autogroup {s:?}: autogroup:member, autogroup:self and autogroup:internet are supported"
             )),
         };
     }
@@ -182,6 +183,9 @@ pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, Vec<String>> {
 /// `autogroup:self` means "the source's own devices": it needs a source to be relative to.
 const SELF_ONLY_DST: &str =
     "autogroup:self can only be a destination (it means: the source person's own devices)";
+/// `autogroup:internet` is where traffic goes through an exit node: a destination.
+const INTERNET_ONLY_DST: &str =
+    "autogroup:internet can only be a destination (it means: the internet through an exit node)";
 
 /// Parses `SELECTOR[:PORTS]`; IPv6 literals with ports are written `[fd00::1]:22`.
 /// Without ports, all ports are meant.
@@ -260,11 +264,22 @@ pub fn parse(text: &str) -> Result<Policy, Vec<PolicyError>> {
         hosts: BTreeMap::new(),
         rules: Vec::new(),
         tests: Vec::new(),
+        auto_approvers: AutoApprovers::default(),
     };
     let top = cx.obj(&root, "the policy");
     let field = |name: &str| top.iter().find(|(k, _)| key(k) == name).map(|(_, v)| v);
     for (k, _) in top {
-        if !["version", "groups", "tag_owners", "hosts", "rules", "tests"].contains(&key(k)) {
+        if ![
+            "version",
+            "groups",
+            "tag_owners",
+            "hosts",
+            "rules",
+            "tests",
+            "auto_approvers",
+        ]
+        .contains(&key(k))
+        {
             cx.err(k, format!("unknown field {:?}", key(k)));
         }
     }
@@ -361,6 +376,37 @@ pub fn parse(text: &str) -> Result<Policy, Vec<PolicyError>> {
                     pos: cx.pos(k),
                 },
             );
+        }
+    }
+    if let Some(a) = field("auto_approvers") {
+        for (k, v) in cx.obj(a, "auto_approvers") {
+            match key(k) {
+                "routes" => {
+                    for (pk, pv) in cx.obj(v, "auto_approvers.routes") {
+                        let Some(net) = parse_prefix(key(pk)) else {
+                            cx.err(pk, format!("{:?} is not an IP prefix", key(pk)));
+                            continue;
+                        };
+                        let m = members(&mut cx, pv, "route approvers", true);
+                        p.auto_approvers.routes.push((
+                            Item {
+                                v: net,
+                                pos: cx.pos(pk),
+                            },
+                            m,
+                        ));
+                    }
+                }
+                "exit_node" => {
+                    p.auto_approvers.exit_node = members(&mut cx, v, "exit node approvers", true)
+                }
+                other => cx.err(
+                    k,
+                    format!(
+                        "unknown field {other:?} in auto_approvers: expected routes or exit_node"
+                    ),
+                ),
+            }
         }
     }
     if let Some(r) = field("rules") {
@@ -460,6 +506,7 @@ fn parse_rule(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
                 };
                 match parse_selector(t, hosts) {
                     Ok(Selector::OwnDevices) => cx.err(s, SELF_ONLY_DST),
+                    Ok(Selector::Internet) => cx.err(s, INTERNET_ONLY_DST),
                     Ok(sel) => src.push(Item {
                         v: sel,
                         pos: cx.pos(s),
@@ -538,6 +585,10 @@ fn parse_test(cx: &mut Cx, j: &SJson, hosts: &BTreeMap<String, Item<IpNet>>) -> 
             match parse_selector(t, hosts) {
                 Ok(Selector::OwnDevices) => {
                     cx.err(sj, SELF_ONLY_DST);
+                    return None;
+                }
+                Ok(Selector::Internet) => {
+                    cx.err(sj, INTERNET_ONLY_DST);
                     return None;
                 }
                 Ok(sel) => Item {

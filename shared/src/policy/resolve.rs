@@ -197,7 +197,7 @@ impl<'a> Index<'a> {
             Selector::User(u) => self.set_of(self.by_owner.get(u.as_str())),
             Selector::Members => self.set_of(Some(&self.members)),
             // Relative to a source: see `rules` and `own_devices`.
-            Selector::OwnDevices => Bits::empty(self.n()),
+            Selector::OwnDevices | Selector::Internet => Bits::empty(self.n()),
             Selector::Device(d) => self.set_of(self.by_name.get(d.as_str())),
             Selector::Host(h) => match self.host(h) {
                 Some(n) => self.in_prefix(&n),

@@ -11,6 +11,7 @@ fn inventory(n: u32) -> Inventory {
     Inventory {
         devices: (1..=n)
             .map(|i| InvDevice {
+                routes: Vec::new(),
                 id: DeviceId::from_uuid(uuid::Uuid::from_u128(i as u128 * 7919)),
                 name: format!("d{i}"),
                 owner: format!("u{}@example.com", i % 5),

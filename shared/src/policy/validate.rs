@@ -49,6 +49,15 @@ pub fn validate(p: &Policy, inv: &Inventory) -> Result<(), Vec<PolicyError>> {
             check_sel(p, &names, m, &mut errs);
         }
     }
+    for m in p
+        .auto_approvers
+        .routes
+        .iter()
+        .flat_map(|(_, v)| v)
+        .chain(&p.auto_approvers.exit_node)
+    {
+        check_sel(p, &names, m, &mut errs);
+    }
     for r in &p.rules {
         for s in &r.src {
             check_sel(p, &names, s, &mut errs);

@@ -26,6 +26,8 @@ pub fn is_live(d: &DeviceRow, now_ms: i64) -> bool {
 
 pub(crate) fn to_peer(d: &DeviceRow) -> Peer {
     Peer {
+        exit_node: false,
+        routes: Vec::new(),
         device_id: d.id,
         name: d.name.clone(),
         public_key: d.public_key,

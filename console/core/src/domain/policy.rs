@@ -19,6 +19,7 @@ pub fn inventory(devices: &[DeviceRow], owners: &OwnerGroups) -> Inventory {
             .iter()
             .filter(|d| d.state != DeviceState::Revoked)
             .map(|d| InvDevice {
+                routes: Vec::new(),
                 id: d.id,
                 name: d.name.clone(),
                 // `user:NAME` owners are people: `user:EMAIL` selectors name them

@@ -331,6 +331,14 @@ impl Stream {
                 access::register_key(&self.state, &self.ctx, self.device_id, &key).await?;
                 Ok(())
             }
+            ClientMsg::Routes {
+                advertise,
+                exit_node,
+            } => {
+                // Not stored yet: advertised routes carry nothing until approved.
+                tracing::debug!(device = %self.device_id, routes = advertise.len(), exit_node, "routes advertised");
+                Ok(())
+            }
             ClientMsg::SignedFlows { flows } => {
                 let n = flows.len().min(zmesh_shared::wire::MAX_FLOWS_PER_BATCH);
                 let intake = access::ingest(&self.state, self.device_id, &flows[..n]).await?;
