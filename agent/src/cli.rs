@@ -92,6 +92,8 @@ pub enum Command {
         /// (An enrollment key, e.g. from ZMESH_ENROLL_KEY, is not used.)
         #[arg(long, conflicts_with_all = ["name", "console", "ca_file", "fingerprint"])]
         reauth: bool,
+        #[command(flatten)]
+        routes: RouteArgs,
     },
     /// Show this device and its peers.
     Status {
@@ -128,6 +130,56 @@ pub enum Command {
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the CLI waits for the daemon beyond the login's own bound.
 const LOGIN_WAIT_SLACK: Duration = Duration::from_secs(30);
+
+/// `zmesh up` flags for subnet routes and exit nodes; each one left out keeps the
+/// device's current setting.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RouteArgs {
+    /// Offer these networks to the mesh as a subnet router (comma-separated prefixes,
+    /// e.g. 10.1.0.0/24,fd10::/64; empty: none). They carry nothing until an admin or
+    /// the policy's auto_approvers approves them.
+    #[arg(long, value_name = "PREFIXES")]
+    advertise_routes: Option<String>,
+    /// Offer this device as an exit node (0.0.0.0/0 and ::/0), approved like routes.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    advertise_exit_node: Option<bool>,
+    /// Send all traffic through this exit node (a device name); `--exit-node=` stops.
+    #[arg(long, value_name = "NAME")]
+    exit_node: Option<String>,
+    /// With an exit node, keep reaching the local networks directly.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    exit_node_allow_lan: Option<bool>,
+    /// As a subnet router or exit node, masquerade forwarded traffic behind this
+    /// device's address (default true; false if the LAN routes the overlay back).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    snat_subnet_routes: Option<bool>,
+}
+
+impl RouteArgs {
+    fn flags(self) -> anyhow::Result<crate::prefs::RouteFlags> {
+        let advertise_routes = match self.advertise_routes {
+            None => None,
+            Some(s) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>().with_context(|| {
+                            format!("--advertise-routes: {p:?} is not a prefix like 10.1.0.0/24")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            ),
+        };
+        Ok(crate::prefs::RouteFlags {
+            advertise_routes,
+            advertise_exit_node: self.advertise_exit_node,
+            exit_node: self.exit_node,
+            exit_node_allow_lan: self.exit_node_allow_lan,
+            snat: self.snat_subnet_routes,
+        })
+    }
+}
 
 fn parse_fingerprint(s: &str) -> Result<CertFingerprint, String> {
     s.parse().map_err(|_| {
@@ -174,7 +226,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             fingerprint,
             json,
             reauth,
+            routes,
         } => {
+            let routes = routes.flags()?;
             // (the console and its trust come from the enrollment)
             let enroll_key = enroll_key.filter(|_| !reauth);
             if let Some(k) = &enroll_key {
@@ -198,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 ca_pem,
                 fingerprint,
                 reauth,
+                routes,
             };
             match call(&state, &req).await? {
                 Reply::Login {
@@ -359,6 +414,59 @@ pub fn status_table(s: &Status) -> String {
             ""
         },
     );
+    let r = &s.routes;
+    if !r.advertised.is_empty() {
+        let v: Vec<String> = r.advertised.iter().map(|n| n.to_string()).collect();
+        out.push_str(&format!(
+            "advertising {} (approval: zmesh-console routes list){}\n",
+            v.join(", "),
+            if r.snat { "" } else { ", no source NAT" }
+        ));
+    }
+    if let Some(e) = &r.exit_node {
+        out.push_str(&format!(
+            "exit node {e}: {}{}\n",
+            if r.exit_node_active {
+                "in use"
+            } else {
+                "not offered to this device (traffic goes direct)"
+            },
+            if r.exit_node_allow_lan {
+                ", local networks direct"
+            } else {
+                ""
+            }
+        ));
+    }
+    for p in &s.peers {
+        if !p.routes.is_empty() || p.exit_node {
+            let v: Vec<String> = p
+                .routes
+                .iter()
+                .map(|n| {
+                    if p.primary_routes.contains(n) {
+                        format!("{n} (primary)")
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "  via {}: {}{}\n",
+                p.name,
+                v.join(", "),
+                if p.exit_node {
+                    if v.is_empty() {
+                        "exit node"
+                    } else {
+                        ", exit node"
+                    }
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     if s.peers.is_empty() {
         out.push_str("no peers\n");
         return out;
@@ -492,6 +600,7 @@ mod tests {
     #[test]
     fn table_lists_peers() {
         let s = Status {
+            routes: Default::default(),
             me: Some(SelfStatus {
                 name: "a".into(),
                 overlay_ips: vec!["100.64.0.1".parse().unwrap()],
@@ -504,6 +613,9 @@ mod tests {
                 key_expires_at: Some("2027-06-01T00:00:00Z".into()),
             }),
             peers: vec![PeerStatus {
+                routes: vec![],
+                primary_routes: vec![],
+                exit_node: false,
                 name: "bravo".into(),
                 overlay_ips: vec!["100.64.0.2".parse().unwrap()],
                 public_key: "p".into(),

@@ -13,4 +13,5 @@ pub mod control;
 pub mod daemon;
 pub mod ipc;
 pub mod netcheck;
+pub mod prefs;
 pub mod statedir;

@@ -65,6 +65,9 @@ pub struct Enrollment {
     /// in again (`zmesh up --reauth`).
     #[serde(default)]
     pub expired: bool,
+    /// Routes offered and used (`zmesh up --advertise-routes`, `--exit-node`, ...).
+    #[serde(default)]
+    pub routes: crate::prefs::RoutePrefs,
 }
 
 /// The console's last NAT settings (STUN servers, relays, relay token) as it sent them,
@@ -283,6 +286,7 @@ mod tests {
 
     pub(crate) fn sample_enrollment() -> Enrollment {
         Enrollment {
+            routes: Default::default(),
             console: "https://192.0.2.1:8443".into(),
             pin: Some(CertFingerprint::of_der(b"cert")),
             ca_pem: None,

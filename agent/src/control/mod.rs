@@ -8,6 +8,8 @@
 //! backoff until stopped or revoked. A device whose key expired keeps no peers and asks
 //! again slowly (its user signs in again, or an admin renews the key).
 
+mod apply;
+pub use apply::{apply_map, RouteState};
 pub mod backoff;
 pub mod endpoints;
 pub mod enroll;
@@ -15,6 +17,7 @@ pub mod login;
 pub mod map;
 pub mod nat;
 mod reports;
+pub mod routes;
 pub use reports::Reporter;
 pub mod tls;
 
@@ -37,12 +40,14 @@ use zmesh_shared::wire::{ClientMsg, PeerHealth, ServerMsg, STREAM_PATH};
 use zmesh_shared::PROTOCOL_VERSION;
 
 use self::backoff::Backoff;
-use self::map::{peer_configs, DeltaOutcome, MapState};
+use self::map::{DeltaOutcome, MapState};
 use self::tls::{client_config, Trust};
 use crate::io::DataPlane;
 use crate::statedir::{Enrollment, StateDir};
 
 const HEALTH_EVERY: Duration = Duration::from_secs(30);
+/// How often route carriers are re-chosen by path liveness (failover between routers).
+const ROUTE_CHECK_EVERY: Duration = Duration::from_secs(1);
 const ENDPOINTS_CHECK_EVERY: Duration = Duration::from_secs(10);
 const WS_PING_EVERY: Duration = Duration::from_secs(15);
 /// Denied inbound flows are reported at most this often (and at most
@@ -85,6 +90,8 @@ pub struct Shared {
     key_expiry: Mutex<Option<Option<i64>>>,
     /// The console said the key expired, and no map came since.
     expired: AtomicBool,
+    /// Routes and exit node: preferences, choice, host configuration.
+    routing: Mutex<RouteState>,
 }
 
 impl Shared {
@@ -95,7 +102,59 @@ impl Shared {
             relay: Mutex::new(None),
             key_expiry: Mutex::new(None),
             expired: AtomicBool::new(false),
+            routing: Mutex::new(RouteState::new(routes::RoutePrefs::default())),
         })
+    }
+    /// Sets the route preferences, the underlay addresses to keep off an exit node,
+    /// and the host configuration to drive.
+    pub fn init_routing(
+        &self,
+        prefs: routes::RoutePrefs,
+        keep: Vec<IpAddr>,
+        net: crate::io::netcfg::NetCfg,
+    ) {
+        let mut r = self.routing.lock().unwrap_or_else(|e| e.into_inner());
+        r.prefs = prefs;
+        r.keep = keep;
+        r.net = Some(net);
+    }
+    pub fn route_prefs(&self) -> routes::RoutePrefs {
+        self.routing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prefs
+            .clone()
+    }
+    pub fn set_route_prefs(&self, p: routes::RoutePrefs) {
+        self.routing.lock().unwrap_or_else(|e| e.into_inner()).prefs = p;
+    }
+    pub fn route_selection(&self) -> routes::Selection {
+        self.routing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .selection
+            .clone()
+    }
+    /// Adds underlay addresses an exit node must not swallow (relays, STUN servers).
+    pub fn keep_off_tunnel(&self, addrs: impl IntoIterator<Item = IpAddr>) {
+        let mut r = self.routing.lock().unwrap_or_else(|e| e.into_inner());
+        for a in addrs {
+            if !r.keep.contains(&a) {
+                r.keep.push(a);
+            }
+        }
+    }
+    /// Undoes the host configuration (tunnels going down).
+    pub fn teardown_host(&self) {
+        if let Some(mut n) = self
+            .routing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .net
+            .take()
+        {
+            n.teardown();
+        }
     }
     pub fn key_expiry(&self) -> Option<Option<i64>> {
         *self.key_expiry.lock().unwrap_or_else(|e| e.into_inner())
@@ -147,34 +206,14 @@ pub struct ControlCtx {
     pub nat: watch::Sender<Option<nat::NatSettings>>,
     /// Signs this device's flow reports (numbering them).
     pub reporter: Arc<Mutex<reports::Reporter>>,
+    /// Ticks when `zmesh up` changed the route preferences (in `shared`).
+    pub routes_changed: watch::Receiver<u64>,
 }
 
 enum SessionEnd {
     Stopped,
     Closed,
     Revoked(String),
-}
-
-/// Pushes the map to the data plane (inbound filter first, so a tightened policy is
-/// in force before any new peer is) and publishes it for status. A map without a
-/// `filter` (older console) has an empty one: no new inbound flow is accepted.
-pub async fn apply_map(dp: &DataPlane, shared: &Shared, map: &PeerMap) {
-    if let Err(e) = dp.set_filter(map.filter.clone()).await {
-        tracing::error!(error = %e, "data plane refused the inbound filter");
-    }
-    let peers = peer_configs(map);
-    let n = peers.len();
-    if let Err(e) = dp.set_peers(peers).await {
-        tracing::error!(error = %e, "data plane refused the peer set");
-    } else {
-        tracing::info!(
-            version = map.version,
-            peers = n,
-            filter_rules = map.filter.len(),
-            "peer map applied"
-        );
-    }
-    shared.set_map(map.clone());
 }
 
 /// Runs the control stream until `stop` turns true or the device is revoked.
@@ -364,8 +403,12 @@ async fn session(
         },
     )
     .await?;
+    send(&mut ws, &routes_msg(&ctx.shared)).await?;
+    let mut routes_changed = ctx.routes_changed.clone();
+    routes_changed.mark_unchanged();
 
     let start = tokio::time::Instant::now();
+    let mut route_tick = tokio::time::interval_at(start + ROUTE_CHECK_EVERY, ROUTE_CHECK_EVERY);
     let mut health_tick = tokio::time::interval_at(start + HEALTH_EVERY, HEALTH_EVERY);
     let mut eps_tick =
         tokio::time::interval_at(start + ENDPOINTS_CHECK_EVERY, ENDPOINTS_CHECK_EVERY);
@@ -414,6 +457,17 @@ async fn session(
                 if let Some(end) = on_server_msg(ctx, st, &mut ws, msg).await? {
                     return Ok(end);
                 }
+            }
+            r = routes_changed.changed() => {
+                if r.is_ok() {
+                    send(&mut ws, &routes_msg(&ctx.shared)).await?;
+                    if let Some(m) = st.map() {
+                        apply_map(&ctx.dp, &ctx.shared, m).await;
+                    }
+                }
+            }
+            _ = route_tick.tick() => {
+                apply::reselect(&ctx.dp, &ctx.shared).await;
             }
             _ = health_tick.tick() => {
                 send(&mut ws, &ClientMsg::Health { peers: health(&ctx.dp).await }).await?;
@@ -538,10 +592,25 @@ async fn on_server_msg(
             if let Err(e) = ctx.dp.set_stun_servers(s.stun.clone()) {
                 tracing::warn!(error = %e, "cannot set STUN servers");
             }
+            ctx.shared.keep_off_tunnel(
+                s.stun
+                    .iter()
+                    .map(|a| a.ip())
+                    .chain(s.relays.iter().map(|r| r.addr.ip())),
+            );
             ctx.nat.send_replace(Some(s));
         }
     }
     Ok(None)
+}
+
+/// What this device offers to carry, as the console is told it.
+fn routes_msg(shared: &Shared) -> ClientMsg {
+    let (advertise, exit_node) = shared.route_prefs().advertised();
+    ClientMsg::Routes {
+        advertise,
+        exit_node,
+    }
 }
 
 fn persist(ctx: &ControlCtx, st: &MapState) {

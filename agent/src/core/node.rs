@@ -132,7 +132,11 @@ impl Node {
             pings: HashMap::new(),
             next_tick: None,
             scratch: vec![0u8; 2048],
-            filter: Filter::new(Vec::new()),
+            filter: {
+                let mut f = Filter::new(Vec::new());
+                f.set_own_addrs(vec![IpAddr::V4(own_v4), IpAddr::V6(own_v6)]);
+                f
+            },
             stun: StunState::new(rng.gen()),
             relay: false,
             pings_due: vec![],

@@ -21,8 +21,10 @@ use crate::control::enroll::{enroll, EnrollParams};
 use crate::control::map::MapState;
 use crate::control::tls::Trust;
 use crate::control::{self, ControlCtx, ControlEvent, Shared};
+use crate::io::netcfg::NetCfg;
 use crate::io::{DataPlane, DataPlaneConfig};
 use crate::ipc::{self, NamedRelay, NatInfo, PeerPath, PingResult, Reply, Request, Response};
+use crate::prefs::{check_routes, RouteFlags};
 use crate::statedir::{Enrollment, StateDir, StateError};
 
 /// Tunnels plus the control stream feeding them.
@@ -33,6 +35,8 @@ struct Running {
     task: JoinHandle<()>,
     relay_task: JoinHandle<()>,
     nat: watch::Receiver<Option<crate::control::nat::NatSettings>>,
+    /// Tells the stream task the route preferences changed.
+    routes_tx: watch::Sender<u64>,
 }
 
 pub struct Daemon {
@@ -96,6 +100,7 @@ impl Daemon {
                 ca_pem,
                 fingerprint,
                 reauth,
+                routes,
             } => match if reauth {
                 if enroll_key.is_some() {
                     Err(UpError::ReauthWithKey.into())
@@ -103,7 +108,7 @@ impl Daemon {
                     self.reauth_start().await
                 }
             } else {
-                self.up(console, enroll_key, name, ca_pem, fingerprint)
+                self.up(console, enroll_key, name, ca_pem, fingerprint, routes)
                     .await
             } {
                 Ok(result) => Response::Ok { result },
@@ -132,7 +137,7 @@ impl Daemon {
                 }
             }
             Request::Status => Response::Ok {
-                result: Reply::Status(self.status().await),
+                result: Reply::Status(Box::new(self.status().await)),
             },
             Request::Nat => match self.nat_info().await {
                 Ok(n) => Response::Ok {
@@ -164,6 +169,7 @@ impl Daemon {
         name: Option<String>,
         ca_pem: Option<String>,
         fingerprint: Option<CertFingerprint>,
+        routes: RouteFlags,
     ) -> anyhow::Result<Reply> {
         let mut running = self.running.lock().await;
         let existing = self.state.load_enrollment()?;
@@ -207,8 +213,51 @@ impl Daemon {
                 },
             ),
         };
+        let enr = self.apply_route_flags(enr, &routes, running.as_ref())?;
         let message = self.bring_up(&mut running, enr, note).await?;
         Ok(Reply::Done { message })
+    }
+
+    /// Checks and saves `up`'s route flags; a running stream re-advertises and
+    /// re-applies at once. Bad flags change nothing.
+    fn apply_route_flags(
+        &self,
+        mut enr: Enrollment,
+        flags: &RouteFlags,
+        running: Option<&Running>,
+    ) -> anyhow::Result<Enrollment> {
+        if *flags == RouteFlags::default() {
+            return Ok(enr);
+        }
+        let prefs = enr.routes.merged(flags);
+        check_routes(
+            &prefs.advertise_routes,
+            &[enr.network_v4.into(), enr.network_v6.into()],
+        )?;
+        if let Some(name) = flags.exit_node.as_deref().filter(|n| !n.trim().is_empty()) {
+            let map = running.and_then(|r| r.shared.map()).or_else(|| {
+                self.state
+                    .load_cache(&enr.signing_key)
+                    .ok()
+                    .flatten()
+                    .map(|(_, m)| m)
+            });
+            let map = map.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no peer map yet: bring the device up first, then choose an exit node"
+                )
+            })?;
+            crate::control::routes::find_exit(&map, name.trim())?;
+        }
+        if prefs != enr.routes {
+            enr.routes = prefs.clone();
+            self.state.save_enrollment(&enr)?;
+            if let Some(r) = running {
+                r.shared.set_route_prefs(prefs);
+                r.routes_tx.send_modify(|n| *n += 1);
+            }
+        }
+        Ok(enr)
     }
 
     /// Saves what the console answered an enrollment (by key or by login) as this
@@ -222,6 +271,7 @@ impl Daemon {
     ) -> anyhow::Result<(Enrollment, &'static str)> {
         tracing::info!(device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
         let e = Enrollment {
+            routes: Default::default(),
             console: console.trim().trim_end_matches('/').to_string(),
             pin,
             ca_pem,
@@ -296,6 +346,15 @@ impl Daemon {
         tracing::info!(tun = %self.cfg.tun_name, udp = %dp.local_addr(), "data plane started");
         let mut st = MapState::new(enr.signing_key, enr.device_id);
         let shared = Shared::new(None);
+        let keep: Vec<std::net::IpAddr> = crate::control::nat::console_ip(&enr.console)
+            .await
+            .into_iter()
+            .collect();
+        shared.init_routing(
+            enr.routes.clone(),
+            keep,
+            NetCfg::new(&self.cfg.tun_name, self.state.root()),
+        );
         match self.state.load_cache(&enr.signing_key) {
             Ok(Some((cache, map))) => {
                 tracing::info!(
@@ -312,7 +371,17 @@ impl Daemon {
             }
         }
         let (stop, stop_rx) = watch::channel(false);
-        let (nat_tx, nat_rx) = watch::channel(self.cached_nat(&enr, &dp).await);
+        let cached_nat = self.cached_nat(&enr, &dp).await;
+        if let Some(s) = &cached_nat {
+            shared.keep_off_tunnel(
+                s.stun
+                    .iter()
+                    .map(|a| a.ip())
+                    .chain(s.relays.iter().map(|r| r.addr.ip())),
+            );
+        }
+        let (nat_tx, nat_rx) = watch::channel(cached_nat);
+        let (routes_tx, routes_changed) = watch::channel(0u64);
         let relay_task = tokio::spawn(
             crate::control::nat::RelayTask {
                 enrollment: enr.clone(),
@@ -337,6 +406,7 @@ impl Daemon {
                 enr.device_id,
                 zmesh_shared::time::now_ms(),
             ))),
+            routes_changed,
         };
         let task = tokio::spawn(control::run(ctx, st, stop_rx));
         Ok(Running {
@@ -346,6 +416,7 @@ impl Daemon {
             task,
             relay_task,
             nat: nat_rx,
+            routes_tx,
         })
     }
 
@@ -410,6 +481,7 @@ impl Daemon {
     /// Stops the stream and the relay task and removes the tunnels.
     async fn shutdown(r: Running) {
         let _ = r.stop.send(true);
+        r.shared.teardown_host();
         for task in [r.task, r.relay_task] {
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), task)
@@ -491,6 +563,9 @@ impl Daemon {
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let state = StateDir::new(&cfg.state_dir);
     state.ensure()?;
+    // A daemon that died (crash, kill -9) may have left routing rules, NAT or changed
+    // forwarding settings behind: put the host back before anything else.
+    NetCfg::cleanup_stale(state.root());
     let listener = ipc::bind(&state.socket_path())?;
     tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
     let (events, mut events_rx) = mpsc::unbounded_channel();

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::ipc::{PeerPath, PeerStatus, SelfStatus, Status};
+use crate::ipc::{PeerPath, PeerStatus, RouteStatus, SelfStatus, Status};
 
 use super::Daemon;
 
@@ -33,6 +33,7 @@ impl Daemon {
             return Status {
                 me: None,
                 peers: vec![],
+                routes: Default::default(),
             };
         };
         let state = if enr.revoked {
@@ -45,6 +46,19 @@ impl Daemon {
             "down"
         };
         let map = shared.as_ref().and_then(|s| s.map());
+        let sel = shared
+            .as_ref()
+            .map(|s| s.route_selection())
+            .unwrap_or_default();
+        let prefs = &enr.routes;
+        let routes = RouteStatus {
+            advertised: prefs.advertised().0,
+            exit_node_offered: prefs.advertise_exit_node,
+            exit_node: prefs.exit_node.clone(),
+            exit_node_active: sel.exit.is_some(),
+            exit_node_allow_lan: prefs.exit_node_allow_lan,
+            snat: prefs.snat,
+        };
         let relay = shared.as_ref().and_then(|s| s.relay());
         let me = SelfStatus {
             name: map
@@ -97,6 +111,12 @@ impl Daemon {
                             last_handshake: s.and_then(|s| s.last_handshake).map(rfc3339),
                             rx_bytes: s.map_or(0, |s| s.rx_bytes),
                             tx_bytes: s.map_or(0, |s| s.tx_bytes),
+                            routes: p.routes.clone(),
+                            primary_routes: (sel.routes.iter())
+                                .filter(|(_, d)| **d == p.device_id)
+                                .map(|(n, _)| *n)
+                                .collect(),
+                            exit_node: p.exit_node,
                         }
                     })
                     .collect()
@@ -105,6 +125,7 @@ impl Daemon {
         Status {
             me: Some(me),
             peers,
+            routes,
         }
     }
 }

@@ -114,10 +114,16 @@ pub struct DeniedFlow {
     pub at: Instant,
 }
 
+/// Sorted, disjoint IPv4 and IPv6 address ranges.
+type Ranges = (Vec<(u32, u32)>, Vec<(u128, u128)>);
+
 /// A filter rule with its sources as sorted, disjoint address ranges for binary search.
 struct Compiled {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
+    /// `None`: packets to this device itself. `Some`: forwarded packets (subnet router,
+    /// exit node) to these destination ranges.
+    dst: Option<Ranges>,
     proto: Proto,
     ports: Vec<PortRange>,
     all_ports: bool,
@@ -143,19 +149,11 @@ fn in_ranges<T: Ord + Copy>(r: &[(T, T)], x: T) -> bool {
 
 impl Compiled {
     fn new(f: &FilterRule) -> Self {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for n in &f.src {
-            match n {
-                ipnet::IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
-                ipnet::IpNet::V6(n) => {
-                    v6.push((u128::from(n.network()), u128::from(n.broadcast())))
-                }
-            }
-        }
+        let (v4, v6) = net_ranges(&f.src);
         Compiled {
-            v4: ranges(v4),
-            v6: ranges(v6),
+            v4,
+            v6,
+            dst: (!f.dst.is_empty()).then(|| net_ranges(&f.dst)),
             proto: f.proto,
             all_ports: is_all_ports(&f.ports),
             ports: f.ports.clone(),
@@ -163,7 +161,17 @@ impl Compiled {
         }
     }
 
-    fn accepts(&self, p: &Pkt) -> bool {
+    /// `own`: whether the packet is addressed to this device (else it would be
+    /// forwarded, which only rules with a destination allow).
+    fn accepts(&self, p: &Pkt, own: bool) -> bool {
+        let dst_ok = match (&self.dst, own) {
+            (None, own) => own,
+            (Some(_), true) => false,
+            (Some((v4, v6)), false) => in_net(v4, v6, p.dst),
+        };
+        if !dst_ok {
+            return false;
+        }
         let port_ok = || self.ports.iter().any(|r| r.contains(p.dport));
         let proto_ok = match (self.proto, p.proto) {
             (Proto::Any, TCP | UDP) => port_ok(),
@@ -172,11 +180,26 @@ impl Compiled {
             (Proto::Icmp, ICMP4 | ICMP6) => true,
             _ => false,
         };
-        proto_ok
-            && match p.src {
-                IpAddr::V4(a) => in_ranges(&self.v4, u32::from(a)),
-                IpAddr::V6(a) => in_ranges(&self.v6, u128::from(a)),
-            }
+        proto_ok && in_net(&self.v4, &self.v6, p.src)
+    }
+}
+
+fn net_ranges(nets: &[ipnet::IpNet]) -> Ranges {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for n in nets {
+        match n {
+            ipnet::IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+            ipnet::IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+        }
+    }
+    (ranges(v4), ranges(v6))
+}
+
+fn in_net(v4: &[(u32, u32)], v6: &[(u128, u128)], a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => in_ranges(v4, u32::from(a)),
+        IpAddr::V6(a) => in_ranges(v6, u128::from(a)),
     }
 }
 
@@ -184,6 +207,11 @@ const FRAGMENT_TTL: Duration = Duration::from_secs(30);
 
 pub struct Filter {
     rules: Vec<Compiled>,
+    /// This device's addresses: rules without a destination accept packets to these
+    /// only, so a host that forwards (a router, a container host) never forwards what
+    /// a rule meant for the device itself. `None` (tests of the rules alone): every
+    /// destination counts as the device's own.
+    own: Option<Vec<IpAddr>>,
     ct: ConnTrack,
     cfg: FilterConfig,
     counters: Counters,
@@ -201,6 +229,7 @@ impl Filter {
     pub fn with_config(rules: Vec<FilterRule>, cfg: FilterConfig) -> Self {
         Filter {
             rules: rules.iter().map(Compiled::new).collect(),
+            own: None,
             ct: ConnTrack::with_reporting(
                 cfg.max_flows,
                 cfg.timeouts.clone(),
@@ -219,6 +248,11 @@ impl Filter {
     /// cut connections this device opened.
     pub fn set_rules(&mut self, rules: Vec<FilterRule>) {
         self.rules = rules.iter().map(Compiled::new).collect();
+    }
+
+    /// Sets this device's own addresses (see the `own` field).
+    pub fn set_own_addrs(&mut self, own: Vec<IpAddr>) {
+        self.own = Some(own);
     }
 
     /// Records a packet read from the TUN that is about to be sent to a peer.
@@ -267,7 +301,8 @@ impl Filter {
         }
         // Later fragments are not accounted: they carry no ports to find their flow by.
         let rules = &self.rules;
-        let find = |p: &Pkt| rules.iter().find(|r| r.accepts(p)).map(|r| r.rule);
+        let own = self.own.as_ref().is_none_or(|o| o.contains(&p.dst));
+        let find = |p: &Pkt| rules.iter().find(|r| r.accepts(p, own)).map(|r| r.rule);
         let v = match self.ct.inbound(p, pkt.len(), now, find) {
             Inbound::Reply => Some(Verdict::Reply),
             Inbound::Rule(r) => Some(Verdict::Rule(r)),

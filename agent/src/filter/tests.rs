@@ -396,3 +396,38 @@ fn malformed_packets_are_dropped() {
     );
     assert_eq!(f.counters().dropped_malformed, good.len() as u64 + 3);
 }
+
+/// A subnet router: rules meant for the device itself never let a packet through to
+/// another address, and forwarding rules only to their destination prefixes.
+#[test]
+fn forwarding_needs_a_rule_with_that_destination() {
+    let mut r = rules();
+    r.push(FilterRule {
+        dst: vec!["10.1.0.0/24".parse().unwrap()],
+        src: vec!["100.64.0.2/32".parse().unwrap()],
+        proto: Proto::Tcp,
+        ports: vec![PortRange::one(80)],
+        rule: 7,
+    });
+    let mut f = Filter::new(r);
+    f.set_own_addrs(vec![a(ME), a("fd00::1")]);
+    let t = Instant::now();
+    let to = |dst: &str, dport| ip(a(PEER), a(dst), TCP, &tcp(40000, dport, SYN));
+    assert_eq!(f.inbound(&to(ME, 22), t), Verdict::Rule(0));
+    assert_eq!(f.inbound(&to("10.1.0.5", 80), t), Verdict::Rule(7));
+    assert_eq!(
+        f.inbound(&to("10.1.0.5", 22), t),
+        Verdict::Drop(DropReason::NoRule),
+        "rule 0 allows port 22 to the router itself, not beyond it"
+    );
+    assert_eq!(
+        f.inbound(&to("10.2.0.5", 80), t),
+        Verdict::Drop(DropReason::NoRule),
+        "outside the forwarding rule's prefix"
+    );
+    assert_eq!(
+        f.inbound(&to(ME, 80), t),
+        Verdict::Drop(DropReason::NoRule),
+        "a forwarding rule does not open the router itself"
+    );
+}

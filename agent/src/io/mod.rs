@@ -8,6 +8,7 @@
 //! it through a channel plus an eventfd that wakes its `poll`.
 
 mod coalesce;
+pub mod netcfg;
 mod offload;
 pub mod relay;
 mod tun;

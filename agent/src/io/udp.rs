@@ -74,6 +74,18 @@ impl Udp {
         if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCK_BUF as _).is_err() {
             let _ = sock.set_recv_buffer_size(SOCK_BUF);
         }
+        // Marked, so that with an exit node in use the tunnel's own packets keep taking
+        // the underlay (policy routing sends marked traffic to the main table).
+        if setsockopt_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            super::netcfg::FWMARK as _,
+        )
+        .is_err()
+        {
+            tracing::debug!("cannot mark the UDP socket (no CAP_NET_ADMIN); exit nodes need it");
+        }
         let gro = setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok();
         let local = sock.local_addr()?.as_socket().context("local address")?;
         tracing::debug!(%local, gro, "UDP socket bound");

@@ -42,6 +42,9 @@ pub enum Request {
         /// and addresses and uses a new key pair.
         #[serde(default)]
         reauth: bool,
+        /// Route and exit-node flags; unset ones keep the device's preferences.
+        #[serde(default)]
+        routes: crate::prefs::RouteFlags,
     },
     /// Waits for the user to sign in to the login the last `up` started, then
     /// finishes like an `up` with a key (the answer is [`Reply::Done`]).
@@ -78,7 +81,7 @@ pub enum Reply {
         expires_at_ms: i64,
         wait_ms: u64,
     },
-    Status(Status),
+    Status(Box<Status>),
     Pong(PingResult),
     Nat(NatInfo),
 }
@@ -101,6 +104,23 @@ pub struct Status {
     #[serde(rename = "self")]
     pub me: Option<SelfStatus>,
     pub peers: Vec<PeerStatus>,
+    /// Routes this device offers and the exit node it uses.
+    #[serde(default)]
+    pub routes: RouteStatus,
+}
+
+/// `zmesh status`'s view of routes: what this device advertises (approval is the
+/// console's: `zmesh-console routes list`) and the exit node in use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub advertised: Vec<ipnet::IpNet>,
+    pub exit_node_offered: bool,
+    /// The exit node chosen with `--exit-node`.
+    pub exit_node: Option<String>,
+    /// Whether traffic goes through it now (it is offered to this device).
+    pub exit_node_active: bool,
+    pub exit_node_allow_lan: bool,
+    pub snat: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +194,15 @@ pub struct PeerStatus {
     pub last_handshake: Option<String>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Subnets this device may reach through the peer (an approved router).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<ipnet::IpNet>,
+    /// Of those, the ones this device sends through it now (one router per prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_routes: Vec<ipnet::IpNet>,
+    /// The peer is an exit node this device may use.
+    #[serde(default)]
+    pub exit_node: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,6 +378,7 @@ mod tests {
         assert_eq!(v["kind"], "login");
         assert_eq!(v["login_url"], "https://c/ui/login/X");
         let up = Request::Up {
+            routes: Default::default(),
             console: Some("https://x".into()),
             enroll_key: Some(Secret::from_string("zmek1.topsecretvalue1234".into())),
             name: None,
@@ -366,6 +396,7 @@ mod tests {
     #[test]
     fn status_json_shape() {
         let s = Status {
+            routes: Default::default(),
             me: Some(SelfStatus {
                 name: "a".into(),
                 overlay_ips: vec!["100.64.0.1".parse().unwrap()],
