@@ -16,13 +16,13 @@
 
 #[path = "support/agent_ns.rs"]
 mod agent_ns;
+#[path = "support/web_console.rs"]
+mod web_console;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -54,45 +54,10 @@ impl Drop for Console {
     }
 }
 
-/// Starts `zmesh-console serve` on a free port of every address (the agent reaches it
-/// over the veth pair, the browser over loopback; no STUN responder, so parallel tests
-/// don't clash on UDP 3478) and reads the one-time setup link it prints.
+/// The console on a free port of every address: the agent reaches it over the veth
+/// pair, the browser over loopback.
 fn start_console(data: &Path) -> Console {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "0.0.0.0:0", "--no-stun", "--data-dir"])
-        .arg(data)
-        .env_remove("ZMESH_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .env("ZMESH_LOG", "info,zmesh_console=debug,tower_http=debug")
-        .stderr(std::fs::File::create(data.join("console.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Killer(child);
-    let (tx, rx) = mpsc::channel();
-    // keeps draining stdout so the console never blocks on a full pipe
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let setup_link = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("console printed no setup link within 60 s");
-        if let Some(i) = line.find("https://") {
-            if line.contains("/ui/setup/") {
-                let link: String = line[i..].split_whitespace().next().unwrap().to_string();
-                break link;
-            }
-        }
-    };
-    let url = std::fs::read_to_string(data.join("console.url"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (proc, url, setup_link) = web_console::start_console_on(data, "0.0.0.0:0");
     Console {
         _proc: proc,
         url,

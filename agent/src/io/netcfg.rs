@@ -70,7 +70,8 @@ pub struct NetCfg {
     have: Wanted,
 }
 
-fn run(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
+/// Runs `cmd args`; its stderr is the error on failure.
+pub(super) fn run(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -112,17 +113,7 @@ impl NetCfg {
     /// Removes whatever a previous daemon left (it may have crashed): our rules, our
     /// table, our NAT, and puts saved forwarding settings back. Idempotent.
     pub fn cleanup_stale(state_dir: &Path) {
-        for f in ["-4", "-6"] {
-            for p in PRIOS {
-                // Bounded: each call removes one rule; we never add more than a few.
-                for _ in 0..32 {
-                    if run("ip", &[f, "rule", "del", "priority", &p.to_string()]).is_err() {
-                        break;
-                    }
-                }
-            }
-            let _ = run("ip", &[f, "route", "flush", "table", &TABLE.to_string()]);
-        }
+        remove_policy_routing();
         let _ = run("nft", &["delete", "table", "inet", NFT_TABLE]);
         restore_forwarding(&state_dir.join(SAVED_FILE));
     }
@@ -281,16 +272,7 @@ impl NetCfg {
         if self.have.exit.take().is_none() {
             return;
         }
-        for f in ["-4", "-6"] {
-            for p in PRIOS {
-                for _ in 0..32 {
-                    if run("ip", &[f, "rule", "del", "priority", &p.to_string()]).is_err() {
-                        break;
-                    }
-                }
-            }
-            let _ = run("ip", &[f, "route", "flush", "table", &TABLE.to_string()]);
-        }
+        remove_policy_routing();
         tracing::info!("exit node no longer used: routing as before");
     }
 
@@ -338,6 +320,21 @@ impl NetCfg {
         if self.have.router.is_some() {
             let _ = self.set_router(None);
         }
+    }
+}
+
+/// Removes every rule at our priorities and empties our table (both families).
+fn remove_policy_routing() {
+    for f in ["-4", "-6"] {
+        for p in PRIOS {
+            // Bounded: each call removes one rule; we never add more than a few.
+            for _ in 0..32 {
+                if run("ip", &[f, "rule", "del", "priority", &p.to_string()]).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = run("ip", &[f, "route", "flush", "table", &TABLE.to_string()]);
     }
 }
 

@@ -22,24 +22,26 @@ pub const ADMIN_PW: &str = "correct horse battery staple";
 /// Starts `zmesh-console serve` on a free loopback port; returns the process, its URL
 /// and the one-time setup link it prints.
 pub fn start_console(data: &Path) -> (Killer, String, String) {
+    start_console_on(data, "127.0.0.1:0")
+}
+
+/// [`start_console`] listening on `listen` (a free port of every address, for tests
+/// whose agents reach the console over a veth pair). No STUN responder, so parallel
+/// tests do not clash on UDP 3478. The console's log goes to `DATA/console.log`.
+pub fn start_console_on(data: &Path, listen: &str) -> (Killer, String, String) {
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-stun",
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", listen, "--no-stun", "--data-dir"])
         .arg(data)
         .env_remove("ZMESH_DATABASE_URL")
         .stdout(Stdio::piped())
-        .env("ZMESH_LOG", "info")
+        .env("ZMESH_LOG", "info,zmesh_console=debug")
         .stderr(std::fs::File::create(data.join("console.log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let proc = Killer(child);
     let (tx, rx) = mpsc::channel();
+    // keeps draining stdout so the console never blocks on a full pipe
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
