@@ -22,7 +22,7 @@ use zmesh_shared::policy::{Compiled, DevicePolicy};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
 
-use super::peermap::{is_live, to_peer};
+use super::peermap::{is_live, to_peer, with_routes};
 use crate::store::{DeviceRow, NetworkSnapshot};
 
 /// Class diffs kept per view before the cache is cleared (bounds its memory when a
@@ -147,7 +147,11 @@ impl NetworkView {
                 // dp.peers() is sorted, so the map is in canonical order
                 Some(dp) => (
                     dp.peers()
-                        .filter_map(|p| self.peers.get(&p).map(|e| (**e).clone()))
+                        .filter_map(|p| {
+                            self.peers
+                                .get(&p)
+                                .map(|e| with_routes((**e).clone(), &dp.routes))
+                        })
                         .collect(),
                     dp.filter.to_vec(),
                 ),
@@ -219,6 +223,7 @@ impl NetworkView {
                 )
             }
         };
+        let upsert = self.route_upserts(dp_o, dp_n, upsert, &remove);
         let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
         let policy_version = (pv_o != pv_n).then_some(pv_n);
         if me.is_none()
@@ -241,6 +246,54 @@ impl NetworkView {
             filter,
             policy_version,
         })
+    }
+
+    /// Decorates the peers of a delta with the device's route grants, and adds the
+    /// peers whose grants alone changed (a route approved or withdrawn changes no
+    /// shared peer entry, so the class diff cannot see it).
+    fn route_upserts(
+        &self,
+        dp_o: &DevicePolicy,
+        dp_n: &DevicePolicy,
+        upsert: Vec<Peer>,
+        remove: &[DeviceId],
+    ) -> Vec<Peer> {
+        let mut upsert: Vec<Peer> = upsert
+            .into_iter()
+            .map(|p| with_routes(p, &dp_n.routes))
+            .collect();
+        if Arc::ptr_eq(&dp_o.routes, &dp_n.routes) || dp_o.routes == dp_n.routes {
+            return upsert;
+        }
+        let mut vias: Vec<DeviceId> = dp_o
+            .routes
+            .iter()
+            .chain(dp_n.routes.iter())
+            .map(|g| g.via)
+            .collect();
+        vias.sort();
+        vias.dedup();
+        let before = upsert.len();
+        for via in vias {
+            if remove.contains(&via)
+                || upsert[..before].iter().any(|p| p.device_id == via)
+                || !dp_n.has_peer(&via)
+            {
+                continue;
+            }
+            let Some(entry) = self.peers.get(&via) else {
+                continue;
+            };
+            let n = with_routes((**entry).clone(), &dp_n.routes);
+            let o = with_routes((**entry).clone(), &dp_o.routes);
+            if n.routes != o.routes || n.exit_node != o.exit_node {
+                upsert.push(n);
+            }
+        }
+        if upsert.len() > before {
+            upsert.sort_by_key(|p| p.device_id);
+        }
+        upsert
     }
 
     /// Pending, approved, revoked, expired: small maps or none, so both are built and
