@@ -42,7 +42,12 @@ impl Agent {
     }
 
     /// Applies deltas until `pred` holds on the map or `d` passes; whether it held.
-    async fn until(&mut self, key: &SigningPublicKey, d: Duration, pred: impl Fn(&PeerMap) -> bool) -> bool {
+    async fn until(
+        &mut self,
+        key: &SigningPublicKey,
+        d: Duration,
+        pred: impl Fn(&PeerMap) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             if pred(&self.map) {
@@ -50,8 +55,12 @@ impl Agent {
             }
             let m = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return false,
-                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ServerMsg>(t.as_str()).unwrap(),
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => panic!("stream ended"),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    serde_json::from_str::<ServerMsg>(t.as_str()).unwrap()
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    panic!("stream ended")
+                }
                 Ok(Some(Ok(_))) => continue,
             };
             match m {
@@ -80,7 +89,9 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
             let m = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ServerMsg>(t.as_str()).unwrap(),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    serde_json::from_str::<ServerMsg>(t.as_str()).unwrap()
+                }
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 _ => return false,
             };
@@ -130,7 +141,10 @@ async fn approval(c: &Console, what: &str, device: &str, prefix: &str) -> (u16, 
         )
         .await
         .unwrap();
-    (st.as_u16(), serde_json::from_str(&body).unwrap_or(Value::Null))
+    (
+        st.as_u16(),
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+    )
 }
 
 async fn list(c: &Console) -> Vec<Value> {
@@ -185,13 +199,18 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
         unreachable!()
     };
     let router_id = router.id;
-    assert!(laptop.map.peer(&router_id).is_none(), "no rule links laptop and router yet");
+    assert!(
+        laptop.map.peer(&router_id).is_none(),
+        "no rule links laptop and router yet"
+    );
 
     // advertised, not approved: stored, listed, carries nothing
     router.advertise(&["10.1.0.0/24"], false).await;
     assert!(
         !laptop
-            .until(&key, Duration::from_millis(500), |m| m.peer(&router_id).is_some())
+            .until(&key, Duration::from_millis(500), |m| m
+                .peer(&router_id)
+                .is_some())
             .await,
         "an unapproved route reaches nobody"
     );
@@ -216,7 +235,11 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
         "laptop's map: {:?}",
         laptop.map.peer(&router_id)
     );
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let laptop_v4 = laptop.map.me.overlay_v4;
     assert!(
         router
@@ -231,11 +254,19 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
     use zmesh_shared::policy::Proto;
     let fwd = |m: &PeerMap, port| {
         m.filter.iter().any(|r| {
-            r.accepts_forward(laptop_v4.into(), "10.1.0.9".parse().unwrap(), Proto::Tcp, port)
+            r.accepts_forward(
+                laptop_v4.into(),
+                "10.1.0.9".parse().unwrap(),
+                Proto::Tcp,
+                port,
+            )
         })
     };
     assert!(fwd(&router.map, 80) && !fwd(&router.map, 22));
-    assert!(router.map.peer(&laptop.id).is_some(), "the router knows its client");
+    assert!(
+        router.map.peer(&laptop.id).is_some(),
+        "the router knows its client"
+    );
     // `other` may reach every device, the router included, but not its LAN
     other.settle(&key, Duration::from_millis(300)).await;
     assert_eq!(routes_via(&other.map, router_id), Some((vec![], false)));
@@ -243,23 +274,41 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
     // refusals: nothing stored, the stream goes on
     router.advertise(&["100.64.7.0/24"], false).await;
     router.advertise(&["0.0.0.0/0"], false).await;
-    assert!(router.alive(&key).await, "a refused advertisement does not end the stream");
+    assert!(
+        router.alive(&key).await,
+        "a refused advertisement does not end the stream"
+    );
     let l = list(&c).await;
-    assert_eq!(l.len(), 1, "nothing of a refused advertisement is stored: {l:?}");
+    assert_eq!(
+        l.len(),
+        1,
+        "nothing of a refused advertisement is stored: {l:?}"
+    );
     assert_eq!(l[0]["approved"], true);
     let events = c
         .admin
         .get_text("/api/v1/audit/events?action=route.refused")
         .await
         .unwrap();
-    assert!(events.contains("overlaps the mesh's overlay range"), "{events}");
+    assert!(
+        events.contains("overlaps the mesh's overlay range"),
+        "{events}"
+    );
     assert!(events.contains("only with exit_node"), "{events}");
 
     // admin errors: a prefix the router does not advertise, an unknown device, junk
     let (st, v) = approval(&c, "approve", "router", "10.9.0.0/24").await;
-    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("prefix")), "{v}");
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (422, Some("prefix")),
+        "{v}"
+    );
     let (st, v) = approval(&c, "approve", "router", "banana").await;
-    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("prefix")), "{v}");
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (422, Some("prefix")),
+        "{v}"
+    );
     let (st, _) = approval(&c, "approve", "nobody", "10.1.0.0/24").await;
     assert_eq!(st, 404);
     let (st, _) = c
@@ -281,13 +330,18 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
     assert_eq!(st, 200, "{v}");
     assert!(
         laptop
-            .until(&key, Duration::from_secs(1), |m| m.peer(&router_id).is_none())
+            .until(&key, Duration::from_secs(1), |m| m
+                .peer(&router_id)
+                .is_none())
             .await,
         "unapproved: the laptop loses the router"
     );
     assert!(
         router
-            .until(&key, Duration::from_secs(1), |m| m.filter.iter().all(|r| r.dst.is_empty()))
+            .until(&key, Duration::from_secs(1), |m| m
+                .filter
+                .iter()
+                .all(|r| r.dst.is_empty()))
             .await
     );
     let events = c
@@ -295,7 +349,10 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
         .get_text("/api/v1/audit/events?action=route.")
         .await
         .unwrap();
-    assert!(events.contains("route.approve") && events.contains("route.unapprove"), "{events}");
+    assert!(
+        events.contains("route.approve") && events.contains("route.unapprove"),
+        "{events}"
+    );
 
     // auto_approvers: approved as advertised, by the policy
     put_policy(&c, AUTO).await;
@@ -313,7 +370,12 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
     let l = list(&c).await;
     let by: Vec<(String, Value)> = l
         .iter()
-        .map(|r| (r["prefix"].as_str().unwrap().to_string(), r["approved_by"].clone()))
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().to_string(),
+                r["approved_by"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         by,
@@ -348,11 +410,20 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
     let l = list(&c).await;
     let exits: Vec<&Value> = l.iter().filter(|r| r["exit_node"] == true).collect();
     assert_eq!(exits.len(), 2, "{l:?}");
-    assert!(exits.iter().all(|r| r["device_name"] == "exit" && r["approved"] == true));
+    assert!(exits
+        .iter()
+        .all(|r| r["device_name"] == "exit" && r["approved"] == true));
 
     // a default route is refused without exit_node even from an approved exit node,
     // and the stored offer stays
     exit.advertise(&["::/0"], false).await;
     assert!(exit.alive(&key).await);
-    assert_eq!(list(&c).await.iter().filter(|r| r["exit_node"] == true).count(), 2);
+    assert_eq!(
+        list(&c)
+            .await
+            .iter()
+            .filter(|r| r["exit_node"] == true)
+            .count(),
+        2
+    );
 }

@@ -527,6 +527,12 @@ pub(crate) mod tests {
                     .insert("user:alice".into(), vec!["group:eng".into()]);
                 s
             }),
+            ("approved routes", {
+                let mut s = with(&|_| {});
+                s.routes
+                    .insert(devices[0].id, vec!["10.1.0.0/24".parse().unwrap()]);
+                s
+            }),
             ("policy", {
                 let mut s = snapshot(devices.clone());
                 s.policy.version = 7;

@@ -413,6 +413,13 @@ mod tests {
 
     const T0: i64 = 1_000_000;
 
+    /// tag:web may use routes inside 10.0.0.0/8 and exit nodes; tag:db reaches every
+    /// device (`*`), which opens no route.
+    const ROUTES: &str = r#"{ "version": 1, "tag_owners": { "tag:web": [], "tag:db": [] },
+        "rules": [ { "src": ["tag:web"], "dst": ["10.0.0.0/8:80"], "proto": "tcp" },
+                   { "src": ["tag:web"], "dst": ["autogroup:internet:*"] },
+                   { "src": ["tag:db"], "dst": ["*:*"] } ] }"#;
+
     /// Builds the next view the way the snapshot cache does.
     fn next_view(prev: Option<&NetworkView>, snap: NetworkSnapshot, at: i64) -> NetworkView {
         let snap = Arc::new(snap);
@@ -452,9 +459,10 @@ mod tests {
     /// independent reference (`map_for`), and a device that must go is told so.
     #[test]
     fn steps_reach_the_rebuilt_maps() {
-        // views with the quick path, deltas with upserts, removals, filters, self info
-        let mut seen = [0usize; 5];
-        for seed in [1u64, 7, 42, 1234] {
+        // views with the quick path, deltas with upserts, removals, filters, self info,
+        // peers with routes
+        let mut seen = [0usize; 6];
+        for seed in [1u64, 7, 5, 1234] {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
             let tags = ["web", "db", "other"];
             let mut devices: Vec<DeviceRow> = (1..=10u8)
@@ -481,7 +489,7 @@ mod tests {
                 at += 1 + rng.next(3) as i64;
                 let n = s.devices.len();
                 let i = rng.next(n);
-                let what = rng.next(11);
+                let what = rng.next(12);
                 match what {
                     0..=2 => {
                         s.devices[i].endpoints =
@@ -513,9 +521,25 @@ mod tests {
                         s.policy.version += 1;
                         s.policy.text = if s.policy.text == WEB_DB {
                             crate::domain::policy::DEFAULT_POLICY.into()
-                        } else {
+                        } else if s.policy.text == ROUTES {
                             WEB_DB.into()
+                        } else {
+                            ROUTES.into()
                         };
+                    }
+                    // a route approved or withdrawn: only grants and filters move
+                    11 => {
+                        let id = s.devices[i].id;
+                        let offer: Vec<ipnet::IpNet> = match rng.next(3) {
+                            0 => vec![format!("10.{i}.0.0/24").parse().unwrap()],
+                            1 => vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                            _ => vec![],
+                        };
+                        if offer.is_empty() {
+                            s.routes.remove(&id);
+                        } else {
+                            s.routes.insert(id, offer);
+                        }
                     }
                     _ => {
                         s.devices[i].key_expires_at_ms = match rng.next(3) {
@@ -544,6 +568,9 @@ mod tests {
                             seen[2] += usize::from(!d.remove.is_empty());
                             seen[3] += usize::from(d.filter.is_some());
                             seen[4] += usize::from(d.me.is_some());
+                            seen[5] += usize::from(
+                                d.upsert.iter().any(|p| !p.routes.is_empty() || p.exit_node),
+                            );
                             map.apply(&d)
                                 .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"))
                         }
