@@ -104,6 +104,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("GET", "/ui/devices", Page),
         ("GET", "/ui/devices/{id}", Page),
         ("GET", "/ui/keys", Page),
+        ("GET", "/ui/routes", Page),
         ("GET", "/ui/policy", Page),
         ("GET", "/ui/audit", Page),
         ("GET", "/ui/access", Page),
