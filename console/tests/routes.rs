@@ -106,6 +106,20 @@ impl Agent {
     }
 }
 
+/// Runs the admin CLI of the console binary against `c` (certificate pinned from the
+/// console's data dir).
+fn cli(c: &Console, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zmesh-console"))
+        .arg("--data-dir")
+        .arg(c._dir.path())
+        .arg("--console")
+        .arg(format!("https://127.0.0.1:{}", c.addr.port()))
+        .args(args)
+        .env("ZMESH_TOKEN", &c.admin_token)
+        .output()
+        .unwrap()
+}
+
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
@@ -392,6 +406,31 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
         .await
         .unwrap();
     assert!(events.contains("10.2.0.0/24"), "{events}");
+
+    // the admin CLI: list, approve, a refusal naming its reason
+    let l = cli(&c, &["routes", "list"]);
+    assert!(l.status.success(), "{l:?}");
+    let out = String::from_utf8_lossy(&l.stdout);
+    assert!(out.starts_with("DEVICE"), "{out}");
+    assert!(
+        out.contains("10.2.0.0/24") && out.contains("yes (policy)"),
+        "{out}"
+    );
+    let a = cli(&c, &["routes", "approve", "router", "192.168.7.0/24"]);
+    assert!(a.status.success(), "{a:?}");
+    assert!(
+        String::from_utf8_lossy(&a.stdout)
+            .contains("192.168.7.0/24 via router approved by admin:root"),
+        "{a:?}"
+    );
+    let a = cli(&c, &["routes", "approve", "router", "10.99.0.0/24"]);
+    assert!(!a.status.success());
+    assert!(
+        String::from_utf8_lossy(&a.stderr).contains("does not advertise"),
+        "{a:?}"
+    );
+    let a = cli(&c, &["routes", "unapprove", "router", "192.168.7.0/24"]);
+    assert!(a.status.success(), "{a:?}");
 
     // exit node: both defaults, approved by `exit_node`, seen as `exit_node` only by
     // the device whose rule names autogroup:internet
