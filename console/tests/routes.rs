@@ -120,6 +120,18 @@ fn cli(c: &Console, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The route list once `pred` holds (the stream handles messages in the background).
+async fn list_when(c: &Console, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let l = list(c).await;
+        if pred(&l) || Instant::now() > deadline {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
@@ -228,7 +240,7 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
             .await,
         "an unapproved route reaches nobody"
     );
-    let l = list(&c).await;
+    let l = list_when(&c, |l| l.len() == 1).await;
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0]["device_name"], "router");
     assert_eq!(l[0]["prefix"], "10.1.0.0/24");
@@ -368,20 +380,21 @@ async fn routes_need_approval_and_a_rule_and_reach_maps() {
         "{events}"
     );
 
-    // auto_approvers: approved as advertised, by the policy
+    // auto_approvers: a policy that names the router approves its waiting route at once
     put_policy(&c, AUTO).await;
+    assert!(
+        laptop
+            .until(&key, Duration::from_secs(1), |m| routes_via(m, router_id)
+                == Some((vec![net("10.1.0.0/24")], false)))
+            .await,
+        "approved by the new policy's auto_approvers: {:?}",
+        laptop.map.peer(&router_id)
+    );
+    // and what the router advertises from now on, as it arrives
     router
         .advertise(&["10.1.0.0/24", "10.2.0.0/24", "192.168.7.0/24"], false)
         .await;
-    assert!(
-        laptop
-            .until(&key, Duration::from_secs(2), |m| routes_via(m, router_id)
-                == Some((vec![net("10.1.0.0/24")], false)))
-            .await,
-        "auto-approved route: {:?}",
-        laptop.map.peer(&router_id)
-    );
-    let l = list(&c).await;
+    let l = list_when(&c, |l| l.len() == 3).await;
     let by: Vec<(String, Value)> = l
         .iter()
         .map(|r| {

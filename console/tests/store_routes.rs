@@ -183,6 +183,30 @@ async fn routes(s: &Store) {
     assert_eq!(events(s, "route.unapprove").await.len(), 1);
     assert_eq!(revision(s).await, rev0 + 4);
 
+    // approvals by the policy after the fact: only what still waits
+    let done = s
+        .approve_routes_by_policy(
+            net.id,
+            &[
+                (r, "10.2.0.0/24".parse().unwrap()),
+                (r, "10.9.0.0/24".parse().unwrap()),
+            ],
+            NOW + 6,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, vec![(r, "10.2.0.0/24".parse().unwrap())]);
+    assert_eq!(revision(s).await, rev0 + 5);
+    assert_eq!(approved(s, r).await, nets(&["10.2.0.0/24"]));
+    let again = s
+        .approve_routes_by_policy(net.id, &[(r, "10.2.0.0/24".parse().unwrap())], NOW + 7)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(revision(s).await, rev0 + 5);
+    let ev = events(s, "route.approve").await;
+    assert_eq!(ev.last().unwrap().actor, POLICY_ACTOR);
+
     // the device goes, its routes with it
     admin
         .set_route_approval(r, "0.0.0.0/0".parse().unwrap(), true, NOW + 6)

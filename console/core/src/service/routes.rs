@@ -100,6 +100,54 @@ pub async fn advertise(
     Ok(AdvertiseOutcome::Stored(out))
 }
 
+/// Approves the waiting routes the policy's `auto_approvers` now cover: called after a
+/// policy is saved and after a device is approved, since an advertisement is otherwise
+/// judged only when it arrives. Failures are logged: the change that called this is
+/// already committed, and the next advertisement tries again.
+pub async fn apply_auto_approvers(core: &Core, network: NetworkId) {
+    if let Err(e) = try_auto_approvers(core, network).await {
+        tracing::error!(error = %e, %network, "could not apply the policy's auto_approvers");
+    }
+}
+
+async fn try_auto_approvers(core: &Core, network: NetworkId) -> Result<(), ServiceError> {
+    let waiting: Vec<RouteRow> = core
+        .store
+        .list_routes(network)
+        .await?
+        .into_iter()
+        .filter(|r| r.approved_at_ms.is_none())
+        .collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let snap = core.store.network_snapshot(network).await?;
+    let Ok(p) = Policy::parse(&snap.policy.text) else {
+        return Ok(());
+    };
+    if p.auto_approvers.routes.is_empty() && p.auto_approvers.exit_node.is_empty() {
+        return Ok(());
+    }
+    let inv = snapshot_inventory(&snap);
+    let todo: Vec<(DeviceId, IpNet)> = waiting
+        .iter()
+        .filter(|r| route_auto_approved(&p, &inv, &r.device_id, &r.prefix))
+        .map(|r| (r.device_id, r.prefix))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let done = core
+        .store
+        .approve_routes_by_policy(network, &todo, now_ms())
+        .await?;
+    if !done.is_empty() {
+        tracing::info!(%network, routes = done.len(), "routes approved by auto_approvers");
+        core.publish_network(network).await;
+    }
+    Ok(())
+}
+
 /// Every advertised route of the network with its approval and its device's presence.
 pub async fn list(
     core: &Core,

@@ -270,6 +270,48 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Approves, with actor [`POLICY_ACTOR`], those of `routes` still advertised and not
+    /// yet approved (the policy's `auto_approvers` changed, or a device they name became
+    /// active): one `route.approve` event each, one revision bump if any. Returns them.
+    pub async fn approve_routes_by_policy(
+        &self,
+        net: NetworkId,
+        routes: &[(DeviceId, IpNet)],
+        now_ms: i64,
+    ) -> Result<Vec<(DeviceId, IpNet)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut done = Vec::new();
+        for (d, p) in routes {
+            let r = sqlx::query(
+                "UPDATE device_routes SET approved_at_ms = $3, approved_by = $4 \
+                 WHERE device_id = $1 AND prefix = $2 AND approved_at_ms IS NULL",
+            )
+            .bind(d.to_string())
+            .bind(p.to_string())
+            .bind(now_ms)
+            .bind(POLICY_ACTOR)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() > 0 {
+                done.push((*d, *p));
+            }
+        }
+        if done.is_empty() {
+            return Ok(done);
+        }
+        bump_revision(&mut tx, net).await?;
+        let policy = AuditCtx::new(POLICY_ACTOR, None);
+        for (d, p) in &done {
+            let c = Change::new("route.approve", format!("device:{d}"))
+                .after(&serde_json::json!({ "prefix": p, "approved_by": POLICY_ACTOR }));
+            append(&mut tx, &policy, c).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
 /// Sets (`Some((when, by))`) or clears the approval of one row.
 async fn set_approval(
     tx: &mut Transaction<'static, Any>,

@@ -84,8 +84,8 @@ pub async fn routes(
         ""
     };
     let body = format!(
-        r#"<p class="muted">A route carries traffic only once approved (here, with
-<code>zmesh-console routes approve</code>, or by the policy's <code>auto_approvers</code>), and
+        r#"<p class="muted">A route carries traffic only once approved (by an admin, here or with
+<code>zmesh-console routes approve</code>; or by the policy's <code>auto_approvers</code>), and
 then only for the sources a policy rule gives its prefix (or <code>autogroup:internet</code> for
 exit nodes); <code>*</code> opens no route.</p>
 <table id="routes" class="sortable"><thead><tr><th>Device</th><th>Prefix</th><th>Kind</th>
