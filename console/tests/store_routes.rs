@@ -207,6 +207,15 @@ async fn routes(s: &Store) {
     let ev = events(s, "route.approve").await;
     assert_eq!(ev.last().unwrap().actor, POLICY_ACTOR);
 
+    // a revoked device's routes are not listed
+    s.acting(AuditCtx::new(format!("device:{other}"), None))
+        .set_advertised_routes(other, &nets(&["172.16.0.0/24"]), &[], NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.list_routes(net.id).await.unwrap().len(), 4);
+    admin.revoke_device(other, NOW + 7).await.unwrap();
+    assert_eq!(s.list_routes(net.id).await.unwrap().len(), 3);
+
     // the device goes, its routes with it
     admin
         .set_route_approval(r, "0.0.0.0/0".parse().unwrap(), true, NOW + 6)

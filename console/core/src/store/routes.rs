@@ -117,11 +117,12 @@ pub(super) async fn approved_in(
 }
 
 impl Store {
-    /// Every advertised route of the network, by device name then prefix.
+    /// Every advertised route of the network's devices that are not revoked (a revoked
+    /// device never comes back, so its routes mean nothing), by device name then prefix.
     pub async fn list_routes(&self, net: NetworkId) -> Result<Vec<RouteRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ROUTE_COLS} FROM device_routes r JOIN devices d ON d.id = r.device_id \
-             WHERE d.network_id = $1"
+             WHERE d.network_id = $1 AND d.state <> 'revoked'"
         ))
         .bind(net.to_string())
         .fetch_all(&self.pool)
