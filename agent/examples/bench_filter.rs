@@ -45,6 +45,7 @@ fn main() {
     let mut rules: Vec<FilterRule> = (0..49)
         .map(|r| FilterRule {
             src: vec![IpAddr::V4(Ipv4Addr::new(100, 65, r as u8, 7)).into()],
+            dst: Vec::new(),
             proto: Proto::Tcp,
             ports: vec![PortRange::one(1000 + r as u16)],
             rule: r,
@@ -55,6 +56,7 @@ fn main() {
         .collect();
     rules.push(FilterRule {
         src: srcs,
+        dst: Vec::new(),
         proto: Proto::Tcp,
         ports: vec![PortRange::one(22), PortRange::one(443)],
         rule: 49,

@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     // (the filter still runs on every packet, so its cost is part of the measurement).
     dp.set_filter(vec![zmesh_shared::policy::FilterRule {
         src: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
+        dst: Vec::new(),
         proto: zmesh_shared::policy::Proto::Any,
         ports: vec![zmesh_shared::policy::PortRange::ALL],
         rule: 0,

@@ -42,6 +42,7 @@ fn inventory() -> Inventory {
                 active: i % 97 != 0,
                 user_owned: !tagged,
                 groups: vec![],
+                routes: vec![],
             }
         })
         .collect();

@@ -9,6 +9,7 @@ mod audit_report;
 mod client;
 mod output;
 mod policy;
+mod routes;
 mod users;
 
 use std::path::PathBuf;
@@ -81,6 +82,11 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// List the routes devices advertise (subnet routers, exit nodes); approve them.
+    Routes {
+        #[command(subcommand)]
+        cmd: routes::RoutesCmd,
     },
     /// Show, change, check and roll back the access policy.
     Policy {
@@ -191,6 +197,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Routes { cmd } => {
+            routes::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
         Command::Policy { cmd } => {
             policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await

@@ -31,6 +31,8 @@ pub struct Console {
     pub addr: std::net::SocketAddr,
     pub pin: CertFingerprint,
     pub admin: ApiClient,
+    /// The admin token's text (for the CLI binary: `ZMESH_TOKEN`).
+    pub admin_token: String,
     pub auditor: ApiClient,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -105,6 +107,7 @@ pub async fn console_with(nat: Option<zmesh_console::domain::nat::NatAdvert>) ->
         addr,
         pin: id.fingerprint,
         admin,
+        admin_token: token.expose().to_string(),
         auditor,
         stop: Some(stop),
     }

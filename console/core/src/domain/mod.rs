@@ -8,6 +8,7 @@ pub mod password;
 pub mod peermap;
 pub mod policy;
 pub mod presence;
+pub mod routes;
 pub mod sso;
 pub mod view;
 

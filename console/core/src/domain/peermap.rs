@@ -9,7 +9,7 @@
 
 use ipnet::IpNet;
 use zmesh_shared::peermap::{Peer, PeerMap, SelfInfo};
-use zmesh_shared::policy::Compiled;
+use zmesh_shared::policy::{Compiled, RouteGrant};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
 
@@ -41,6 +41,25 @@ pub(crate) fn to_peer(d: &DeviceRow) -> Peer {
         agentless: d.agentless,
         persistent_keepalive: d.agentless.then_some(AGENTLESS_KEEPALIVE_SECS),
     }
+}
+
+/// `p` as seen by the device holding `grants` (its `DevicePolicy::routes`): the subnets
+/// it may send through `p`, and whether `p` is an exit node it may choose. The shared
+/// peer entries carry neither, since they depend on the receiving device; every map
+/// and delta decorates its own copy.
+pub(crate) fn with_routes(mut p: Peer, grants: &[RouteGrant]) -> Peer {
+    if grants.is_empty() {
+        return p;
+    }
+    let via = grants.iter().filter(|g| g.via == p.device_id);
+    // grants are sorted by (via, prefix), so the routes come out sorted
+    p.routes = via
+        .clone()
+        .filter(|g| !g.exit_node)
+        .map(|g| g.prefix)
+        .collect();
+    p.exit_node = via.clone().any(|g| g.exit_node);
+    p
 }
 
 /// The map of `device`: `None` when the device is not in the snapshot or not live.
@@ -112,14 +131,14 @@ impl<'a> PeerMapBuilder<'a> {
                             self.peers
                                 .binary_search_by_key(&id, |p| p.device_id)
                                 .ok()
-                                .map(|i| self.peers[i].clone())
+                                .map(|i| with_routes(self.peers[i].clone(), &dp.routes))
                         })
                         .collect()
                 } else {
                     self.peers
                         .iter()
                         .filter(|p| dp.has_peer(&p.device_id))
-                        .cloned()
+                        .map(|p| with_routes(p.clone(), &dp.routes))
                         .collect()
                 };
                 (peers, dp.filter.to_vec())
@@ -150,7 +169,7 @@ impl<'a> PeerMapBuilder<'a> {
 }
 
 /// The peers whose key or endpoints changed from `old` to `new`, sorted by device id,
-/// when nothing else did: same policy, same network, the same devices with the same
+/// when nothing else did: same policy, same approved routes, same network, the same devices with the same
 /// names, owners, tags, addresses states and owners' IdP groups, each live at `new_ms` exactly when it was
 /// live at `old_ms`. Then the compiled policy of `old` holds for `new` too, and every
 /// device's new map is its old map with these peers replaced: a stream can send that
@@ -172,6 +191,8 @@ pub fn quick_changes(
         || old.policy.text != new.policy.text
         // IdP groups decide who `group:NAME` selects: a change recompiles
         || old.owner_groups != new.owner_groups
+        // approved routes are compiled into grants and forwarding rules
+        || old.routes != new.routes
         || old.devices.len() != new.devices.len()
     {
         return None;
@@ -282,6 +303,7 @@ pub(crate) mod tests {
             devices,
             policy: PolicyVersion::builtin_default(0),
             owner_groups: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -503,6 +525,12 @@ pub(crate) mod tests {
                 let mut s = with(&|_| {});
                 s.owner_groups
                     .insert("user:alice".into(), vec!["group:eng".into()]);
+                s
+            }),
+            ("approved routes", {
+                let mut s = with(&|_| {});
+                s.routes
+                    .insert(devices[0].id, vec!["10.1.0.0/24".parse().unwrap()]);
                 s
             }),
             ("policy", {

@@ -7,19 +7,34 @@ use zmesh_shared::policy::{self, Compiled, InvDevice, Inventory, Policy, PolicyE
 use zmesh_shared::wire::DeviceState;
 
 use super::DomainError;
-use crate::store::{DeviceRow, NetworkSnapshot, OwnerGroups};
+use crate::store::{ApprovedRoutes, DeviceRow, NetworkSnapshot, OwnerGroups};
 
 pub use crate::store::DEFAULT_POLICY;
 
 /// The policy engine's view of the devices: revoked ones are left out (they never
 /// come back); pending ones are present but inactive; tags get their `tag:` prefix.
+/// Without routes: validating a policy text does not depend on them.
 pub fn inventory(devices: &[DeviceRow], owners: &OwnerGroups) -> Inventory {
+    inventory_with_routes(devices, owners, &ApprovedRoutes::new())
+}
+
+/// The inventory of a snapshot, with each device's approved routes (what compiles
+/// into route grants and forwarding rules).
+pub fn snapshot_inventory(snap: &NetworkSnapshot) -> Inventory {
+    inventory_with_routes(&snap.devices, &snap.owner_groups, &snap.routes)
+}
+
+pub fn inventory_with_routes(
+    devices: &[DeviceRow],
+    owners: &OwnerGroups,
+    routes: &ApprovedRoutes,
+) -> Inventory {
     Inventory {
         devices: devices
             .iter()
             .filter(|d| d.state != DeviceState::Revoked)
             .map(|d| InvDevice {
-                routes: Vec::new(),
+                routes: routes.get(&d.id).cloned().unwrap_or_default(),
                 id: d.id,
                 name: d.name.clone(),
                 // `user:NAME` owners are people: `user:EMAIL` selectors name them
@@ -112,7 +127,7 @@ pub fn summarize(changes: &[policy::EdgeChange]) -> String {
 /// not parse now (a database edited by hand), nothing is allowed, which fails closed.
 pub fn compile_snapshot(snap: &NetworkSnapshot) -> Compiled {
     match Policy::parse(&snap.policy.text) {
-        Ok(p) => policy::compile(&p, &inventory(&snap.devices, &snap.owner_groups)),
+        Ok(p) => policy::compile(&p, &snapshot_inventory(snap)),
         Err(errs) => {
             tracing::error!(
                 network = %snap.network.id,

@@ -22,7 +22,7 @@ use zmesh_shared::policy::{Compiled, DevicePolicy};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::DeviceId;
 
-use super::peermap::{is_live, to_peer};
+use super::peermap::{is_live, to_peer, with_routes};
 use crate::store::{DeviceRow, NetworkSnapshot};
 
 /// Class diffs kept per view before the cache is cleared (bounds its memory when a
@@ -147,7 +147,11 @@ impl NetworkView {
                 // dp.peers() is sorted, so the map is in canonical order
                 Some(dp) => (
                     dp.peers()
-                        .filter_map(|p| self.peers.get(&p).map(|e| (**e).clone()))
+                        .filter_map(|p| {
+                            self.peers
+                                .get(&p)
+                                .map(|e| with_routes((**e).clone(), &dp.routes))
+                        })
                         .collect(),
                     dp.filter.to_vec(),
                 ),
@@ -219,6 +223,7 @@ impl NetworkView {
                 )
             }
         };
+        let upsert = self.route_upserts(dp_o, dp_n, upsert, &remove);
         let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
         let policy_version = (pv_o != pv_n).then_some(pv_n);
         if me.is_none()
@@ -241,6 +246,54 @@ impl NetworkView {
             filter,
             policy_version,
         })
+    }
+
+    /// Decorates the peers of a delta with the device's route grants, and adds the
+    /// peers whose grants alone changed (a route approved or withdrawn changes no
+    /// shared peer entry, so the class diff cannot see it).
+    fn route_upserts(
+        &self,
+        dp_o: &DevicePolicy,
+        dp_n: &DevicePolicy,
+        upsert: Vec<Peer>,
+        remove: &[DeviceId],
+    ) -> Vec<Peer> {
+        let mut upsert: Vec<Peer> = upsert
+            .into_iter()
+            .map(|p| with_routes(p, &dp_n.routes))
+            .collect();
+        if Arc::ptr_eq(&dp_o.routes, &dp_n.routes) || dp_o.routes == dp_n.routes {
+            return upsert;
+        }
+        let mut vias: Vec<DeviceId> = dp_o
+            .routes
+            .iter()
+            .chain(dp_n.routes.iter())
+            .map(|g| g.via)
+            .collect();
+        vias.sort();
+        vias.dedup();
+        let before = upsert.len();
+        for via in vias {
+            if remove.contains(&via)
+                || upsert[..before].iter().any(|p| p.device_id == via)
+                || !dp_n.has_peer(&via)
+            {
+                continue;
+            }
+            let Some(entry) = self.peers.get(&via) else {
+                continue;
+            };
+            let n = with_routes((**entry).clone(), &dp_n.routes);
+            let o = with_routes((**entry).clone(), &dp_o.routes);
+            if n.routes != o.routes || n.exit_node != o.exit_node {
+                upsert.push(n);
+            }
+        }
+        if upsert.len() > before {
+            upsert.sort_by_key(|p| p.device_id);
+        }
+        upsert
     }
 
     /// Pending, approved, revoked, expired: small maps or none, so both are built and
@@ -360,6 +413,13 @@ mod tests {
 
     const T0: i64 = 1_000_000;
 
+    /// tag:web may use routes inside 10.0.0.0/8 and exit nodes; tag:db reaches every
+    /// device (`*`), which opens no route.
+    const ROUTES: &str = r#"{ "version": 1, "tag_owners": { "tag:web": [], "tag:db": [] },
+        "rules": [ { "src": ["tag:web"], "dst": ["10.0.0.0/8:80"], "proto": "tcp" },
+                   { "src": ["tag:web"], "dst": ["autogroup:internet:*"] },
+                   { "src": ["tag:db"], "dst": ["*:*"] } ] }"#;
+
     /// Builds the next view the way the snapshot cache does.
     fn next_view(prev: Option<&NetworkView>, snap: NetworkSnapshot, at: i64) -> NetworkView {
         let snap = Arc::new(snap);
@@ -399,9 +459,10 @@ mod tests {
     /// independent reference (`map_for`), and a device that must go is told so.
     #[test]
     fn steps_reach_the_rebuilt_maps() {
-        // views with the quick path, deltas with upserts, removals, filters, self info
-        let mut seen = [0usize; 5];
-        for seed in [1u64, 7, 42, 1234] {
+        // views with the quick path, deltas with upserts, removals, filters, self info,
+        // peers with routes
+        let mut seen = [0usize; 6];
+        for seed in [1u64, 7, 5, 1234] {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
             let tags = ["web", "db", "other"];
             let mut devices: Vec<DeviceRow> = (1..=10u8)
@@ -428,7 +489,7 @@ mod tests {
                 at += 1 + rng.next(3) as i64;
                 let n = s.devices.len();
                 let i = rng.next(n);
-                let what = rng.next(11);
+                let what = rng.next(12);
                 match what {
                     0..=2 => {
                         s.devices[i].endpoints =
@@ -460,9 +521,25 @@ mod tests {
                         s.policy.version += 1;
                         s.policy.text = if s.policy.text == WEB_DB {
                             crate::domain::policy::DEFAULT_POLICY.into()
-                        } else {
+                        } else if s.policy.text == ROUTES {
                             WEB_DB.into()
+                        } else {
+                            ROUTES.into()
                         };
+                    }
+                    // a route approved or withdrawn: only grants and filters move
+                    11 => {
+                        let id = s.devices[i].id;
+                        let offer: Vec<ipnet::IpNet> = match rng.next(3) {
+                            0 => vec![format!("10.{i}.0.0/24").parse().unwrap()],
+                            1 => vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                            _ => vec![],
+                        };
+                        if offer.is_empty() {
+                            s.routes.remove(&id);
+                        } else {
+                            s.routes.insert(id, offer);
+                        }
                     }
                     _ => {
                         s.devices[i].key_expires_at_ms = match rng.next(3) {
@@ -491,6 +568,9 @@ mod tests {
                             seen[2] += usize::from(!d.remove.is_empty());
                             seen[3] += usize::from(d.filter.is_some());
                             seen[4] += usize::from(d.me.is_some());
+                            seen[5] += usize::from(
+                                d.upsert.iter().any(|p| !p.routes.is_empty() || p.exit_node),
+                            );
                             map.apply(&d)
                                 .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"))
                         }

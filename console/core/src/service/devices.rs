@@ -110,6 +110,8 @@ pub async fn approve(
     let row = core.store.acting(ctx).approve_device(row.id).await?;
     tracing::info!(device = %row.id, "device approved");
     core.publish_network(row.network_id).await;
+    // auto_approvers only judge active devices: its waiting routes may qualify now
+    super::routes::apply_auto_approvers(core, row.network_id).await;
     Ok(row)
 }
 

@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod idp_refresh;
 pub mod login;
 pub mod policy;
+pub mod routes;
 pub mod sessions;
 pub mod sso;
 pub mod tokens;

@@ -48,6 +48,8 @@ pub async fn save(
                 network_id: core.network_id,
                 revision: *revision,
             });
+            // new auto_approvers may cover routes already waiting
+            super::routes::apply_auto_approvers(core, core.network_id).await;
         }
         Err(errors) => {
             tracing::info!(problems = errors.len(), "access policy rejected");

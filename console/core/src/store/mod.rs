@@ -1,5 +1,5 @@
-//! The console's persistent store: networks, enrollment keys, devices, admin tokens and
-//! access-policy versions,
+//! The console's persistent store: networks, enrollment keys, devices, advertised
+//! routes, admin tokens and access-policy versions,
 //! on SQLite or PostgreSQL through one sqlx `AnyPool` and one set of SQL text.
 //!
 //! Every mutation runs in one transaction, and a change that peers can see bumps the
@@ -18,6 +18,7 @@ mod logins;
 mod networks;
 mod policies;
 mod reauth;
+mod routes;
 mod sso;
 mod tokens;
 mod validate;
@@ -46,6 +47,7 @@ pub use idp::{DueUser, IdpRefreshed, SealedToken, TokenUpdate};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
 pub use reauth::user_owner;
+pub use routes::{Advertised, ApprovedRoutes, RouteRow, POLICY_ACTOR};
 pub use sso::{sso_username, SsoIdentity, SsoOutcome};
 pub use validate::{derive_name_base, normalize_tags, validate_name};
 
@@ -164,6 +166,8 @@ pub struct NetworkSnapshot {
     /// IdP groups of the enabled users, by the owner label their devices carry
     /// (`user:NAME`).
     pub owner_groups: OwnerGroups,
+    /// Approved routes (subnets, exit-node defaults) by device.
+    pub routes: ApprovedRoutes,
 }
 
 /// IdP groups by device-owner label (`user:NAME`), for the policy's `group:` selectors.

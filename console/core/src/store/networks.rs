@@ -182,8 +182,8 @@ impl Store {
         network_from_row(&r)
     }
 
-    /// The network, all its devices (every state) and its policy, consistent with its
-    /// revision.
+    /// The network, all its devices (every state), their approved routes and its policy,
+    /// consistent with its revision.
     pub async fn network_snapshot(&self, net: NetworkId) -> Result<NetworkSnapshot, StoreError> {
         let mut tx = self.begin_snapshot().await?;
         let r = sqlx::query(&format!(
@@ -202,6 +202,7 @@ impl Store {
         .await?;
         let policy = super::policies::current_in(&mut tx, net).await?;
         let owner_groups = super::sso::owner_groups_in(&mut tx).await?;
+        let routes = super::routes::approved_in(&mut tx, net).await?;
         tx.commit().await?;
         let devices = rows
             .iter()
@@ -212,6 +213,7 @@ impl Store {
             devices,
             policy,
             owner_groups,
+            routes,
         })
     }
 }

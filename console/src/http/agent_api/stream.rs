@@ -27,7 +27,7 @@ use crate::domain::view::Step;
 use crate::http::principal::bearer;
 use crate::http::{ApiError, AppState, Source};
 use crate::service::audit::record_refusal;
-use crate::service::{access, agents};
+use crate::service::{access, agents, routes};
 use crate::store::{AuditCtx, DeviceRow, StoreError};
 
 /// Most endpoints one agent may report.
@@ -335,8 +335,17 @@ impl Stream {
                 advertise,
                 exit_node,
             } => {
-                // Not stored yet: advertised routes carry nothing until approved.
-                tracing::debug!(device = %self.device_id, routes = advertise.len(), exit_node, "routes advertised");
+                // A refused set is logged and audited by the service; the stream goes on
+                // (the agent keeps its tunnels, its routes just carry nothing).
+                routes::advertise(
+                    &self.state,
+                    &self.ctx,
+                    self.device_id,
+                    self.network_id,
+                    &advertise,
+                    exit_node,
+                )
+                .await?;
                 Ok(())
             }
             ClientMsg::SignedFlows { flows } => {

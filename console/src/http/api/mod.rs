@@ -7,6 +7,7 @@ pub mod devices;
 pub mod enroll_keys;
 pub mod policy;
 pub mod schemas;
+pub mod subnet_routes;
 pub mod tokens;
 pub mod types;
 pub mod users;
@@ -16,10 +17,10 @@ use axum::http::Method;
 use axum::routing::{delete, get, patch, post, put};
 
 use crate::http::routes::{
-    body, query, Access, Content, RouteDef, E400, E401, E403, E404, E409, E415, E422,
+    body, query, Access, Content, RouteDef, E400, E401, E403, E404, E409, E415, E422, ERR,
 };
 use crate::service::audit::verify::VerifyReport;
-use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, PolicyVersion, UserRow};
+use crate::store::{AdminTokenRow, DeviceRow, EnrollKeyRow, PolicyVersion, RouteRow, UserRow};
 use schemas::{PolicyUnprocessable, POLICY_TEXT};
 use zmesh_shared::audit::Checkpoint;
 
@@ -210,6 +211,58 @@ pub fn routes() -> Vec<RouteDef> {
             query: None,
             responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409, E422],
             handler: || get(devices::wireguard_config),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/routes",
+            operation_id: "listRoutes",
+            summary: "Every route devices advertise (subnets, exit-node defaults), approved or not, with the device's presence",
+            tag: "routes",
+            access: Admin,
+            request: None,
+            query: None,
+            responses: vec![(200, body::<types::RouteList>(), "the routes"), E401],
+            handler: || get(subnet_routes::list),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/routes/approve",
+            operation_id: "approveRoute",
+            summary: "Approve a route a device advertises; it then carries what the policy allows",
+            tag: "routes",
+            access: Admin,
+            request: Some(body::<types::RouteApproval>()),
+            query: None,
+            responses: vec![
+                (200, body::<RouteRow>(), "approved (or already was)"),
+                E400,
+                E415,
+                E401,
+                E403,
+                E404,
+                (422, ERR, "`prefix` is not a canonical prefix the device advertises; `field` names it"),
+            ],
+            handler: || post(subnet_routes::approve),
+        },
+        RouteDef {
+            method: Method::POST,
+            path: "/api/v1/routes/unapprove",
+            operation_id: "unapproveRoute",
+            summary: "Withdraw the approval of a route; peers stop using it with their next map",
+            tag: "routes",
+            access: Admin,
+            request: Some(body::<types::RouteApproval>()),
+            query: None,
+            responses: vec![
+                (200, body::<RouteRow>(), "unapproved (or was not approved)"),
+                E400,
+                E415,
+                E401,
+                E403,
+                E404,
+                (422, ERR, "`prefix` is not a canonical prefix the device advertises; `field` names it"),
+            ],
+            handler: || post(subnet_routes::unapprove),
         },
         RouteDef {
             method: Method::GET,

@@ -20,7 +20,7 @@ use zmesh_shared::policy::{
 use zmesh_shared::wire::ErrorDetail;
 use zmesh_shared::DeviceId;
 
-use crate::domain::policy::{inventory, summarize, RuleChanges};
+use crate::domain::policy::{snapshot_inventory, summarize, RuleChanges};
 use crate::http::path::ApiPath;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::store::{AuditCtx, PolicyVersion, SavedPolicy};
@@ -285,7 +285,7 @@ pub async fn check(
     let dst = find_device(&snap, "dst", &body.dst)?;
     let p = policy::Policy::parse(&snap.policy.text)
         .map_err(|_| ApiError::Internal("the policy in force does not parse".into()))?;
-    let inv = inventory(&snap.devices, &snap.owner_groups);
+    let inv = snapshot_inventory(&snap);
     let rule = policy::check(&p, &inv, src, dst, body.proto, port);
     Ok(Json(CheckResult {
         allowed: rule.is_some(),
@@ -325,7 +325,7 @@ pub async fn diff(
     PolicyBody(text): PolicyBody,
 ) -> Result<Response, ApiError> {
     let snap = current_snapshot(&state).await?;
-    let inv = inventory(&snap.devices, &snap.owner_groups);
+    let inv = snapshot_inventory(&snap);
     let new = match policy::Policy::parse_and_validate(&text, &inv) {
         Ok(p) => p,
         Err(errors) => return Ok(rejected(errors)),
@@ -406,7 +406,7 @@ pub async fn edit(
         }
     };
     let snap = current_snapshot(&state).await?;
-    let inv = inventory(&snap.devices, &snap.owner_groups);
+    let inv = snapshot_inventory(&snap);
     if let Err(errors) = policy::Policy::parse_and_validate(&text, &inv) {
         return Ok(rejected(errors));
     }

@@ -168,3 +168,22 @@ pub struct AuditCheckpoints {
     /// The console's Ed25519 key that signs checkpoints, base64.
     pub public_key: String,
 }
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RouteList {
+    /// Every advertised route (subnets; `0.0.0.0/0` and `::/0` for exit nodes), by
+    /// device name then prefix.
+    pub routes: Vec<crate::service::routes::RouteStatus>,
+}
+
+/// Approve, or withdraw the approval of, one route a device advertises.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteApproval {
+    /// The advertising device, by id (`dev_…`) or name.
+    #[schema(max_length = 253)]
+    pub device: String,
+    /// The advertised prefix, canonical (`10.1.0.0/24`, `0.0.0.0/0`, `::/0`).
+    #[schema(example = "10.1.0.0/24", max_length = 64)]
+    pub prefix: String,
+}

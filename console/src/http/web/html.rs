@@ -78,6 +78,7 @@ pub fn opt_time(ms: Option<i64>, none: &str) -> String {
 const NAV: &[(&str, &str, bool)] = &[
     ("overview", "Overview", false),
     ("devices", "Devices", false),
+    ("routes", "Routes", false),
     ("keys", "Enrollment keys", false),
     ("policy", "Policy", false),
     ("audit", "Audit log", false),

@@ -13,6 +13,7 @@ mod pages;
 mod pages_access;
 mod pages_admin;
 mod pages_policy;
+mod pages_routes;
 
 mod device_login;
 mod events;
@@ -92,6 +93,9 @@ pub fn routes() -> Vec<WebRoute> {
             get(pages::device)
         }),
         r(Method::GET, "/ui/keys", Reader, || get(pages::keys)),
+        r(Method::GET, "/ui/routes", Reader, || {
+            get(pages_routes::routes)
+        }),
         r(Method::GET, "/ui/policy", Reader, || {
             get(pages_policy::policy)
         }),
