@@ -105,7 +105,8 @@ impl RoutePrefs {
     pub fn merged(&self, f: &RouteFlags) -> RoutePrefs {
         let mut p = self.clone();
         if let Some(r) = &f.advertise_routes {
-            p.advertise_routes = r.iter().map(IpNet::trunc).collect();
+            // As given: host bits are refused by `check_routes`, not silently dropped.
+            p.advertise_routes = r.clone();
             p.advertise_routes.sort();
             p.advertise_routes.dedup();
         }
