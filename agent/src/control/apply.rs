@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use zmesh_shared::peermap::PeerMap;
 use zmesh_shared::DeviceId;
@@ -43,12 +44,22 @@ impl RouteState {
     }
 }
 
+/// A router whose direct path has not answered for this long (it is probed every
+/// 2 s) is passed over for another that answers; the data plane itself gives the
+/// path up later (6.5 s).
+const SILENT: Duration = Duration::from_millis(3_500);
+
 /// Which peers' direct paths answer now.
 async fn liveness(dp: &DataPlane) -> HashMap<DeviceId, bool> {
+    let now = Instant::now();
     dp.peer_stats()
         .await
         .into_iter()
-        .map(|s| (s.device_id, matches!(s.path, PathKind::Direct(_))))
+        .map(|s| {
+            let answering = matches!(s.path, PathKind::Direct(_))
+                && s.last_rx.is_some_and(|t| now.saturating_duration_since(t) < SILENT);
+            (s.device_id, answering)
+        })
         .collect()
 }
 

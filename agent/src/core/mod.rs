@@ -98,6 +98,8 @@ pub struct PeerStats {
     pub path: PathKind,
     /// Smoothed probe RTT of the direct path in use.
     pub rtt: Option<Duration>,
+    /// When the direct path in use last answered (keepalive probes every 2 s).
+    pub last_rx: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

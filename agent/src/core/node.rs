@@ -540,6 +540,7 @@ impl Node {
                     tx_bytes: tx as u64,
                     path: p.path.kind(),
                     rtt: p.path.rtt(),
+                    last_rx: p.path.last_rx(),
                 }
             })
             .collect();

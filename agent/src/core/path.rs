@@ -144,6 +144,12 @@ impl PathState {
         self.cands.iter().find(|c| c.addr == s)?.rtt
     }
 
+    /// When the chosen direct path last carried an answer (probe pong or traffic).
+    pub fn last_rx(&self) -> Option<Instant> {
+        let s = self.selected?;
+        self.cands.iter().find(|c| c.addr == s)?.last_rx
+    }
+
     pub fn has_live_direct(&self) -> bool {
         self.selected.is_some()
     }

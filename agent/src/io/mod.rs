@@ -60,6 +60,8 @@ pub struct PeerStats {
     pub path: crate::core::PathKind,
     /// Smoothed probe RTT of the direct path, if one is in use.
     pub rtt: Option<Duration>,
+    /// When that path last answered.
+    pub last_rx: Option<std::time::Instant>,
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -251,6 +253,7 @@ impl DataPlane {
                 endpoint: p.endpoint,
                 path: p.path,
                 rtt: p.rtt,
+                last_rx: p.last_rx,
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
