@@ -416,11 +416,22 @@ pub fn status_table(s: &Status) -> String {
     );
     let r = &s.routes;
     if !r.advertised.is_empty() {
-        let v: Vec<String> = r.advertised.iter().map(|n| n.to_string()).collect();
+        let v: Vec<String> = r
+            .advertised
+            .iter()
+            .map(|n| {
+                let state = if r.approved.contains(n) {
+                    "approved"
+                } else {
+                    "waiting for approval"
+                };
+                format!("{n} ({state})")
+            })
+            .collect();
         out.push_str(&format!(
-            "advertising {} (approval: zmesh-console routes list){}\n",
+            "advertising {}{}\n",
             v.join(", "),
-            if r.snat { "" } else { ", no source NAT" }
+            if r.snat { "" } else { "; no source NAT" }
         ));
     }
     if let Some(e) = &r.exit_node {

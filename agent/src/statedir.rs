@@ -353,6 +353,7 @@ mod tests {
             version,
             issued_at_ms: 0,
             me: SelfInfo {
+                approved_routes: Vec::new(),
                 name: "a".into(),
                 state: DeviceState::Active,
                 overlay_v4: "100.64.0.1".parse().unwrap(),

@@ -231,6 +231,18 @@ fn subnet_routers_failover_and_exit_nodes() {
     );
     let human = c.zmesh(&lab, &["status"]);
     assert!(human.contains("via r1: 10.1.0.0/24 (primary)"), "{human}");
+    let own = agents[1].zmesh(&lab, &["status"]);
+    assert!(own.contains("advertising 10.1.0.0/24 (approved)"), "{own}");
+    let st = agents[2].status(&lab);
+    assert_eq!(
+        st["routes"]["advertised"],
+        serde_json::json!(["10.1.0.0/24"])
+    );
+    assert_eq!(
+        st["routes"]["approved"],
+        serde_json::json!([]),
+        "r2 waits: {st}"
+    );
 
     // ---- failover: r2 offers the same prefix; the carrier dies, the other takes over ----
     console.cli(&lab, &["routes", "approve", "r2", "10.1.0.0/24"]);

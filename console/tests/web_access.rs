@@ -221,7 +221,9 @@ async fn audit_page_names_devices_and_users_and_folds_details() {
         "<b>old <span class=\"muted\">(removed)</span></b> <span class=\"mono small id\">device:{old}</span>"
     )));
     // the SSO user by email... (username and email are the same here: shown once)
-    assert!(html.contains(&format!("<span class=\"mono small id\">user:{CAROL}</span>")));
+    assert!(html.contains(&format!(
+        "<span class=\"mono small id\">user:{CAROL}</span>"
+    )));
     // details folded, before and after pretty-printed and escaped
     assert!(html.contains("<details class=\"small\"><summary class=\"mono\">"));
     assert!(html.contains("<h4>before</h4><pre>{\n"));

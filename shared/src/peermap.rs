@@ -28,6 +28,10 @@ pub struct SelfInfo {
     pub overlay_v6: Ipv6Addr,
     pub network_v4: Ipv4Net,
     pub network_v6: Ipv6Net,
+    /// This device's advertised routes that are approved (subnets, exit-node defaults),
+    /// so `zmesh status` can tell approved from waiting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_routes: Vec<IpNet>,
 }
 
 /// One peer the device may talk to.
@@ -266,6 +270,7 @@ mod tests {
             version,
             issued_at_ms: 0,
             me: SelfInfo {
+                approved_routes: Vec::new(),
                 name: "me".into(),
                 state: DeviceState::Active,
                 overlay_v4: Ipv4Addr::new(100, 64, 0, 1),

@@ -57,7 +57,8 @@ async fn liveness(dp: &DataPlane) -> HashMap<DeviceId, bool> {
         .into_iter()
         .map(|s| {
             let answering = matches!(s.path, PathKind::Direct(_))
-                && s.last_rx.is_some_and(|t| now.saturating_duration_since(t) < SILENT);
+                && s.last_rx
+                    .is_some_and(|t| now.saturating_duration_since(t) < SILENT);
             (s.device_id, answering)
         })
         .collect()

@@ -172,6 +172,7 @@ pub(crate) mod tests {
             version,
             issued_at_ms: 0,
             me: SelfInfo {
+                approved_routes: Vec::new(),
                 name: "me".into(),
                 state: DeviceState::Active,
                 overlay_v4: Ipv4Addr::new(100, 64, 0, 1),

@@ -53,6 +53,10 @@ impl Daemon {
         let prefs = &enr.routes;
         let routes = RouteStatus {
             advertised: prefs.advertised().0,
+            approved: map
+                .as_ref()
+                .map(|m| m.me.approved_routes.clone())
+                .unwrap_or_default(),
             exit_node_offered: prefs.advertise_exit_node,
             exit_node: prefs.exit_node.clone(),
             exit_node_active: sel.exit.is_some(),

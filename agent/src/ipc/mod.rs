@@ -114,6 +114,9 @@ pub struct Status {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteStatus {
     pub advertised: Vec<ipnet::IpNet>,
+    /// Of those, the ones the console approved (as its last map said).
+    #[serde(default)]
+    pub approved: Vec<ipnet::IpNet>,
     pub exit_node_offered: bool,
     /// The exit node chosen with `--exit-node`.
     pub exit_node: Option<String>,

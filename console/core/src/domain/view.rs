@@ -135,6 +135,7 @@ impl NetworkView {
             overlay_v6: d.overlay_v6,
             network_v4: self.snapshot.network.prefix_v4,
             network_v6: self.snapshot.network.prefix_v6,
+            approved_routes: self.snapshot.routes.get(&d.id).cloned().unwrap_or_default(),
         }
     }
 
