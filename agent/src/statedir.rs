@@ -359,6 +359,7 @@ mod tests {
             peers: vec![],
             filter: vec![],
             policy_version: None,
+            dns: None,
         }
     }
 

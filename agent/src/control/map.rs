@@ -180,6 +180,7 @@ pub(crate) mod tests {
             peers,
             filter: vec![],
             policy_version: None,
+            dns: None,
         };
         m.normalize();
         m

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod audit_report;
 mod client;
+mod dns;
 mod output;
 mod policy;
 mod users;
@@ -81,6 +82,11 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         cmd: DevicesCmd,
+    },
+    /// Show and set the network's DNS suffix (devices answer as NAME.SUFFIX).
+    Dns {
+        #[command(subcommand)]
+        cmd: dns::DnsCmd,
     },
     /// Show, change, check and roll back the access policy.
     Policy {
@@ -191,6 +197,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { cmd } => keys(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await,
         Command::Devices { cmd } => {
             devices(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Dns { cmd } => {
+            dns::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
         Command::Policy { cmd } => {
             policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await

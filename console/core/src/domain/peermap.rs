@@ -140,6 +140,7 @@ impl<'a> PeerMapBuilder<'a> {
             peers,
             filter,
             policy_version: Some(self.snap.policy.version),
+            dns: Some(super::dns::config(net)),
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
@@ -232,6 +233,7 @@ pub fn map_for(
         peers: vec![],
         filter: vec![],
         policy_version: Some(snap.policy.version),
+        dns: Some(super::dns::config(&snap.network)),
     })
 }
 
@@ -276,6 +278,7 @@ pub(crate) mod tests {
                 prefix_v6: "fd00:1:2::/48".parse().unwrap(),
                 revision: 42,
                 created_at_ms: 0,
+                dns_suffix: None,
             },
             devices,
             policy: PolicyVersion::builtin_default(0),

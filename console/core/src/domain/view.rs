@@ -167,6 +167,7 @@ impl NetworkView {
             peers,
             filter,
             policy_version: Some(self.snapshot.policy.version),
+            dns: Some(super::dns::config(&self.snapshot.network)),
         })
     }
 
@@ -221,9 +222,12 @@ impl NetworkView {
         };
         let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
         let policy_version = (pv_o != pv_n).then_some(pv_n);
+        let dns_n = super::dns::config(&self.snapshot.network);
+        let dns = (super::dns::config(&old.snapshot.network) != dns_n).then_some(dns_n);
         if me.is_none()
             && filter.is_none()
             && policy_version.is_none()
+            && dns.is_none()
             && upsert.is_empty()
             && remove.is_empty()
         {
@@ -240,6 +244,7 @@ impl NetworkView {
             remove,
             filter,
             policy_version,
+            dns,
         })
     }
 
@@ -264,6 +269,7 @@ impl NetworkView {
                     remove: vec![],
                     filter: Some(new.filter),
                     policy_version: new.policy_version,
+                    dns: new.dns,
                 }),
                 base_version,
             ),

@@ -65,6 +65,8 @@ pub struct Network {
     pub prefix_v6: Ipv6Net,
     pub revision: u64,
     pub created_at_ms: i64,
+    /// Set by an admin; `None`: the default (see `domain::dns::suffix`).
+    pub dns_suffix: Option<String>,
 }
 
 /// An enrollment key as stored: never the secret, nor its hash.

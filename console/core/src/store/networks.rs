@@ -11,7 +11,8 @@ use zmesh_shared::NetworkId;
 use super::devices::{device_from_row, DEVICE_COLS};
 use super::{parse_col, Network, NetworkSnapshot, Store, StoreError};
 
-pub(crate) const NETWORK_COLS: &str = "id, name, prefix_v4, prefix_v6, revision, created_at_ms";
+pub(crate) const NETWORK_COLS: &str =
+    "id, name, prefix_v4, prefix_v6, revision, created_at_ms, dns_suffix";
 
 const DEFAULT_NAME: &str = "default";
 /// The CGNAT range, which Tailscale-style overlays use because LANs rarely do.
@@ -26,6 +27,7 @@ pub(crate) fn network_from_row(r: &AnyRow) -> Result<Network, StoreError> {
         prefix_v6: parse_col(r, "prefix_v6")?,
         revision: u64::try_from(revision).map_err(|e| StoreError::corrupt("revision", e))?,
         created_at_ms: r.try_get("created_at_ms")?,
+        dns_suffix: r.try_get("dns_suffix")?,
     })
 }
 
@@ -142,6 +144,48 @@ async fn lowest_free_host(
 }
 
 impl Store {
+    /// Sets (or with `None` resets to the default) the network's DNS suffix, already
+    /// checked by the domain; audited as `network.dns` and bumps the revision, so every
+    /// agent's map carries the new names.
+    pub async fn set_dns_suffix(
+        &self,
+        net: NetworkId,
+        suffix: Option<&str>,
+    ) -> Result<Network, StoreError> {
+        if let Some(s) = suffix {
+            super::devices::check_text("suffix", Some(s), 253)?;
+        }
+        let mut tx = self.begin_write().await?;
+        let select = format!("SELECT {NETWORK_COLS} FROM networks WHERE id = $1");
+        let before = sqlx::query(&select)
+            .bind(net.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound { what: "network" })
+            .and_then(|r| network_from_row(&r))?;
+        if before.dns_suffix.as_deref() == suffix {
+            return Ok(before);
+        }
+        sqlx::query("UPDATE networks SET dns_suffix = $2 WHERE id = $1")
+            .bind(net.to_string())
+            .bind(suffix)
+            .execute(&mut *tx)
+            .await?;
+        bump_revision(&mut tx, net).await?;
+        let after = network_from_row(
+            &sqlx::query(&select)
+                .bind(net.to_string())
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        let c = super::audit::Change::new("network.dns", format!("network:{net}"))
+            .before(&serde_json::json!({ "dns_suffix": before.dns_suffix }))
+            .after(&serde_json::json!({ "dns_suffix": after.dns_suffix }));
+        super::audit::append(&mut tx, &self.audit, c).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
     /// The network named "default", created on first call (100.64.0.0/10 and a random
     /// ULA /48). Replicas racing to create it all end up with the same row.
     pub async fn default_network(&self) -> Result<Network, StoreError> {

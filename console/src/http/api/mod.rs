@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod devices;
+pub mod dns;
 pub mod enroll_keys;
 pub mod policy;
 pub mod schemas;
@@ -210,6 +211,31 @@ pub fn routes() -> Vec<RouteDef> {
             query: None,
             responses: vec![(200, WG_QUICK, "wg-quick config"), E401, E404, E409, E422],
             handler: || get(devices::wireguard_config),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/dns",
+            operation_id: "getDns",
+            summary: "The network's DNS suffix: devices answer as NAME.SUFFIX",
+            tag: "dns",
+            access: Admin,
+            request: None,
+            query: None,
+            responses: vec![(200, body::<crate::service::dns::DnsSettings>(), "the names"), E401],
+            handler: || get(dns::get),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/v1/dns",
+            operation_id: "putDns",
+            summary: "Set the DNS suffix (null: NETWORK-NAME.zmesh.internal); bumps the revision",
+            tag: "dns",
+            access: Admin,
+            request: Some(body::<dns::SetDns>()),
+            query: None,
+            responses: vec![(200, body::<crate::service::dns::DnsSettings>(), "set"), E400,
+                E415, E401, E403, E422],
+            handler: || put(dns::put),
         },
         RouteDef {
             method: Method::GET,
