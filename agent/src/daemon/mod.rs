@@ -32,6 +32,8 @@ struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     relay_task: JoinHandle<()>,
+    /// The resolver and the host's DNS configuration (none if it could not start).
+    dns_task: Option<JoinHandle<()>>,
     nat: watch::Receiver<Option<crate::control::nat::NatSettings>>,
 }
 
@@ -338,6 +340,22 @@ impl Daemon {
                 zmesh_shared::time::now_ms(),
             ))),
         };
+        let dns_task = match crate::dns::start(crate::dns::DnsParams {
+            tun: self.cfg.tun_name.clone(),
+            network_v4: enr.network_v4,
+            host_dns: self.cfg.host_dns,
+            state_dir: self.cfg.state_dir.clone(),
+            names: shared.names(),
+            stop: stop_rx.clone(),
+        })
+        .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "resolver not started: zmesh names will not resolve");
+                None
+            }
+        };
         let task = tokio::spawn(control::run(ctx, st, stop_rx));
         Ok(Running {
             dp,
@@ -345,6 +363,7 @@ impl Daemon {
             stop,
             task,
             relay_task,
+            dns_task,
             nat: nat_rx,
         })
     }
@@ -404,13 +423,14 @@ impl Daemon {
             return false;
         };
         Self::shutdown(r).await;
+        restore_host_dns(&self.state);
         true
     }
 
-    /// Stops the stream and the relay task and removes the tunnels.
+    /// Stops the stream, the relay task and the resolver and removes the tunnels.
     async fn shutdown(r: Running) {
         let _ = r.stop.send(true);
-        for task in [r.task, r.relay_task] {
+        for task in [r.task, r.relay_task].into_iter().chain(r.dns_task) {
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
@@ -487,10 +507,19 @@ impl Daemon {
     }
 }
 
+/// Puts back the resolv.conf the resolver replaced, if it did.
+fn restore_host_dns(state: &StateDir) {
+    if let Err(e) = crate::dns::host::restore(state.root()) {
+        tracing::error!(error = %e, "cannot restore the original resolver configuration");
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let state = StateDir::new(&cfg.state_dir);
     state.ensure()?;
+    // a crash left the host pointed at a resolver that is gone: undo that first
+    restore_host_dns(&state);
     let listener = ipc::bind(&state.socket_path())?;
     tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
     let (events, mut events_rx) = mpsc::unbounded_channel();
