@@ -558,10 +558,10 @@ mod tests {
         assert!(t.contains("never"));
         let mut named = s.clone();
         named.me.as_mut().unwrap().dns_name = Some("a.default.zmesh.internal".into());
-        named.dns = Some(crate::ipc::DnsStatus {
+        named.dns = Some(Box::new(crate::ipc::DnsStatus {
             resolver: "100.64.0.0".parse().unwrap(),
             suffix: "default.zmesh.internal".into(),
-        });
+        }));
         let t = status_table(&named);
         assert!(
             t.contains("names: default.zmesh.internal (resolver 100.64.0.0), this device is a.default.zmesh.internal"),

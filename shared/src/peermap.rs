@@ -112,7 +112,7 @@ pub struct PeerDelta {
     pub policy_version: Option<u64>,
     /// The network's new names; present only when they changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsConfig>,
+    pub dns: Option<Box<DnsConfig>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,7 +157,11 @@ impl PeerMap {
         let policy_version = new
             .policy_version
             .filter(|_| self.policy_version != new.policy_version);
-        let dns = new.dns.clone().filter(|_| self.dns != new.dns);
+        let dns = new
+            .dns
+            .clone()
+            .filter(|_| self.dns != new.dns)
+            .map(Box::new);
         if upsert.is_empty()
             && remove.is_empty()
             && me.is_none()
@@ -215,8 +219,8 @@ impl PeerMap {
         if d.policy_version.is_some() {
             self.policy_version = d.policy_version;
         }
-        if d.dns.is_some() {
-            self.dns = d.dns.clone();
+        if let Some(dns) = &d.dns {
+            self.dns = Some((**dns).clone());
         }
         self.version = d.version;
         self.issued_at_ms = d.issued_at_ms;
@@ -396,7 +400,7 @@ mod tests {
             suffix: "corp.example".into(),
         });
         let d = old.diff(&new).unwrap();
-        assert_eq!(d.dns, new.dns);
+        assert_eq!(d.dns.as_deref(), new.dns.as_ref());
         let mut applied = old.clone();
         applied.apply(&d).unwrap();
         assert_eq!(applied, new);

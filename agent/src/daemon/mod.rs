@@ -134,7 +134,7 @@ impl Daemon {
                 }
             }
             Request::Status => Response::Ok {
-                result: Reply::Status(self.status().await),
+                result: Reply::Status(Box::new(self.status().await)),
             },
             Request::Nat => match self.nat_info().await {
                 Ok(n) => Response::Ok {

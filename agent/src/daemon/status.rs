@@ -53,9 +53,11 @@ impl Daemon {
             .as_ref()
             .map(crate::dns::Names::from_map)
             .unwrap_or_default();
-        let dns = names.suffix().map(|suffix| DnsStatus {
-            resolver: IpAddr::V4(resolver_v4(enr.network_v4)),
-            suffix: suffix.to_string(),
+        let dns = names.suffix().map(|suffix| {
+            Box::new(DnsStatus {
+                resolver: IpAddr::V4(resolver_v4(enr.network_v4)),
+                suffix: suffix.to_string(),
+            })
         });
         let relay = shared.as_ref().and_then(|s| s.relay());
         let name = map

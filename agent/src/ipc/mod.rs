@@ -78,7 +78,7 @@ pub enum Reply {
         expires_at_ms: i64,
         wait_ms: u64,
     },
-    Status(Status),
+    Status(Box<Status>),
     Pong(PingResult),
     Nat(NatInfo),
 }
@@ -103,7 +103,7 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The resolver and the suffix its names live under; null before a map with names.
     #[serde(default)]
-    pub dns: Option<DnsStatus>,
+    pub dns: Option<Box<DnsStatus>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -395,10 +395,10 @@ mod tests {
                 dns_name: Some("a.default.zmesh.internal".into()),
             }),
             peers: vec![],
-            dns: Some(DnsStatus {
+            dns: Some(Box::new(DnsStatus {
                 resolver: "100.64.0.0".parse().unwrap(),
                 suffix: "default.zmesh.internal".into(),
-            }),
+            })),
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["self"]["connected"], true);

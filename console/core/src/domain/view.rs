@@ -70,7 +70,7 @@ struct ClassDiff {
 pub enum Step {
     /// Nothing this device can see changed.
     Same,
-    Delta(PeerDelta),
+    Delta(Box<PeerDelta>),
     /// The device has no map any more (revoked, deleted, key expired): the reason.
     Gone(&'static str),
 }
@@ -223,7 +223,7 @@ impl NetworkView {
         let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
         let policy_version = (pv_o != pv_n).then_some(pv_n);
         let dns_n = super::dns::config(&self.snapshot.network);
-        let dns = (super::dns::config(&old.snapshot.network) != dns_n).then_some(dns_n);
+        let dns = (super::dns::config(&old.snapshot.network) != dns_n).then(|| Box::new(dns_n));
         if me.is_none()
             && filter.is_none()
             && policy_version.is_none()
@@ -233,7 +233,7 @@ impl NetworkView {
         {
             return Step::Same;
         }
-        Step::Delta(PeerDelta {
+        Step::Delta(Box::new(PeerDelta {
             network_id: self.snapshot.network.id,
             device_id: id,
             base_version,
@@ -245,7 +245,7 @@ impl NetworkView {
             filter,
             policy_version,
             dns,
-        })
+        }))
     }
 
     /// Pending, approved, revoked, expired: small maps or none, so both are built and
@@ -269,7 +269,7 @@ impl NetworkView {
                     remove: vec![],
                     filter: Some(new.filter),
                     policy_version: new.policy_version,
-                    dns: new.dns,
+                    dns: new.dns.map(Box::new),
                 }),
                 base_version,
             ),
@@ -280,7 +280,7 @@ impl NetworkView {
         match d {
             Some(mut d) => {
                 d.base_version = base_version;
-                Step::Delta(d)
+                Step::Delta(Box::new(d))
             }
             None => Step::Same,
         }
