@@ -5,7 +5,9 @@
 //! which `ip netns exec` binds over /etc/resolv.conf; the machine's file is never
 //! touched) naming dnsmasq, and its daemon runs with `--host-dns resolv-conf`. Checks:
 //! `dig @100.64.0.0 bravo.SUFFIX` answers bravo's overlay addresses (A and AAAA), an
-//! outside name is forwarded to dnsmasq, `ping bravo` works through the rewritten
+//! outside name is forwarded to dnsmasq, an admin's extra record is answered, a
+//! split-DNS domain is answered by a second dnsmasq on bravo's overlay address through
+//! the tunnel, `ping bravo` works through the rewritten
 //! resolv.conf (search domain), a rename is answered within 1 s (measured), a suffix
 //! change reaches the resolver, `status --json` shows the names, and the original
 //! resolv.conf comes back on `down`, after a crash-restart (and the backup is the
@@ -175,6 +177,59 @@ fn names_resolve_forward_follow_renames_and_restore_the_host() {
         ["192.0.2.77"],
         "forwarded to dnsmasq at {UPSTREAM}"
     );
+
+    // the resolver's address is never the source toward peers (it is scope host)
+    let out = lab.exec_timeout(
+        &alpha.ns,
+        &["ip", "-4", "route", "get", &b4.to_string()],
+        Duration::from_secs(10),
+    );
+    let route = String::from_utf8_lossy(&out.stdout);
+    assert!(route.contains(&format!("src {a4}")), "{route}");
+
+    // an admin's extra record
+    console.cli(&lab, &["dns", "add-record", "wiki", "100.64.9.9"]);
+    let wiki = format!("wiki.{suffix}");
+    wait_for(
+        "the extra record",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || (dig(&lab, &alpha.ns, &wiki, "A") == ["100.64.9.9"]).then_some(()),
+    );
+
+    // split DNS: corp.internal is answered by a dnsmasq on bravo's overlay address,
+    // reached through the tunnel
+    let pidfile_b = format!(
+        "--pid-file={}",
+        lab.dir.path().join("dnsmasq-b.pid").display()
+    );
+    let listen_b = format!("--listen-address={b4}");
+    lab.spawn(
+        &bravo.ns,
+        "dnsmasq-bravo",
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &listen_b,
+            "--address=/corp.internal/10.20.30.40",
+            "--user=root",
+            "--log-queries",
+            "--log-facility=-",
+            &pidfile_b,
+        ],
+    );
+    console.cli(&lab, &["dns", "split", "corp.internal", &b4.to_string()]);
+    wait_for(
+        "a split-DNS name answered through the mesh",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (dig(&lab, &alpha.ns, "git.corp.internal", "A") == ["10.20.30.40"]).then_some(()),
+    );
+    eprintln!("split DNS: git.corp.internal answered by dnsmasq at {b4} through the mesh");
 
     // the namespace's resolv.conf now points at the resolver and searches the suffix
     let conf = resolv_conf(&etc);

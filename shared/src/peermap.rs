@@ -80,6 +80,32 @@ pub struct PeerMap {
 pub struct DnsConfig {
     /// Lower-case domain without a trailing dot, e.g. `default.zmesh.internal`.
     pub suffix: String,
+    /// Extra names under the suffix, set by admins (device names win over them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<DnsRecord>,
+    /// Split DNS: domains answered by resolvers reachable through the mesh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitDns>,
+}
+
+/// One extra name: `NAME.SUFFIX` answers `ip` (A for IPv4, AAAA for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DnsRecord {
+    /// Relative to the suffix, lower case: `wiki` is `wiki.SUFFIX`.
+    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub ip: std::net::IpAddr,
+}
+
+/// Names under `domain` are forwarded to `resolvers` (tried in order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SplitDns {
+    /// Lower case, no trailing dot, e.g. `corp.example`.
+    pub domain: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 /// The address every agent's resolver listens on: the first address of the overlay
@@ -398,6 +424,8 @@ mod tests {
         new.version = 2;
         new.dns = Some(DnsConfig {
             suffix: "corp.example".into(),
+            records: vec![],
+            split: vec![],
         });
         let d = old.diff(&new).unwrap();
         assert_eq!(d.dns.as_deref(), new.dns.as_ref());

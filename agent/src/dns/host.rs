@@ -1,8 +1,9 @@
 //! Pointing the host at the resolver, the way the host expects:
 //!
 //! - **systemd-resolved** (when it runs): per-link DNS on the TUN interface with the
-//!   suffix as its search and routing domain, and the link not a default route, so
-//!   only zmesh names go to zmesh (`resolvectl dns|domain|default-route`). The link's
+//!   suffix as its search and routing domain (and each split-DNS domain as a routing
+//!   domain, `~DOMAIN`), and the link not a default route, so only zmesh names go to
+//!   zmesh (`resolvectl dns|domain|default-route`). The link's
 //!   settings go with the interface when tunnels come down.
 //! - **otherwise**: `/etc/resolv.conf` is rewritten (in place, so a bind-mounted file
 //!   keeps working) to name the resolver first and search the suffix, after a copy of
@@ -143,19 +144,24 @@ pub fn rewritten(original: &str, resolver: Ipv4Addr, suffix: &str, backup: &Path
     out
 }
 
-/// Points the host at the resolver for `suffix` (again after a suffix change).
+/// Points the host at the resolver for `suffix` and the split-DNS domains (again
+/// after a change; in resolv.conf mode every query comes to the resolver anyway).
 pub fn apply(
     mode: HostDns,
     state_dir: &Path,
     tun: &str,
     resolver: Ipv4Addr,
     suffix: &str,
+    split: &[String],
 ) -> Result<(), HostDnsError> {
     match mode {
         HostDns::Off | HostDns::Auto => Ok(()),
         HostDns::Resolved => {
             resolvectl(&["dns", tun, &resolver.to_string()])?;
-            resolvectl(&["domain", tun, suffix])?;
+            let routed: Vec<String> = split.iter().map(|d| format!("~{d}")).collect();
+            let mut args = vec!["domain", tun, suffix];
+            args.extend(routed.iter().map(String::as_str));
+            resolvectl(&args)?;
             resolvectl(&["default-route", tun, "false"])
         }
         HostDns::ResolvConf => {

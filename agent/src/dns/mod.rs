@@ -1,6 +1,6 @@
 //! Names (DNS) on the device: a resolver on the overlay's first address
 //! ([`zmesh_shared::peermap::resolver_v4`], 100.64.0.0 in the default range, added to
-//! the TUN interface as a /32) that answers `NAME.SUFFIX` for this device and its peers
+//! the TUN interface as a /32 of scope host) that answers `NAME.SUFFIX` for this device and its peers
 //! from the current peer map, and forwards every other name to the host's previous
 //! resolvers; and the host's configuration pointing at it ([`host`]).
 //!
@@ -70,18 +70,21 @@ pub async fn start(p: DnsParams) -> Result<JoinHandle<()>, DnsError> {
     ));
     Ok(tokio::spawn(async move {
         let (mut names, mut stop) = (p.names, p.stop);
-        let mut applied: Option<String> = None;
+        let mut applied: Option<(String, Vec<String>)> = None;
         loop {
-            let suffix = names.borrow_and_update().suffix().map(str::to_string);
-            if suffix.is_some() && suffix != applied {
-                let s = suffix.clone().unwrap_or_default();
+            let want = {
+                let n = names.borrow_and_update();
+                n.suffix().map(|s| (s.to_string(), n.split_domains()))
+            };
+            if want.is_some() && want != applied {
+                let (s, split) = want.clone().unwrap_or_default();
                 let (state_dir, tun) = (p.state_dir.clone(), p.tun.clone());
                 let r = tokio::task::spawn_blocking(move || {
-                    host::apply(mode, &state_dir, &tun, resolver, &s)
+                    host::apply(mode, &state_dir, &tun, resolver, &s, &split)
                 })
                 .await;
                 match r {
-                    Ok(Ok(())) => applied = suffix,
+                    Ok(Ok(())) => applied = want,
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot point the host at the resolver")
                     }
@@ -99,7 +102,17 @@ pub async fn start(p: DnsParams) -> Result<JoinHandle<()>, DnsError> {
 
 fn add_address(tun: &str, addr: Ipv4Addr) -> Result<(), DnsError> {
     let out = std::process::Command::new("ip")
-        .args(["addr", "replace", &format!("{addr}/32"), "dev", tun])
+        // scope host: never picked as the source of packets to peers, which would fail
+        // their source check (only the device's own overlay address is allowed)
+        .args([
+            "addr",
+            "replace",
+            &format!("{addr}/32"),
+            "dev",
+            tun,
+            "scope",
+            "host",
+        ])
         .output();
     let message = match out {
         Ok(o) if o.status.success() => return Ok(()),

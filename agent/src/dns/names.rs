@@ -3,15 +3,17 @@
 //! every malformed input is tested here and the server only moves bytes.
 //!
 //! Answers: `NAME.SUFFIX` and the short `NAME` for this device and each peer in the
-//! map (A: overlay IPv4, AAAA: overlay IPv6, other types: no data), NXDOMAIN for any
-//! other name under the suffix, and everything else goes to the host's resolvers.
+//! map (A: overlay IPv4, AAAA: overlay IPv6, other types: no data), then the admins'
+//! extra records under the suffix, NXDOMAIN for any other name under the suffix; names
+//! under a split-DNS domain go to that domain's resolvers (through the mesh), and
+//! everything else to the host's resolvers.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use zmesh_shared::peermap::PeerMap;
 
 /// Seconds a client may cache an answer: short, so a rename shows at once.
@@ -24,6 +26,10 @@ pub struct Names {
     suffix: Option<String>,
     /// Device name (lower case) -> overlay addresses.
     hosts: HashMap<String, (Ipv4Addr, Ipv6Addr)>,
+    /// Extra record name (relative to the suffix) -> addresses.
+    records: HashMap<String, Vec<IpAddr>>,
+    /// Split DNS: domain -> its resolvers on port 53, longest domain first.
+    split: Vec<(String, Vec<SocketAddr>)>,
 }
 
 /// What the server does with one datagram.
@@ -33,6 +39,8 @@ pub enum Action {
     Reply(Vec<u8>),
     /// Not ours: pass the query, unchanged, to the host's resolvers.
     Forward,
+    /// Under a split-DNS domain: pass it to these resolvers.
+    ForwardTo(Vec<SocketAddr>),
     /// Not worth an answer (too short to carry an id, or itself a response).
     Drop,
 }
@@ -50,10 +58,42 @@ impl Names {
             map.me.name.to_ascii_lowercase(),
             (map.me.overlay_v4, map.me.overlay_v6),
         );
+        let mut records: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for r in &dns.records {
+            records
+                .entry(r.name.to_ascii_lowercase())
+                .or_default()
+                .push(r.ip);
+        }
+        let mut split: Vec<(String, Vec<SocketAddr>)> = dns
+            .split
+            .iter()
+            .map(|s| {
+                let ups = s.resolvers.iter().map(|ip| SocketAddr::new(*ip, 53));
+                (s.domain.to_ascii_lowercase(), ups.collect())
+            })
+            .collect();
+        split.sort_by_key(|(d, _)| std::cmp::Reverse(d.len()));
         Names {
             suffix: Some(dns.suffix.trim_end_matches('.').to_ascii_lowercase()),
             hosts,
+            records,
+            split,
         }
+    }
+
+    /// The split-DNS domains (for the host's routing domains).
+    pub fn split_domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self.split.iter().map(|(d, _)| d.clone()).collect();
+        d.sort();
+        d
+    }
+
+    fn host(&self, name: &str) -> Option<Vec<IpAddr>> {
+        if let Some((v4, v6)) = self.hosts.get(name) {
+            return Some(vec![IpAddr::V4(*v4), IpAddr::V6(*v6)]);
+        }
+        self.records.get(name).cloned()
     }
 
     pub fn suffix(&self) -> Option<&str> {
@@ -69,21 +109,29 @@ impl Names {
 
     /// `Some(addresses)` for a name of ours, `Some(None)` for an unknown name under
     /// the suffix, `None` for a name that is not ours.
-    fn lookup(&self, qname: &Name) -> Option<Option<(Ipv4Addr, Ipv6Addr)>> {
+    fn lookup(&self, q: &str) -> Option<Option<Vec<IpAddr>>> {
         let suffix = self.suffix.as_ref()?;
-        let q = qname.to_ascii().to_ascii_lowercase();
-        let q = q.trim_end_matches('.');
         if q == suffix {
             return Some(None);
         }
-        if let Some(host) = q.strip_suffix(suffix).and_then(|h| h.strip_suffix('.')) {
-            return Some(self.hosts.get(host).copied());
+        if let Some(host) = q
+            .strip_suffix(suffix.as_str())
+            .and_then(|h| h.strip_suffix('.'))
+        {
+            return Some(self.host(host));
         }
         // a short name: answered when it is a device, else left to the host's resolvers
         if !q.contains('.') {
-            return self.hosts.get(q).copied().map(Some);
+            return self.host(q).map(Some);
         }
         None
+    }
+
+    fn split_for(&self, q: &str) -> Option<&[SocketAddr]> {
+        self.split
+            .iter()
+            .find(|(d, _)| q == d || q.strip_suffix(d.as_str()).is_some_and(|h| h.ends_with('.')))
+            .map(|(_, ups)| ups.as_slice())
     }
 
     /// The answer to one query datagram.
@@ -105,8 +153,13 @@ impl Names {
         let [q] = msg.queries() else {
             return error(id, OpCode::Query, ResponseCode::FormErr);
         };
-        let Some(found) = self.lookup(q.name()) else {
-            return Action::Forward;
+        let qname = q.name().to_ascii().to_ascii_lowercase();
+        let qname = qname.trim_end_matches('.');
+        let Some(found) = self.lookup(qname) else {
+            return match self.split_for(qname) {
+                Some(ups) => Action::ForwardTo(ups.to_vec()),
+                None => Action::Forward,
+            };
         };
         let mut resp = Message::new();
         resp.set_id(id)
@@ -120,19 +173,20 @@ impl Names {
             None => {
                 resp.set_response_code(ResponseCode::NXDomain);
             }
-            Some((v4, v6)) if q.query_class() == DNSClass::IN => {
-                let name = q.name().clone();
+            Some(addrs) if q.query_class() == DNSClass::IN => {
                 let (a, aaaa) = match q.query_type() {
                     RecordType::A => (true, false),
                     RecordType::AAAA => (false, true),
                     RecordType::ANY => (true, true),
                     _ => (false, false),
                 };
-                if a {
-                    resp.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(v4))));
-                }
-                if aaaa {
-                    resp.add_answer(Record::from_rdata(name, TTL, RData::AAAA(AAAA(v6))));
+                for ip in addrs {
+                    let rdata = match ip {
+                        IpAddr::V4(v4) if a => RData::A(A(v4)),
+                        IpAddr::V6(v6) if aaaa => RData::AAAA(AAAA(v6)),
+                        _ => continue,
+                    };
+                    resp.add_answer(Record::from_rdata(q.name().clone(), TTL, rdata));
                 }
             }
             Some(_) => {} // another class: no data
@@ -155,8 +209,9 @@ fn error(id: u16, op: OpCode, code: ResponseCode) -> Action {
 mod tests {
     use super::*;
     use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
     use rand::{Rng, SeedableRng};
-    use zmesh_shared::peermap::{DnsConfig, Peer, SelfInfo};
+    use zmesh_shared::peermap::{DnsConfig, DnsRecord, Peer, SelfInfo, SplitDns};
     use zmesh_shared::wire::DeviceState;
     use zmesh_shared::{DeviceId, NetworkId, WgPrivateKey};
 
@@ -190,6 +245,30 @@ mod tests {
             policy_version: None,
             dns: Some(DnsConfig {
                 suffix: "default.zmesh.internal".into(),
+                records: vec![
+                    DnsRecord {
+                        name: "wiki".into(),
+                        ip: "10.9.9.9".parse().unwrap(),
+                    },
+                    DnsRecord {
+                        name: "wiki".into(),
+                        ip: "fd00::99".parse().unwrap(),
+                    },
+                    DnsRecord {
+                        name: "bravo".into(),
+                        ip: "10.6.6.6".parse().unwrap(),
+                    },
+                ],
+                split: vec![
+                    SplitDns {
+                        domain: "corp.example".into(),
+                        resolvers: vec!["100.64.0.2".parse().unwrap()],
+                    },
+                    SplitDns {
+                        domain: "eu.corp.example".into(),
+                        resolvers: vec!["100.64.0.3".parse().unwrap()],
+                    },
+                ],
             }),
         })
     }
@@ -252,6 +331,47 @@ mod tests {
             n.fqdn("Bravo").as_deref(),
             Some("bravo.default.zmesh.internal")
         );
+    }
+
+    #[test]
+    fn extra_records_and_split_domains() {
+        let n = names();
+        let r = reply(n.answer(&query("wiki.default.zmesh.internal.", RecordType::A)));
+        assert_eq!(r.answers().len(), 1);
+        assert_eq!(
+            r.answers()[0].data(),
+            &RData::A(A(Ipv4Addr::new(10, 9, 9, 9)))
+        );
+        let r = reply(n.answer(&query("wiki.default.zmesh.internal.", RecordType::AAAA)));
+        assert_eq!(
+            r.answers()[0].data(),
+            &RData::AAAA(AAAA("fd00::99".parse().unwrap()))
+        );
+        // a device name wins over a record of the same name
+        let r = reply(n.answer(&query("bravo.default.zmesh.internal.", RecordType::A)));
+        assert_eq!(r.answers().len(), 1);
+        assert_eq!(
+            r.answers()[0].data(),
+            &RData::A(A(Ipv4Addr::new(100, 64, 0, 2)))
+        );
+        let up = |ip: &str| vec![SocketAddr::new(ip.parse().unwrap(), 53)];
+        assert_eq!(
+            n.answer(&query("git.corp.example.", RecordType::A)),
+            Action::ForwardTo(up("100.64.0.2"))
+        );
+        assert_eq!(
+            n.answer(&query("Corp.Example.", RecordType::A)),
+            Action::ForwardTo(up("100.64.0.2"))
+        );
+        assert_eq!(
+            n.answer(&query("x.eu.corp.example.", RecordType::A)),
+            Action::ForwardTo(up("100.64.0.3"))
+        );
+        assert_eq!(
+            n.answer(&query("notcorp.example.", RecordType::A)),
+            Action::Forward
+        );
+        assert_eq!(n.split_domains(), vec!["corp.example", "eu.corp.example"]);
     }
 
     #[test]

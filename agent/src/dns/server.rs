@@ -1,6 +1,6 @@
 //! The resolver's socket: UDP on the resolver address, answers from the current
-//! [`Names`], and every other query forwarded unchanged to the host's previous
-//! resolvers (the first that answers within [`FORWARD_TIMEOUT`] wins), its reply
+//! [`Names`], names under a split-DNS domain forwarded to that domain's resolvers, and
+//! every other query forwarded unchanged to the host's previous resolvers (the first that answers within [`FORWARD_TIMEOUT`] wins), its reply
 //! relayed back. Bounded: at most [`MAX_FORWARDS`] forwards in flight; more are
 //! dropped (the client retries).
 
@@ -50,12 +50,16 @@ pub async fn serve(
                 }
             }
             Action::Drop => tracing::trace!(%from, "dns query dropped"),
-            Action::Forward => {
+            Action::Forward | Action::ForwardTo(_) => {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     tracing::debug!("too many forwarded queries in flight; dropping one");
                     continue;
                 };
-                let (sock, ups, q) = (sock.clone(), upstreams.clone(), query.to_vec());
+                let ups: Arc<[SocketAddr]> = match action {
+                    Action::ForwardTo(split) => split.into(),
+                    _ => upstreams.clone(),
+                };
+                let (sock, q) = (sock.clone(), query.to_vec());
                 tokio::spawn(async move {
                     if let Some(r) = forward(&q, &ups).await {
                         let _ = sock.send_to(&r, from).await;

@@ -83,7 +83,7 @@ pub enum Command {
         #[command(subcommand)]
         cmd: DevicesCmd,
     },
-    /// Show and set the network's DNS suffix (devices answer as NAME.SUFFIX).
+    /// Names: the DNS suffix (devices answer as NAME.SUFFIX), extra records, split DNS.
     Dns {
         #[command(subcommand)]
         cmd: dns::DnsCmd,

@@ -279,6 +279,8 @@ pub(crate) mod tests {
                 revision: 42,
                 created_at_ms: 0,
                 dns_suffix: None,
+                dns_records: vec![],
+                dns_split: vec![],
             },
             devices,
             policy: PolicyVersion::builtin_default(0),
