@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use ipnet::{Ipv4Net, Ipv6Net};
 use zmesh_shared::peermap::PeerMap;
 
 /// Seconds a client may cache an answer: short, so a rename shows at once.
@@ -30,6 +31,9 @@ pub struct Names {
     records: HashMap<String, Vec<IpAddr>>,
     /// Split DNS: domain -> its resolvers on port 53, longest domain first.
     split: Vec<(String, Vec<SocketAddr>)>,
+    /// The overlay ranges and this device's own addresses in them: a query from any
+    /// other overlay address came from a peer through the tunnel, and is not served.
+    overlay: Option<(Ipv4Net, Ipv6Net, Ipv4Addr, Ipv6Addr)>,
 }
 
 /// What the server does with one datagram.
@@ -47,8 +51,17 @@ pub enum Action {
 
 impl Names {
     pub fn from_map(map: &PeerMap) -> Names {
+        let overlay = Some((
+            map.me.network_v4,
+            map.me.network_v6,
+            map.me.overlay_v4,
+            map.me.overlay_v6,
+        ));
         let Some(dns) = &map.dns else {
-            return Names::default();
+            return Names {
+                overlay,
+                ..Names::default()
+            };
         };
         let mut hosts = HashMap::with_capacity(map.peers.len() + 1);
         for p in &map.peers {
@@ -79,6 +92,21 @@ impl Names {
             hosts,
             records,
             split,
+            overlay,
+        }
+    }
+
+    /// True for a query that came from a peer through the tunnel (an overlay address
+    /// that is not this device's): the resolver serves this host only.
+    pub fn from_peer(&self, ip: IpAddr) -> bool {
+        let Some((n4, n6, me4, me6)) = self.overlay else {
+            return false;
+        };
+        match ip {
+            IpAddr::V4(a) => {
+                n4.contains(&a) && a != me4 && a != zmesh_shared::peermap::resolver_v4(n4)
+            }
+            IpAddr::V6(a) => n6.contains(&a) && a != me6,
         }
     }
 
@@ -372,6 +400,18 @@ mod tests {
             Action::Forward
         );
         assert_eq!(n.split_domains(), vec!["corp.example", "eu.corp.example"]);
+        // queries from peers are not served; this host's are
+        assert!(n.from_peer("100.64.0.2".parse().unwrap()));
+        assert!(n.from_peer("fd00::2".parse().unwrap()));
+        for own in [
+            "100.64.0.1",
+            "100.64.0.0",
+            "fd00::1",
+            "127.0.0.1",
+            "172.17.0.2",
+        ] {
+            assert!(!n.from_peer(own.parse().unwrap()), "{own}");
+        }
     }
 
     #[test]

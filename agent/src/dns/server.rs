@@ -1,7 +1,8 @@
 //! The resolver's socket: UDP on the resolver address, answers from the current
 //! [`Names`], names under a split-DNS domain forwarded to that domain's resolvers, and
 //! every other query forwarded unchanged to the host's previous resolvers (the first that answers within [`FORWARD_TIMEOUT`] wins), its reply
-//! relayed back. Bounded: at most [`MAX_FORWARDS`] forwards in flight; more are
+//! relayed back. It serves this host only: a query from another overlay address (a
+//! peer, through the tunnel) gets no answer. Bounded: at most [`MAX_FORWARDS`] forwards in flight; more are
 //! dropped (the client retries).
 
 use std::net::SocketAddr;
@@ -41,7 +42,14 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         let query = &buf[..n];
-        let action = names.borrow().answer(query);
+        let action = {
+            let table = names.borrow();
+            if table.from_peer(from.ip()) {
+                tracing::trace!(%from, "dns query from a peer refused");
+                continue;
+            }
+            table.answer(query)
+        };
         match action {
             Action::Reply(b) => {
                 tracing::trace!(%from, bytes = b.len(), "dns answer");
