@@ -157,12 +157,11 @@ pub fn apply(
     match mode {
         HostDns::Off | HostDns::Auto => Ok(()),
         HostDns::Resolved => {
-            resolvectl(&["dns", tun, &resolver.to_string()])?;
-            let routed: Vec<String> = split.iter().map(|d| format!("~{d}")).collect();
-            let mut args = vec!["domain", tun, suffix];
-            args.extend(routed.iter().map(String::as_str));
-            resolvectl(&args)?;
-            resolvectl(&["default-route", tun, "false"])
+            for args in resolved_commands(tun, resolver, suffix, split) {
+                resolvectl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            }
+            tracing::info!(%resolver, suffix, "host resolver configuration: systemd-resolved");
+            Ok(())
         }
         HostDns::ResolvConf => {
             let conf = Path::new(RESOLV_CONF);
@@ -199,6 +198,24 @@ pub fn restore(state_dir: &Path) -> Result<bool, HostDnsError> {
     Ok(true)
 }
 
+/// The `resolvectl` calls that point link `tun` at the resolver: its DNS server, the
+/// suffix as search and routing domain, each split domain as a routing domain only, and
+/// no default route (other names keep going where they went).
+pub fn resolved_commands(
+    tun: &str,
+    resolver: Ipv4Addr,
+    suffix: &str,
+    split: &[String],
+) -> Vec<Vec<String>> {
+    let mut domain = vec!["domain".to_string(), tun.to_string(), suffix.to_string()];
+    domain.extend(split.iter().map(|d| format!("~{d}")));
+    vec![
+        vec!["dns".into(), tun.into(), resolver.to_string()],
+        domain,
+        vec!["default-route".into(), tun.into(), "false".into()],
+    ]
+}
+
 fn resolvectl(args: &[&str]) -> Result<(), HostDnsError> {
     let out = Command::new("resolvectl")
         .args(args)
@@ -219,6 +236,25 @@ fn resolvectl(args: &[&str]) -> Result<(), HostDnsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_gets_per_link_dns_and_routing_domains() {
+        let c = resolved_commands(
+            "zmesh0",
+            Ipv4Addr::new(100, 64, 0, 0),
+            "default.zmesh.internal",
+            &["corp.example".into()],
+        );
+        let c: Vec<String> = c.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            c,
+            [
+                "dns zmesh0 100.64.0.0",
+                "domain zmesh0 default.zmesh.internal ~corp.example",
+                "default-route zmesh0 false"
+            ]
+        );
+    }
 
     #[test]
     fn rewrite_puts_the_resolver_and_suffix_first_and_keeps_the_rest() {
