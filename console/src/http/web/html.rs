@@ -80,6 +80,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("devices", "Devices", false),
     ("keys", "Enrollment keys", false),
     ("policy", "Policy", false),
+    ("dns", "Names", false),
     ("audit", "Audit log", false),
     ("access", "Access log", false),
     ("users", "Users & tokens", true),

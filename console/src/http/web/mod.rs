@@ -12,6 +12,7 @@ mod names;
 mod pages;
 mod pages_access;
 mod pages_admin;
+mod pages_dns;
 
 mod device_login;
 mod events;
@@ -94,6 +95,7 @@ pub fn routes() -> Vec<WebRoute> {
         r(Method::GET, "/ui/policy", Reader, || {
             get(pages_admin::policy)
         }),
+        r(Method::GET, "/ui/dns", Reader, || get(pages_dns::dns)),
         r(Method::GET, "/ui/audit", Reader, || get(pages_admin::audit)),
         r(Method::GET, "/ui/access", Reader, || {
             get(pages_access::access)
