@@ -210,7 +210,7 @@ for path in $PATHS; do
                 ns=$NA; [[ $s == b ]] && ns=$NB
                 mkdir -p "$WORK/agent-$s"
                 start_bg "$ns" "$WORK/agent-$s.log" env RUST_LOG="${RUST_LOG:-info}" \
-                    "$BINDIR/zmesh" daemon --state-dir "$WORK/agent-$s" --tun "zma$ID$s" --port 51820
+                    "$BINDIR/zmesh" daemon --state-dir "$WORK/agent-$s" --tun "zma$ID$s" --port 51820 --host-dns off
                 declare "APID_$s=$LAST_PID"
                 for _ in $(seq 1 100); do
                     ip netns exec "$ns" "$BINDIR/zmesh" --state-dir "$WORK/agent-$s" status >/dev/null 2>&1 && break

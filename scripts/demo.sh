@@ -122,7 +122,7 @@ console_cli() { in_ns console "$CONSOLE" --data-dir "$data" "$@"; }
 say "2. Start an agent daemon (zmesh daemon) in each of alpha, bravo, charlie"
 for a in "${agents[@]}"; do
     mkdir -p "$work/$a"
-    in_ns "$a" "$ZMESH" daemon --state-dir "$work/$a" --port 51820 >"$work/$a.log" 2>&1 &
+    in_ns "$a" "$ZMESH" daemon --state-dir "$work/$a" --port 51820 --host-dns off >"$work/$a.log" 2>&1 &
     pids+=($!)
 done
 for a in "${agents[@]}"; do

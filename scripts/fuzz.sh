@@ -18,7 +18,7 @@ root=$PWD
 secs=${1:-20}
 [[ $secs =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
-all_targets=(stun relay_frame probe datagram filter wire policy)
+all_targets=(stun relay_frame probe datagram filter wire policy dns)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do

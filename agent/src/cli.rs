@@ -63,6 +63,10 @@ pub enum Command {
         port: u16,
         #[arg(long, default_value_t = 1420)]
         mtu: u16,
+        /// How the host is pointed at the resolver for zmesh names: systemd-resolved
+        /// when it runs, else /etc/resolv.conf (auto); one of them always; or off.
+        #[arg(long, env = "ZMESH_HOST_DNS", value_enum, default_value = "auto")]
+        host_dns: crate::dns::HostDns,
     },
     /// Enroll (first time: with an enrollment key, or by signing in) and bring tunnels up.
     Up {
@@ -213,8 +217,16 @@ async fn call(state: &StateDir, req: &Request) -> anyhow::Result<Reply> {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let state = StateDir::new(&cli.state_dir);
     match cli.cmd {
-        Command::Daemon { tun, port, mtu } => {
-            let cfg = DaemonConfig::new(cli.state_dir.clone(), tun, port, mtu)?;
+        Command::Daemon {
+            tun,
+            port,
+            mtu,
+            host_dns,
+        } => {
+            let cfg = DaemonConfig {
+                host_dns,
+                ..DaemonConfig::new(cli.state_dir.clone(), tun, port, mtu)?
+            };
             crate::daemon::run(cfg).await?;
             Ok(0)
         }
@@ -478,6 +490,17 @@ pub fn status_table(s: &Status) -> String {
             ));
         }
     }
+    if let Some(d) = &s.dns {
+        out.push_str(&format!(
+            "names: {} (resolver {}){}\n",
+            d.suffix,
+            d.resolver,
+            me.dns_name
+                .as_ref()
+                .map(|n| format!(", this device is {n}"))
+                .unwrap_or_default()
+        ));
+    }
     if s.peers.is_empty() {
         out.push_str("no peers\n");
         return out;
@@ -622,6 +645,7 @@ mod tests {
                 state: "up".into(),
                 listen_port: Some(1),
                 key_expires_at: Some("2027-06-01T00:00:00Z".into()),
+                dns_name: None,
             }),
             peers: vec![PeerStatus {
                 routes: vec![],
@@ -637,7 +661,9 @@ mod tests {
                 last_handshake: None,
                 rx_bytes: 10,
                 tx_bytes: 20,
+                dns_name: Some("bravo.default.zmesh.internal".into()),
             }],
+            dns: None,
         };
         let t = status_table(&s);
         assert!(t.contains("(connecting)"), "{t}");
@@ -653,5 +679,16 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("never"));
+        let mut named = s.clone();
+        named.me.as_mut().unwrap().dns_name = Some("a.default.zmesh.internal".into());
+        named.dns = Some(Box::new(crate::ipc::DnsStatus {
+            resolver: "100.64.0.0".parse().unwrap(),
+            suffix: "default.zmesh.internal".into(),
+        }));
+        let t = status_table(&named);
+        assert!(
+            t.contains("names: default.zmesh.internal (resolver 100.64.0.0), this device is a.default.zmesh.internal"),
+            "{t}"
+        );
     }
 }

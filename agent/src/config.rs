@@ -17,6 +17,8 @@ pub struct DaemonConfig {
     /// UDP port of the data plane; 0 picks an ephemeral one.
     pub listen_port: u16,
     pub mtu: u16,
+    /// How the host is pointed at the resolver (`--host-dns`).
+    pub host_dns: crate::dns::HostDns,
 }
 
 impl DaemonConfig {
@@ -42,6 +44,7 @@ impl DaemonConfig {
             tun_name,
             listen_port,
             mtu,
+            host_dns: crate::dns::HostDns::Auto,
         })
     }
 }

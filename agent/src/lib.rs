@@ -1,8 +1,9 @@
 //! zmesh agent library: the data plane (`core`, `io`, the inbound `filter`, the `ip`
-//! parser under all three) and the
+//! parser under all three), the `dns` resolver, and the
 //! control plane around it (`control` client, `daemon`, local `ipc`, the `statedir`, `cli`).
 
 pub mod core;
+pub mod dns;
 pub mod filter;
 pub mod io;
 pub mod ip;

@@ -364,6 +364,7 @@ mod tests {
             peers: vec![],
             filter: vec![],
             policy_version: None,
+            dns: None,
         }
     }
 

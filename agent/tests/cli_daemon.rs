@@ -38,7 +38,14 @@ fn daemon_answers_the_cli_over_a_private_socket() {
 
     let _d = Daemon(
         Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args(["daemon", "--tun", "zmtest0", "--state-dir"])
+            .args([
+                "daemon",
+                "--tun",
+                "zmtest0",
+                "--host-dns",
+                "off",
+                "--state-dir",
+            ])
             .arg(&dir)
             .spawn()
             .unwrap(),

@@ -196,6 +196,7 @@ impl Matrix {
             underlay: ip,
             state_dir: self.lab.dir.path().join(format!("state-{name}")),
             pid: None,
+            host_dns: "off",
         };
         self.up(&mut a);
         a

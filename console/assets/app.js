@@ -96,7 +96,14 @@
     const btn = form.querySelector("button[type=submit]");
     if (btn) btn.disabled = true;
     try {
-      const res = await api(form.dataset.method || "POST", form.dataset.api, collect(form));
+      // `{field}` in data-api takes that field's value out of the body into the path
+      const body = collect(form);
+      const url = form.dataset.api.replace(/\{(\w+)\}/g, (_, k) => {
+        const v = body[k];
+        delete body[k];
+        return encodeURIComponent(v == null ? "" : String(v));
+      });
+      const res = await api(form.dataset.method || "POST", url, body);
       if (res.ok) done(form.dataset.done, res, form);
       else if (box) box.textContent = message(res);
     } finally { if (btn) btn.disabled = false; }

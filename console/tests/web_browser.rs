@@ -7,7 +7,8 @@
 //! joined to the host by a veth pair; a second device enrolls through the agent API
 //! with a generated WireGuard key pair); a policy with an error shows the error at its
 //! line; the fixed policy shows the reachability diff;
-//! apply; check access A→B; the audit log verifies and exports as CSV; an auditor sees
+//! apply; check access A→B; the audit log verifies and exports as CSV; the Names page
+//! adds a DNS record and a split-DNS domain and refuses a bad suffix; an auditor sees
 //! the same pages with no way to change anything and the API refuses their writes.
 //!
 //! Screenshots go to `target/screenshots/` (path printed). Without Chromium, or without
@@ -412,6 +413,39 @@ async fn web_console_in_headless_chromium() {
     }
     std::fs::write(shots.join("audit-export.csv"), &csv).unwrap();
 
+    // ---- names: the suffix, an extra record, a split-DNS domain; bad input refused ----
+    d.goto(&format!("{url}/ui/dns")).await;
+    d.wait_text("#dns-devices", "the devices' names", |t| {
+        t.contains("laptop-1.default.zmesh.internal")
+    })
+    .await;
+    d.type_into("#dns-record-form input[name=name]", "wiki")
+        .await;
+    d.type_into("#dns-record-form input[name=ip]", "100.64.9.9")
+        .await;
+    d.click("#dns-record-form button[type=submit]").await;
+    d.wait_text("#dns-records", "the record", |t| {
+        t.contains("wiki.default.zmesh.internal")
+    })
+    .await;
+    d.type_into("#dns-split-form input[name=domain]", "corp.internal")
+        .await;
+    d.type_into("#dns-split-form input[name=resolvers]", "100.64.0.7")
+        .await;
+    d.click("#dns-split-form button[type=submit]").await;
+    d.wait_text("#dns-split", "the split domain", |t| {
+        t.contains("corp.internal")
+    })
+    .await;
+    d.type_into("#dns-suffix-input", "bad_suffix").await;
+    d.click("#dns-suffix-form button[type=submit]").await;
+    d.wait_text("#dns-suffix-form .form-error", "the refusal", |t| {
+        t.contains("bad_suffix")
+    })
+    .await;
+    assert_eq!(d.text("#dns-suffix").await, "default.zmesh.internal");
+    d.screenshot(&shots, "09b-names").await;
+
     // ---- users: make an auditor ----
     d.goto(&format!("{url}/ui/users")).await;
     d.type_into("#create-user-form input[name=username]", "audrey")
@@ -434,6 +468,7 @@ async fn web_console_in_headless_chromium() {
         ("/ui/devices/laptop-1", ""),
         ("/ui/keys", "13-auditor-keys"),
         ("/ui/policy", "14-auditor-policy"),
+        ("/ui/dns", ""),
         ("/ui/audit", ""),
     ] {
         d.goto(&format!("{url}{path}")).await;

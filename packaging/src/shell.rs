@@ -30,6 +30,7 @@ pub const SYSTEM_TOOLS: &[&str] = &[
     "createdb",
     "createuser",
     "curl",
+    "dig",
     "docker",
     "dpkg",
     "dpkg-deb",

@@ -81,6 +81,51 @@ pub struct PeerMap {
     /// their flow reports so a record names the rule *and* the policy that held it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<u64>,
+    /// The network's names (DNS suffix). Missing: a console without DNS; the agent
+    /// then answers no names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+}
+
+/// The names of a network: every device answers as `NAME.SUFFIX` (A and AAAA with
+/// its overlay addresses) at the agent's resolver, [`resolver_v4`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    /// Lower-case domain without a trailing dot, e.g. `default.zmesh.internal`.
+    pub suffix: String,
+    /// Extra names under the suffix, set by admins (device names win over them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<DnsRecord>,
+    /// Split DNS: domains answered by resolvers reachable through the mesh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitDns>,
+}
+
+/// One extra name: `NAME.SUFFIX` answers `ip` (A for IPv4, AAAA for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DnsRecord {
+    /// Relative to the suffix, lower case: `wiki` is `wiki.SUFFIX`.
+    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub ip: std::net::IpAddr,
+}
+
+/// Names under `domain` are forwarded to `resolvers` (tried in order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SplitDns {
+    /// Lower case, no trailing dot, e.g. `corp.example`.
+    pub domain: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub resolvers: Vec<std::net::IpAddr>,
+}
+
+/// The address every agent's resolver listens on: the first address of the overlay
+/// IPv4 range (its network address, e.g. 100.64.0.0), which is never given to a
+/// device, added to the TUN interface as a local /32.
+pub fn resolver_v4(network_v4: Ipv4Net) -> Ipv4Addr {
+    network_v4.network()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +149,9 @@ pub struct PeerDelta {
     /// The new policy version; present only when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<u64>,
+    /// The network's new names; present only when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Box<DnsConfig>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,11 +196,17 @@ impl PeerMap {
         let policy_version = new
             .policy_version
             .filter(|_| self.policy_version != new.policy_version);
+        let dns = new
+            .dns
+            .clone()
+            .filter(|_| self.dns != new.dns)
+            .map(Box::new);
         if upsert.is_empty()
             && remove.is_empty()
             && me.is_none()
             && filter.is_none()
             && policy_version.is_none()
+            && dns.is_none()
         {
             return None;
         }
@@ -167,6 +221,7 @@ impl PeerMap {
             remove,
             filter,
             policy_version,
+            dns,
         })
     }
 
@@ -202,6 +257,9 @@ impl PeerMap {
         }
         if d.policy_version.is_some() {
             self.policy_version = d.policy_version;
+        }
+        if let Some(dns) = &d.dns {
+            self.dns = Some((**dns).clone());
         }
         self.version = d.version;
         self.issued_at_ms = d.issued_at_ms;
@@ -281,6 +339,7 @@ mod tests {
             peers,
             filter: vec![],
             policy_version: None,
+            dns: None,
         };
         m.normalize();
         m
@@ -373,5 +432,34 @@ mod tests {
         v.as_object_mut().unwrap().remove("filter");
         let back: PeerMap = serde_json::from_value(v).unwrap();
         assert!(back.filter.is_empty());
+    }
+
+    #[test]
+    fn dns_changes_travel_in_deltas_only_when_changed() {
+        let old = map(vec![peer(2)], 1);
+        let mut new = old.clone();
+        new.version = 2;
+        new.dns = Some(DnsConfig {
+            suffix: "corp.example".into(),
+            records: vec![],
+            split: vec![],
+        });
+        let d = old.diff(&new).unwrap();
+        assert_eq!(d.dns.as_deref(), new.dns.as_ref());
+        let mut applied = old.clone();
+        applied.apply(&d).unwrap();
+        assert_eq!(applied, new);
+        let mut newer = new.clone();
+        newer.version = 3;
+        newer.peers.push(peer(3));
+        newer.normalize();
+        let d2 = new.diff(&newer).unwrap();
+        assert!(d2.dns.is_none());
+        applied.apply(&d2).unwrap();
+        assert_eq!(applied.dns, new.dns);
+        assert_eq!(
+            resolver_v4("100.64.0.0/10".parse().unwrap()),
+            Ipv4Addr::new(100, 64, 0, 0)
+        );
     }
 }

@@ -183,6 +183,7 @@ pub(crate) mod tests {
             peers,
             filter: vec![],
             policy_version: None,
+            dns: None,
         };
         m.normalize();
         m

@@ -92,11 +92,18 @@ pub struct Shared {
     expired: AtomicBool,
     /// Routes and exit node: preferences, choice, host configuration.
     routing: Mutex<RouteState>,
+    /// The names the resolver answers, rebuilt on every map and delta.
+    names: tokio::sync::watch::Sender<Arc<crate::dns::Names>>,
 }
 
 impl Shared {
     pub fn new(map: Option<PeerMap>) -> Arc<Self> {
+        let names = map
+            .as_ref()
+            .map(crate::dns::Names::from_map)
+            .unwrap_or_default();
         Arc::new(Shared {
+            names: tokio::sync::watch::Sender::new(Arc::new(names)),
             connected: AtomicBool::new(false),
             map: Mutex::new(map),
             relay: Mutex::new(None),
@@ -171,8 +178,20 @@ impl Shared {
     pub(crate) fn set_relay(&self, name: Option<String>) {
         *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = name;
     }
+    /// The names of the current map, updated with it.
+    pub fn names(&self) -> tokio::sync::watch::Receiver<Arc<crate::dns::Names>> {
+        self.names.subscribe()
+    }
     fn set_map(&self, m: PeerMap) {
+        let names = crate::dns::Names::from_map(&m);
         *self.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        self.names.send_if_modified(|n| {
+            let changed = **n != names;
+            if changed {
+                *n = Arc::new(names);
+            }
+            changed
+        });
     }
 }
 
@@ -235,6 +254,9 @@ pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bo
                 if !ctx.shared.expired.swap(true, Ordering::Relaxed) {
                     expired_backoff.reset();
                     *ctx.shared.map.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    ctx.shared
+                        .names
+                        .send_replace(Arc::new(crate::dns::Names::default()));
                     tracing::warn!(
                         "the device's key expired: no peers until its user signs in again \
                          (`zmesh up --reauth`) or an admin renews it"

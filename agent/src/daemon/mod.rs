@@ -34,6 +34,8 @@ struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     relay_task: JoinHandle<()>,
+    /// The resolver and the host's DNS configuration (none if it could not start).
+    dns_task: Option<JoinHandle<()>>,
     nat: watch::Receiver<Option<crate::control::nat::NatSettings>>,
     /// Tells the stream task the route preferences changed.
     routes_tx: watch::Sender<u64>,
@@ -408,6 +410,22 @@ impl Daemon {
             ))),
             routes_changed,
         };
+        let dns_task = match crate::dns::start(crate::dns::DnsParams {
+            tun: self.cfg.tun_name.clone(),
+            network_v4: enr.network_v4,
+            host_dns: self.cfg.host_dns,
+            state_dir: self.cfg.state_dir.clone(),
+            names: shared.names(),
+            stop: stop_rx.clone(),
+        })
+        .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "resolver not started: zmesh names will not resolve");
+                None
+            }
+        };
         let task = tokio::spawn(control::run(ctx, st, stop_rx));
         Ok(Running {
             dp,
@@ -415,6 +433,7 @@ impl Daemon {
             stop,
             task,
             relay_task,
+            dns_task,
             nat: nat_rx,
             routes_tx,
         })
@@ -475,14 +494,15 @@ impl Daemon {
             return false;
         };
         Self::shutdown(r).await;
+        restore_host_dns(&self.state);
         true
     }
 
-    /// Stops the stream and the relay task and removes the tunnels.
+    /// Stops the stream, the relay task and the resolver and removes the tunnels.
     async fn shutdown(r: Running) {
         let _ = r.stop.send(true);
         r.shared.teardown_host();
-        for task in [r.task, r.relay_task] {
+        for task in [r.task, r.relay_task].into_iter().chain(r.dns_task) {
             let abort = task.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
@@ -559,6 +579,13 @@ impl Daemon {
     }
 }
 
+/// Puts back the resolv.conf the resolver replaced, if it did.
+fn restore_host_dns(state: &StateDir) {
+    if let Err(e) = crate::dns::host::restore(state.root()) {
+        tracing::error!(error = %e, "cannot restore the original resolver configuration");
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let state = StateDir::new(&cfg.state_dir);
@@ -566,6 +593,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     // A daemon that died (crash, kill -9) may have left routing rules, NAT or changed
     // forwarding settings behind: put the host back before anything else.
     NetCfg::cleanup_stale(state.root());
+    // a crash left the host pointed at a resolver that is gone: undo that first
+    restore_host_dns(&state);
     let listener = ipc::bind(&state.socket_path())?;
     tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
     let (events, mut events_rx) = mpsc::unbounded_channel();

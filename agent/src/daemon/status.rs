@@ -1,10 +1,13 @@
 //! `zmesh status`: joins the enrollment, the current peer map and the data plane's
-//! per-peer counters into the shape `status --json` prints.
+//! per-peer counters into the shape `status --json` prints, with each device's name
+//! under the network's DNS suffix and the resolver's address.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::ipc::{PeerPath, PeerStatus, RouteStatus, SelfStatus, Status};
+use zmesh_shared::peermap::resolver_v4;
+
+use crate::ipc::{DnsStatus, PeerPath, PeerStatus, RouteStatus, SelfStatus, Status};
 
 use super::Daemon;
 
@@ -34,6 +37,7 @@ impl Daemon {
                 me: None,
                 peers: vec![],
                 routes: Default::default(),
+                dns: None,
             };
         };
         let state = if enr.revoked {
@@ -63,12 +67,24 @@ impl Daemon {
             exit_node_allow_lan: prefs.exit_node_allow_lan,
             snat: prefs.snat,
         };
+        let names = map
+            .as_ref()
+            .map(crate::dns::Names::from_map)
+            .unwrap_or_default();
+        let dns = names.suffix().map(|suffix| {
+            Box::new(DnsStatus {
+                resolver: IpAddr::V4(resolver_v4(enr.network_v4)),
+                suffix: suffix.to_string(),
+            })
+        });
         let relay = shared.as_ref().and_then(|s| s.relay());
+        let name = map
+            .as_ref()
+            .map(|m| m.me.name.clone())
+            .unwrap_or_else(|| enr.name.clone());
         let me = SelfStatus {
-            name: map
-                .as_ref()
-                .map(|m| m.me.name.clone())
-                .unwrap_or_else(|| enr.name.clone()),
+            dns_name: names.fqdn(&name),
+            name,
             overlay_ips: vec![IpAddr::V4(enr.overlay_v4), IpAddr::V6(enr.overlay_v6)],
             public_key,
             device_id: enr.device_id.to_string(),
@@ -105,6 +121,7 @@ impl Daemon {
                             endpoint.map(|e| e.to_string())
                         };
                         PeerStatus {
+                            dns_name: names.fqdn(&p.name),
                             name: p.name.clone(),
                             overlay_ips: vec![IpAddr::V4(p.overlay_v4), IpAddr::V6(p.overlay_v6)],
                             public_key: p.public_key.to_string(),
@@ -130,6 +147,7 @@ impl Daemon {
             me: Some(me),
             peers,
             routes,
+            dns,
         }
     }
 }

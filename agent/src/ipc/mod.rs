@@ -107,6 +107,9 @@ pub struct Status {
     /// Routes this device offers and the exit node it uses.
     #[serde(default)]
     pub routes: RouteStatus,
+    /// The resolver and the suffix its names live under; null before a map with names.
+    #[serde(default)]
+    pub dns: Option<Box<DnsStatus>>,
 }
 
 /// `zmesh status`'s view of routes: what this device advertises (approval is the
@@ -127,6 +130,13 @@ pub struct RouteStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// Address of this device's resolver (the overlay range's first address).
+    pub resolver: IpAddr,
+    pub suffix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelfStatus {
     pub name: String,
     pub overlay_ips: Vec<IpAddr>,
@@ -141,6 +151,9 @@ pub struct SelfStatus {
     /// not told yet.
     #[serde(default)]
     pub key_expires_at: Option<String>,
+    /// This device's name under the network's DNS suffix.
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 /// The kind of path to a peer as status output names it: "direct", "relay", or
@@ -206,6 +219,9 @@ pub struct PeerStatus {
     /// The peer is an exit node this device may use.
     #[serde(default)]
     pub exit_node: bool,
+    /// `NAME.SUFFIX`, answered by the resolver.
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,11 +426,19 @@ mod tests {
                 state: "up".into(),
                 listen_port: Some(51820),
                 key_expires_at: None,
+                dns_name: Some("a.default.zmesh.internal".into()),
             }),
             peers: vec![],
+            dns: Some(Box::new(DnsStatus {
+                resolver: "100.64.0.0".parse().unwrap(),
+                suffix: "default.zmesh.internal".into(),
+            })),
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["self"]["connected"], true);
+        assert_eq!(v["self"]["dns_name"], "a.default.zmesh.internal");
+        assert_eq!(v["dns"]["resolver"], "100.64.0.0");
+        assert_eq!(v["dns"]["suffix"], "default.zmesh.internal");
         assert_eq!(v["self"]["overlay_ips"][0], "100.64.0.1");
         assert!(v["peers"].as_array().unwrap().is_empty());
         assert!(v["self"]["key_expires_at"].is_null());

@@ -151,6 +151,9 @@ pub struct Agent {
     pub underlay: Ipv4Addr,
     pub state_dir: PathBuf,
     pub pid: Option<u32>,
+    /// `zmesh daemon --host-dns`: "off" unless a test gives the namespace its own
+    /// /etc/resolv.conf (never touch the machine's).
+    pub host_dns: &'static str,
 }
 
 impl Agent {
@@ -163,6 +166,7 @@ impl Agent {
             underlay,
             state_dir,
             pid: None,
+            host_dns: "off",
         }
     }
 
@@ -181,6 +185,8 @@ impl Agent {
                 "zmesh0",
                 "--port",
                 "51820",
+                "--host-dns",
+                self.host_dns,
             ],
         );
         self.pid = Some(pid);

@@ -114,6 +114,19 @@ impl ApiClient {
         json(self.send(self.req(Method::PATCH, path).json(body)).await?).await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        json(self.send(self.req(Method::PUT, path).json(body)).await?).await
+    }
+
+    /// DELETE that answers a JSON body.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        json(self.send(self.req(Method::DELETE, path)).await?).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.req(Method::DELETE, path)).await?;
         Ok(())

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod audit_report;
 mod client;
+mod dns;
 mod output;
 mod policy;
 mod routes;
@@ -87,6 +88,11 @@ pub enum Command {
     Routes {
         #[command(subcommand)]
         cmd: routes::RoutesCmd,
+    },
+    /// Names: the DNS suffix (devices answer as NAME.SUFFIX), extra records, split DNS.
+    Dns {
+        #[command(subcommand)]
+        cmd: dns::DnsCmd,
     },
     /// Show, change, check and roll back the access policy.
     Policy {
@@ -200,6 +206,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Routes { cmd } => {
             routes::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Dns { cmd } => {
+            dns::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
         Command::Policy { cmd } => {
             policy::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await

@@ -191,7 +191,7 @@ impl AgentNs {
             .arg("daemon")
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--tun", "zmesh0"])
+            .args(["--tun", "zmesh0", "--host-dns", "off"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

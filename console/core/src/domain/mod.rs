@@ -2,6 +2,7 @@
 //! maps and the per-revision views streams share, NAT settings as agents see them,
 //! password rules and hashing. No SQL (it takes rows from `store`), no HTTP.
 
+pub mod dns;
 pub mod names;
 pub mod nat;
 pub mod password;

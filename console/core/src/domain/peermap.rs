@@ -162,6 +162,7 @@ impl<'a> PeerMapBuilder<'a> {
             peers,
             filter,
             policy_version: Some(self.snap.policy.version),
+            dns: Some(super::dns::config(net)),
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
@@ -257,6 +258,7 @@ pub fn map_for(
         peers: vec![],
         filter: vec![],
         policy_version: Some(snap.policy.version),
+        dns: Some(super::dns::config(&snap.network)),
     })
 }
 
@@ -301,6 +303,9 @@ pub(crate) mod tests {
                 prefix_v6: "fd00:1:2::/48".parse().unwrap(),
                 revision: 42,
                 created_at_ms: 0,
+                dns_suffix: None,
+                dns_records: vec![],
+                dns_split: vec![],
             },
             devices,
             policy: PolicyVersion::builtin_default(0),

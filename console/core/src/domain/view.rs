@@ -70,7 +70,7 @@ struct ClassDiff {
 pub enum Step {
     /// Nothing this device can see changed.
     Same,
-    Delta(PeerDelta),
+    Delta(Box<PeerDelta>),
     /// The device has no map any more (revoked, deleted, key expired): the reason.
     Gone(&'static str),
 }
@@ -172,6 +172,7 @@ impl NetworkView {
             peers,
             filter,
             policy_version: Some(self.snapshot.policy.version),
+            dns: Some(super::dns::config(&self.snapshot.network)),
         })
     }
 
@@ -227,15 +228,18 @@ impl NetworkView {
         let upsert = self.route_upserts(dp_o, dp_n, upsert, &remove);
         let (pv_o, pv_n) = (old.snapshot.policy.version, self.snapshot.policy.version);
         let policy_version = (pv_o != pv_n).then_some(pv_n);
+        let dns_n = super::dns::config(&self.snapshot.network);
+        let dns = (super::dns::config(&old.snapshot.network) != dns_n).then(|| Box::new(dns_n));
         if me.is_none()
             && filter.is_none()
             && policy_version.is_none()
+            && dns.is_none()
             && upsert.is_empty()
             && remove.is_empty()
         {
             return Step::Same;
         }
-        Step::Delta(PeerDelta {
+        Step::Delta(Box::new(PeerDelta {
             network_id: self.snapshot.network.id,
             device_id: id,
             base_version,
@@ -246,7 +250,8 @@ impl NetworkView {
             remove,
             filter,
             policy_version,
-        })
+            dns,
+        }))
     }
 
     /// Decorates the peers of a delta with the device's route grants, and adds the
@@ -318,6 +323,7 @@ impl NetworkView {
                     remove: vec![],
                     filter: Some(new.filter),
                     policy_version: new.policy_version,
+                    dns: new.dns.map(Box::new),
                 }),
                 base_version,
             ),
@@ -328,7 +334,7 @@ impl NetworkView {
         match d {
             Some(mut d) => {
                 d.base_version = base_version;
-                Step::Delta(d)
+                Step::Delta(Box::new(d))
             }
             None => Step::Same,
         }

@@ -12,6 +12,7 @@ pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod devices;
+pub mod dns;
 pub mod enroll;
 pub mod enroll_keys;
 mod error;

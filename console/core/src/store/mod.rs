@@ -32,6 +32,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use zmesh_shared::peermap::{DnsRecord, SplitDns};
 use zmesh_shared::wire::DeviceState;
 use zmesh_shared::{DeviceId, EnrollKeyId, NetworkId, TokenId, WgPublicKey};
 
@@ -67,6 +68,30 @@ pub struct Network {
     pub prefix_v6: Ipv6Net,
     pub revision: u64,
     pub created_at_ms: i64,
+    /// Set by an admin; `None`: the default (see `domain::dns::suffix`).
+    pub dns_suffix: Option<String>,
+    /// Admins' extra names under the suffix.
+    pub dns_records: Vec<DnsRecord>,
+    /// Split-DNS entries.
+    pub dns_split: Vec<SplitDns>,
+}
+
+/// The names part of a network, as admins change it (and as its audit events show it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkDns {
+    pub suffix: Option<String>,
+    pub records: Vec<DnsRecord>,
+    pub split: Vec<SplitDns>,
+}
+
+impl NetworkDns {
+    pub fn of(n: &Network) -> NetworkDns {
+        NetworkDns {
+            suffix: n.dns_suffix.clone(),
+            records: n.dns_records.clone(),
+            split: n.dns_split.clone(),
+        }
+    }
 }
 
 /// An enrollment key as stored: never the secret, nor its hash.

@@ -9,9 +9,10 @@ use sqlx::{Any, Row, Transaction};
 use zmesh_shared::NetworkId;
 
 use super::devices::{device_from_row, DEVICE_COLS};
-use super::{parse_col, Network, NetworkSnapshot, Store, StoreError};
+use super::{parse_col, to_json, Network, NetworkDns, NetworkSnapshot, Store, StoreError};
 
-pub(crate) const NETWORK_COLS: &str = "id, name, prefix_v4, prefix_v6, revision, created_at_ms";
+pub(crate) const NETWORK_COLS: &str =
+    "id, name, prefix_v4, prefix_v6, revision, created_at_ms, dns_suffix, dns_records, dns_split";
 
 const DEFAULT_NAME: &str = "default";
 /// The CGNAT range, which Tailscale-style overlays use because LANs rarely do.
@@ -26,7 +27,19 @@ pub(crate) fn network_from_row(r: &AnyRow) -> Result<Network, StoreError> {
         prefix_v6: parse_col(r, "prefix_v6")?,
         revision: u64::try_from(revision).map_err(|e| StoreError::corrupt("revision", e))?,
         created_at_ms: r.try_get("created_at_ms")?,
+        dns_suffix: r.try_get("dns_suffix")?,
+        dns_records: opt_json(r, "dns_records")?,
+        dns_split: opt_json(r, "dns_split")?,
     })
+}
+
+/// A JSON list column where NULL means empty.
+fn opt_json<T: serde::de::DeserializeOwned>(r: &AnyRow, col: &str) -> Result<Vec<T>, StoreError> {
+    let s: Option<String> = r.try_get(col)?;
+    match s {
+        None => Ok(vec![]),
+        Some(s) => serde_json::from_str(&s).map_err(|e| StoreError::corrupt(col, e)),
+    }
 }
 
 /// A random ULA /48 (fdxx:xxxx:xxxx::/48, RFC 4193), so two consoles' networks differ.
@@ -142,6 +155,65 @@ async fn lowest_free_host(
 }
 
 impl Store {
+    /// Changes the network's names (suffix, extra records, split DNS) in one
+    /// transaction: `change` gets the current ones and returns the new ones (already
+    /// checked by the domain) or refuses; a change is audited as `action` and bumps the
+    /// revision, so every agent's map carries it. `Ok(Err(_))`: refused, nothing written.
+    pub async fn update_dns<E>(
+        &self,
+        net: NetworkId,
+        action: &'static str,
+        change: impl FnOnce(&NetworkDns) -> Result<NetworkDns, E>,
+    ) -> Result<Result<Network, E>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // First: locks the network row on PostgreSQL until commit.
+        bump_revision(&mut tx, net).await?;
+        let select = format!("SELECT {NETWORK_COLS} FROM networks WHERE id = $1");
+        let before = network_from_row(
+            &sqlx::query(&select)
+                .bind(net.to_string())
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        let cur = NetworkDns::of(&before);
+        let new = match change(&cur) {
+            Ok(n) => n,
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+        };
+        if new == cur {
+            tx.rollback().await?;
+            return Ok(Ok(self.get_network(net).await?));
+        }
+        if let Some(s) = &new.suffix {
+            super::devices::check_text("suffix", Some(s), 253)?;
+        }
+        let list = |v: String| (v != "[]").then_some(v);
+        sqlx::query(
+            "UPDATE networks SET dns_suffix = $2, dns_records = $3, dns_split = $4 WHERE id = $1",
+        )
+        .bind(net.to_string())
+        .bind(new.suffix.as_deref())
+        .bind(list(to_json(&new.records)))
+        .bind(list(to_json(&new.split)))
+        .execute(&mut *tx)
+        .await?;
+        let c = super::audit::Change::new(action, format!("network:{net}"))
+            .before(&cur)
+            .after(&new);
+        super::audit::append(&mut tx, &self.audit, c).await?;
+        let after = network_from_row(
+            &sqlx::query(&select)
+                .bind(net.to_string())
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        tx.commit().await?;
+        Ok(Ok(after))
+    }
+
     /// The network named "default", created on first call (100.64.0.0/10 and a random
     /// ULA /48). Replicas racing to create it all end up with the same row.
     pub async fn default_network(&self) -> Result<Network, StoreError> {

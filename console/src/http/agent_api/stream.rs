@@ -461,7 +461,7 @@ impl Stream {
             }
             Step::Delta(delta) => {
                 self.send(&ServerMsg::PeerDelta {
-                    delta: Signed::sign(&delta, &self.state.signing_key),
+                    delta: Signed::sign(&*delta, &self.state.signing_key),
                 })
                 .await?;
                 self.sent = Some(Sent {

@@ -81,6 +81,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("routes", "Routes", false),
     ("keys", "Enrollment keys", false),
     ("policy", "Policy", false),
+    ("dns", "Names", false),
     ("audit", "Audit log", false),
     ("access", "Access log", false),
     ("users", "Users & tokens", true),

@@ -14,6 +14,7 @@ mod pages_access;
 mod pages_admin;
 mod pages_policy;
 mod pages_routes;
+mod pages_dns;
 
 mod device_login;
 mod events;
@@ -99,6 +100,7 @@ pub fn routes() -> Vec<WebRoute> {
         r(Method::GET, "/ui/policy", Reader, || {
             get(pages_policy::policy)
         }),
+        r(Method::GET, "/ui/dns", Reader, || get(pages_dns::dns)),
         r(Method::GET, "/ui/audit", Reader, || get(pages_admin::audit)),
         r(Method::GET, "/ui/access", Reader, || {
             get(pages_access::access)
