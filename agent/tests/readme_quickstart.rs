@@ -127,6 +127,15 @@ impl Shell {
     }
 }
 
+/// Removes a namespace's private /etc files (`/etc/netns/NS`) however the test ends.
+struct PrivateEtc(PathBuf);
+
+impl Drop for PrivateEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn readme_quick_start_runs_as_written() {
     let t0 = Instant::now();
@@ -161,6 +170,12 @@ fn readme_quick_start_runs_as_written() {
     let bin_dir = zmesh_bin().parent().unwrap().to_path_buf();
     assert_eq!(console.parent().unwrap(), bin_dir);
     let machine = lab.add_ns().expect("namespace for \"this machine\"");
+    // The README's daemon points "this machine"'s DNS at its resolver: give the
+    // namespace a resolv.conf of its own (`ip netns exec` binds /etc/netns/NS/resolv.conf
+    // over /etc/resolv.conf) so the real machine's file is never touched.
+    let etc = PrivateEtc(PathBuf::from("/etc/netns").join(&machine));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("resolv.conf"), "# quick-start test namespace\n").unwrap();
     let dir = lab.dir.path().join("repo");
     std::fs::create_dir_all(dir.join("target")).unwrap();
     std::os::unix::fs::symlink(&bin_dir, dir.join("target/release")).unwrap();

@@ -244,7 +244,9 @@ mod tests {
     use zmesh_shared::{DeviceId, NetworkId, WgPrivateKey};
 
     fn names() -> Names {
-        let peer = |n: &str, i: u8| Peer { routes: Vec::new(), exit_node: false,
+        let peer = |n: &str, i: u8| Peer {
+            routes: Vec::new(),
+            exit_node: false,
             device_id: DeviceId::new(),
             name: n.into(),
             public_key: WgPrivateKey::generate().public_key(),
@@ -260,7 +262,8 @@ mod tests {
             device_id: DeviceId::new(),
             version: 1,
             issued_at_ms: 0,
-            me: SelfInfo { approved_routes: Vec::new(),
+            me: SelfInfo {
+                approved_routes: Vec::new(),
                 name: "me".into(),
                 state: DeviceState::Active,
                 overlay_v4: Ipv4Addr::new(100, 64, 0, 1),

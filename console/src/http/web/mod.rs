@@ -12,9 +12,9 @@ mod names;
 mod pages;
 mod pages_access;
 mod pages_admin;
+mod pages_dns;
 mod pages_policy;
 mod pages_routes;
-mod pages_dns;
 
 mod device_login;
 mod events;
