@@ -64,6 +64,7 @@ step "contents ok"
 # --- control data and maintainer scripts -----------------------------------------------
 [[ $(dpkg-deb -f "$agent_deb" Package) == zmesh ]] || fail "agent package name"
 dpkg-deb -f "$agent_deb" Depends | grep -q iproute2 || fail "agent must depend on iproute2 (it runs ip)"
+dpkg-deb -f "$agent_deb" Recommends | grep -q nftables || fail "agent must recommend nftables (source NAT for routers)"
 dpkg-deb -f "$console_deb" Depends | grep -q sysusers || fail "console must depend on a sysusers provider"
 for deb in "$agent_deb" "$console_deb"; do
     pkg=$(dpkg-deb -f "$deb" Package)
