@@ -160,6 +160,12 @@ fn subnet_routers_failover_and_exit_nodes() {
         "inet-web",
         &["python3", "-c", WHO, "198.51.100.10", "8080"],
     );
+    // A server on the shared underlay LAN (in r2's namespace), for --exit-node-allow-lan.
+    lab.spawn(
+        &agents[2].ns,
+        "underlay-web",
+        &["python3", "-c", WHO, "10.81.0.13", "8081"],
+    );
 
     let probe_ns = agents[0].ns.clone();
     console.start(&mut lab, &probe_ns);
@@ -335,6 +341,27 @@ fn subnet_routers_failover_and_exit_nodes() {
     let s = c.status(&lab);
     assert_eq!(s["routes"]["exit_node"], "x");
     assert_eq!(s["routes"]["exit_node_active"], true);
+    // the local network too goes through the exit node (it answers from x) ...
+    let seen = get(&lab, &c.ns, "http://10.81.0.13:8081/");
+    assert_eq!(
+        seen.as_deref(),
+        Some("10.81.0.14"),
+        "the LAN through the exit node"
+    );
+    // ... unless the local networks are kept direct
+    c.zmesh(&lab, &["up", "--exit-node-allow-lan"]);
+    let seen = wait_for(
+        "the LAN directly",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || get(&lab, &c.ns, "http://10.81.0.13:8081/").filter(|s| s == "10.81.0.11"),
+    );
+    assert_eq!(seen, "10.81.0.11");
+    assert_eq!(
+        get(&lab, &c.ns, "http://198.51.100.10:8080/").as_deref(),
+        Some("198.51.100.1"),
+        "the internet still goes through the exit node"
+    );
 
     // ---- down restores the routing exactly ----
     c.zmesh(&lab, &["down"]);
