@@ -105,20 +105,7 @@ fn names_resolve_forward_follow_renames_and_restore_the_host() {
     let probe_ns = alpha.ns.clone();
     console.start(&mut lab, &probe_ns);
     for a in [&mut alpha, &mut bravo] {
-        a.start_daemon(&mut lab);
-        let key = console.create_key(&lab);
-        a.zmesh(
-            &lab,
-            &[
-                "up",
-                "--console",
-                &console.url(),
-                "--enroll-key",
-                &key,
-                "--name",
-                &a.name.clone(),
-            ],
-        );
+        a.join(&mut lab, &console, &[]);
     }
     wait_for(
         "alpha to list bravo with names",

@@ -172,24 +172,13 @@ fn subnet_routers_failover_and_exit_nodes() {
     let before_c = routing(&lab, &agents[0].ns);
     let pfile = lab.dir.path().join("policy.json");
     std::fs::write(&pfile, POLICY).unwrap();
-    let url = console.url();
     for a in agents.iter_mut() {
-        a.start_daemon(&mut lab);
-        let key = console.create_key(&lab);
-        let name = a.name.clone();
-        let mut args = vec![
-            "up",
-            "--console",
-            &url,
-            "--enroll-key",
-            &key,
-            "--name",
-            &name,
-        ];
-        if a.name.starts_with('r') {
-            args.extend_from_slice(&["--advertise-routes", "10.1.0.0/24"]);
-        }
-        a.zmesh(&lab, &args);
+        let extra: &[&str] = if a.name.starts_with('r') {
+            &["--advertise-routes", "10.1.0.0/24"]
+        } else {
+            &[]
+        };
+        a.join(&mut lab, &console, extra);
     }
     console.cli(&lab, &["policy", "set", pfile.to_str().unwrap()]);
     let c = &agents[0];

@@ -170,6 +170,26 @@ impl Agent {
         }
     }
 
+    /// Starts the daemon and enrolls the device under its own name with a fresh key;
+    /// `extra`: more `zmesh up` flags.
+    #[allow(dead_code)] // not every test binary enrolls this way
+    pub fn join(&mut self, lab: &mut Lab, console: &Console, extra: &[&str]) {
+        self.start_daemon(lab);
+        let key = console.create_key(lab);
+        let (url, name) = (console.url(), self.name.clone());
+        let mut args = vec![
+            "up",
+            "--console",
+            &url,
+            "--enroll-key",
+            &key,
+            "--name",
+            &name,
+        ];
+        args.extend_from_slice(extra);
+        self.zmesh(lab, &args);
+    }
+
     pub fn start_daemon(&mut self, lab: &mut Lab) {
         let bin = zmesh_bin();
         let log = format!("daemon-{}", self.name);
