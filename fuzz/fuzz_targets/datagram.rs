@@ -173,13 +173,13 @@ impl World {
         );
         // Some inbound flows are allowed and some denied, so both verdicts are reached.
         b.set_filter(vec![
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec![IpNet::from(IpAddr::V4(A_V4)), IpNet::from(IpAddr::V6(A_V6))],
                 proto: Proto::Tcp,
                 ports: vec![PortRange::one(22)],
                 rule: 0,
             },
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
                 proto: Proto::Icmp,
                 ports: vec![PortRange::ALL],
@@ -189,7 +189,7 @@ impl World {
         b.set_stun_servers(f.stun.to_vec(), now);
         let mut a = Node::new(f.a.clone(), A_V4, A_V6, StdRng::seed_from_u64(1));
         a.set_peers(vec![peer(&f.b, 2, B_V4, B_V6, vec![f.b_addr])], now);
-        a.set_filter(vec![FilterRule {
+        a.set_filter(vec![FilterRule { dst: Vec::new(),
             src: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
             proto: Proto::Any,
             ports: vec![PortRange::ALL],

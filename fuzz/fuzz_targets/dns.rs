@@ -24,7 +24,7 @@ fn names() -> &'static Names {
             device_id: DeviceId::new(),
             version: 1,
             issued_at_ms: 0,
-            me: SelfInfo {
+            me: SelfInfo { approved_routes: Vec::new(),
                 name: "alpha".into(),
                 state: DeviceState::Active,
                 overlay_v4: Ipv4Addr::new(100, 64, 0, 1),
@@ -32,7 +32,7 @@ fn names() -> &'static Names {
                 network_v4: "100.64.0.0/10".parse().unwrap(),
                 network_v6: "fd00::/48".parse().unwrap(),
             },
-            peers: vec![Peer {
+            peers: vec![Peer { routes: Vec::new(), exit_node: false,
                 device_id: DeviceId::new(),
                 name: "bravo".into(),
                 public_key: WgPrivateKey::from_bytes([0xB2; 32]).public_key(),

@@ -31,7 +31,7 @@ fn rules() -> &'static [FilterRule] {
     R.get_or_init(|| {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
         vec![
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec![net("100.64.0.0/30"), net("fd00::/126")],
                 proto: Proto::Tcp,
                 ports: vec![
@@ -43,19 +43,19 @@ fn rules() -> &'static [FilterRule] {
                 ],
                 rule: 0,
             },
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec![net("100.64.0.9/32")],
                 proto: Proto::Udp,
                 ports: vec![PortRange::one(53)],
                 rule: 1,
             },
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec![net("0.0.0.0/0"), net("::/0")],
                 proto: Proto::Icmp,
                 ports: vec![PortRange::ALL],
                 rule: 2,
             },
-            FilterRule {
+            FilterRule { dst: Vec::new(),
                 src: vec![net("100.64.1.0/24")],
                 proto: Proto::Any,
                 ports: vec![PortRange::ALL],

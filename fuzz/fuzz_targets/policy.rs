@@ -20,7 +20,7 @@ fn inventory() -> &'static Inventory {
     static INV: OnceLock<Inventory> = OnceLock::new();
     INV.get_or_init(|| Inventory {
         devices: (1u8..=6)
-            .map(|i| InvDevice {
+            .map(|i| InvDevice { routes: Vec::new(),
                 id: format!("dev_{:032x}", i).parse::<DeviceId>().unwrap(),
                 name: format!("d{i}"),
                 owner: format!("u{}@example.com", i % 2),
