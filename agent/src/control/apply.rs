@@ -153,3 +153,20 @@ pub async fn reselect(dp: &DataPlane, shared: &Shared) -> bool {
     sync_host(shared, &map, &sel);
     true
 }
+
+/// No peers (the key expired): no routes into the tunnel and no exit node, so the
+/// host's own traffic is not sent into a tunnel that leads nowhere. Forwarding for
+/// others stays as it was (it carries nothing without peers).
+pub fn clear_routes(shared: &Shared) {
+    let mut r = shared.routing.lock().unwrap_or_else(|e| e.into_inner());
+    let want = Wanted {
+        router: r.prefs.is_router().then_some(r.prefs.snat),
+        ..Wanted::default()
+    };
+    r.selection = Selection::default();
+    if let Some(net) = r.net.as_mut() {
+        if let Err(e) = net.sync(&want) {
+            tracing::error!(error = %format!("{e:#}"), "host routing not reset");
+        }
+    }
+}

@@ -264,6 +264,7 @@ pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bo
                     if let Err(e) = ctx.dp.set_peers(vec![]).await {
                         tracing::error!(error = %e, "data plane refused the empty peer set");
                     }
+                    apply::clear_routes(&ctx.shared);
                     let _ = ctx.events.send(ControlEvent::Expired);
                 }
                 let wait = expired_backoff.next_delay();
