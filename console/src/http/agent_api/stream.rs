@@ -488,6 +488,17 @@ impl Stream {
                 reason: reason.to_string().into(),
             })))
             .await;
+        // Finish the close handshake: read (and drop) what the agent sent meanwhile until
+        // its Close, for at most 2 s. Dropping a socket with unread data makes the kernel
+        // reset it, and a reset destroys the Revoked frame before the agent reads it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = self.socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
         End::Revoked
     }
 }
