@@ -199,6 +199,12 @@ pub enum ClientMsg {
     },
     /// The agent could not apply a delta (version gap); send the whole map.
     Resync,
+    /// The agent's data plane now enforces the map at `version` (its filter and peer
+    /// set are in force): sent after every map or delta it applied. The console times each change from
+    /// commit to this acknowledgement (`applied by N of M connected peers`).
+    Applied {
+        version: u64,
+    },
     Ping {
         nonce: u64,
     },

@@ -569,6 +569,7 @@ async fn on_server_msg(
                 persist(ctx, st);
                 if let Some(m) = st.map() {
                     apply_map(&ctx.dp, &ctx.shared, m).await;
+                    send(ws, &ClientMsg::Applied { version: m.version }).await?;
                 }
             }
             Err(e) => tracing::error!(error = %e, "rejected a peer map from the console"),
@@ -578,6 +579,7 @@ async fn on_server_msg(
                 persist(ctx, st);
                 if let Some(m) = st.map() {
                     apply_map(&ctx.dp, &ctx.shared, m).await;
+                    send(ws, &ClientMsg::Applied { version: m.version }).await?;
                 }
                 if compact {
                     tracing::debug!("delta cache is long; asking for a full map");

@@ -362,6 +362,10 @@ impl Stream {
                 Ok(())
             }
             ClientMsg::Resync => self.send_full().await,
+            ClientMsg::Applied { version } => {
+                tracing::trace!(device = %self.device_id, version, "agent applied map");
+                Ok(())
+            }
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
         }
     }
