@@ -67,6 +67,14 @@ pub enum Command {
         /// when it runs, else /etc/resolv.conf (auto); one of them always; or off.
         #[arg(long, env = "ZMESH_HOST_DNS", value_enum, default_value = "auto")]
         host_dns: crate::dns::HostDns,
+        /// Serve Prometheus metrics (plain HTTP, `GET /metrics`, no authentication) on
+        /// this address, e.g. 127.0.0.1:9470. Off by default; loopback only unless
+        /// --metrics-allow-remote. `zmesh metrics` prints the same without it.
+        #[arg(long, env = "ZMESH_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Allow --metrics-listen on a non-loopback address.
+        #[arg(long)]
+        metrics_allow_remote: bool,
     },
     /// Enroll (first time: with an enrollment key, or by signing in) and bring tunnels up.
     Up {
@@ -124,6 +132,12 @@ pub enum Command {
         relay: Vec<std::net::SocketAddr>,
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+    /// Print the daemon's Prometheus metrics (what `daemon --metrics-listen` serves).
+    Metrics {
+        /// OpenMetrics text instead of the Prometheus text format 0.0.4.
+        #[arg(long)]
+        openmetrics: bool,
     },
     /// Remove tunnels and the TUN device; keep the enrollment.
     Down,
@@ -222,11 +236,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             port,
             mtu,
             host_dns,
+            metrics_listen,
+            metrics_allow_remote,
         } => {
             let cfg = DaemonConfig {
                 host_dns,
                 ..DaemonConfig::new(cli.state_dir.clone(), tun, port, mtu)?
-            };
+            }
+            .with_metrics_listen(metrics_listen, metrics_allow_remote)?;
             crate::daemon::run(cfg).await?;
             Ok(0)
         }
@@ -309,6 +326,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 bail!("no STUN servers: the console advertises none; pass --stun IP:PORT");
             }
             crate::netcheck::run_cli(stun, relays, timeout).await
+        }
+        Command::Metrics { openmetrics } => {
+            let Reply::Metrics { text } = call(&state, &Request::Metrics { openmetrics }).await?
+            else {
+                bail!("unexpected reply")
+            };
+            print!("{text}");
+            Ok(0)
         }
         Command::Down => {
             print_done(call(&state, &Request::Down).await?);

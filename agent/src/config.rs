@@ -8,6 +8,11 @@ pub enum ConfigError {
     TunName(String),
     #[error("--mtu: must be between 1280 and 9000, got {0}")]
     Mtu(u16),
+    #[error(
+        "--metrics-listen {0}: not a loopback address; the metrics endpoint takes no \
+         credentials, so add --metrics-allow-remote to serve it there on purpose"
+    )]
+    MetricsRemote(std::net::SocketAddr),
 }
 
 #[derive(Debug, Clone)]
@@ -19,6 +24,8 @@ pub struct DaemonConfig {
     pub mtu: u16,
     /// How the host is pointed at the resolver (`--host-dns`).
     pub host_dns: crate::dns::HostDns,
+    /// Where to serve Prometheus metrics over HTTP (`--metrics-listen`); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -45,7 +52,23 @@ impl DaemonConfig {
             listen_port,
             mtu,
             host_dns: crate::dns::HostDns::Auto,
+            metrics_listen: None,
         })
+    }
+
+    /// Sets `--metrics-listen`: a loopback address, or any with `allow_remote`.
+    pub fn with_metrics_listen(
+        mut self,
+        addr: Option<std::net::SocketAddr>,
+        allow_remote: bool,
+    ) -> Result<Self, ConfigError> {
+        if let Some(a) = addr {
+            if !a.ip().is_loopback() && !allow_remote {
+                return Err(ConfigError::MetricsRemote(a));
+            }
+        }
+        self.metrics_listen = addr;
+        Ok(self)
     }
 }
 
@@ -65,5 +88,14 @@ mod tests {
             DaemonConfig::new("/tmp/x".into(), "zm0".into(), 0, 100),
             Err(ConfigError::Mtu(100))
         ));
+        let c = || DaemonConfig::new("/tmp/x".into(), "zm0".into(), 0, 1420).unwrap();
+        let a = |s: &str| Some(s.parse().unwrap());
+        assert!(c().with_metrics_listen(a("127.0.0.1:9470"), false).is_ok());
+        assert!(matches!(
+            c().with_metrics_listen(a("0.0.0.0:9470"), false),
+            Err(ConfigError::MetricsRemote(_))
+        ));
+        assert!(c().with_metrics_listen(a("0.0.0.0:9470"), true).is_ok());
+        assert_eq!(c().with_metrics_listen(None, false).unwrap().metrics_listen, None);
     }
 }

@@ -6,20 +6,22 @@
 //! 1. [`infra`]: configuration as validated structs, data-dir files, TLS identity and
 //!    pinned TLS client configs.
 //! 2. `zmesh_console_core` (its own crate, no axum): `store` (SQL only) < `domain`
-//!    (pure logic) < `bus` < `service` (the only writers). Re-exported here.
+//!    (pure logic) < `bus` < `service` (the only writers), and `metrics`. Re-exported here.
 //! 3. [`http`]: `AppState`, the route table, errors to statuses, extractors and one
 //!    [`http::Principal`]; `http::api`, `http::agent_api` and `http::web` sit beside
 //!    each other and never import each other.
-//! 4. On top: [`server`] (`zmesh-console serve`), [`relay`], [`stun`], [`syslog`], [`cli`].
+//! 4. On top: [`server`] (`zmesh-console serve`), [`relay`], [`stun`], [`syslog`],
+//!    [`scrape`] (the `--metrics-listen` endpoint), [`cli`].
 
 pub mod infra;
 
-pub use zmesh_console_core::{bus, domain, service, store};
+pub use zmesh_console_core::{bus, domain, metrics, service, store};
 
 pub mod http;
 
 pub mod cli;
 pub mod relay;
+pub mod scrape;
 pub mod server;
 pub mod stun;
 pub mod syslog;

@@ -91,6 +91,16 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    // One registry for the whole process, handed to the core and the STUN responder.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {addr}"))?,
+        ),
+        None => None,
+    };
     let mut stun_tasks = vec![];
     let mut stun_addrs = vec![];
     if let Some(addr) = cfg.stun_listen {
@@ -99,7 +109,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("binding the STUN responder to {addr}"))?;
         let local = sock.local_addr()?;
         println!("STUN responder on udp {local}");
-        stun_tasks.push(tokio::spawn(crate::stun::run(sock)));
+        stun_tasks.push(tokio::spawn(crate::stun::run_counted(
+            sock,
+            Some(metrics.stun()),
+        )));
         stun_addrs.push(local);
     }
     if let Some((addr, explicit)) = cfg.stun_alt {
@@ -107,7 +120,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             Ok(sock) => {
                 let local = sock.local_addr()?;
                 println!("STUN responder (second port) on udp {local}");
-                stun_tasks.push(tokio::spawn(crate::stun::run(sock)));
+                stun_tasks.push(tokio::spawn(crate::stun::run_counted(
+                    sock,
+                    Some(metrics.stun()),
+                )));
                 stun_addrs.push(local);
             }
             Err(e) if explicit => {
@@ -137,7 +153,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .await?
         .with_nat(nat)
         .with_public_url(cfg.public_url.clone())
-        .with_device_key_lifetime(cfg.device_key_lifetime);
+        .with_device_key_lifetime(cfg.device_key_lifetime)
+        .with_metrics(metrics);
     // Before anything else holds a clone of the state (`with_oidc` needs it unshared).
     let local = listener.local_addr()?;
     let state = match cfg.oidc.clone() {
@@ -176,6 +193,18 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics_task = match metrics_listener {
+        Some(l) => {
+            println!("metrics on http://{}/metrics", l.local_addr()?);
+            let state = state.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::scrape::serve(l, state, std::future::pending()).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let url = crate::infra::config::local_url(listener.local_addr()?);
     fs::write(console_url_path(&cfg.data_dir), format!("{url}\n"))
         .context("writing console.url")?;
@@ -205,7 +234,12 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         crate::infra::shutdown::shutdown_signal(),
     )
     .await?;
-    for t in stun_tasks.into_iter().chain(relay_task).chain(idp_refresh) {
+    for t in stun_tasks
+        .into_iter()
+        .chain(relay_task)
+        .chain(idp_refresh)
+        .chain(metrics_task)
+    {
         t.abort();
     }
     let _ = stop_tx.send(true);
@@ -322,6 +356,11 @@ fn spawn_relay(
         })
     }));
     let relay = crate::relay::Relay::new(rc);
+    state
+        .metrics
+        .register_collector(Box::new(crate::relay::metrics::RelayCollector(
+            Arc::clone(&relay),
+        )));
     let mut changes = state.bus.subscribe();
     let r = Arc::clone(&relay);
     tokio::spawn(async move {

@@ -132,6 +132,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// Answers Binding requests on `sock` until the task is dropped.
 pub async fn run(sock: UdpSocket) {
+    run_counted(sock, None).await
+}
+
+/// [`run`], counting requests in the console's metrics.
+pub async fn run_counted(
+    sock: UdpSocket,
+    counters: Option<crate::metrics::StunCounters>,
+) {
     let mut limiter = RateLimiter::new(RATE_PER_SEC, BURST, MAX_SOURCES);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut warned = Instant::now() - Duration::from_secs(60);
@@ -149,15 +157,24 @@ pub async fn run(sock: UdpSocket) {
         }
         let Some(resp) = answer(&buf[..n], from) else {
             tracing::trace!(%from, len = n, "not a Binding request, dropped");
+            if let Some(c) = &counters {
+                c.ignored();
+            }
             continue;
         };
         let now = Instant::now();
         if !limiter.allow(from.ip(), now) {
+            if let Some(c) = &counters {
+                c.rate_limited();
+            }
             if now.duration_since(warned) > Duration::from_secs(10) {
                 warned = now;
                 tracing::warn!(src = %from.ip(), "STUN requests over the rate limit, dropping");
             }
             continue;
+        }
+        if let Some(c) = &counters {
+            c.answered();
         }
         if let Err(e) = sock.send_to(&resp, from).await {
             tracing::trace!(%from, error = %e, "STUN answer not sent");

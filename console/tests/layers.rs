@@ -18,20 +18,30 @@ const CONSOLE_LAYERS: &[(&str, u8)] = &[
     ("domain", 1),
     ("bus", 1),
     ("service", 1),
+    ("metrics", 1),
     ("http", 2),
     ("server", 3),
     ("relay", 3),
     ("stun", 3),
     ("syslog", 3),
+    ("scrape", 3),
     ("cli", 4),
 ];
-const CORE_LAYERS: &[(&str, u8)] = &[("store", 0), ("domain", 1), ("bus", 2), ("service", 3)];
+// `metrics` is a leaf (it names no other module) that every layer may count in.
+const CORE_LAYERS: &[(&str, u8)] = &[
+    ("metrics", 0),
+    ("store", 0),
+    ("domain", 1),
+    ("bus", 2),
+    ("service", 3),
+];
 /// The HTTP surfaces: none may name another.
 const SURFACES: &[&str] = &["api", "agent_api", "web"];
 /// What the surfaces share inside `http`; these may not name a surface.
 const HTTP_SHARED: &[&str] = &[
     "error",
     "json",
+    "metrics",
     "principal",
     "query",
     "routes",

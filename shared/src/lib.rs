@@ -9,6 +9,8 @@ pub mod enroll_key;
 pub mod flowlog;
 pub mod ids;
 pub mod keys;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod peermap;

@@ -22,7 +22,7 @@ pub use reports::Reporter;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -94,6 +94,8 @@ pub struct Shared {
     routing: Mutex<RouteState>,
     /// The names the resolver answers, rebuilt on every map and delta.
     names: tokio::sync::watch::Sender<Arc<crate::dns::Names>>,
+    /// When a map or delta was last applied (Unix ms; 0: never), for the map age metric.
+    map_applied_ms: AtomicI64,
 }
 
 impl Shared {
@@ -110,6 +112,7 @@ impl Shared {
             key_expiry: Mutex::new(None),
             expired: AtomicBool::new(false),
             routing: Mutex::new(RouteState::new(routes::RoutePrefs::default())),
+            map_applied_ms: AtomicI64::new(0),
         })
     }
     /// Sets the route preferences, the underlay addresses to keep off an exit node,
@@ -172,6 +175,10 @@ impl Shared {
     pub fn map(&self) -> Option<PeerMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    /// When a map or delta was last applied (Unix ms), if ever.
+    pub fn map_applied_ms(&self) -> Option<i64> {
+        Some(self.map_applied_ms.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
     pub fn relay(&self) -> Option<String> {
         self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -185,6 +192,8 @@ impl Shared {
     fn set_map(&self, m: PeerMap) {
         let names = crate::dns::Names::from_map(&m);
         *self.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        self.map_applied_ms
+            .store(zmesh_shared::time::now_ms(), Ordering::Relaxed);
         self.names.send_if_modified(|n| {
             let changed = **n != names;
             if changed {

@@ -10,6 +10,24 @@ pub struct Counters {
     pub tx_packets: u64,
     /// Decrypted IP packets handed to the TUN.
     pub rx_packets: u64,
+    /// Of `tx_packets`, those sent through the relay (the rest went direct).
+    #[serde(default)]
+    pub tx_packets_relay: u64,
+    /// Of `rx_packets`, those that came through the relay.
+    #[serde(default)]
+    pub rx_packets_relay: u64,
+    /// Bytes of the WireGuard data messages counted in `tx_packets` (UDP payload, what
+    /// crosses the underlay), and of those the relayed ones.
+    #[serde(default)]
+    pub tx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes_relay: u64,
+    /// Bytes of the WireGuard data messages counted in `rx_packets`, and of those the
+    /// relayed ones.
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub rx_bytes_relay: u64,
     /// Handshakes completed (as initiator or responder).
     pub handshakes: u64,
     /// Datagrams that are not WireGuard messages at all (bad type, bad size, bad MAC).
@@ -56,6 +74,26 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counts a data message of `len` bytes sent to `to`. Per packet: additions only.
+    pub(crate) fn sent(&mut self, to: std::net::SocketAddr, len: usize) {
+        self.tx_packets += 1;
+        self.tx_bytes += len as u64;
+        if super::is_relay_endpoint(to) {
+            self.tx_packets_relay += 1;
+            self.tx_bytes_relay += len as u64;
+        }
+    }
+
+    /// Counts a data message of `len` bytes from `from` delivered to the TUN.
+    pub(crate) fn received(&mut self, from: std::net::SocketAddr, len: usize) {
+        self.rx_packets += 1;
+        self.rx_bytes += len as u64;
+        if super::is_relay_endpoint(from) {
+            self.rx_packets_relay += 1;
+            self.rx_bytes_relay += len as u64;
+        }
+    }
+
     /// Sum of all drop counters.
     pub fn total_drops(&self) -> u64 {
         self.drop_garbage
@@ -92,5 +130,18 @@ mod tests {
         let j = serde_json::to_value(&c).unwrap();
         assert_eq!(j["drop_replay"], 3);
         assert_eq!(serde_json::from_value::<Counters>(j).unwrap(), c);
+    }
+
+    #[test]
+    fn split_by_path() {
+        let mut c = Counters::default();
+        let direct: std::net::SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let relay = crate::core::relay_endpoint(&[9; 32]);
+        c.sent(direct, 100);
+        c.sent(relay, 50);
+        c.received(relay, 70);
+        assert_eq!((c.tx_packets, c.tx_bytes), (2, 150));
+        assert_eq!((c.tx_packets_relay, c.tx_bytes_relay), (1, 50));
+        assert_eq!((c.rx_packets, c.rx_bytes, c.rx_packets_relay, c.rx_bytes_relay), (1, 70, 1, 70));
     }
 }

@@ -242,7 +242,7 @@ impl Node {
         match peer.tunn.encapsulate(pkt, out) {
             TunnResult::WriteToNetwork(b) => {
                 match b.first() {
-                    Some(&4) => self.counters.tx_packets += 1,
+                    Some(&4) => self.counters.sent(ep, b.len()),
                     Some(&1) => peer.awaiting_handshake = true,
                     _ => {}
                 }
@@ -366,7 +366,7 @@ impl Node {
                 for _ in 0..MAX_FLUSH {
                     match peer.tunn.decapsulate(None, &[], out) {
                         TunnResult::WriteToNetwork(b) => {
-                            self.counters.tx_packets += 1;
+                            self.counters.sent(from, b.len());
                             self.transmits.push_back(Transmit {
                                 dst: from,
                                 payload: b.to_vec(),
@@ -436,7 +436,7 @@ impl Node {
             tracing::trace!(?verdict, peer = %peer.config.public_key, "inbound packet denied by policy");
             return None;
         };
-        self.counters.rx_packets += 1;
+        self.counters.received(from, data.len());
         Some((len, parsed))
     }
 

@@ -4,6 +4,8 @@
 //! so a restart while the console is unreachable keeps the mesh working.
 
 mod login;
+mod metrics;
+mod metrics_http;
 mod status;
 
 use std::net::IpAddr;
@@ -140,6 +142,11 @@ impl Daemon {
             }
             Request::Status => Response::Ok {
                 result: Reply::Status(Box::new(self.status().await)),
+            },
+            Request::Metrics { openmetrics } => Response::Ok {
+                result: Reply::Metrics {
+                    text: self.metrics_text(openmetrics).await.0,
+                },
             },
             Request::Nat => match self.nat_info().await {
                 Ok(n) => Response::Ok {
@@ -597,6 +604,16 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     restore_host_dns(&state);
     let listener = ipc::bind(&state.socket_path())?;
     tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("binding the metrics endpoint to {addr}: {e}")
+            })?;
+            tracing::info!(addr = %l.local_addr()?, "metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let (events, mut events_rx) = mpsc::unbounded_channel();
     let d = Arc::new(Daemon {
         cfg,
@@ -637,6 +654,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         }
     });
 
+    let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics_http::serve(l, d.clone())));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -657,6 +675,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     d.stop_tunnels().await;
     let _ = std::fs::remove_file(state.socket_path());
     Ok(())

@@ -54,6 +54,12 @@ pub enum Request {
     Status,
     /// The STUN servers and relays in use (what `zmesh netcheck` checks by default).
     Nat,
+    /// The Prometheus metrics text (what `daemon --metrics-listen` serves).
+    Metrics {
+        /// OpenMetrics text instead of the Prometheus text format 0.0.4.
+        #[serde(default)]
+        openmetrics: bool,
+    },
     /// One echo request over the overlay; the CLI repeats it for `--count`.
     Ping {
         peer: String,
@@ -84,6 +90,9 @@ pub enum Reply {
     Status(Box<Status>),
     Pong(PingResult),
     Nat(NatInfo),
+    Metrics {
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

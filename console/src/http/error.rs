@@ -267,7 +267,12 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Store(StoreError::Db(_) | StoreError::Migrate(_))) {
+            // counted by the metrics middleware (`database_errors_total{source="http"}`)
+            resp.extensions_mut().insert(super::metrics::DbErrorMark);
+        }
+        resp
     }
 }
 

@@ -1,6 +1,7 @@
 //! The console's HTTP layer: [`AppState`], the route table ([`routes`]), the one
 //! error-to-status mapping ([`ApiError`]), extractors, and the one [`Principal`] type
-//! every surface authenticates to (admin token, API token or signed-in user).
+//! every surface authenticates to (admin token, API token or signed-in user), and the
+//! request-counting middleware ([`metrics`]).
 //!
 //! The three surfaces, [`api`] (admin REST API), [`agent_api`] (enrollment and control
 //! stream) and [`web`] (pages), sit under it and never import each other; what they
@@ -9,6 +10,7 @@
 
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod path;
 pub mod principal;
 pub mod query;
@@ -85,6 +87,12 @@ pub fn app(state: AppState) -> Router {
         .merge(reader)
         .merge(web::router(state.clone()))
         .fallback(|| async { ApiError::NotFound { what: "route" } })
+        // Router::layer wraps each route (and the fallback) after routing, so the
+        // middleware sees the matched route template.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)
 }

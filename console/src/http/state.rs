@@ -100,6 +100,23 @@ impl AppState {
         }
     }
 
+    /// Same state counting into `metrics` (see [`Core::with_metrics`]); before the state
+    /// is shared.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.core = inner.core.with_metrics(metrics);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; metrics registry not replaced");
+                AppState { inner }
+            }
+        }
+    }
+
     /// Same state with the console's public URL.
     pub fn with_public_url(self, url: Option<String>) -> Self {
         match Arc::try_unwrap(self.inner) {

@@ -28,6 +28,13 @@ pub enum ConfigError {
     KeyLifetime(String),
     #[error("--public-url {0:?}: expected https://HOST[:PORT] without a path")]
     PublicUrl(String),
+    #[error(
+        "--metrics-listen {0}: not a loopback address; the metrics endpoint takes no \
+         credentials, so add --metrics-allow-remote to serve it there on purpose"
+    )]
+    MetricsRemote(SocketAddr),
+    #[error("--metrics-listen {0}: that is the API port; metrics are served on a port of their own")]
+    MetricsOnApiPort(SocketAddr),
     #[error("cannot resolve the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -72,6 +79,15 @@ pub struct ServeArgs {
     pub relay_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub nat: NatArgs,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`, no authentication) on this
+    /// address, e.g. 127.0.0.1:9469. Off by default; never on the API port. Only a
+    /// loopback address unless --metrics-allow-remote is given.
+    #[arg(long, env = "ZMESH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address (anyone who reaches it reads the
+    /// metrics: firewall it to your Prometheus).
+    #[arg(long, env = "ZMESH_METRICS_ALLOW_REMOTE")]
+    pub metrics_allow_remote: bool,
     /// The console's URL as browsers and agents reach it (default: from --listen); the
     /// SSO redirect URI is PUBLIC_URL/oidc/callback.
     #[arg(long, env = "ZMESH_PUBLIC_URL", value_name = "URL")]
@@ -285,6 +301,9 @@ pub struct ServeConfig {
     /// Built-in relay address; `None` when not running one.
     pub relay_listen: Option<SocketAddr>,
     pub nat: NatConfig,
+    /// The Prometheus endpoint's address (checked: loopback, or allowed explicitly, and
+    /// not the API port); `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// `https://host[:port]`, no trailing slash; `None`: the local URL of the bound
     /// listener.
     pub public_url: Option<String>,
@@ -338,6 +357,10 @@ impl ServeConfig {
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
             relay_listen: a.relay_listen,
             nat: a.nat.validate()?,
+            metrics_listen: a
+                .metrics_listen
+                .map(|m| metrics_listen(m, a.metrics_allow_remote, a.listen))
+                .transpose()?,
             public_url: a.public_url.map(public_url).transpose()?,
             oidc: a
                 .oidc
@@ -370,6 +393,22 @@ fn public_url(u: String) -> Result<String, ConfigError> {
         return Err(ConfigError::PublicUrl(u));
     }
     Ok(t.to_string())
+}
+
+/// `--metrics-listen`, checked against `--metrics-allow-remote` and the API address.
+fn metrics_listen(
+    m: SocketAddr,
+    allow_remote: bool,
+    api: SocketAddr,
+) -> Result<SocketAddr, ConfigError> {
+    let overlaps = m.ip() == api.ip() || m.ip().is_unspecified() || api.ip().is_unspecified();
+    if m.port() != 0 && m.port() == api.port() && overlaps {
+        return Err(ConfigError::MetricsOnApiPort(m));
+    }
+    if !m.ip().is_loopback() && !allow_remote {
+        return Err(ConfigError::MetricsRemote(m));
+    }
+    Ok(m)
 }
 
 pub fn default_database_url(data_dir: &Path) -> String {
@@ -419,7 +458,39 @@ mod tests {
             public_url: None,
             oidc: Default::default(),
             device_key_lifetime: "180".into(),
+            metrics_listen: None,
+            metrics_allow_remote: false,
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_allowed() {
+        let cfg = |addr: &str, allow: bool| {
+            let mut a = args();
+            a.metrics_listen = Some(addr.parse().unwrap());
+            a.metrics_allow_remote = allow;
+            ServeConfig::from_args(Path::new("/tmp"), a).map(|c| c.metrics_listen)
+        };
+        assert_eq!(
+            cfg("127.0.0.1:9469", false).unwrap(),
+            Some("127.0.0.1:9469".parse().unwrap())
+        );
+        assert!(cfg("[::1]:9469", false).is_ok());
+        assert!(matches!(
+            cfg("0.0.0.0:9469", false),
+            Err(ConfigError::MetricsRemote(_))
+        ));
+        assert!(matches!(
+            cfg("192.0.2.7:9469", false),
+            Err(ConfigError::MetricsRemote(_))
+        ));
+        assert!(cfg("0.0.0.0:9469", true).is_ok());
+        // the API listens on 0.0.0.0:8443: its port is never the metrics port
+        assert!(matches!(
+            cfg("127.0.0.1:8443", true),
+            Err(ConfigError::MetricsOnApiPort(_))
+        ));
+        assert_eq!(ServeConfig::from_args(Path::new("/tmp"), args()).unwrap().metrics_listen, None);
     }
 
     #[test]

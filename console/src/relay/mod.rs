@@ -12,6 +12,7 @@
 
 pub mod cli;
 mod hold;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -80,6 +81,8 @@ pub struct RelayStats {
     pub auth_ok: AtomicU64,
     pub auth_failed: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Payload bytes of the datagrams counted in `forwarded`.
+    pub forwarded_bytes: AtomicU64,
     pub drop_unknown_dst: AtomicU64,
     pub drop_rate: AtomicU64,
     pub drop_queue_full: AtomicU64,
@@ -162,9 +165,11 @@ impl Relay {
         if let Some(tap) = &self.cfg.tap {
             let _ = tap.send(data.clone());
         }
+        let len = data.len() as u64;
         match tx.try_send(Frame::Recv { src, data }) {
             Ok(()) => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.stats.forwarded_bytes.fetch_add(len, Ordering::Relaxed);
             }
             Err(_) => {
                 self.stats.drop_queue_full.fetch_add(1, Ordering::Relaxed);

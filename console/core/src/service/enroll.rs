@@ -50,12 +50,19 @@ pub async fn enroll(
     {
         Ok(d) => d,
         Err(StoreError::EnrollKey(why)) => {
+            core.metrics.enrollment_refused(why.as_str());
             let detail = serde_json::json!({"reason": why.as_str()});
             record_refusal(&core.store, ctx, "enroll.rejected", detail).await;
             return Err(StoreError::EnrollKey(why).into());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if let Some(reason) = refusal_reason(&e) {
+                core.metrics.enrollment_refused(reason);
+            }
+            return Err(e.into());
+        }
     };
+    core.metrics.enrolled("key");
     let net = core.store.get_network(device.network_id).await?;
     tracing::info!(device = %device.id, name = %device.name, state = device.state.as_str(), "device enrolled");
     core.bus.publish(Change::Network {
@@ -63,4 +70,17 @@ pub async fn enroll(
         revision: net.revision,
     });
     Ok((device, net, credential))
+}
+
+/// The metrics label of an enrollment refused for another reason than its key; `None`
+/// for a database failure (counted as a database error, not a refusal).
+fn refusal_reason(e: &StoreError) -> Option<&'static str> {
+    match e {
+        StoreError::Db(_) | StoreError::Migrate(_) => None,
+        StoreError::PublicKeyTaken => Some("public_key_taken"),
+        StoreError::NameTaken { .. } => Some("name_taken"),
+        StoreError::Invalid { .. } => Some("invalid"),
+        StoreError::AddressSpaceExhausted => Some("address_space_exhausted"),
+        _ => Some("other"),
+    }
 }

@@ -171,6 +171,7 @@ pub async fn confirm(
     if reauth {
         tracing::info!(device = %row.id, user = %user.username, "device re-authenticated; key rotated");
     } else {
+        core.metrics.enrolled("login");
         tracing::info!(device = %row.id, user = %user.username, "device enrolled by login");
     }
     core.publish_network(row.network_id).await;

@@ -32,13 +32,14 @@ use std::time::Duration;
 use zmesh_shared::{NetworkId, SigningKey};
 
 use crate::bus::{Bus, Change, SnapshotCache};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub use crate::store::AuditCtx;
 pub use error::ServiceError;
 
 /// What every use case needs: the store, the network it acts in, the peer-map signing
-/// key, the change bus and the per-network view cache. Cheap to clone.
+/// key, the change bus, the per-network view cache and the metrics. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Core {
     inner: Arc<CoreInner>,
@@ -56,6 +57,8 @@ pub struct CoreInner {
     /// its user must sign in again; `None`: forever. Key-enrolled devices do not expire
     /// unless an admin sets an expiry.
     pub device_key_lifetime: Option<Duration>,
+    /// The console's Prometheus metrics (one registry per core, so per process).
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::ops::Deref for Core {
@@ -77,6 +80,7 @@ impl Core {
                 bus,
                 snapshots: SnapshotCache::default(),
                 device_key_lifetime: Some(login::DEFAULT_KEY_LIFETIME),
+                metrics: Arc::new(Metrics::new()),
             }),
         })
     }
@@ -93,6 +97,23 @@ impl Core {
             }
             Err(inner) => {
                 tracing::error!("core already shared; device key lifetime not applied");
+                Core { inner }
+            }
+        }
+    }
+
+    /// Same core counting into `metrics` (made once by `serve` at start-up, before the
+    /// STUN responder that counts into it too). Only before the core is shared.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.metrics = metrics;
+                Core {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("core already shared; metrics registry not replaced");
                 Core { inner }
             }
         }

@@ -297,6 +297,16 @@ impl Store {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
+    /// When the newest checkpoint (not an anchor) was signed; `None` before the first.
+    pub async fn last_checkpoint_ms(&self) -> Result<Option<i64>, StoreError> {
+        let r = sqlx::query(
+            "SELECT MAX(time_ms) AS t FROM audit_checkpoints WHERE kind <> 'anchor'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get::<Option<i64>, _>("t")?)
+    }
+
     /// The anchor the remaining chain starts from, if it was ever pruned.
     pub async fn audit_anchor(&self) -> Result<Option<Checkpoint>, StoreError> {
         let r = sqlx::query(

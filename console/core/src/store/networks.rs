@@ -254,6 +254,19 @@ impl Store {
         network_from_row(&r)
     }
 
+    /// Every network's id and revision (for the metrics scrape), by id.
+    pub async fn network_revisions(&self) -> Result<Vec<(NetworkId, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT id, revision FROM networks ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let rev: i64 = r.try_get("revision")?;
+                Ok((parse_col(r, "id")?, rev.max(0) as u64))
+            })
+            .collect()
+    }
+
     /// The network, all its devices (every state), their approved routes and its policy,
     /// consistent with its revision.
     pub async fn network_snapshot(&self, net: NetworkId) -> Result<NetworkSnapshot, StoreError> {

@@ -76,6 +76,7 @@ pub async fn stream(
             let id = device.id;
             // changes the agent makes (endpoints) are recorded as the device's
             let ctx = AuditCtx::new(format!("device:{id}"), source);
+            let _connected = state.metrics.stream_connected();
             Stream {
                 ctx,
                 state,
@@ -180,6 +181,9 @@ impl Stream {
         }
         match end {
             End::Store(e) => {
+                if matches!(e, StoreError::Db(_) | StoreError::Migrate(_)) {
+                    self.state.metrics.db_error("stream");
+                }
                 tracing::error!(device = %self.device_id, error = %e, "agent stream failed")
             }
             other => {
@@ -415,10 +419,13 @@ impl Stream {
 
     async fn send(&mut self, m: &ServerMsg) -> Result<(), End> {
         let text = serde_json::to_string(m).map_err(|_| End::Protocol)?;
+        let len = text.len();
         self.socket
             .send(Message::Text(text.into()))
             .await
-            .map_err(|_| End::SendFailed)
+            .map_err(|_| End::SendFailed)?;
+        self.state.metrics.stream_sent(m, len);
+        Ok(())
     }
 
     /// The shared view of the network at `min_revision` or newer. (Borrows only the
