@@ -249,11 +249,10 @@ async fn scrape_shows_what_happened() {
     assert!(rev.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 2.0, "{rev}");
     assert_eq!(val(&t, "zmesh_console_change_acks_total"), 0.0);
     assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 0.0);
-    // no database error happened (the family has no series until one does)
-    assert_eq!(
-        promtool::value(&t, "zmesh_console_database_errors_total{source=\"http\"}"),
-        None
-    );
+    // no database error happened; the series exist from the start
+    assert_eq!(val(&t, "zmesh_console_database_errors_total{source=\"http\"}"), 0.0);
+    assert_eq!(val(&t, "zmesh_console_enrollments_total{method=\"login\"}"), 0.0);
+    assert_eq!(val(&t, "zmesh_console_stun_requests_total{outcome=\"ignored\"}"), 0.0);
     assert!(val(&t, "process_resident_memory_bytes") > 1e6);
     assert!(val(&t, "process_open_fds") >= 5.0);
     let now = std::time::SystemTime::now()

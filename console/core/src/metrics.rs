@@ -194,45 +194,46 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        // (help texts without a final period: the registry adds one)
         let mut r = Registry::default();
         let streams = Gauge::default();
         r.register(
             "zmesh_console_agent_streams",
-            "Agent control streams connected to this console now.",
+            "Agent control streams connected to this console now",
             streams.clone(),
         );
         let stream_messages = Family::<KindLabels, Counter>::default();
         r.register(
             "zmesh_console_stream_messages",
             "Messages sent on agent streams, by kind (map: a full signed map, delta: a \
-             signed delta, other: hello, NAT settings, pong, revoked).",
+             signed delta, other: hello, NAT settings, pong, revoked)",
             stream_messages.clone(),
         );
         let stream_bytes = Family::<KindLabels, Counter>::default();
         r.register_with_unit(
             "zmesh_console_stream_sent",
-            "Bytes of messages sent on agent streams (the JSON text), by kind.",
+            "Bytes of messages sent on agent streams (the JSON text), by kind",
             Unit::Bytes,
             stream_bytes.clone(),
         );
         let enrollments = Family::<MethodLabels, Counter>::default();
         r.register(
             "zmesh_console_enrollments",
-            "Devices enrolled, by method (key: an enrollment key, login: a user signed in).",
+            "Devices enrolled, by method (key: an enrollment key, login: a user signed in)",
             enrollments.clone(),
         );
         let enrollment_refusals = Family::<ReasonLabels, Counter>::default();
         r.register(
             "zmesh_console_enrollment_refusals",
             "Enrollments refused, by reason (unknown, expired, used, revoked key; \
-             public_key_taken, name_taken, invalid, address_space_exhausted, other).",
+             public_key_taken, name_taken, invalid, address_space_exhausted, other)",
             enrollment_refusals.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         r.register(
             "zmesh_console_http_requests",
             "HTTP requests answered on the API port, by method, route template and \
-             status code (route \"unmatched\" for paths no route serves).",
+             status code (route \"unmatched\" for paths no route serves)",
             requests.clone(),
         );
         let request_seconds = Family::<LatencyLabels, Histogram>::new_with_constructor(
@@ -241,7 +242,7 @@ impl Metrics {
         r.register_with_unit(
             "zmesh_console_http_request_duration",
             "Time to answer an HTTP request (to the response head; a WebSocket until \
-             its upgrade), by method, route template and status class.",
+             its upgrade), by method, route template and status class",
             Unit::Seconds,
             request_seconds.clone(),
         );
@@ -249,21 +250,21 @@ impl Metrics {
         r.register(
             "zmesh_console_database_errors",
             "Database errors (SQL, connection, pool) that failed a request (source \
-             http), an agent stream (stream) or a metrics scrape (scrape).",
+             http), an agent stream (stream) or a metrics scrape (scrape)",
             db_errors.clone(),
         );
         let change_apply = Histogram::new(APPLY_BUCKETS);
         r.register_with_unit(
             "zmesh_console_change_apply",
             "Time from a committed change to each connected affected agent's \
-             acknowledgement that it applied it.",
+             acknowledgement that it applied it",
             Unit::Seconds,
             change_apply.clone(),
         );
         let change_acks = Counter::default();
         r.register(
             "zmesh_console_change_acks",
-            "Acknowledgements of applied changes received from agents.",
+            "Acknowledgements of applied changes received from agents",
             change_acks.clone(),
         );
         let stun = StunCounters {
@@ -272,7 +273,7 @@ impl Metrics {
         r.register(
             "zmesh_console_stun_requests",
             "Datagrams at the built-in STUN responder, by outcome (answered, \
-             rate_limited, ignored: not a Binding request).",
+             rate_limited, ignored: not a Binding request)",
             stun.family.clone(),
         );
         let scrape = Arc::new(Mutex::new(ScrapeValues::default()));
@@ -280,6 +281,24 @@ impl Metrics {
             values: scrape.clone(),
         }));
         r.register_collector(Box::new(zmesh_shared::metrics::ProcessCollector));
+        // Known label values start at 0, so a rate() or an alert sees the series before
+        // the first event.
+        for kind in ["map", "delta", "other"] {
+            let _ = stream_messages.get_or_create(&KindLabels { kind });
+            let _ = stream_bytes.get_or_create(&KindLabels { kind });
+        }
+        for method in ["key", "login"] {
+            let _ = enrollments.get_or_create(&MethodLabels { method });
+        }
+        for reason in ["unknown", "expired", "used", "revoked"] {
+            let _ = enrollment_refusals.get_or_create(&ReasonLabels { reason });
+        }
+        for source in ["http", "stream", "scrape"] {
+            let _ = db_errors.get_or_create(&SourceLabels { source });
+        }
+        for outcome in ["answered", "rate_limited", "ignored"] {
+            let _ = stun.family.get_or_create(&OutcomeLabels { outcome });
+        }
         Metrics {
             registry: Mutex::new(r),
             streams,
