@@ -197,6 +197,7 @@ impl Matrix {
             state_dir: self.lab.dir.path().join(format!("state-{name}")),
             pid: None,
             host_dns: "off",
+            daemon_args: vec![],
         };
         self.up(&mut a);
         a

@@ -154,6 +154,8 @@ pub struct Agent {
     /// `zmesh daemon --host-dns`: "off" unless a test gives the namespace its own
     /// /etc/resolv.conf (never touch the machine's).
     pub host_dns: &'static str,
+    /// More `zmesh daemon` flags (e.g. `--metrics-listen`).
+    pub daemon_args: Vec<String>,
 }
 
 impl Agent {
@@ -167,6 +169,7 @@ impl Agent {
             state_dir,
             pid: None,
             host_dns: "off",
+            daemon_args: vec![],
         }
     }
 
@@ -193,22 +196,20 @@ impl Agent {
     pub fn start_daemon(&mut self, lab: &mut Lab) {
         let bin = zmesh_bin();
         let log = format!("daemon-{}", self.name);
-        let pid = lab.spawn(
-            &self.ns,
-            &log,
-            &[
-                bin.to_str().unwrap(),
-                "daemon",
-                "--state-dir",
-                self.state_dir.to_str().unwrap(),
-                "--tun",
-                "zmesh0",
-                "--port",
-                "51820",
-                "--host-dns",
-                self.host_dns,
-            ],
-        );
+        let mut args = vec![
+            bin.to_str().unwrap(),
+            "daemon",
+            "--state-dir",
+            self.state_dir.to_str().unwrap(),
+            "--tun",
+            "zmesh0",
+            "--port",
+            "51820",
+            "--host-dns",
+            self.host_dns,
+        ];
+        args.extend(self.daemon_args.iter().map(String::as_str));
+        let pid = lab.spawn(&self.ns, &log, &args);
         self.pid = Some(pid);
         let sock = self.state_dir.join("zmesh.sock");
         wait_for(
