@@ -96,6 +96,9 @@ mod tests {
             Err(ConfigError::MetricsRemote(_))
         ));
         assert!(c().with_metrics_listen(a("0.0.0.0:9470"), true).is_ok());
-        assert_eq!(c().with_metrics_listen(None, false).unwrap().metrics_listen, None);
+        assert_eq!(
+            c().with_metrics_listen(None, false).unwrap().metrics_listen,
+            None
+        );
     }
 }

@@ -6,9 +6,9 @@
 //! filter's accepts; the text passes `promtool check metrics`. Needs root; CI fails
 //! rather than skips without it or without promtool.
 
-mod support;
 #[path = "../../console/tests/support/promtool.rs"]
 mod promtool;
+mod support;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -89,9 +89,24 @@ fn metrics_show_the_direct_path_and_the_control_stream() {
     assert!(val(&t, "zmesh_agent_handshakes_total") >= 1.0);
     // bravo's echo requests passed alpha's policy (the default lets devices reach each
     // other); bravo's replies to alpha's requests passed as replies
-    assert!(val(&t, "zmesh_agent_filter_accepted_packets_total{reason=\"rule\"}") >= 3.0, "{t}");
-    assert!(val(&t, "zmesh_agent_filter_accepted_packets_total{reason=\"reply\"}") >= 3.0, "{t}");
-    assert_eq!(val(&t, "zmesh_agent_dropped_packets_total{reason=\"policy\"}"), 0.0);
+    assert!(
+        val(
+            &t,
+            "zmesh_agent_filter_accepted_packets_total{reason=\"rule\"}"
+        ) >= 3.0,
+        "{t}"
+    );
+    assert!(
+        val(
+            &t,
+            "zmesh_agent_filter_accepted_packets_total{reason=\"reply\"}"
+        ) >= 3.0,
+        "{t}"
+    );
+    assert_eq!(
+        val(&t, "zmesh_agent_dropped_packets_total{reason=\"policy\"}"),
+        0.0
+    );
     assert!(val(&t, "process_resident_memory_bytes") > 1e6);
     promtool::check(&t);
 
@@ -99,8 +114,16 @@ fn metrics_show_the_direct_path_and_the_control_stream() {
     let h = http_get(&lab, &alpha.ns, "/metrics", "text/plain");
     let (head, body) = h.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
-    assert!(val(body, "zmesh_agent_tunnel_packets_total{direction=\"tx\",path=\"direct\"}") >= 7.0);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        val(
+            body,
+            "zmesh_agent_tunnel_packets_total{direction=\"tx\",path=\"direct\"}"
+        ) >= 7.0
+    );
     assert_eq!(val(body, "zmesh_agent_control_connected"), 1.0);
     promtool::check(body);
     let om = http_get(&lab, &alpha.ns, "/metrics", "application/openmetrics-text");

@@ -64,7 +64,8 @@ async fn read_db(state: &AppState) -> Result<ScrapeValues, StoreError> {
     let revisions = state.store.network_revisions().await?;
     Ok(ScrapeValues {
         audit_head_seq: head.seq,
-        checkpoint_age: last.map(|t| Duration::from_millis(now_ms().saturating_sub(t).max(0) as u64)),
+        checkpoint_age: last
+            .map(|t| Duration::from_millis(now_ms().saturating_sub(t).max(0) as u64)),
         revisions: revisions
             .into_iter()
             .map(|(id, rev)| (id.to_string(), rev))

@@ -358,9 +358,9 @@ fn spawn_relay(
     let relay = crate::relay::Relay::new(rc);
     state
         .metrics
-        .register_collector(Box::new(crate::relay::metrics::RelayCollector(
-            Arc::clone(&relay),
-        )));
+        .register_collector(Box::new(crate::relay::metrics::RelayCollector(Arc::clone(
+            &relay,
+        ))));
     let mut changes = state.bus.subscribe();
     let r = Arc::clone(&relay);
     tokio::spawn(async move {

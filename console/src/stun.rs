@@ -136,10 +136,7 @@ pub async fn run(sock: UdpSocket) {
 }
 
 /// [`run`], counting requests in the console's metrics.
-pub async fn run_counted(
-    sock: UdpSocket,
-    counters: Option<crate::metrics::StunCounters>,
-) {
+pub async fn run_counted(sock: UdpSocket, counters: Option<crate::metrics::StunCounters>) {
     let mut limiter = RateLimiter::new(RATE_PER_SEC, BURST, MAX_SOURCES);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut warned = Instant::now() - Duration::from_secs(60);

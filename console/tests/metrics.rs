@@ -186,17 +186,29 @@ async fn scrape_shows_what_happened() {
     // the API port does not serve the metrics
     let on_api = c.admin.get_text("/metrics").await;
     let e = on_api.expect_err("/metrics must not be served on the API port");
-    assert!(e.to_string().contains("404") || e.to_string().contains("not found"), "{e}");
+    assert!(
+        e.to_string().contains("404") || e.to_string().contains("not found"),
+        "{e}"
+    );
 
     let (t, ct) = scrape(&metrics_url, None).await;
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     assert_eq!(val(&t, "zmesh_console_agent_streams"), 1.0);
-    assert_eq!(val(&t, "zmesh_console_enrollments_total{method=\"key\"}"), 2.0);
     assert_eq!(
-        val(&t, "zmesh_console_enrollment_refusals_total{reason=\"unknown\"}"),
+        val(&t, "zmesh_console_enrollments_total{method=\"key\"}"),
+        2.0
+    );
+    assert_eq!(
+        val(
+            &t,
+            "zmesh_console_enrollment_refusals_total{reason=\"unknown\"}"
+        ),
         1.0
     );
-    assert_eq!(val(&t, "zmesh_console_stream_messages_total{kind=\"map\"}"), 1.0);
+    assert_eq!(
+        val(&t, "zmesh_console_stream_messages_total{kind=\"map\"}"),
+        1.0
+    );
     assert!(val(&t, "zmesh_console_stream_messages_total{kind=\"delta\"}") >= 1.0);
     assert!(val(&t, "zmesh_console_stream_sent_bytes_total{kind=\"map\"}") > 100.0);
     // by route template, never by the raw path (which holds an id)
@@ -239,20 +251,38 @@ async fn scrape_shows_what_happened() {
         ),
         1.0
     );
-    assert_eq!(val(&t, "zmesh_console_stun_requests_total{outcome=\"answered\"}"), 1.0);
+    assert_eq!(
+        val(
+            &t,
+            "zmesh_console_stun_requests_total{outcome=\"answered\"}"
+        ),
+        1.0
+    );
     assert_eq!(val(&t, "zmesh_console_relay_connections"), 0.0);
     assert!(val(&t, "zmesh_console_audit_head_sequence") >= 3.0);
     let rev = t
         .lines()
         .find(|l| l.starts_with("zmesh_console_network_revision{network="))
         .expect("a network revision");
-    assert!(rev.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 2.0, "{rev}");
+    assert!(
+        rev.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 2.0,
+        "{rev}"
+    );
     assert_eq!(val(&t, "zmesh_console_change_acks_total"), 0.0);
     assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 0.0);
     // no database error happened; the series exist from the start
-    assert_eq!(val(&t, "zmesh_console_database_errors_total{source=\"http\"}"), 0.0);
-    assert_eq!(val(&t, "zmesh_console_enrollments_total{method=\"login\"}"), 0.0);
-    assert_eq!(val(&t, "zmesh_console_stun_requests_total{outcome=\"ignored\"}"), 0.0);
+    assert_eq!(
+        val(&t, "zmesh_console_database_errors_total{source=\"http\"}"),
+        0.0
+    );
+    assert_eq!(
+        val(&t, "zmesh_console_enrollments_total{method=\"login\"}"),
+        0.0
+    );
+    assert_eq!(
+        val(&t, "zmesh_console_stun_requests_total{outcome=\"ignored\"}"),
+        0.0
+    );
     assert!(val(&t, "process_resident_memory_bytes") > 1e6);
     assert!(val(&t, "process_open_fds") >= 5.0);
     let now = std::time::SystemTime::now()
@@ -272,7 +302,10 @@ async fn scrape_shows_what_happened() {
     .await;
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(om.ends_with("# EOF\n"));
-    assert!(om.contains("# TYPE zmesh_console_enrollments counter"), "{om}");
+    assert!(
+        om.contains("# TYPE zmesh_console_enrollments counter"),
+        "{om}"
+    );
     assert!(om.contains("zmesh_console_enrollments_total{method=\"key\"} 2"));
     // only /metrics on the metrics port
     let r = reqwest::get(metrics_url.replace("/metrics", "/api/v1/devices"))

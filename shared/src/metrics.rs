@@ -187,7 +187,10 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         let start = p.start_time_seconds.unwrap();
-        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0, "{start}");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
+            "{start}"
+        );
         assert!(p.cpu_seconds.unwrap() >= 0.0);
     }
 
@@ -209,11 +212,17 @@ mod tests {
         let (om, ct) = encode(&r, true);
         assert!(ct.starts_with("application/openmetrics-text"));
         assert!(om.contains("process_cpu_seconds_total "), "{om}");
-        assert!(om.contains("# TYPE process_resident_memory_bytes gauge"), "{om}");
+        assert!(
+            om.contains("# TYPE process_resident_memory_bytes gauge"),
+            "{om}"
+        );
         assert!(om.ends_with("# EOF\n"));
         let (text, ct) = encode(&r, false);
         assert!(ct.starts_with("text/plain; version=0.0.4"));
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
         assert!(wants_openmetrics(Some(
             "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"

@@ -142,6 +142,14 @@ mod tests {
         c.received(relay, 70);
         assert_eq!((c.tx_packets, c.tx_bytes), (2, 150));
         assert_eq!((c.tx_packets_relay, c.tx_bytes_relay), (1, 50));
-        assert_eq!((c.rx_packets, c.rx_bytes, c.rx_packets_relay, c.rx_bytes_relay), (1, 70, 1, 70));
+        assert_eq!(
+            (
+                c.rx_packets,
+                c.rx_bytes,
+                c.rx_packets_relay,
+                c.rx_bytes_relay
+            ),
+            (1, 70, 1, 70)
+        );
     }
 }

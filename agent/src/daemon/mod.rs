@@ -606,9 +606,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     tracing::info!(socket = %state.socket_path().display(), tun = %cfg.tun_name, "zmesh daemon listening");
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("binding the metrics endpoint to {addr}: {e}")
-            })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the metrics endpoint to {addr}: {e}"))?;
             tracing::info!(addr = %l.local_addr()?, "metrics on http://{}/metrics", l.local_addr()?);
             Some(l)
         }

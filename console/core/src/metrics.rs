@@ -458,7 +458,12 @@ mod tests {
         drop(g);
         m.enrolled("key");
         m.enrollment_refused("used");
-        m.http_request("GET", Some("/api/v1/devices/{id}"), 404, Duration::from_millis(3));
+        m.http_request(
+            "GET",
+            Some("/api/v1/devices/{id}"),
+            404,
+            Duration::from_millis(3),
+        );
         m.http_request("BREW", None, 405, Duration::from_millis(1));
         m.observe_change_applied(0.012);
         m.observe_change_applied(40.0);
@@ -469,23 +474,38 @@ mod tests {
             revisions: vec![("net_x".into(), 9)],
         });
         let (t, _) = m.encode(false);
-        assert_eq!(line(&t, "zmesh_console_agent_streams "), Some("zmesh_console_agent_streams 1"));
-        assert!(t.contains("zmesh_console_enrollments_total{method=\"key\"} 1"), "{t}");
+        assert_eq!(
+            line(&t, "zmesh_console_agent_streams "),
+            Some("zmesh_console_agent_streams 1")
+        );
+        assert!(
+            t.contains("zmesh_console_enrollments_total{method=\"key\"} 1"),
+            "{t}"
+        );
         assert!(t.contains("zmesh_console_enrollment_refusals_total{reason=\"used\"} 1"));
         assert!(t.contains(
             "zmesh_console_http_requests_total{method=\"GET\",route=\"/api/v1/devices/{id}\",code=\"404\"} 1"
         ), "{t}");
         assert!(t.contains("method=\"other\",route=\"unmatched\",code=\"405\""));
-        assert!(t.contains("zmesh_console_change_apply_seconds_bucket{le=\"0.025\"} 1"), "{t}");
+        assert!(
+            t.contains("zmesh_console_change_apply_seconds_bucket{le=\"0.025\"} 1"),
+            "{t}"
+        );
         assert!(t.contains("zmesh_console_change_apply_seconds_count 2"));
         assert!(t.contains("zmesh_console_change_acks_total 2"));
         assert!(t.contains("zmesh_console_audit_head_sequence 17"));
-        assert!(t.contains("zmesh_console_audit_checkpoint_age_seconds 5"), "{t}");
+        assert!(
+            t.contains("zmesh_console_audit_checkpoint_age_seconds 5"),
+            "{t}"
+        );
         assert!(t.contains("zmesh_console_network_revision{network=\"net_x\"} 9"));
         assert!(t.contains("zmesh_console_stun_requests_total{outcome=\"answered\"} 1"));
         assert!(t.contains("process_resident_memory_bytes "));
         let (om, _) = m.encode(true);
         assert!(om.ends_with("# EOF\n"));
-        assert!(om.contains("# UNIT zmesh_console_change_apply_seconds seconds"), "{om}");
+        assert!(
+            om.contains("# UNIT zmesh_console_change_apply_seconds seconds"),
+            "{om}"
+        );
     }
 }

@@ -268,7 +268,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Store(StoreError::Db(_) | StoreError::Migrate(_))) {
+        if matches!(
+            self,
+            ApiError::Store(StoreError::Db(_) | StoreError::Migrate(_))
+        ) {
             // counted by the metrics middleware (`database_errors_total{source="http"}`)
             resp.extensions_mut().insert(super::metrics::DbErrorMark);
         }

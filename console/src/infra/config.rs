@@ -33,7 +33,9 @@ pub enum ConfigError {
          credentials, so add --metrics-allow-remote to serve it there on purpose"
     )]
     MetricsRemote(SocketAddr),
-    #[error("--metrics-listen {0}: that is the API port; metrics are served on a port of their own")]
+    #[error(
+        "--metrics-listen {0}: that is the API port; metrics are served on a port of their own"
+    )]
     MetricsOnApiPort(SocketAddr),
     #[error("cannot resolve the data directory {path}: {source}")]
     DataDir {
@@ -490,7 +492,12 @@ mod tests {
             cfg("127.0.0.1:8443", true),
             Err(ConfigError::MetricsOnApiPort(_))
         ));
-        assert_eq!(ServeConfig::from_args(Path::new("/tmp"), args()).unwrap().metrics_listen, None);
+        assert_eq!(
+            ServeConfig::from_args(Path::new("/tmp"), args())
+                .unwrap()
+                .metrics_listen,
+            None
+        );
     }
 
     #[test]

@@ -299,11 +299,10 @@ impl Store {
 
     /// When the newest checkpoint (not an anchor) was signed; `None` before the first.
     pub async fn last_checkpoint_ms(&self) -> Result<Option<i64>, StoreError> {
-        let r = sqlx::query(
-            "SELECT MAX(time_ms) AS t FROM audit_checkpoints WHERE kind <> 'anchor'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let r =
+            sqlx::query("SELECT MAX(time_ms) AS t FROM audit_checkpoints WHERE kind <> 'anchor'")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(r.try_get::<Option<i64>, _>("t")?)
     }
 
