@@ -95,17 +95,15 @@ async fn revocation_is_applied_by_every_connected_peer_and_audited() {
     let b = c.enroll(&key, "b").await;
     let gone = c.enroll(&key, "gone").await;
     let off = c.enroll(&key, "off").await;
-    let _agents = connect_all(
-        &c,
-        &[&a, &b, &gone],
-        Mode::Ack,
-    )
-    .await;
+    let _agents = connect_all(&c, &[&a, &b, &gone], Mode::Ack).await;
 
     let r0 = revision(&c).await;
     let _: Value = c
         .admin
-        .post(&format!("/api/v1/devices/{}/revoke", gone.device_id), None::<&()>)
+        .post(
+            &format!("/api/v1/devices/{}/revoke", gone.device_id),
+            None::<&()>,
+        )
         .await
         .unwrap();
     let rep = report_when(&c, r0, |v| v["finished"] == true).await;

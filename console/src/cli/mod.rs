@@ -368,7 +368,11 @@ async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
             println!("deleted {device}");
             changes::report(&c, wait, r0).await?;
         }
-        DevicesCmd::Rename { device, new_name, wait } => {
+        DevicesCmd::Rename {
+            device,
+            new_name,
+            wait,
+        } => {
             let r0 = changes::before(&c, wait).await?;
             let body = PatchDevice {
                 name: Some(new_name),

@@ -169,9 +169,15 @@ mod tests {
     fn nothing_connected_is_complete_and_says_so() {
         let f = figures(0, &[t(false, None)]);
         assert!(complete(&f));
-        assert_eq!(summary(&f), "applied by 0 of 0 connected peers; 1 offline, pending");
+        assert_eq!(
+            summary(&f),
+            "applied by 0 of 0 connected peers; 1 offline, pending"
+        );
         let f = figures(0, &[t(true, Some(7))]);
-        assert_eq!(summary(&f), "applied by 1 of 1 connected peer (p50 7 ms, p99 7 ms, max 7 ms)");
+        assert_eq!(
+            summary(&f),
+            "applied by 1 of 1 connected peer (p50 7 ms, p99 7 ms, max 7 ms)"
+        );
     }
 
     #[test]

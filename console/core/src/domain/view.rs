@@ -268,7 +268,8 @@ impl NetworkView {
         if old.self_info(row_o) != self.self_info(row_n)
             || (!Arc::ptr_eq(&dp_o.filter, &dp_n.filter) && dp_o.filter != dp_n.filter)
             || old.snapshot.policy.version != self.snapshot.policy.version
-            || super::dns::config(&old.snapshot.network) != super::dns::config(&self.snapshot.network)
+            || super::dns::config(&old.snapshot.network)
+                != super::dns::config(&self.snapshot.network)
         {
             return Some(true);
         }
@@ -591,14 +592,23 @@ mod tests {
                 let new = Arc::new(next_view(Some(&cur), s, at));
                 seen[0] += usize::from(new.quick.is_some());
                 // the tracker's cheap predicate agrees with the step a stream sends
-                for d in new.snapshot.devices.iter().chain(cur.snapshot.devices.iter()) {
+                for d in new
+                    .snapshot
+                    .devices
+                    .iter()
+                    .chain(cur.snapshot.devices.iter())
+                {
                     let step = new.step(&cur, d.id, 0);
                     let want = match step {
                         Step::Gone(_) => None,
                         Step::Same => Some(false),
                         Step::Delta(_) => Some(true),
                     };
-                    assert_eq!(new.changes_for(&cur, d.id), want, "round {round} what {what}");
+                    assert_eq!(
+                        new.changes_for(&cur, d.id),
+                        want,
+                        "round {round} what {what}"
+                    );
                 }
                 let reference = crate::domain::policy::compile_snapshot(&new.snapshot);
                 let mut still = vec![];

@@ -317,7 +317,10 @@ async fn finish(core: &Core, o: &Open, now: i64) -> Result<(), super::ServiceErr
         });
         store
             .acting(AuditCtx::system())
-            .record_event(AuditChange::new("change.applied", format!("revision:{}", o.revision)).after(&after))
+            .record_event(
+                AuditChange::new("change.applied", format!("revision:{}", o.revision))
+                    .after(&after),
+            )
             .await?;
     }
     let keep_roams = now - KEEP_ROAMS.as_millis() as i64;
@@ -344,7 +347,10 @@ pub async fn report(
     else {
         return Ok(None);
     };
-    let targets = core.store.rollout_targets(core.network_id, row.revision).await?;
+    let targets = core
+        .store
+        .rollout_targets(core.network_id, row.revision)
+        .await?;
     let mut r = rollout::report(&row, &targets);
     r.pending.truncate(MAX_PENDING_LISTED);
     Ok(Some(r))
@@ -358,7 +364,10 @@ pub async fn recent(
     let net = core.store.get_network(core.network_id).await?;
     let mut out = vec![];
     for row in core.store.recent_rollouts(core.network_id, limit).await? {
-        let targets = core.store.rollout_targets(core.network_id, row.revision).await?;
+        let targets = core
+            .store
+            .rollout_targets(core.network_id, row.revision)
+            .await?;
         let mut r = rollout::report(&row, &targets);
         r.pending.truncate(MAX_PENDING_LISTED);
         out.push(r);
