@@ -113,6 +113,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("GET", "/ui/devices/{id}", Page),
         ("GET", "/ui/keys", Page),
         ("GET", "/ui/routes", Page),
+        ("GET", "/ui/changes", Page),
         ("GET", "/ui/policy", Page),
         ("GET", "/ui/dns", Page),
         ("GET", "/ui/audit", Page),
