@@ -166,6 +166,24 @@ async fn rollouts(s: &Store) {
     assert!(s.rollout_at_or_after(net, 11).await.unwrap().is_none());
     assert_eq!(s.rollout_targets(net, 12).await.unwrap().len(), 0);
 
+    // a thousand devices acknowledge at once (one batch, several statements' worth)
+    let many: Vec<Ack> = ids[5..1_105]
+        .iter()
+        .map(|id| Ack {
+            device_id: *id,
+            version: 10,
+            at_ms: NOW + 700,
+        })
+        .collect();
+    s.record_acks(net, &many).await.unwrap();
+    let t10 = s.rollout_targets(net, 10).await.unwrap();
+    let done = t10
+        .iter()
+        .filter(|t| t.applied_at_ms == Some(NOW + 700))
+        .count();
+    assert_eq!(done, 1_100);
+    assert_eq!(s.applied_versions(net).await.unwrap().len(), 1_102);
+
     // a deleted device takes its targets with it
     s.acting(zmesh_console::store::AuditCtx::system())
         .delete_device(ids[4])

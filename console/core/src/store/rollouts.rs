@@ -69,27 +69,90 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for a in acks {
-            let v = a.version as i64;
-            sqlx::query(
-                "UPDATE devices SET applied_version = $2, applied_at_ms = $3 \
-                 WHERE id = $1 AND (applied_version IS NULL OR applied_version < $2)",
-            )
-            .bind(a.device_id.to_string())
-            .bind(v)
-            .bind(a.at_ms)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE rollout_targets SET applied_at_ms = $4 WHERE device_id = $1 \
-                 AND network_id = $2 AND revision <= $3 AND applied_at_ms IS NULL",
-            )
-            .bind(a.device_id.to_string())
-            .bind(net.to_string())
-            .bind(v)
-            .bind(a.at_ms)
-            .execute(&mut *tx)
-            .await?;
+        match self.backend() {
+            // One round trip per chunk: thousands of agents acknowledge one change
+            // within milliseconds. Per device only its newest acknowledgement of the
+            // batch is kept (the batch spans ~100 ms, so an earlier version's time is
+            // at most that much late).
+            Backend::Postgres => {
+                let mut newest: Vec<Ack> = Vec::with_capacity(acks.len());
+                let mut at: std::collections::HashMap<DeviceId, usize> = Default::default();
+                for a in acks {
+                    match at.get(&a.device_id) {
+                        Some(&i) if newest[i].version >= a.version => {}
+                        Some(&i) => newest[i] = *a,
+                        None => {
+                            at.insert(a.device_id, newest.len());
+                            newest.push(*a);
+                        }
+                    }
+                }
+                for part in newest.chunks(INSERT_CHUNK) {
+                    let mut values = String::new();
+                    for i in 0..part.len() {
+                        if i > 0 {
+                            values.push(',');
+                        }
+                        let b = i * 3 + 2;
+                        values.push_str(&format!(
+                            "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                            b,
+                            b + 1,
+                            b + 2
+                        ));
+                    }
+                    for sql in [
+                        format!(
+                            "UPDATE devices SET applied_version = x.v, applied_at_ms = x.t \
+                             FROM (VALUES {values}) AS x(id, v, t) WHERE devices.id = x.id \
+                             AND devices.network_id = $1 \
+                             AND (devices.applied_version IS NULL OR devices.applied_version < x.v)"
+                        ),
+                        format!(
+                            "UPDATE rollout_targets SET applied_at_ms = x.t \
+                             FROM (VALUES {values}) AS x(id, v, t) \
+                             WHERE rollout_targets.device_id = x.id \
+                             AND rollout_targets.network_id = $1 \
+                             AND rollout_targets.revision <= x.v \
+                             AND rollout_targets.applied_at_ms IS NULL"
+                        ),
+                    ] {
+                        let mut q = sqlx::query(&sql).bind(net.to_string());
+                        for a in part {
+                            q = q
+                                .bind(a.device_id.to_string())
+                                .bind(a.version as i64)
+                                .bind(a.at_ms);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+            }
+            // SQLite binds many parameters slowly; one statement per row is fastest there.
+            Backend::Sqlite => {
+                for a in acks {
+                    let v = a.version as i64;
+                    sqlx::query(
+                        "UPDATE devices SET applied_version = $2, applied_at_ms = $3 \
+                         WHERE id = $1 AND (applied_version IS NULL OR applied_version < $2)",
+                    )
+                    .bind(a.device_id.to_string())
+                    .bind(v)
+                    .bind(a.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE rollout_targets SET applied_at_ms = $4 WHERE device_id = $1 \
+                         AND network_id = $2 AND revision <= $3 AND applied_at_ms IS NULL",
+                    )
+                    .bind(a.device_id.to_string())
+                    .bind(net.to_string())
+                    .bind(v)
+                    .bind(a.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
