@@ -264,7 +264,8 @@ async fn start(
     let o = Open {
         network: n.network,
         revision,
-        audited: n.audited,
+        // a change that altered no device's map reached no one: nothing to report
+        audited: n.audited && !targets.is_empty(),
         deadline_ms: n.at_ms + WAIT.as_millis() as i64,
     };
     tracing::debug!(revision, targets = targets.len(), "tracking change");
