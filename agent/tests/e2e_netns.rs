@@ -295,7 +295,16 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
 
     // Revoke c: within 2 s a and b drop it and refuse its packets.
     let revoked_at = Instant::now();
-    console.cli(&lab, &["devices", "revoke", "c"]);
+    let out = console.cli(&lab, &["devices", "revoke", "c"]);
+    // the CLI waited for a and b (connected, their maps lost c) to acknowledge it
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("applied by "))
+        .unwrap_or_else(|| panic!("no 'applied by' line from devices revoke: {out}"));
+    assert!(
+        line.starts_with("applied by 2 of 2 connected peers (p50 "),
+        "devices revoke: {out}"
+    );
     wait_for(
         "a and b to drop c",
         Duration::from_secs(2),
@@ -308,6 +317,13 @@ fn three_agents_mesh_survives_console_outage_and_revocation() {
         },
     );
     let dropped_after = revoked_at.elapsed();
+    // and the audit log has the same figures (change.applied follows device.revoke)
+    let log = console.cli(&lab, &["audit", "export", "--action", "change.applied"]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("change.applied") && l.contains(line)),
+        "no change.applied event saying {line:?}: {log}"
+    );
     assert!(
         dropped_after <= Duration::from_secs(2),
         "c dropped after {dropped_after:?}"

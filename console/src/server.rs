@@ -400,6 +400,10 @@ pub async fn serve(
     let _expiry = AbortOnDrop(tokio::spawn(crate::service::expiry::run(
         state.core.clone(),
     )));
+    let _rollouts = AbortOnDrop(tokio::spawn(crate::service::rollouts::run(
+        state.core.clone(),
+        state.ping_interval,
+    )));
     let app = crate::http::app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

@@ -54,6 +54,8 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("POST", "/api/v1/devices/{id}/approve", Write),
         ("POST", "/api/v1/devices/{id}/revoke", Write),
         ("GET", "/api/v1/devices/{id}/wireguard-config", Read),
+        ("GET", "/api/v1/changes", Read),
+        ("GET", "/api/v1/changes/{revision}", Read),
         ("GET", "/api/v1/routes", Read),
         ("POST", "/api/v1/routes/approve", Write),
         ("POST", "/api/v1/routes/unapprove", Write),
@@ -111,6 +113,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("GET", "/ui/devices/{id}", Page),
         ("GET", "/ui/keys", Page),
         ("GET", "/ui/routes", Page),
+        ("GET", "/ui/changes", Page),
         ("GET", "/ui/policy", Page),
         ("GET", "/ui/dns", Page),
         ("GET", "/ui/audit", Page),
@@ -280,6 +283,7 @@ async fn env() -> Env {
 fn concrete(path: &str) -> String {
     path.replace("{id}", "nope")
         .replace("{version}", "1")
+        .replace("{revision}", "1")
         .replace("{token}", "zsu_nope")
 }
 

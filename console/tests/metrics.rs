@@ -1,8 +1,9 @@
 //! `zmesh-console serve --metrics-listen` (the real binary): after an enrollment, a
 //! refused enrollment, an agent stream, a STUN request and API calls (one a 404), a
 //! scrape shows those exact values, requests are counted under their route template
-//! (never the raw path), the text passes `promtool check metrics`, OpenMetrics text is
-//! served to a client that asks for it, and the API port does not serve `/metrics`.
+//! (never the raw path), the agent's acknowledgement of a change is timed in the
+//! change-apply histogram, the text passes `promtool check metrics`, OpenMetrics text
+//! is served to a client that asks for it, and the API port does not serve `/metrics`.
 
 mod support {
     pub mod promtool;
@@ -13,10 +14,12 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 use zmesh_console::cli::ApiClient;
 use zmesh_console::infra::config::TlsSource;
-use zmesh_shared::wire::ServerMsg;
+use zmesh_shared::wire::{ClientMsg, ServerMsg};
 
 use support::promtool;
 use support::stream_console::{hello_and_map, new_key, next, Console};
@@ -157,6 +160,27 @@ async fn scrape_shows_what_happened() {
             None => panic!("stream ended before the delta"),
         }
     }
+    // an admin's change (tracked until the connected agents applied it) as another delta
+    let _: serde_json::Value = c
+        .admin
+        .patch(
+            &format!("/api/v1/devices/{}", b.device_id),
+            &json!({"name": "bravo-2"}),
+        )
+        .await
+        .unwrap();
+    let version = loop {
+        match next(&mut ws).await {
+            Some(ServerMsg::PeerDelta { delta }) => {
+                break delta.verify(&a.signing_key).unwrap().version
+            }
+            Some(_) => continue,
+            None => panic!("stream ended before the delta"),
+        }
+    };
+    // ... which the agent acknowledges, as a real one does once it is in force
+    let ack = serde_json::to_string(&ClientMsg::Applied { version }).unwrap();
+    ws.send(Message::Text(ack.into())).await.unwrap();
 
     // API calls: a list (200) and a device that does not exist (404)
     let _: serde_json::Value = c.admin.get("/api/v1/devices").await.unwrap();
@@ -268,8 +292,6 @@ async fn scrape_shows_what_happened() {
         rev.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 2.0,
         "{rev}"
     );
-    assert_eq!(val(&t, "zmesh_console_change_acks_total"), 0.0);
-    assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 0.0);
     // no database error happened; the series exist from the start
     assert_eq!(
         val(&t, "zmesh_console_database_errors_total{source=\"http\"}"),
@@ -312,6 +334,29 @@ async fn scrape_shows_what_happened() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+
+    // the acknowledgement is timed when the change's rollout finishes (alpha was the one
+    // connected agent it reached)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let t = loop {
+        let (t, _) = scrape(&metrics_url, None).await;
+        if val(&t, "zmesh_console_change_acks_total") >= 1.0 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgement counted:\n{t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(val(&t, "zmesh_console_change_acks_total"), 1.0);
+    assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 1.0);
+    let took = val(&t, "zmesh_console_change_apply_seconds_sum");
+    assert!((0.0..15.0).contains(&took), "{took}");
+    assert_eq!(
+        val(&t, "zmesh_console_change_apply_seconds_bucket{le=\"+Inf\"}"),
+        1.0
+    );
 
     // the gauge follows the stream closing
     drop(ws);

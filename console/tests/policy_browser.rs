@@ -225,6 +225,7 @@ async fn admin_builds_a_rule_visually_and_pages_fit_1280() {
         ("/ui/users", "users"),
         ("/ui/keys", "keys"),
         ("/ui/routes", "routes"),
+        ("/ui/changes", "changes"),
     ] {
         d.goto(&format!("{url}{path}")).await;
         d.find("main").await;

@@ -84,6 +84,15 @@ impl ApiClient {
         self.send(self.req(Method::GET, path)).await
     }
 
+    /// The response whatever its status (the caller reads it), e.g. to tell a 404 from
+    /// a failure.
+    pub async fn get_response_any(&self, path: &str) -> anyhow::Result<Response> {
+        self.req(Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the console at {}", self.base))
+    }
+
     /// POST without a body; the answer's bytes (empty for 204).
     pub async fn post_raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let r = self.send(self.req(Method::POST, path)).await?;

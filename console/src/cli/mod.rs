@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod audit_report;
+mod changes;
 mod client;
 mod dns;
 mod output;
@@ -114,6 +115,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: users::UsersCmd,
     },
+    /// How far each change reached the agents: applied by N of M connected peers.
+    Changes {
+        #[command(subcommand)]
+        cmd: changes::ChangesCmd,
+    },
 }
 
 /// How the CLI reaches the console.
@@ -171,15 +177,37 @@ pub enum DevicesCmd {
         json: bool,
     },
     /// Approve a pending device.
-    Approve { device: String },
+    Approve {
+        device: String,
+        #[command(flatten)]
+        wait: changes::WaitArgs,
+    },
     /// Revoke a device (its credential dies at once; peers drop it).
-    Revoke { device: String },
+    Revoke {
+        device: String,
+        #[command(flatten)]
+        wait: changes::WaitArgs,
+    },
     /// Delete a device.
-    Delete { device: String },
+    Delete {
+        device: String,
+        #[command(flatten)]
+        wait: changes::WaitArgs,
+    },
     /// Rename a device.
-    Rename { device: String, new_name: String },
+    Rename {
+        device: String,
+        new_name: String,
+        #[command(flatten)]
+        wait: changes::WaitArgs,
+    },
     /// Replace a device's tags (comma-separated; "" clears them).
-    Tags { device: String, tags: String },
+    Tags {
+        device: String,
+        tags: String,
+        #[command(flatten)]
+        wait: changes::WaitArgs,
+    },
     /// Register an agentless (stock WireGuard) device.
     Add {
         name: String,
@@ -229,6 +257,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Users { cmd } => {
             users::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Changes { cmd } => {
+            changes::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }
@@ -307,7 +338,8 @@ async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
                 print!("{}", output::devices_table(&items));
             }
         }
-        DevicesCmd::Approve { device } => {
+        DevicesCmd::Approve { device, wait } => {
+            let r0 = changes::before(&c, wait).await?;
             let v: Value = c
                 .post(&format!("{}/approve", path(&device)?), None::<&()>)
                 .await?;
@@ -316,8 +348,10 @@ async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
                 v["name"].as_str().unwrap_or(&device),
                 v["state"].as_str().unwrap_or("?")
             );
+            changes::report(&c, wait, r0).await?;
         }
-        DevicesCmd::Revoke { device } => {
+        DevicesCmd::Revoke { device, wait } => {
+            let r0 = changes::before(&c, wait).await?;
             let v: Value = c
                 .post(&format!("{}/revoke", path(&device)?), None::<&()>)
                 .await?;
@@ -326,20 +360,30 @@ async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
                 v["name"].as_str().unwrap_or(&device),
                 v["state"].as_str().unwrap_or("?")
             );
+            changes::report(&c, wait, r0).await?;
         }
-        DevicesCmd::Delete { device } => {
+        DevicesCmd::Delete { device, wait } => {
+            let r0 = changes::before(&c, wait).await?;
             c.delete(&path(&device)?).await?;
             println!("deleted {device}");
+            changes::report(&c, wait, r0).await?;
         }
-        DevicesCmd::Rename { device, new_name } => {
+        DevicesCmd::Rename {
+            device,
+            new_name,
+            wait,
+        } => {
+            let r0 = changes::before(&c, wait).await?;
             let body = PatchDevice {
                 name: Some(new_name),
                 ..Default::default()
             };
             let v: Value = c.patch(&path(&device)?, &body).await?;
             println!("renamed {device} to {}", v["name"].as_str().unwrap_or("?"));
+            changes::report(&c, wait, r0).await?;
         }
-        DevicesCmd::Tags { device, tags } => {
+        DevicesCmd::Tags { device, tags, wait } => {
+            let r0 = changes::before(&c, wait).await?;
             let tags: Vec<String> = tags
                 .split(',')
                 .map(str::trim)
@@ -356,6 +400,7 @@ async fn devices(c: ApiClient, cmd: DevicesCmd) -> anyhow::Result<()> {
                 v["name"].as_str().unwrap_or(&device),
                 output::join(&v["tags"])
             );
+            changes::report(&c, wait, r0).await?;
         }
         DevicesCmd::Add {
             name,

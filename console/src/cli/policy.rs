@@ -22,7 +22,11 @@ pub enum PolicyCmd {
         json: bool,
     },
     /// Validate FILE against the live inventory and make it the policy in force.
-    Set { file: PathBuf },
+    Set {
+        file: PathBuf,
+        #[command(flatten)]
+        wait: super::changes::WaitArgs,
+    },
     /// May SRC reach DST? PROTO/PORT is e.g. tcp/22, udp/53, icmp or any.
     /// Exits 0 when allowed, 1 when denied.
     Check {
@@ -43,7 +47,11 @@ pub enum PolicyCmd {
         json: bool,
     },
     /// Make a copy of VERSION the policy in force (validated like `set`).
-    Rollback { version: u64 },
+    Rollback {
+        version: u64,
+        #[command(flatten)]
+        wait: super::changes::WaitArgs,
+    },
 }
 
 /// Parses `tcp/22`, `udp/53`, `icmp`, `any`.
@@ -110,8 +118,9 @@ pub async fn run(c: ApiClient, cmd: PolicyCmd) -> anyhow::Result<()> {
                 print!("{}", v["text"].as_str().unwrap_or(""));
             }
         }
-        PolicyCmd::Set { file } => {
+        PolicyCmd::Set { file, wait } => {
             let text = read(&file)?;
+            let r0 = super::changes::before(&c, wait).await?;
             let (status, body) = c
                 .raw(Method::PUT, "/api/v1/policy", Some(("text/plain", text)))
                 .await?;
@@ -122,6 +131,7 @@ pub async fn run(c: ApiClient, cmd: PolicyCmd) -> anyhow::Result<()> {
                 v["revision"],
                 v["summary"].as_str().unwrap_or("")
             );
+            super::changes::report(&c, wait, r0).await?;
         }
         PolicyCmd::Check {
             src,
@@ -188,7 +198,8 @@ pub async fn run(c: ApiClient, cmd: PolicyCmd) -> anyhow::Result<()> {
                 print!("{}", output::policy_table(&items));
             }
         }
-        PolicyCmd::Rollback { version } => {
+        PolicyCmd::Rollback { version, wait } => {
+            let r0 = super::changes::before(&c, wait).await?;
             let body = serde_json::to_string(&json!({ "version": version }))?;
             let (status, body) = c
                 .raw(
@@ -203,6 +214,7 @@ pub async fn run(c: ApiClient, cmd: PolicyCmd) -> anyhow::Result<()> {
                 v["version"],
                 v["summary"].as_str().unwrap_or("")
             );
+            super::changes::report(&c, wait, r0).await?;
         }
     }
     Ok(())

@@ -17,9 +17,17 @@ pub enum UsersCmd {
         json: bool,
     },
     /// Disable a user (by username or id): their sessions end and tokens are revoked.
-    Disable { user: String },
+    Disable {
+        user: String,
+        #[command(flatten)]
+        wait: super::changes::WaitArgs,
+    },
     /// Enable a disabled user again.
-    Enable { user: String },
+    Enable {
+        user: String,
+        #[command(flatten)]
+        wait: super::changes::WaitArgs,
+    },
 }
 
 /// The id of the user named `who` (a username or an id).
@@ -104,19 +112,23 @@ pub async fn run(c: ApiClient, cmd: UsersCmd) -> anyhow::Result<()> {
                 )
             );
         }
-        UsersCmd::Disable { user } => {
+        UsersCmd::Disable { user, wait } => {
             let id = user_id(&c, &user).await?;
+            let r0 = super::changes::before(&c, wait).await?;
             let u: Value = c
                 .patch(&format!("/api/v1/users/{id}"), &json!({"disabled": true}))
                 .await?;
             println!("disabled {}", u["username"].as_str().unwrap_or(&user));
+            super::changes::report(&c, wait, r0).await?;
         }
-        UsersCmd::Enable { user } => {
+        UsersCmd::Enable { user, wait } => {
             let id = user_id(&c, &user).await?;
+            let r0 = super::changes::before(&c, wait).await?;
             let u: Value = c
                 .patch(&format!("/api/v1/users/{id}"), &json!({"disabled": false}))
                 .await?;
             println!("enabled {}", u["username"].as_str().unwrap_or(&user));
+            super::changes::report(&c, wait, r0).await?;
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ pub mod password;
 pub mod peermap;
 pub mod policy;
 pub mod presence;
+pub mod rollout;
 pub mod routes;
 pub mod sso;
 pub mod view;

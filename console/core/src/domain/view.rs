@@ -254,6 +254,40 @@ impl NetworkView {
         }))
     }
 
+    /// Whether device `id`'s map differs between `old` and this view: what [`Self::step`]
+    /// answers `Delta` for, without building the delta (the acknowledgement tracker asks
+    /// it for every device of the network). `None` when the device has no map here.
+    pub fn changes_for(&self, old: &NetworkView, id: DeviceId) -> Option<bool> {
+        self.row(id)?;
+        let (Some((row_o, Some(dp_o))), Some((row_n, Some(dp_n)))) = (old.live(id), self.live(id))
+        else {
+            // pending, approved, revoked, expired: small maps, compared whole
+            let new = self.map(id)?;
+            return Some(old.map(id).is_none_or(|o| o.diff(&new).is_some()));
+        };
+        if old.self_info(row_o) != self.self_info(row_n)
+            || (!Arc::ptr_eq(&dp_o.filter, &dp_n.filter) && dp_o.filter != dp_n.filter)
+            || old.snapshot.policy.version != self.snapshot.policy.version
+            || super::dns::config(&old.snapshot.network)
+                != super::dns::config(&self.snapshot.network)
+        {
+            return Some(true);
+        }
+        let peers = match &self.quick {
+            Some(q)
+                if q.from_revision == old.revision()
+                    && Arc::ptr_eq(&old.compiled, &self.compiled) =>
+            {
+                q.peers.iter().any(|p| dp_n.has_peer(&p.device_id))
+            }
+            _ => {
+                let cd = self.class_diff(old, dp_o.linked(), dp_n.linked());
+                cd.upsert.iter().any(|p| p.device_id != id) || cd.remove.iter().any(|d| *d != id)
+            }
+        };
+        Some(peers || !self.route_upserts(dp_o, dp_n, vec![], &[]).is_empty())
+    }
+
     /// Decorates the peers of a delta with the device's route grants, and adds the
     /// peers whose grants alone changed (a route approved or withdrawn changes no
     /// shared peer entry, so the class diff cannot see it).
@@ -557,6 +591,25 @@ mod tests {
                 }
                 let new = Arc::new(next_view(Some(&cur), s, at));
                 seen[0] += usize::from(new.quick.is_some());
+                // the tracker's cheap predicate agrees with the step a stream sends
+                for d in new
+                    .snapshot
+                    .devices
+                    .iter()
+                    .chain(cur.snapshot.devices.iter())
+                {
+                    let step = new.step(&cur, d.id, 0);
+                    let want = match step {
+                        Step::Gone(_) => None,
+                        Step::Same => Some(false),
+                        Step::Delta(_) => Some(true),
+                    };
+                    assert_eq!(
+                        new.changes_for(&cur, d.id),
+                        want,
+                        "round {round} what {what}"
+                    );
+                }
                 let reference = crate::domain::policy::compile_snapshot(&new.snapshot);
                 let mut still = vec![];
                 for (id, mut map, sent) in agents.drain(..) {

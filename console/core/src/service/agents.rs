@@ -26,7 +26,7 @@ pub async fn set_endpoints(
         .await?;
     if changed {
         tracing::debug!(%device, count = endpoints.len(), "endpoints changed");
-        core.publish_network(network).await;
+        core.publish_device_change(network).await;
     }
     Ok(changed)
 }

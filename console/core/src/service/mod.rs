@@ -20,6 +20,7 @@ pub mod expiry;
 pub mod idp_refresh;
 pub mod login;
 pub mod policy;
+pub mod rollouts;
 pub mod routes;
 pub mod sessions;
 pub mod sso;
@@ -57,6 +58,9 @@ pub struct CoreInner {
     /// its user must sign in again; `None`: forever. Key-enrolled devices do not expire
     /// unless an admin sets an expiry.
     pub device_key_lifetime: Option<Duration>,
+    /// Where published revisions and agents' acknowledgements are noted
+    /// ([`rollouts::run`] records them).
+    pub rollouts: rollouts::Rollouts,
     /// The console's Prometheus metrics (one registry per core, so per process).
     pub metrics: Arc<Metrics>,
 }
@@ -80,6 +84,7 @@ impl Core {
                 bus,
                 snapshots: SnapshotCache::default(),
                 device_key_lifetime: Some(login::DEFAULT_KEY_LIFETIME),
+                rollouts: rollouts::Rollouts::default(),
                 metrics: Arc::new(Metrics::new()),
             }),
         })
@@ -119,13 +124,33 @@ impl Core {
         }
     }
 
-    /// Publishes the network's current revision after a committed mutation.
+    /// Publishes the network's current revision after a committed mutation (an admin's,
+    /// the system's: its rollout gets a `change.applied` audit event).
     pub async fn publish_network(&self, network_id: NetworkId) {
+        self.publish(network_id, true).await
+    }
+
+    /// Publishes a change a device made to itself (its endpoints): tracked like any
+    /// other, but not audited again when applied (roaming is frequent).
+    pub async fn publish_device_change(&self, network_id: NetworkId) {
+        self.publish(network_id, false).await
+    }
+
+    /// Records the time from a change to one connected agent's acknowledgement.
+    pub(crate) fn metrics_observe_applied(&self, ms: i64) {
+        self.metrics
+            .observe_change_applied(ms.max(0) as f64 / 1000.0);
+    }
+
+    async fn publish(&self, network_id: NetworkId, audited: bool) {
         match self.store.get_network(network_id).await {
-            Ok(n) => self.bus.publish(Change::Network {
-                network_id,
-                revision: n.revision,
-            }),
+            Ok(n) => {
+                self.bus.publish(Change::Network {
+                    network_id,
+                    revision: n.revision,
+                });
+                self.rollouts.note(network_id, n.revision, audited);
+            }
             Err(e) => {
                 tracing::error!(error = %e, %network_id, "could not read revision to publish a change")
             }

@@ -37,6 +37,8 @@ const MAX_BAD_FRAMES: u32 = 32;
 /// WebSocket close codes (application range 4000-4999).
 const CLOSE_REVOKED: u16 = 4001;
 const CLOSE_PROTOCOL: u16 = 4002;
+/// How long one frame may wait for a slow agent before its stream is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn stream(
     State(state): State<AppState>,
@@ -87,6 +89,7 @@ pub async fn stream(
                 socket,
                 sent: None,
                 nat_sent: false,
+                acked: 0,
                 refused: Refusals::default(),
             }
             .run()
@@ -120,6 +123,8 @@ enum End {
     Revoked,
     Dead,
     SendFailed,
+    /// The agent read nothing for [`SEND_TIMEOUT`].
+    Stuck,
     Store(StoreError),
     Protocol,
 }
@@ -157,6 +162,8 @@ struct Stream {
     sent: Option<Sent>,
     /// A `NatConfig` (with a relay token) went out on this stream.
     nat_sent: bool,
+    /// The newest map version the agent acknowledged on this stream.
+    acked: u64,
     /// Flow records refused since the last `access.rejected` event of this stream.
     refused: Refusals,
 }
@@ -290,8 +297,8 @@ impl Stream {
                     if last_heard.elapsed() > interval * 3 {
                         return End::Dead;
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::SendFailed;
+                    if let Err(e) = self.send_frame(Message::Ping(Default::default())).await {
+                        return e;
                     }
                 }
             }
@@ -367,7 +374,15 @@ impl Stream {
             }
             ClientMsg::Resync => self.send_full().await,
             ClientMsg::Applied { version } => {
-                tracing::trace!(device = %self.device_id, version, "agent applied map");
+                // Only what this stream sent counts: an agent cannot claim a later map.
+                let sent = self.sent.as_ref().map_or(0, |s| s.version);
+                if version > self.acked && version <= sent {
+                    self.acked = version;
+                    tracing::trace!(device = %self.device_id, version, "agent applied map");
+                    self.state
+                        .rollouts
+                        .ack(self.network_id, self.device_id, version);
+                }
                 Ok(())
             }
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
@@ -420,12 +435,25 @@ impl Stream {
     async fn send(&mut self, m: &ServerMsg) -> Result<(), End> {
         let text = serde_json::to_string(m).map_err(|_| End::Protocol)?;
         let len = text.len();
-        self.socket
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(|_| End::SendFailed)?;
+        self.send_frame(Message::Text(text.into())).await?;
         self.state.metrics.stream_sent(m, len);
         Ok(())
+    }
+
+    /// Sends one frame, giving the agent [`SEND_TIMEOUT`] to take it. A stream whose
+    /// agent reads nothing is dropped rather than waited for: it holds at most one
+    /// message and the view it was at, and its agent catches up with one full map when
+    /// it reconnects. Changes meanwhile coalesce (the stream always moves to the latest
+    /// view), so a slow agent costs no queue.
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::SendFailed),
+            Err(_) => {
+                tracing::info!(device = %self.device_id, "agent does not read its stream; dropping it");
+                Err(End::Stuck)
+            }
+        }
     }
 
     /// The shared view of the network at `min_revision` or newer. (Borrows only the
@@ -493,8 +521,7 @@ impl Stream {
             })
             .await;
         let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
+            .send_frame(Message::Close(Some(CloseFrame {
                 code: CLOSE_REVOKED,
                 reason: reason.to_string().into(),
             })))

@@ -3,6 +3,7 @@
 //! the layer's [`crate::http::Principal`] middleware before they arrive.
 
 pub mod audit;
+pub mod changes;
 pub mod devices;
 pub mod dns;
 pub mod enroll_keys;
@@ -264,6 +265,35 @@ pub fn routes() -> Vec<RouteDef> {
                 (422, ERR, "`prefix` is not a canonical prefix the device advertises; `field` names it"),
             ],
             handler: || post(subnet_routes::unapprove),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/changes",
+            operation_id: "listChanges",
+            summary: "The network's revision and its newest changes, each with how many connected peers applied it and how fast",
+            tag: "changes",
+            access: Admin,
+            request: None,
+            query: None,
+            responses: vec![(200, body::<changes::ChangeList>(), "the newest changes"), E401],
+            handler: || get(changes::list),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/v1/changes/{revision}",
+            operation_id: "getChange",
+            summary: "The change published at this revision (or the first after it, when several were published together): applied by N of M connected peers, p50/p99/max latency, devices pending",
+            tag: "changes",
+            access: Admin,
+            request: None,
+            query: None,
+            responses: vec![
+                (200, body::<crate::domain::rollout::Report>(), "the change"),
+                (422, ERR, "`revision` is not a number"),
+                E401,
+                (404, ERR, "nothing published at or after this revision yet"),
+            ],
+            handler: || get(changes::get_one),
         },
         RouteDef {
             method: Method::GET,

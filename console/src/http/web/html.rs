@@ -82,6 +82,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("keys", "Enrollment keys", false),
     ("policy", "Policy", false),
     ("dns", "Names", false),
+    ("changes", "Changes", false),
     ("audit", "Audit log", false),
     ("access", "Access log", false),
     ("users", "Users & tokens", true),

@@ -12,6 +12,7 @@ mod names;
 mod pages;
 mod pages_access;
 mod pages_admin;
+mod pages_changes;
 mod pages_dns;
 mod pages_policy;
 mod pages_routes;
@@ -101,6 +102,9 @@ pub fn routes() -> Vec<WebRoute> {
             get(pages_policy::policy)
         }),
         r(Method::GET, "/ui/dns", Reader, || get(pages_dns::dns)),
+        r(Method::GET, "/ui/changes", Reader, || {
+            get(pages_changes::changes)
+        }),
         r(Method::GET, "/ui/audit", Reader, || get(pages_admin::audit)),
         r(Method::GET, "/ui/access", Reader, || {
             get(pages_access::access)
