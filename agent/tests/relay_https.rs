@@ -39,7 +39,15 @@ fn up(lab: &mut Lab, a: &mut Agent, key: &str) {
     let url = format!("https://{CONSOLE_IP}:8443");
     a.zmesh(
         lab,
-        &["up", "--console", &url, "--enroll-key", key, "--name", &a.name],
+        &[
+            "up",
+            "--console",
+            &url,
+            "--enroll-key",
+            key,
+            "--name",
+            &a.name,
+        ],
     );
 }
 
@@ -119,9 +127,11 @@ fn relayed(lab: &Lab, case: &str, a: &Agent, b: &Agent, t0: Instant) -> Duration
         &format!("{case}: both sides on the relay"),
         Duration::from_secs(10),
         Duration::from_millis(200),
-        || (path(lab, a, &b.name) == ("relay".into(), "console".into())
-            && path(lab, b, &a.name) == ("relay".into(), "console".into()))
-        .then_some(()),
+        || {
+            (path(lab, a, &b.name) == ("relay".into(), "console".into())
+                && path(lab, b, &a.name) == ("relay".into(), "console".into()))
+                .then_some(())
+        },
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

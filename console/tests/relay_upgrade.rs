@@ -90,8 +90,7 @@ fn start() -> Console {
                 .await
                 .unwrap();
             let relay = zmesh_console::server::builtin_relay(&state);
-            let state =
-                state.with_relay(zmesh_console::relay::upgrade::door(Arc::clone(&relay)));
+            let state = state.with_relay(zmesh_console::relay::upgrade::door(Arc::clone(&relay)));
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send((l.local_addr().unwrap(), id.fingerprint, relay))
                 .unwrap();
@@ -174,7 +173,11 @@ impl Console {
             "public_key": k.public_key().to_string(),
             "name": name,
         });
-        let v: Value = self.admin.post("/agent/v1/enroll", Some(&body)).await.unwrap();
+        let v: Value = self
+            .admin
+            .post("/agent/v1/enroll", Some(&body))
+            .await
+            .unwrap();
         (serde_json::from_value(v).unwrap(), k)
     }
 }
@@ -214,14 +217,27 @@ async fn join(
 ) -> Result<(TlsStream<TcpStream>, Vec<u8>), String> {
     let (code, mut s) = c.upgrade(true).await.unwrap();
     assert_eq!(code, 101);
-    write(&mut s, &[Frame::Hello { token: token.to_vec() }]).await;
+    write(
+        &mut s,
+        &[Frame::Hello {
+            token: token.to_vec(),
+        }],
+    )
+    .await;
     let mut buf = vec![];
     let (rkey, nonce) = match read(&mut s, &mut buf).await {
         Some(Frame::Challenge { key, nonce }) => (key, nonce),
         other => return Err(format!("{other:?}")),
     };
-    let shared = key.to_x25519().diffie_hellman(&x25519_dalek::PublicKey::from(rkey));
-    let proof = auth_proof(shared.as_bytes(), &nonce, &rkey, key.public_key().as_bytes());
+    let shared = key
+        .to_x25519()
+        .diffie_hellman(&x25519_dalek::PublicKey::from(rkey));
+    let proof = auth_proof(
+        shared.as_bytes(),
+        &nonce,
+        &rkey,
+        key.public_key().as_bytes(),
+    );
     write(&mut s, &[Frame::Auth { proof }]).await;
     match read(&mut s, &mut buf).await {
         Some(Frame::Ready) => Ok((s, buf)),
@@ -262,7 +278,16 @@ async fn relay_upgrade_refuses_bad_input_before_forwarding() {
     };
     // A token that is not JSON.
     let (_, mut s) = c.upgrade(true).await.unwrap();
-    write(&mut s, &[Frame::Hello { token: b"garbage".to_vec() }, probe("x1")]).await;
+    write(
+        &mut s,
+        &[
+            Frame::Hello {
+                token: b"garbage".to_vec(),
+            },
+            probe("x1"),
+        ],
+    )
+    .await;
     let why = refused(read(&mut s, &mut vec![]).await);
     assert!(why.contains("token"), "{why}");
     // A token signed by another key (a forged one).
@@ -277,7 +302,12 @@ async fn relay_upgrade_refuses_bad_input_before_forwarding() {
     let (_, mut s) = c.upgrade(true).await.unwrap();
     write(
         &mut s,
-        &[Frame::Hello { token: serde_json::to_vec(&forged).unwrap() }, probe("x2")],
+        &[
+            Frame::Hello {
+                token: serde_json::to_vec(&forged).unwrap(),
+            },
+            probe("x2"),
+        ],
     )
     .await;
     let why = refused(read(&mut s, &mut vec![]).await);
@@ -287,7 +317,10 @@ async fn relay_upgrade_refuses_bad_input_before_forwarding() {
     let (_, mut s) = c.upgrade(true).await.unwrap();
     write(&mut s, &[Frame::Hello { token: ta.clone() }]).await;
     let mut buf = vec![];
-    assert!(matches!(read(&mut s, &mut buf).await, Some(Frame::Challenge { .. })));
+    assert!(matches!(
+        read(&mut s, &mut buf).await,
+        Some(Frame::Challenge { .. })
+    ));
     write(&mut s, &[Frame::Auth { proof: [7; 32] }, probe("x3")]).await;
     let why = refused(read(&mut s, &mut buf).await);
     assert!(why.contains("wrong proof"), "{why}");
@@ -295,7 +328,10 @@ async fn relay_upgrade_refuses_bad_input_before_forwarding() {
     // console, e.g. for a deleted device).
     let kx = WgPrivateKey::generate();
     let tx = serde_json::to_vec(&c.token(a.network_id, DeviceId::new(), &kx)).unwrap();
-    let why = join(&c, &tx, &kx).await.err().expect("unknown device refused");
+    let why = join(&c, &tx, &kx)
+        .await
+        .err()
+        .expect("unknown device refused");
     assert!(why.contains("not active"), "{why}");
     // A datagram before Hello.
     let (_, mut s) = c.upgrade(true).await.unwrap();
@@ -310,7 +346,14 @@ async fn relay_upgrade_refuses_bad_input_before_forwarding() {
 
     // The honest path works: bravo reaches alpha through the HTTPS port.
     let (mut sb, _) = join(&c, &tb, &kb).await.expect("bravo joins");
-    write(&mut sb, &[Frame::Send { dst, data: b"hello alpha".to_vec() }]).await;
+    write(
+        &mut sb,
+        &[Frame::Send {
+            dst,
+            data: b"hello alpha".to_vec(),
+        }],
+    )
+    .await;
     match read(&mut sa, &mut bufa).await {
         Some(Frame::Recv { src, data }) => {
             assert_eq!(src, *kb.public_key().as_bytes());
@@ -326,10 +369,11 @@ async fn api_latency(c: &Console, n: usize) -> (Duration, Duration) {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let _: Value = tokio::time::timeout(Duration::from_secs(30), c.admin.get("/api/v1/devices"))
-            .await
-            .expect("the API answers within 30 s during the flood")
-            .expect("GET /api/v1/devices");
+        let _: Value =
+            tokio::time::timeout(Duration::from_secs(30), c.admin.get("/api/v1/devices"))
+                .await
+                .expect("the API answers within 30 s during the flood")
+                .expect("GET /api/v1/devices");
         v.push(t.elapsed());
     }
     v.sort();
@@ -357,7 +401,10 @@ async fn flooder(c: Arc<Console>, i: usize, stop: Arc<AtomicBool>, st: Arc<Flood
                 st.upgraded.fetch_add(1, Ordering::Relaxed);
                 if i % 2 == 1 {
                     let mut b = vec![];
-                    Frame::Hello { token: vec![b'x'; 256] }.encode(&mut b);
+                    Frame::Hello {
+                        token: vec![b'x'; 256],
+                    }
+                    .encode(&mut b);
                     let _ = s.write_all(&b).await;
                     let _ = s.read(&mut [0u8; 256]).await;
                 } else {
@@ -412,7 +459,12 @@ async fn a_flood_of_bogus_relay_upgrades_does_not_stop_the_api() {
             rt.block_on(async move {
                 let mut set = tokio::task::JoinSet::new();
                 for i in 0..FLOODERS {
-                    set.spawn(flooder(Arc::clone(&c), i, Arc::clone(&stop), Arc::clone(&st)));
+                    set.spawn(flooder(
+                        Arc::clone(&c),
+                        i,
+                        Arc::clone(&stop),
+                        Arc::clone(&st),
+                    ));
                 }
                 while set.join_next().await.is_some() {}
             });
@@ -449,7 +501,13 @@ async fn a_flood_of_bogus_relay_upgrades_does_not_stop_the_api() {
     assert!(st.attempts.load(Ordering::Relaxed) >= FLOODERS as u64);
     assert_eq!(s.forwarded.load(Ordering::Relaxed), 0);
     assert!(peak_waiting <= 32, "per-source limit: {peak_waiting}");
-    assert!(st.busy.load(Ordering::Relaxed) > 0, "the per-source limit was reached");
+    assert!(
+        st.busy.load(Ordering::Relaxed) > 0,
+        "the per-source limit was reached"
+    );
     // Generous: the API kept answering (every call above succeeded) and stayed usable.
-    assert!(flood99 < Duration::from_secs(5), "p99 during the flood {flood99:?}");
+    assert!(
+        flood99 < Duration::from_secs(5),
+        "p99 during the flood {flood99:?}"
+    );
 }
