@@ -148,7 +148,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let nat = nat_advert(&cfg.nat, &stun_addrs, relay_addr);
+    let nat = nat_advert(&cfg.nat, &stun_addrs, relay_addr, cfg.builtin_relay);
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat)
@@ -186,12 +186,30 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         None => state,
     };
-    let relay_task = match relay_listener {
-        Some(l) => {
-            println!("relay on tcp {}", l.local_addr()?);
-            Some(spawn_relay(l, Arc::clone(&tls), &state))
+    // One relay behind both doors (the HTTPS port and --relay-listen), so devices
+    // that came in through either reach each other.
+    let relay = (cfg.builtin_relay || relay_listener.is_some()).then(|| builtin_relay(&state));
+    let state = match &relay {
+        Some(r) if cfg.builtin_relay => {
+            println!(
+                "relay on the HTTPS port (GET {})",
+                zmesh_shared::wire::RELAY_PATH
+            );
+            state.with_relay(crate::relay::upgrade::door(Arc::clone(r)))
         }
-        None => None,
+        _ => state,
+    };
+    let relay_task = match (relay_listener, &relay) {
+        (Some(l), Some(r)) => {
+            println!("relay on tcp {}", l.local_addr()?);
+            Some(tokio::spawn(crate::relay::serve(
+                l,
+                Arc::clone(&tls),
+                Arc::clone(r),
+                std::future::pending(),
+            )))
+        }
+        _ => None,
     };
     let metrics_task = match metrics_listener {
         Some(l) => {
@@ -338,12 +356,9 @@ impl crate::service::idp_refresh::IdpChecker for OidcChecker {
 }
 
 /// The built-in relay: checks the database at connect time (active, key not expired)
-/// and drops a device's connection as soon as it is revoked (the bus says so).
-fn spawn_relay(
-    l: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    state: &AppState,
-) -> tokio::task::JoinHandle<()> {
+/// and drops a device's connection as soon as it is revoked (the bus says so). Holds
+/// no clone of `state`, so the state can still take it (`AppState::with_relay`).
+pub fn builtin_relay(state: &AppState) -> Arc<crate::relay::Relay> {
     let mut rc = crate::relay::RelayConfig::new(state.signing_key.public_key());
     let store = state.store.clone();
     rc.authorize = Some(Arc::new(move |device| {
@@ -376,7 +391,7 @@ fn spawn_relay(
             }
         }
     });
-    tokio::spawn(crate::relay::serve(l, tls, relay, std::future::pending()))
+    relay
 }
 
 /// Serves [`crate::http::app`] over TLS on `listener` until `shutdown` resolves, then
@@ -495,22 +510,32 @@ pub fn spawn_audit_tasks(
 }
 
 /// From `serve`'s flags and the addresses the built-in STUN responder and relay
-/// listen on.
+/// listen on. The relay on the HTTPS port comes first, under the same name as its
+/// TLS/TCP port (one relay, two doors).
 fn nat_advert(
     nat: &crate::infra::config::NatConfig,
     stun_listen: &[SocketAddr],
     relay_listen: Option<SocketAddr>,
+    builtin_relay: bool,
 ) -> NatAdvert {
     let mut stun: Vec<SocketAddr> = stun_listen.to_vec();
     stun.extend(nat.stun_servers.iter().copied());
-    let mut relays: Vec<RelayInfo> = relay_listen
-        .map(|addr| RelayInfo {
+    let mut relays: Vec<RelayInfo> = vec![];
+    if builtin_relay {
+        relays.push(RelayInfo {
             name: nat.relay_name.clone(),
-            addr,
+            // no TLS/TCP address: agents that predate `https_upgrade` skip it
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             cert_sha256: None,
-        })
-        .into_iter()
-        .collect();
+            https_upgrade: Some(zmesh_shared::wire::RELAY_PATH.to_string()),
+        });
+    }
+    relays.extend(relay_listen.map(|addr| RelayInfo {
+        name: nat.relay_name.clone(),
+        addr,
+        cert_sha256: None,
+        https_upgrade: None,
+    }));
     relays.extend(nat.relay_servers.iter().cloned());
     NatAdvert {
         stun,

@@ -95,6 +95,7 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("POST", "/agent/v1/login", Public),
         ("POST", "/agent/v1/login/wait", Public),
         ("GET", "/agent/v1/stream", Device),
+        ("GET", "/agent/v1/relay", Public),
         ("GET", "/", Public),
         ("GET", "/ui/assets/app.css", Public),
         ("GET", "/ui/assets/app.js", Public),

@@ -159,6 +159,7 @@ async fn active_devices_get_nat_config_with_a_relay_token() {
             name: "console".into(),
             addr: "0.0.0.0:8445".parse().unwrap(),
             cert_sha256: None,
+            https_upgrade: None,
         }],
         token_ttl: Duration::from_secs(60),
     }))

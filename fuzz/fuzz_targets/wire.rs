@@ -23,7 +23,9 @@ use zmesh_agent::control::map::{peer_configs, MapState};
 use zmesh_agent::control::nat;
 use zmesh_shared::enroll_key::EnrollKey;
 use zmesh_shared::peermap::{CachedMap, PeerDelta, PeerMap, Signed};
-use zmesh_shared::wire::{ClientMsg, EnrollRequest, EnrollResponse, ErrorBody, ServerMsg};
+use zmesh_shared::wire::{
+    ClientMsg, EnrollRequest, EnrollResponse, ErrorBody, RelayInfo, ServerMsg,
+};
 use zmesh_shared::{
     CertFingerprint, DeviceId, NetworkId, SigningKey, SigningPublicKey, WgPublicKey,
 };
@@ -149,8 +151,15 @@ fn server_msg(st: &mut MapState, m: ServerMsg) {
             relays,
             relay_token,
         } => {
-            let s = nat::settings(&stun, &relays, relay_token, Some([192, 0, 2, 1].into()));
+            let console = std::net::SocketAddr::from(([192, 0, 2, 1], 8443));
+            let s = nat::settings(&stun, &relays, relay_token, Some(console));
             assert!(s.stun.iter().all(|a| !a.ip().is_unspecified()));
+            // a relay kept from the console's message is either at the console's HTTPS
+            // address with a path safe for a request line, or at a usable address
+            assert!(s.relays.iter().all(|r| match &r.https_upgrade {
+                Some(p) => r.addr == console && RelayInfo::valid_upgrade_path(p),
+                None => !r.addr.ip().is_unspecified(),
+            }));
             let _ = nat::settings(&stun, &relays, None, None);
         }
         ServerMsg::Hello { .. } | ServerMsg::Revoked { .. } | ServerMsg::Pong { .. } => {}

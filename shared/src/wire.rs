@@ -28,6 +28,12 @@ pub const LOGIN_PATH: &str = "/agent/v1/login";
 pub const LOGIN_WAIT_PATH: &str = "/agent/v1/login/wait";
 /// HTTP path of the control stream (WebSocket upgrade).
 pub const STREAM_PATH: &str = "/agent/v1/stream";
+/// HTTP path of the console's built-in relay: `GET` with `Connection: Upgrade` and
+/// `Upgrade: zmesh-relay`, after which the relay protocol (`crate::relay`) runs on the
+/// same TLS connection.
+pub const RELAY_PATH: &str = "/agent/v1/relay";
+/// The `Upgrade` token of [`RELAY_PATH`].
+pub const RELAY_UPGRADE: &str = "zmesh-relay";
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +182,21 @@ pub struct RelayInfo {
     /// SHA-256 of the relay's TLS certificate; `None`: trust it like the console.
     #[serde(default)]
     pub cert_sha256: Option<CertFingerprint>,
+    /// Reached by an HTTP upgrade (`Upgrade: zmesh-relay`) at this path on the console's
+    /// own HTTPS address, the URL the agent enrolled with, instead of at `addr`; `addr`
+    /// is then `0.0.0.0:0`, which agents that predate this field find unreachable
+    /// rather than speak the relay protocol to the HTTPS port. `None` (older consoles,
+    /// standalone relays): plain TLS/TCP to `addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_upgrade: Option<String>,
+}
+
+impl RelayInfo {
+    /// Whether `path` may go into a request line: absolute, short, visible ASCII only
+    /// (no CR/LF, no spaces), so a console's message cannot inject header lines.
+    pub fn valid_upgrade_path(path: &str) -> bool {
+        path.starts_with('/') && path.len() <= 128 && path.bytes().all(|b| b.is_ascii_graphic())
+    }
 }
 
 /// Agent -> console.
@@ -288,6 +309,7 @@ mod tests {
                 name: "eu".into(),
                 addr: "192.0.2.1:8445".parse().unwrap(),
                 cert_sha256: None,
+                https_upgrade: None,
             }],
             relay_token: None,
         };
@@ -299,6 +321,18 @@ mod tests {
                 assert_eq!(relays[0].name, "eu");
             }
             other => panic!("{other:?}"),
+        }
+        // what a console from before `https_upgrade` sends still parses, and the field
+        // is left out when unset so such agents see the same message as before
+        assert!(!j.contains("https_upgrade"), "{j}");
+        let old = r#"{"type":"nat_config","stun":[],"relays":[{"name":"c","addr":"0.0.0.0:8445","cert_sha256":null}]}"#;
+        match serde_json::from_str::<ServerMsg>(old).unwrap() {
+            ServerMsg::NatConfig { relays, .. } => assert_eq!(relays[0].https_upgrade, None),
+            other => panic!("{other:?}"),
+        }
+        assert!(RelayInfo::valid_upgrade_path(RELAY_PATH));
+        for bad in ["relay", "/a b", "/a\r\nX-Evil: 1", ""] {
+            assert!(!RelayInfo::valid_upgrade_path(bad), "{bad:?}");
         }
     }
 

@@ -620,7 +620,7 @@ async fn on_server_msg(
             if let Err(e) = ctx.state.save_nat(&cached) {
                 tracing::warn!(error = %e, "cannot cache the NAT settings");
             }
-            let console = nat::console_ip(&ctx.enrollment.console).await;
+            let console = nat::console_addr(&ctx.enrollment.console).await;
             let s = nat::settings(&stun, &relays, relay_token, console);
             tracing::debug!(stun = ?s.stun, relays = s.relays.len(), "NAT settings from the console");
             if let Err(e) = ctx.dp.set_stun_servers(s.stun.clone()) {

@@ -2,8 +2,17 @@
 //! for the data plane, relays plus a relay token) and keeps one relay connection open,
 //! to the nearest relay, for peers without a direct path.
 //!
+//! The connection is kept warm, whether or not a peer needs it now, as Tailscale keeps
+//! its home DERP connection: a relay can only deliver to a device that is connected to
+//! it, and a device cannot know that a peer behind a symmetric NAT is about to send to
+//! it, so a device that connected only on demand would be unreachable until something
+//! told it to come. Warm, the first packet to any peer goes through the relay at once
+//! (the path state sends over the relay until a direct path answers a probe, then
+//! moves), and the cost is one idle TLS connection with a ping every 15 s.
+//!
 //! The relay connection is a TLS/TCP stream (see `io::relay`), so it also works where
-//! UDP is blocked. Datagrams the packet loop addresses to a relay endpoint arrive here
+//! UDP is blocked; the console's built-in relay is on its HTTPS port (an HTTP upgrade,
+//! `RelayInfo::https_upgrade`), so it works wherever the console does. Datagrams the packet loop addresses to a relay endpoint arrive here
 //! on a channel and go out on the stream; datagrams the relay delivers are handed back
 //! to the loop. A fresh token (the console sends one at half the lifetime) makes the
 //! task open a new connection, which the relay lets replace the old one.
@@ -39,6 +48,14 @@ pub struct NatSettings {
     pub token: Option<RelayToken>,
 }
 
+/// The console's HTTPS address: its host as an IP and the URL's port (where the
+/// built-in relay is).
+pub async fn console_addr(console_url: &str) -> Option<SocketAddr> {
+    let u = super::enroll::parse_console_url(console_url).ok()?;
+    let port = u.port_or_known_default()?;
+    Some(SocketAddr::new(console_ip(console_url).await?, port))
+}
+
 /// The console's host as an IP (resolved once per message: it may be a DNS name).
 pub async fn console_ip(console_url: &str) -> Option<IpAddr> {
     let u = super::enroll::parse_console_url(console_url).ok()?;
@@ -63,25 +80,41 @@ pub fn resolve(a: SocketAddr, console: Option<IpAddr>) -> Option<SocketAddr> {
     }
 }
 
+/// The console's settings as the agent uses them: "the console's host" resolved to
+/// `console` (its HTTPS address), and a relay on the console's HTTPS port given that
+/// address (a relay with an unusable upgrade path is left out).
 pub fn settings(
     stun: &[SocketAddr],
     relays: &[RelayInfo],
     token: Option<RelayToken>,
-    console: Option<IpAddr>,
+    console: Option<SocketAddr>,
 ) -> NatSettings {
+    let ip = console.map(|c| c.ip());
     NatSettings {
-        stun: stun.iter().filter_map(|a| resolve(*a, console)).collect(),
+        stun: stun.iter().filter_map(|a| resolve(*a, ip)).collect(),
         relays: relays
             .iter()
             .filter_map(|r| {
-                Some(RelayInfo {
-                    addr: resolve(r.addr, console)?,
-                    ..r.clone()
-                })
+                let addr = match &r.https_upgrade {
+                    Some(p) if RelayInfo::valid_upgrade_path(p) => console?,
+                    Some(_) => return None,
+                    None => resolve(r.addr, ip)?,
+                };
+                Some(RelayInfo { addr, ..r.clone() })
             })
             .collect(),
         token,
     }
+}
+
+/// `Host` header for the console's HTTPS port: the enrollment URL's host and port.
+fn console_authority(console_url: &str) -> Option<String> {
+    let u = super::enroll::parse_console_url(console_url).ok()?;
+    let host = u.host_str()?;
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
 }
 
 /// Everything the relay task needs; it runs until `stop` turns true.
@@ -180,11 +213,20 @@ impl RelayTask {
             Ok(x) => x,
             Err(e) => return ConnEnd::Lost(format!("TLS setup for relay {}: {e:#}", info.name)),
         };
-        let (mut tx, mut rx) = match relay::connect(info.addr, name, tls, token, &self.key).await {
-            Ok(c) => c,
-            Err(e) => return ConnEnd::Lost(format!("relay {} ({}): {e}", info.name, info.addr)),
-        };
-        tracing::info!(relay = %info.name, addr = %info.addr, rtt = ?lat[i], "relay connected");
+        let host = console_authority(&self.enrollment.console).unwrap_or_default();
+        let upgrade = info
+            .https_upgrade
+            .as_deref()
+            .map(|path| relay::Upgrade { host: &host, path });
+        let (mut tx, mut rx) =
+            match relay::connect_via(info.addr, name, tls, upgrade, token, &self.key).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return ConnEnd::Lost(format!("relay {} ({}): {e}", info.name, info.addr))
+                }
+            };
+        let via = if upgrade.is_some() { "https" } else { "tls" };
+        tracing::info!(relay = %info.name, addr = %info.addr, via, rtt = ?lat[i], "relay connected");
         let (out_tx, mut out_rx) = mpsc::channel(RELAY_QUEUE);
         if self.dp.set_relay(Some(out_tx)).is_err() {
             return ConnEnd::Stop;
@@ -239,7 +281,7 @@ mod tests {
 
     #[test]
     fn unspecified_means_the_console() {
-        let c: IpAddr = "198.51.100.7".parse().unwrap();
+        let c: SocketAddr = "198.51.100.7:8443".parse().unwrap();
         let s = settings(
             &[
                 "0.0.0.0:3478".parse().unwrap(),
@@ -249,6 +291,7 @@ mod tests {
                 name: "console".into(),
                 addr: "[::]:8445".parse().unwrap(),
                 cert_sha256: None,
+                https_upgrade: None,
             }],
             None,
             Some(c),
@@ -261,6 +304,30 @@ mod tests {
             ]
         );
         assert_eq!(s.relays[0].addr, "198.51.100.7:8445".parse().unwrap());
+        // the relay on the console's HTTPS port is at the console's address; one with
+        // a path that could inject header lines is left out
+        let https = |p: &str| RelayInfo {
+            name: "console".into(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            cert_sha256: None,
+            https_upgrade: Some(p.into()),
+        };
+        let s = settings(
+            &[],
+            &[https("/agent/v1/relay"), https("/x\r\nEvil: 1")],
+            None,
+            Some(c),
+        );
+        assert_eq!(s.relays.len(), 1);
+        assert_eq!(s.relays[0].addr, c);
+        assert_eq!(
+            console_authority("https://console.example:8443/").as_deref(),
+            Some("console.example:8443")
+        );
+        assert_eq!(
+            console_authority("https://[2001:db8::1]/").as_deref(),
+            Some("[2001:db8::1]")
+        );
         let s = settings(&["0.0.0.0:3478".parse().unwrap()], &[], None, None);
         assert!(s.stun.is_empty());
     }

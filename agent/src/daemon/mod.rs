@@ -460,7 +460,7 @@ impl Daemon {
                 return None;
             }
         };
-        let console = crate::control::nat::console_ip(&enr.console).await;
+        let console = crate::control::nat::console_addr(&enr.console).await;
         let s = crate::control::nat::settings(&c.stun, &c.relays, c.relay_token, console);
         tracing::info!(
             stun = s.stun.len(),

@@ -2,6 +2,10 @@
 //! to and from peers that have no direct path. The datagrams are already encrypted by
 //! WireGuard; the relay only sees which device sends to which.
 //!
+//! The console's built-in relay is reached on its HTTPS port: the same TLS connection
+//! first carries an HTTP/1.1 upgrade (`GET /agent/v1/relay`, `Upgrade: zmesh-relay`),
+//! then the relay protocol (see [`Upgrade`]).
+//!
 //! Also picks the nearest relay by TCP connect time.
 
 use std::net::SocketAddr;
@@ -17,6 +21,19 @@ use zmesh_shared::relay::{auth_proof, Frame, RelayToken};
 use zmesh_shared::WgPrivateKey;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest HTTP response head read before the relay protocol starts.
+const MAX_RESPONSE_HEAD: usize = 8192;
+
+/// Ask for the relay by an HTTP upgrade on the TLS connection first: the console's
+/// built-in relay on its HTTPS port.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade<'a> {
+    /// `Host` header: the console URL's host and port.
+    pub host: &'a str,
+    /// Request path, e.g. `/agent/v1/relay` (checked by
+    /// `RelayInfo::valid_upgrade_path` before it gets here).
+    pub path: &'a str,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayClientError {
@@ -116,11 +133,79 @@ async fn next_frame(
     }
 }
 
+/// Sends the upgrade request and reads the response head; what follows it stays in
+/// `buf` for the relay protocol.
+async fn http_upgrade(
+    r: &mut ReadHalf<TlsStream<TcpStream>>,
+    w: &mut WriteHalf<TlsStream<TcpStream>>,
+    up: Upgrade<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<(), RelayClientError> {
+    if !zmesh_shared::wire::RelayInfo::valid_upgrade_path(up.path)
+        || !up.host.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(RelayClientError::Protocol(
+            "bad upgrade path or host".into(),
+        ));
+    }
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\
+         User-Agent: zmesh/{}\r\n\r\n",
+        up.path,
+        up.host,
+        zmesh_shared::wire::RELAY_UPGRADE,
+        env!("CARGO_PKG_VERSION")
+    );
+    w.write_all(req.as_bytes()).await?;
+    w.flush().await?;
+    loop {
+        if let Some(end) = buf.windows(4).position(|x| x == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            let status = head.lines().next().unwrap_or("").trim().to_string();
+            let code = status.split_whitespace().nth(1).unwrap_or("");
+            return if code == "101" {
+                Ok(())
+            } else {
+                Err(RelayClientError::Refused(format!(
+                    "upgrade answered {:.80}",
+                    status
+                )))
+            };
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(RelayClientError::Protocol(
+                "upgrade response head too long".into(),
+            ));
+        }
+        let mut tmp = [0u8; 4096];
+        let n = r.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(RelayClientError::Protocol(
+                "connection closed during the upgrade".into(),
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
 /// Connects, authenticates with `token` and proof of `key`, and splits the connection.
 pub async fn connect(
     addr: SocketAddr,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
+    token: &RelayToken,
+    key: &WgPrivateKey,
+) -> Result<(RelaySender, RelayReceiver), RelayClientError> {
+    connect_via(addr, server_name, tls, None, token, key).await
+}
+
+/// [`connect`], through an HTTP upgrade first when `upgrade` is given.
+pub async fn connect_via(
+    addr: SocketAddr,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+    upgrade: Option<Upgrade<'_>>,
     token: &RelayToken,
     key: &WgPrivateKey,
 ) -> Result<(RelaySender, RelayReceiver), RelayClientError> {
@@ -133,6 +218,9 @@ pub async fn connect(
         let (mut r, mut w) = tokio::io::split(stream);
         let mut buf = vec![];
         let mut out = vec![];
+        if let Some(up) = upgrade {
+            http_upgrade(&mut r, &mut w, up, &mut buf).await?;
+        }
         Frame::Hello {
             token: serde_json::to_vec(token)
                 .map_err(|e| RelayClientError::Protocol(e.to_string()))?,

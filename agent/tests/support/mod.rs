@@ -2,6 +2,7 @@
 //! `zmesh` and `zmesh-console` binaries, and small wrappers to drive them.
 #![allow(dead_code)]
 
+pub mod nat;
 pub mod netns;
 pub mod nsthread;
 pub mod tcp;

@@ -41,6 +41,10 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 429: this client has too much under way (e.g. relay upgrades still
+    /// authenticating); it may retry later.
+    #[error("{message}")]
+    TooMany { code: &'static str, message: String },
     /// 415: body without `Content-Type: application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -105,6 +109,9 @@ impl ApiError {
                 (S::NOT_FOUND, "not_found", format!("{what} not found"), None)
             }
             ApiError::Gone { code, message } => (S::GONE, code, message.clone(), None),
+            ApiError::TooMany { code, message } => {
+                (S::TOO_MANY_REQUESTS, code, message.clone(), None)
+            }
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -33,7 +33,7 @@ pub use error::ApiError;
 pub use json::ApiJson;
 pub use principal::{Principal, Source};
 pub use routes::{Access, RouteDef};
-pub use state::AppState;
+pub use state::{AppState, RelayDoor, RelayTicket};
 
 /// Every route the console serves under `/api` and `/agent` (the web pages have their
 /// own table, [`web::routes`]).

@@ -1,9 +1,13 @@
 //! Shared state of the HTTP layer: the service [`Core`] (store, network, signing key,
 //! bus, view cache) plus what only HTTP needs (the certificate pin put into enrollment
-//! keys, the stream ping interval, NAT settings for agents). Cheap to clone.
+//! keys, the stream ping interval, NAT settings for agents, the built-in relay's door).
+//! Cheap to clone.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use zmesh_shared::{CertFingerprint, SigningKey};
 
@@ -34,6 +38,25 @@ pub struct Inner {
     /// `--public-url`: what links the console hands out start with; `None`: the host
     /// the client addressed.
     pub public_url: Option<String>,
+    /// The built-in relay behind `GET /agent/v1/relay`; `None`: not served here.
+    pub relay: Option<RelayDoor>,
+}
+
+/// Runs the relay protocol on one upgraded connection; holds the connection's slot
+/// among those still authenticating.
+pub type RelayTicket = Box<dyn FnOnce(hyper::upgrade::Upgraded) -> BoxFuture<'static, ()> + Send>;
+
+/// The built-in relay as the HTTP layer sees it: given the client's address, a ticket
+/// to serve its upgraded connection, or `None` when that address has too many
+/// connections still authenticating. Made by `crate::relay::upgrade` (the relay ranks
+/// above this layer, so `server` brings it in).
+#[derive(Clone)]
+pub struct RelayDoor(pub Arc<dyn Fn(IpAddr) -> Option<RelayTicket> + Send + Sync>);
+
+impl std::fmt::Debug for RelayDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayDoor")
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -66,6 +89,7 @@ impl AppState {
                 nat: None,
                 oidc: None,
                 public_url: None,
+                relay: None,
             }),
         })
     }
@@ -157,6 +181,22 @@ impl AppState {
             }
             Err(inner) => {
                 tracing::error!("state already shared; NAT settings not applied");
+                AppState { inner }
+            }
+        }
+    }
+
+    /// Same state serving the built-in relay on the HTTPS port.
+    pub fn with_relay(self, door: RelayDoor) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.relay = Some(door);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => {
+                tracing::error!("state already shared; built-in relay not served");
                 AppState { inner }
             }
         }

@@ -76,9 +76,17 @@ pub struct ServeArgs {
     /// Do not run the STUN responder.
     #[arg(long)]
     pub no_stun: bool,
-    /// Also run a relay (TLS/TCP) on this address, e.g. 0.0.0.0:8445.
+    /// Also serve the relay as plain TLS/TCP on this address, e.g. 0.0.0.0:8445 (the
+    /// built-in relay is on the HTTPS port anyway; this is a second door to it, for
+    /// agents from before that).
     #[arg(long, env = "ZMESH_RELAY_LISTEN")]
     pub relay_listen: Option<SocketAddr>,
+    /// Do not serve the built-in relay on the HTTPS port (`GET /agent/v1/relay`
+    /// upgrades): e.g. with several console replicas behind one address, where two
+    /// devices may land on different replicas; give agents a standalone relay
+    /// (--relay-server) instead.
+    #[arg(long)]
+    pub no_builtin_relay: bool,
     #[command(flatten)]
     pub nat: NatArgs,
     /// Serve Prometheus metrics (plain HTTP, `GET /metrics`, no authentication) on this
@@ -170,6 +178,7 @@ impl NatArgs {
                     fp.parse()
                         .map_err(|_| bad(r, "the fingerprint is not 64 hex digits"))?,
                 ),
+                https_upgrade: None,
             });
         }
         if self.relay_name.is_empty() || self.relay_name.len() > 64 {
@@ -300,8 +309,11 @@ pub struct ServeConfig {
     /// The responder's second port, and whether it was asked for explicitly (then a
     /// failure to bind it is fatal rather than a warning).
     pub stun_alt: Option<(SocketAddr, bool)>,
-    /// Built-in relay address; `None` when not running one.
+    /// Address of the relay's own TLS/TCP port; `None` when not running one.
     pub relay_listen: Option<SocketAddr>,
+    /// Serve the relay on the HTTPS listener (HTTP upgrade); on unless
+    /// `--no-builtin-relay`.
+    pub builtin_relay: bool,
     pub nat: NatConfig,
     /// The Prometheus endpoint's address (checked: loopback, or allowed explicitly, and
     /// not the API port); `None`: off.
@@ -358,6 +370,7 @@ impl ServeConfig {
             },
             stun_listen: (!a.no_stun).then_some(a.stun_listen),
             relay_listen: a.relay_listen,
+            builtin_relay: !a.no_builtin_relay,
             nat: a.nat.validate()?,
             metrics_listen: a
                 .metrics_listen
@@ -452,6 +465,7 @@ mod tests {
             stun_alt_port: None,
             no_stun: false,
             relay_listen: None,
+            no_builtin_relay: false,
             nat: NatArgs {
                 relay_name: "console".into(),
                 relay_token_ttl: std::time::Duration::from_secs(600),

@@ -35,11 +35,16 @@ impl Collector for RelayCollector {
         )?)?;
         let mut e = enc.encode_descriptor(
             "zmesh_console_relay_authentications",
-            "Relay connections by authentication result (ok, failed).",
+            "Relay connections by authentication result (ok, failed; busy: refused before \
+             authenticating, too many connections from its source were still authenticating).",
             None,
             MetricType::Counter,
         )?;
-        for (result, v) in [("ok", &s.auth_ok), ("failed", &s.auth_failed)] {
+        for (result, v) in [
+            ("ok", &s.auth_ok),
+            ("failed", &s.auth_failed),
+            ("busy", &s.refused_busy),
+        ] {
             ConstCounter::new(get(v)).encode(e.encode_family(&[("result", result)])?)?;
         }
         let c = ConstCounter::new(get(&s.forwarded));

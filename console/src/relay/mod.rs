@@ -1,18 +1,22 @@
 //! The relay: forwards already-encrypted WireGuard datagrams between devices that cannot
 //! reach each other directly, over TLS/TCP so it also works where UDP is blocked.
 //!
-//! It runs inside the console (`serve --relay-listen`) or alone (`zmesh-console relay`);
-//! either way it needs only the console's public signing key: devices present a relay
+//! It runs inside the console, on the HTTPS port through an HTTP upgrade (`upgrade`,
+//! on by default) and on its own TLS/TCP port with `serve --relay-listen`, or alone
+//! (`zmesh-console relay`); either way it needs only the console's public signing key: devices present a relay
 //! token the console signed and prove they hold the WireGuard key it names (see
 //! `zmesh_shared::relay`). Forwarding is only between devices of the same network, each
 //! connection is rate-limited (token bucket on bytes), and a connection ends when its
 //! token expires. The relay never holds keys that could decrypt what it forwards. Small
 //! datagrams (handshakes) for a device not connected yet are kept for a few seconds
 //! (see `hold`), so two agents coming up together do not wait out WireGuard's retry.
+//! Connections still authenticating are limited per source address (see `admit`).
 
+mod admit;
 pub mod cli;
 mod hold;
 pub mod metrics;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -90,6 +94,9 @@ pub struct RelayStats {
     pub held: AtomicU64,
     /// Held datagrams delivered when their destination connected.
     pub held_delivered: AtomicU64,
+    /// Connections refused because their source (or the relay) had too many still
+    /// authenticating (see `admit`).
+    pub refused_busy: AtomicU64,
 }
 
 type Key = (NetworkId, [u8; 32]);
@@ -106,6 +113,7 @@ pub struct Relay {
     cfg: RelayConfig,
     clients: Mutex<HashMap<Key, Client>>,
     held: Mutex<hold::Held<Key>>,
+    pending: Arc<admit::Pending>,
     next_conn: AtomicU64,
     pub stats: RelayStats,
 }
@@ -116,6 +124,7 @@ impl Relay {
             cfg,
             clients: Mutex::new(HashMap::new()),
             held: Mutex::new(hold::Held::default()),
+            pending: Arc::default(),
             next_conn: AtomicU64::new(1),
             stats: RelayStats::default(),
         })
@@ -124,6 +133,21 @@ impl Relay {
     /// Devices connected now.
     pub fn connected(&self) -> usize {
         self.clients.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Connections still authenticating now.
+    pub fn authenticating(&self) -> u32 {
+        self.pending.waiting()
+    }
+
+    /// A slot for a new, unauthenticated connection from `ip` (see `admit`); `None`
+    /// (and counted) when its source already has too many.
+    pub fn admit(&self, ip: std::net::IpAddr) -> Option<admit::Admission> {
+        let a = self.pending.admit(ip);
+        if a.is_none() {
+            self.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+        }
+        a
     }
 
     /// Ends the connections of `device` (it was revoked or deleted). Returns how many.
@@ -200,6 +224,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(admission) = relay.admit(peer.ip()) else {
+            tracing::debug!(%peer, "relay: too many connections authenticating from this address");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let relay = Arc::clone(&relay);
@@ -211,7 +239,7 @@ pub async fn serve(
                     return;
                 }
             };
-            if let Err(e) = handle(tls, relay).await {
+            if let Err(e) = handle(tls, relay, Some(admission)).await {
                 tracing::debug!(%peer, error = %e, "relay connection ended");
             }
         });
@@ -321,18 +349,24 @@ async fn authorized(relay: &Relay, device: DeviceId) -> bool {
     }
 }
 
+/// Runs one relay connection: authentication first (nothing is forwarded before it
+/// succeeds), then forwarding until the client leaves, its token expires or it is
+/// revoked. `admission` is the connection's slot among those still authenticating;
+/// it is given back when authentication ends.
 async fn handle<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     relay: Arc<Relay>,
+    admission: Option<admit::Admission>,
 ) -> Result<(), ConnError> {
     let (r, mut w) = tokio::io::split(stream);
     let mut rd = Reader { r, buf: vec![] };
-    let claims = match tokio::time::timeout(
+    let auth = tokio::time::timeout(
         AUTH_TIMEOUT,
         authenticate(&mut rd, &mut w, &relay.cfg.console_key),
     )
-    .await
-    {
+    .await;
+    drop(admission);
+    let claims = match auth {
         Ok(Ok(c)) if authorized(&relay, c.device_id).await => c,
         Ok(Ok(_)) => {
             relay.stats.auth_failed.fetch_add(1, Ordering::Relaxed);

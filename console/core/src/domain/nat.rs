@@ -94,6 +94,7 @@ mod tests {
                 name: "console".into(),
                 addr: "0.0.0.0:8445".parse().unwrap(),
                 cert_sha256: None,
+                https_upgrade: None,
             }],
             token_ttl: Duration::from_secs(60),
         };

@@ -1,9 +1,11 @@
 //! The agent API: enrollment with a key (`POST /agent/v1/enroll`) or by login (and
 //! re-authentication, `POST /agent/v1/login`) and the control stream
-//! (`GET /agent/v1/stream`, a WebSocket). Its part of the route table is here.
+//! (`GET /agent/v1/stream`, a WebSocket), and the built-in relay (`GET /agent/v1/relay`,
+//! an HTTP upgrade). Its part of the route table is here.
 
 pub mod enroll;
 pub mod login;
+pub mod relay;
 pub mod stream;
 
 use axum::http::Method;
@@ -116,6 +118,28 @@ pub fn routes() -> Vec<RouteDef> {
                 E401,
             ],
             handler: || get(stream::stream),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: zmesh_shared::wire::RELAY_PATH,
+            operation_id: "agentRelay",
+            summary: "Built-in relay (HTTP upgrade to `zmesh-relay`; the relay protocol \
+                      authenticates with a relay token and proof of the WireGuard key)",
+            tag: "agent",
+            access: Public,
+            request: None,
+            query: None,
+            responses: vec![
+                (101, Content::Empty, "switching to the relay protocol"),
+                (400, ERR, "not a relay upgrade"),
+                (404, ERR, "the built-in relay is off (--no-builtin-relay)"),
+                (
+                    429,
+                    ERR,
+                    "too many relay connections from this address are still authenticating",
+                ),
+            ],
+            handler: || get(relay::relay),
         },
     ]
 }
