@@ -9,8 +9,16 @@ use zmesh_shared::{DeviceId, SigningPublicKey};
 
 use crate::io::PeerConfig;
 
-/// More cached deltas than this and the agent asks for a fresh full map.
+/// More cached deltas than this, plus a random part of as many again (drawn per full
+/// map), and the agent asks for a fresh full map. The random part matters: every agent
+/// of a network gets the same changes, and a fixed threshold made them all ask for a
+/// full map at the same change (1,000 full maps at once in the scale harness).
 pub const MAX_CACHED_DELTAS: usize = 64;
+
+/// This map's compaction threshold: [`MAX_CACHED_DELTAS`] plus a random part below it.
+fn compact_threshold() -> usize {
+    MAX_CACHED_DELTAS + (rand::random::<u32>() as usize % MAX_CACHED_DELTAS)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MapRejected {
@@ -43,6 +51,8 @@ pub struct MapState {
     device_id: DeviceId,
     cache: Option<CachedMap>,
     map: Option<PeerMap>,
+    /// Cached deltas past which a resync is asked for (once: the answer resets it).
+    compact_at: usize,
 }
 
 impl MapState {
@@ -52,6 +62,7 @@ impl MapState {
             device_id,
             cache: None,
             map: None,
+            compact_at: compact_threshold(),
         }
     }
 
@@ -89,6 +100,7 @@ impl MapState {
             deltas: Vec::new(),
         });
         self.map = Some(map);
+        self.compact_at = compact_threshold();
         Ok(())
     }
 
@@ -115,8 +127,11 @@ impl MapState {
         }
         *map = next;
         cache.deltas.push(signed);
+        // asked once, when the cache crosses the threshold: deltas that arrive before
+        // the full map do not ask again (a lost answer is made up by the full map every
+        // reconnection brings)
         Ok(DeltaOutcome::Applied {
-            compact: cache.deltas.len() > MAX_CACHED_DELTAS,
+            compact: cache.deltas.len() == self.compact_at + 1,
         })
     }
 }
@@ -230,19 +245,25 @@ pub(crate) mod tests {
         ));
         // pile up deltas until compaction is requested
         let mut cur = m2.clone();
-        let mut compact_at = None;
-        for i in 0..70u64 {
+        let mut compact_at = vec![];
+        for i in 0..200u64 {
             let mut next = cur.clone();
             next.version += 1;
             next.peers[0].endpoints = vec![format!("192.0.2.9:{}", 1000 + i).parse().unwrap()];
             let d = Signed::sign(&cur.diff(&next).unwrap(), &sk);
             if let DeltaOutcome::Applied { compact: true } = st.on_delta(d).unwrap() {
-                compact_at.get_or_insert(i);
+                compact_at.push(i);
             }
             cur = next;
         }
-        // one delta (d12) was already cached before the loop
-        assert_eq!(compact_at, Some(MAX_CACHED_DELTAS as u64 - 1));
+        // asked once, between 64 and 128 cached deltas (one, d12, was cached before the
+        // loop), however many more come before the full map
+        assert_eq!(compact_at.len(), 1, "{compact_at:?}");
+        let n = MAX_CACHED_DELTAS as u64;
+        assert!(
+            (n - 1..2 * n - 1).contains(&compact_at[0]),
+            "{compact_at:?}"
+        );
         // the cache replays to the same map
         assert_eq!(
             &st.cache().unwrap().restore(&sk.public_key()).unwrap(),
@@ -251,6 +272,18 @@ pub(crate) mod tests {
         // a full map resets the cache
         st.on_full(Signed::sign(&cur, &sk)).unwrap();
         assert!(st.cache().unwrap().deltas.is_empty());
+    }
+
+    #[test]
+    fn agents_compact_at_different_points() {
+        let key = SigningKey::generate().public_key();
+        let at: std::collections::BTreeSet<usize> = (0..64)
+            .map(|_| MapState::new(key, DeviceId::new()).compact_at)
+            .collect();
+        assert!(at.len() > 16, "thresholds not spread: {at:?}");
+        assert!(at
+            .iter()
+            .all(|t| (MAX_CACHED_DELTAS..2 * MAX_CACHED_DELTAS).contains(t)));
     }
 
     #[test]
