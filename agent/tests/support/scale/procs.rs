@@ -201,8 +201,11 @@ impl Haproxy {
             "haproxy not found (Debian package `haproxy`); needed for --replicas 2",
         )?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        // two sockets per proxied connection, within the fd limit we hand it (haproxy
+        // refuses to start when maxconn needs more)
+        let maxconn = (super::raise_nofile(0).saturating_sub(64) / 2).clamp(256, 50_000);
         let mut cfg = format!(
-            "global\n    maxconn 50000\n    nbthread 1\n\
+            "global\n    maxconn {maxconn}\n    nbthread 1\n\
              defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    \
              timeout server 1h\n    timeout tunnel 1h\n    retries 2\n    option redispatch\n\
              listen zmesh\n    bind {addr}\n    balance roundrobin\n"

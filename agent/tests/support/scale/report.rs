@@ -77,6 +77,8 @@ pub struct Report {
     /// Agents whose acknowledgements do not match what they applied.
     pub ack_mismatch: usize,
     pub acks: u64,
+    /// Applied, but the stream died before the ack went out.
+    pub acks_lost: u64,
     pub resyncs: u64,
     pub nofile: u64,
 }
@@ -152,8 +154,8 @@ impl Report {
             self.verified, self.stale, self.version_only, self.verify_errors
         );
         println!(
-            "acknowledgements: {} sent, {} agents with an unacknowledged map; {} resyncs",
-            self.acks, self.ack_mismatch, self.resyncs
+            "acknowledgements: {} sent, {} lost with their stream, {} agents whose current map is unacknowledged; {} resyncs",
+            self.acks, self.acks_lost, self.ack_mismatch, self.resyncs
         );
     }
 
