@@ -69,13 +69,27 @@ async fn two_replicas_one_killed_every_map_rebuilt_and_acknowledged() {
 
     assert_eq!(rep.connect_missing, 0, "not every agent got its first map");
     for s in &rep.scenarios {
-        assert_eq!(s.missing, 0, "{}: not every agent applied the change", s.name);
+        assert_eq!(
+            s.missing, 0,
+            "{}: not every agent applied the change",
+            s.name
+        );
     }
     let f = rep.failover.as_ref().expect("the failover ran");
     assert!(f.affected > 0, "killing a replica disconnected no agent");
-    assert_eq!(f.not_reconnected, 0, "agents not connected again after the kill");
-    assert_eq!(rep.verified, 200 - 3, "every live agent's map compared with a rebuild");
+    assert_eq!(
+        f.not_reconnected, 0,
+        "agents not connected again after the kill"
+    );
+    assert_eq!(
+        rep.verified,
+        200 - 3,
+        "every live agent's map compared with a rebuild"
+    );
     assert_eq!(rep.verify_errors, 0, "fresh streams failed");
     assert_eq!(rep.stale, 0, "maps differ from a from-scratch rebuild");
-    assert_eq!(rep.ack_mismatch, 0, "agents that did not acknowledge what they applied");
+    assert_eq!(
+        rep.ack_mismatch, 0,
+        "agents that did not acknowledge what they applied"
+    );
 }

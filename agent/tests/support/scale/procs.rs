@@ -30,7 +30,10 @@ fn wait_listening(child: &mut Child, addr: SocketAddr, log: &Path) -> anyhow::Re
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("not listening on {addr} after {READY_TIMEOUT:?}: {}", tail(log))
+    bail!(
+        "not listening on {addr} after {READY_TIMEOUT:?}: {}",
+        tail(log)
+    )
 }
 
 /// The last lines of a log file, for error messages.
@@ -197,9 +200,8 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backends: &[SocketAddr], dir: &Path) -> anyhow::Result<Haproxy> {
-        let bin = which("haproxy").context(
-            "haproxy not found (Debian package `haproxy`); needed for --replicas 2",
-        )?;
+        let bin = which("haproxy")
+            .context("haproxy not found (Debian package `haproxy`); needed for --replicas 2")?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         // two sockets per proxied connection, within the fd limit we hand it (haproxy
         // refuses to start when maxconn needs more)
@@ -306,9 +308,15 @@ impl Api {
     /// Saves a policy; returns its version.
     pub async fn set_policy(&self, text: &str) -> anyhow::Result<u64> {
         let v = self
-            .call(reqwest::Method::PUT, "/api/v1/policy", Some(json!({ "policy": text })))
+            .call(
+                reqwest::Method::PUT,
+                "/api/v1/policy",
+                Some(json!({ "policy": text })),
+            )
             .await?;
-        v["version"].as_u64().context("no version in the policy answer")
+        v["version"]
+            .as_u64()
+            .context("no version in the policy answer")
     }
 
     /// A reusable, pre-approved enrollment key with `tags`; returns its text (`zmek1.…`).
@@ -320,7 +328,10 @@ impl Api {
                 Some(json!({ "reusable": true, "tags": tags, "description": "bench-scale" })),
             )
             .await?;
-        Ok(v["key"].as_str().context("no key in the answer")?.to_string())
+        Ok(v["key"]
+            .as_str()
+            .context("no key in the answer")?
+            .to_string())
     }
 
     pub async fn revoke(&self, id: zmesh_shared::DeviceId) -> anyhow::Result<()> {

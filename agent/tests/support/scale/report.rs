@@ -89,11 +89,17 @@ impl Report {
     }
 
     pub fn p99_apply_ms(&self) -> f64 {
-        self.scenarios.iter().map(|s| quantile(&s.samples, 0.99)).fold(f64::NAN, f64::max)
+        self.scenarios
+            .iter()
+            .map(|s| quantile(&s.samples, 0.99))
+            .fold(f64::NAN, f64::max)
     }
 
     pub fn max_apply_ms(&self) -> f64 {
-        self.scenarios.iter().map(|s| max(&s.samples)).fold(f64::NAN, f64::max)
+        self.scenarios
+            .iter()
+            .map(|s| max(&s.samples))
+            .fold(f64::NAN, f64::max)
     }
 
     pub fn reconnect_s(&self) -> Option<f64> {
@@ -124,7 +130,11 @@ impl Report {
                 s.name,
                 s.rounds,
                 s.samples.len(),
-                if s.missing > 0 { format!(" ({} missing)", s.missing) } else { String::new() },
+                if s.missing > 0 {
+                    format!(" ({} missing)", s.missing)
+                } else {
+                    String::new()
+                },
                 quantile(&s.samples, 0.5),
                 quantile(&s.samples, 0.99),
                 max(&s.samples),
@@ -132,7 +142,11 @@ impl Report {
             );
         }
         println!();
-        let cpu: Vec<String> = self.console_cpu.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
+        let cpu: Vec<String> = self
+            .console_cpu
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1} s"))
+            .collect();
         println!("console CPU: {}", cpu.join(", "));
         println!(
             "console RSS: {} MiB before streams, {} MiB with {} streams ({:.1} KiB per stream), peak {} MiB; simulator RSS {} MiB",
@@ -190,13 +204,21 @@ impl Report {
         }
         println!("agents back with their full map (s after the kill, per 0.5 s):");
         for (k, n) in &back {
-            println!("  {:>5.1}-{:<5.1} {:>6} {}", *k as f64 / 2.0, (*k + 1) as f64 / 2.0, n, bar(*n, f.affected));
+            println!(
+                "  {:>5.1}-{:<5.1} {:>6} {}",
+                *k as f64 / 2.0,
+                (*k + 1) as f64 / 2.0,
+                n,
+                bar(*n, f.affected)
+            );
         }
     }
 
     /// The last line of every run.
     pub fn summary(&self) -> String {
-        let reconnect = self.reconnect_s().map_or("-".to_string(), |s| format!("{s:.2}"));
+        let reconnect = self
+            .reconnect_s()
+            .map_or("-".to_string(), |s| format!("{s:.2}"));
         format!(
             "scale: agents={} backend={} p99_apply_ms={:.0} max_apply_ms={:.0} rss_per_stream_kb={:.1} reconnect_s={} stale={}",
             self.agents,
@@ -218,7 +240,12 @@ fn histogram(win: &std::collections::BTreeMap<u32, usize>, step: u32) {
     let total: usize = win.values().sum();
     let peak = win.values().copied().max().unwrap_or(1);
     for (k, n) in win {
-        println!("  {:>6} {:>6} {}", k * step, n, bar(*n * total / peak.max(1), total));
+        println!(
+            "  {:>6} {:>6} {}",
+            k * step,
+            n,
+            bar(*n * total / peak.max(1), total)
+        );
     }
 }
 
@@ -247,7 +274,10 @@ pub fn targets(r: &Report) -> Vec<String> {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let mut out = Vec::new();
     if r.replicas == 1 && r.agents < 5000 {
-        let p99 = r.scenarios.first().map_or(f64::NAN, |s| quantile(&s.samples, 0.99));
+        let p99 = r
+            .scenarios
+            .first()
+            .map_or(f64::NAN, |s| quantile(&s.samples, 0.99));
         out.push(format!(
             "target ({} agents): policy change applied by all, p99 <= 1000 ms: {} ({p99:.0} ms)",
             r.agents,

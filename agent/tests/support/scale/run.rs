@@ -91,8 +91,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     if o.replicas == 2 && o.backend != "postgres" {
         bail!("two replicas need --backend postgres");
     }
-    if o.agents < 4 || o.hubs >= o.agents {
-        bail!("need at least 4 agents, and fewer hubs than agents");
+    if o.agents < 4 || o.hubs >= o.agents || o.rounds >= o.agents / 2 {
+        bail!("need at least 4 agents, fewer hubs than agents, few rounds");
+    }
+    if o.hubs > 0 && o.rounds + 1 >= o.hubs {
+        bail!("each round revokes a hub: need more hubs than rounds + 1");
     }
     let nofile = super::raise_nofile(65_536);
     let dir = tempfile::Builder::new().prefix("zmscale-").tempdir()?;
@@ -103,7 +106,10 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
         topology: if o.hubs == 0 {
             "full mesh (every agent sees every agent)".into()
         } else {
-            format!("{} hubs (every agent sees the hubs, hubs see every agent)", o.hubs)
+            format!(
+                "{} hubs (every agent sees the hubs, hubs see every agent)",
+                o.hubs
+            )
         },
         nofile,
         ..Report::default()
@@ -168,6 +174,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     let hub_key = api.enroll_key(&["bench", "hub"]).await?;
 
     // --- enrollment ---------------------------------------------------------------------
+    eprintln!("bench-scale: enrolling");
     let t = Instant::now();
     let c = o.enroll_concurrency;
     let mut devs = sim::enroll_many(&url, &hub_key, "hub", o.hubs, c).await?;
@@ -179,11 +186,16 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     rep.console_cpu.push(("enrollment".into(), cpu_enrolled));
 
     // --- the fleet connects --------------------------------------------------------------
+    eprintln!("bench-scale: connecting the fleet");
     let n = o.agents;
     let everyone = n + o.stuck - 1;
     let hubs = o.hubs;
     let ctx = Ctx::new(entry, pin, o.ramp)?;
-    let agents: Vec<Arc<Agent>> = devs.into_iter().enumerate().map(|(i, d)| Agent::new(i, d)).collect();
+    let agents: Vec<Arc<Agent>> = devs
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| Agent::new(i, d))
+        .collect();
     rep.rss_before_kb = rss(&consoles);
     let full = ctx.probe(n, move |m| {
         m.peers.len() == everyone || (hubs > 0 && m.peers.len() == hubs)
@@ -193,7 +205,9 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
         .map(|a| tokio::spawn(sim::run_agent(ctx.clone(), a.clone())))
         .collect();
     let all: Vec<usize> = (0..n).collect();
-    let (times, missing) = full.wait(&all, Duration::from_secs(120 + n as u64 / 20)).await;
+    let (times, missing) = full
+        .wait(&all, Duration::from_secs(120 + n as u64 / 20))
+        .await;
     rep.connect_s = super::report::max(&times) / 1000.0;
     rep.connect_missing = missing;
     let stuck_tasks: Vec<_> = stuck_devs
@@ -209,8 +223,13 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     let change_wait = Duration::from_secs(60 + n as u64 / 100);
 
     // --- a policy change -------------------------------------------------------------------
+    eprintln!("bench-scale: timing changes");
     let c1 = cpu(&consoles, &mut cpu_last);
-    let mut sc = Scenario { name: "policy change (port added)".into(), rounds: o.rounds, ..Default::default() };
+    let mut sc = Scenario {
+        name: "policy change (port added)".into(),
+        rounds: o.rounds,
+        ..Default::default()
+    };
     for r in 0..o.rounds {
         ports.push((1000 + r).to_string());
         let want = policy_version + 1;
@@ -224,15 +243,27 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     rep.scenarios.push(sc);
 
     // --- a revocation ----------------------------------------------------------------------
-    let mut sc = Scenario { name: "device revoked".into(), rounds: o.rounds, ..Default::default() };
+    let mut sc = Scenario {
+        name: "device revoked".into(),
+        rounds: o.rounds,
+        ..Default::default()
+    };
     for r in 0..o.rounds {
-        let victim = &agents[n - 1 - r];
+        // a device every agent sees: with hubs, a hub (the others see no one else)
+        let victim = &agents[if o.hubs > 0 {
+            o.hubs - 1 - r
+        } else {
+            n - 1 - r
+        }];
         let vid = victim.dev.id;
         let p = ctx.probe(n, move |m| m.peer(&vid).is_none());
         api.revoke(vid).await?;
         sc.call_ms = sc.call_ms.max(p.start.elapsed().as_secs_f64() * 1000.0);
         until(Duration::from_secs(10), || victim.revoked.load(Relaxed)).await;
-        let want: Vec<usize> = live(&agents).into_iter().filter(|&i| i != victim.idx).collect();
+        let want: Vec<usize> = live(&agents)
+            .into_iter()
+            .filter(|&i| i != victim.idx)
+            .collect();
         let (t, miss) = p.wait(&want, change_wait).await;
         sc.samples.extend(t);
         sc.missing += miss;
@@ -241,7 +272,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
 
     // --- a device roams ----------------------------------------------------------------------
     let roamer = agents[0].clone();
-    let mut sc = Scenario { name: "device roams (new endpoint)".into(), rounds: o.rounds, ..Default::default() };
+    let mut sc = Scenario {
+        name: "device roams (new endpoint)".into(),
+        rounds: o.rounds,
+        ..Default::default()
+    };
     for r in 0..o.rounds {
         let (t, miss) = roam(&ctx, &agents, &roamer, 20_000 + r as u16, change_wait).await;
         sc.samples.extend(t);
@@ -249,23 +284,40 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     }
     rep.scenarios.push(sc);
     let c2 = cpu(&consoles, &mut cpu_last);
-    rep.console_cpu.push((format!("{} changes", 3 * o.rounds), c2 - c1));
+    rep.console_cpu
+        .push((format!("{} changes", 3 * o.rounds), c2 - c1));
 
     // --- stuck streams under many changes -------------------------------------------------
+    eprintln!("bench-scale: stuck streams");
     if o.stuck > 0 {
-        let mut s = Stuck { stuck: o.stuck, changes: o.stuck_changes, ..Default::default() };
+        let mut s = Stuck {
+            stuck: o.stuck,
+            changes: o.stuck_changes,
+            ..Default::default()
+        };
         for r in 0..o.stuck_changes {
-            let (t, miss) = roam(&ctx, &agents, &roamer, 30_000 + r as u16, Duration::from_secs(10)).await;
+            let (t, miss) = roam(
+                &ctx,
+                &agents,
+                &roamer,
+                30_000 + r as u16,
+                Duration::from_secs(10),
+            )
+            .await;
             s.p99_ms.push(quantile(&t, 0.99));
             s.missing += miss;
             s.rss_kb.push(rss(&consoles));
         }
         rep.stuck = Some(s);
         let c3 = cpu(&consoles, &mut cpu_last);
-        rep.console_cpu.push((format!("{} changes with stuck streams", o.stuck_changes), c3 - c2));
+        rep.console_cpu.push((
+            format!("{} changes with stuck streams", o.stuck_changes),
+            c3 - c2,
+        ));
     }
 
     // --- one replica killed under load ----------------------------------------------------
+    eprintln!("bench-scale: failover");
     let mut survivor_api = api.clone();
     if o.replicas == 2 && o.kill_one {
         let c4 = cpu(&consoles, &mut cpu_last);
@@ -277,7 +329,9 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
                 let mut port = 40_000u16;
                 while !stop.load(Relaxed) && port < 60_000 {
                     port += 1;
-                    roamer.endpoints.send_replace(vec![([198, 51, 100, 7], port).into()]);
+                    roamer
+                        .endpoints
+                        .send_replace(vec![([198, 51, 100, 7], port).into()]);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
@@ -305,7 +359,8 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
             }
             f.affected += 1;
             if back(a) {
-                f.reconnect_s.push((a.synced_ms.load(Relaxed) - kill_ms) as f64 / 1000.0);
+                f.reconnect_s
+                    .push((a.synced_ms.load(Relaxed) - kill_ms) as f64 / 1000.0);
             } else {
                 f.not_reconnected += 1;
             }
@@ -321,15 +376,22 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
         rep.failover = Some(f);
         drop(killed);
         let c5 = cpu(&consoles, &mut cpu_last);
-        rep.console_cpu.push(("failover (survivor)".into(), c5 - c4));
+        rep.console_cpu
+            .push(("failover (survivor)".into(), c5 - c4));
 
         // a change made on the survivor reaches everyone
         survivor_api = Api::new(consoles[0].addr, pin, &token)?;
         ports.push("2000".into());
         let want = policy_version + 1;
         let p = ctx.probe(n, move |m| m.policy_version.is_some_and(|v| v >= want));
-        policy_version = survivor_api.set_policy(&policy(o.hubs, &ports.join(","))).await?;
-        let mut sc = Scenario { name: "policy change on the survivor".into(), rounds: 1, ..Default::default() };
+        policy_version = survivor_api
+            .set_policy(&policy(o.hubs, &ports.join(",")))
+            .await?;
+        let mut sc = Scenario {
+            name: "policy change on the survivor".into(),
+            rounds: 1,
+            ..Default::default()
+        };
         sc.call_ms = p.start.elapsed().as_secs_f64() * 1000.0;
         let (t, miss) = p.wait(&live(&agents), change_wait).await;
         sc.samples = t;
@@ -339,6 +401,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     let _ = (policy_version, survivor_api);
 
     // --- every map against a rebuild; every map acknowledged ---------------------------------
+    eprintln!("bench-scale: rebuild check");
     // quiet first: the last change is applied everywhere (waited above)
     let live_idx = live(&agents);
     let step = if o.verify_sample == 0 || o.verify_sample >= live_idx.len() {
@@ -346,7 +409,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
     } else {
         live_idx.len() / o.verify_sample
     };
-    let sample: Vec<Arc<Agent>> = live_idx.iter().step_by(step).map(|&i| agents[i].clone()).collect();
+    let sample: Vec<Arc<Agent>> = live_idx
+        .iter()
+        .step_by(step)
+        .map(|&i| agents[i].clone())
+        .collect();
     let results: Vec<anyhow::Result<(bool, bool)>> = futures_util::stream::iter(sample)
         .map(|a| {
             let ctx = ctx.clone();
@@ -392,7 +459,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
 
     // --- stop everything we started -----------------------------------------------------------
     ctx.stop();
-    for t in tasks.into_iter().chain(stuck_tasks.into_iter().map(|t| tokio::spawn(async move { let _ = t.await; }))) {
+    for t in tasks.into_iter().chain(stuck_tasks.into_iter().map(|t| {
+        tokio::spawn(async move {
+            let _ = t.await;
+        })
+    })) {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     drop(consoles);
@@ -401,7 +472,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
 
 /// Agents still enrolled.
 fn live(agents: &[Arc<Agent>]) -> Vec<usize> {
-    agents.iter().filter(|a| !a.revoked.load(Relaxed)).map(|a| a.idx).collect()
+    agents
+        .iter()
+        .filter(|a| !a.revoked.load(Relaxed))
+        .map(|a| a.idx)
+        .collect()
 }
 
 /// The roaming agent reports a new endpoint; times every other agent seeing it.
@@ -414,9 +489,14 @@ async fn roam(
 ) -> (Vec<f64>, usize) {
     let eps: Vec<std::net::SocketAddr> = vec![([198, 51, 100, 1], port).into()];
     let (rid, want_eps) = (roamer.dev.id, eps.clone());
-    let p = ctx.probe(agents.len(), move |m| m.peer(&rid).is_some_and(|p| p.endpoints == want_eps));
+    let p = ctx.probe(agents.len(), move |m| {
+        m.peer(&rid).is_some_and(|p| p.endpoints == want_eps)
+    });
     roamer.endpoints.send_replace(eps);
-    let want: Vec<usize> = live(agents).into_iter().filter(|&i| i != roamer.idx).collect();
+    let want: Vec<usize> = live(agents)
+        .into_iter()
+        .filter(|&i| i != roamer.idx)
+        .collect();
     p.wait(&want, timeout).await
 }
 

@@ -52,7 +52,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(addr: SocketAddr, pin: zmesh_shared::CertFingerprint, ramp: usize) -> anyhow::Result<Arc<Ctx>> {
+    pub fn new(
+        addr: SocketAddr,
+        pin: zmesh_shared::CertFingerprint,
+        ramp: usize,
+    ) -> anyhow::Result<Arc<Ctx>> {
         let tls = client_config(&Trust::Pin(pin), &[b"http/1.1"])?;
         Ok(Arc::new(Ctx {
             addr,
@@ -70,7 +74,11 @@ impl Ctx {
     }
 
     /// Starts timing a change: from now until each agent's map satisfies `check`.
-    pub fn probe(&self, n: usize, check: impl Fn(&PeerMap) -> bool + Send + Sync + 'static) -> Arc<Probe> {
+    pub fn probe(
+        &self,
+        n: usize,
+        check: impl Fn(&PeerMap) -> bool + Send + Sync + 'static,
+    ) -> Arc<Probe> {
         let p = Arc::new(Probe {
             start: Instant::now(),
             check: Box::new(check),
@@ -140,7 +148,10 @@ impl Probe {
     pub async fn wait(&self, want: &[usize], timeout: Duration) -> (Vec<f64>, usize) {
         let deadline = Instant::now() + timeout;
         loop {
-            let missing = want.iter().filter(|&&i| self.done_us[i].load(Relaxed) == 0).count();
+            let missing = want
+                .iter()
+                .filter(|&&i| self.done_us[i].load(Relaxed) == 0)
+                .count();
             if missing == 0 || Instant::now() >= deadline {
                 let times = want
                     .iter()
@@ -328,7 +339,11 @@ async fn session(
     let mut eps = a.endpoints.subscribe();
     // like the real agent, endpoints are told again on every new stream
     let now: Vec<SocketAddr> = eps.borrow_and_update().clone();
-    if !now.is_empty() && send(&mut ws, &ClientMsg::Endpoints { endpoints: now }).await.is_err() {
+    if !now.is_empty()
+        && send(&mut ws, &ClientMsg::Endpoints { endpoints: now })
+            .await
+            .is_err()
+    {
         return End::Lost;
     }
     loop {
@@ -424,7 +439,9 @@ pub async fn run_stuck(ctx: Arc<Ctx>, dev: Device) -> anyhow::Result<()> {
         agent_version: "bench-scale-stuck".into(),
         have_version: None,
     };
-    send(&mut ws, &hello).await.map_err(|_| anyhow::anyhow!("hello"))?;
+    send(&mut ws, &hello)
+        .await
+        .map_err(|_| anyhow::anyhow!("hello"))?;
     let _ = stop.changed().await;
     drop(ws);
     Ok(())
