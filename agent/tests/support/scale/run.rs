@@ -341,7 +341,9 @@ pub async fn run(o: Opts) -> anyhow::Result<Report> {
         let kill_ms = ctx.now_ms();
         let mut killed = killed;
         killed.kill();
-        cpu_last.remove(0);
+        // the dead replica's CPU stays in the sums (at the end, where no console reads it)
+        let dead = cpu_last.remove(0);
+        cpu_last.push(dead);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let back = |a: &Agent| {
             a.revoked.load(Relaxed)
