@@ -143,6 +143,44 @@ fn grants(m: &Matcher, prof: &[(usize, Vec<PortRange>)]) -> BTreeMap<usize, Perm
 /// `new` adds or removes relative to `old`, sorted. Ports are merged per device pair and
 /// protocol, so a rule split or reordering that changes nothing yields nothing.
 pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
+    let mut out = Vec::new();
+    each_edge_change(old, new, inv, |ix, s, d, k, ports, added| {
+        out.push(EdgeChange {
+            src: ix.devs[s].id,
+            dst: ix.devs[d].id,
+            proto: PROTOS[k],
+            ports: if k < 2 { ports.to_vec() } else { Vec::new() },
+            added,
+        })
+    });
+    out.sort();
+    out
+}
+
+/// How many edges [`diff`] would list as added and as removed, without building the
+/// list: saving a policy only records these counts, and a port added to a full mesh
+/// of N devices changes N*(N-1) edges (a million at 1,000 devices took ~0.5 s to list
+/// and sort, 100 million at 10,000 would take GBs).
+pub fn diff_counts(old: &Policy, new: &Policy, inv: &Inventory) -> (usize, usize) {
+    let (mut added, mut removed) = (0, 0);
+    each_edge_change(old, new, inv, |_, _, _, _, _, a| {
+        if a {
+            added += 1;
+        } else {
+            removed += 1;
+        }
+    });
+    (added, removed)
+}
+
+/// Calls `f(index, source, destination, protocol slot, ports, added)` for every edge
+/// change between `old` and `new`, in no particular order.
+fn each_edge_change(
+    old: &Policy,
+    new: &Policy,
+    inv: &Inventory,
+    mut f: impl FnMut(&Index, usize, usize, usize, &[PortRange], bool),
+) {
     let (mo, mn) = (Matcher::new(old, inv, false), Matcher::new(new, inv, false));
     let (po, pn) = (profiles(&mo), profiles(&mn));
     // Devices with the same pair of profiles see the same change; compute it once.
@@ -150,7 +188,6 @@ pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
     // (source, protocol slot, ports, added)
     type Change = (usize, usize, Vec<PortRange>, bool);
     let mut cache: HashMap<Key, Vec<Change>> = HashMap::new();
-    let mut out = Vec::new();
     for d in 0..mo.ix.n() {
         let key: Key = (&po[d], &pn[d]);
         let changes = cache.entry(key).or_insert_with(|| {
@@ -175,20 +212,11 @@ pub fn diff(old: &Policy, new: &Policy, inv: &Inventory) -> Vec<EdgeChange> {
             ch
         });
         for (s, k, ports, added) in changes.iter() {
-            if *s == d {
-                continue;
+            if *s != d {
+                f(&mo.ix, *s, d, *k, ports, *added);
             }
-            out.push(EdgeChange {
-                src: mo.ix.devs[*s].id,
-                dst: mo.ix.devs[d].id,
-                proto: PROTOS[*k],
-                ports: if *k < 2 { ports.clone() } else { Vec::new() },
-                added: *added,
-            });
         }
     }
-    out.sort();
-    out
 }
 
 /// A rule in canonical form (selectors and ports as the engine reads them), so the

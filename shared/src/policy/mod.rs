@@ -15,7 +15,7 @@ mod resolve;
 mod routes;
 pub mod validate;
 
-pub use check::{check, diff, rule_changes, rule_summary, EdgeChange};
+pub use check::{check, diff, diff_counts, rule_changes, rule_summary, EdgeChange};
 pub use compile::{compile, route_auto_approved, Compiled, DevicePolicy, FilterRule, RouteGrant};
 pub use edit::{Edit, EditError, Outline, RuleSpec};
 pub use model::*;

@@ -138,6 +138,10 @@ fn diff_is_empty_for_equivalent_policies_and_symmetric() {
     let back = diff(&r, &p, &inv);
     assert_eq!(fwd.len(), back.len());
     assert!(back.iter().all(|e| e.added));
+    // the counts a policy save records are the list's, without the list
+    assert_eq!(diff_counts(&p, &r, &inv), (0, fwd.len()));
+    assert_eq!(diff_counts(&r, &p, &inv), (back.len(), 0));
+    assert_eq!(diff_counts(&p, &q, &inv), (0, 0));
 }
 
 #[test]

@@ -102,7 +102,8 @@ pub fn validate(
     let new = Policy::parse_and_validate(text, &inv)?;
     let (summary, rules) = match Policy::parse(current) {
         Ok(old) => (
-            summarize(&policy::diff(&old, &new, &inv)),
+            // counts only: the list of a full mesh's edges would be N*(N-1) long
+            summary_text(policy::diff_counts(&old, &new, &inv)),
             RuleChanges::between(&old, &new),
         ),
         Err(_) => (
@@ -119,7 +120,11 @@ pub fn validate(
 
 pub fn summarize(changes: &[policy::EdgeChange]) -> String {
     let added = changes.iter().filter(|c| c.added).count();
-    let removed = changes.len() - added;
+    summary_text((added, changes.len() - added))
+}
+
+/// `N edges added, M removed`, from (added, removed).
+pub fn summary_text((added, removed): (usize, usize)) -> String {
     format!("{added} edges added, {removed} removed")
 }
 
