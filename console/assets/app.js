@@ -59,6 +59,47 @@
     return out;
   }
 
+  // ---- how far a change reached the agents ----
+  // Before a change the network revision is noted; after the page reloads, the change
+  // published after it is followed (GET /api/v1/changes/{revision}) and its line shown
+  // at the top: "applied by N of M connected peers (p50 …)", until final or 15 s.
+  const PENDING = "zmesh-change-after";
+  async function noteRevision() {
+    const r = await api("GET", "/api/v1/changes");
+    if (r.ok && r.data) sessionStorage.setItem(PENDING, String(r.data.revision));
+  }
+  async function followChange() {
+    const after = sessionStorage.getItem(PENDING);
+    if (after === null) return;
+    sessionStorage.removeItem(PENDING);
+    const now = await api("GET", "/api/v1/changes");
+    if (!now.ok || String(now.data.revision) === after) return;
+    const main = document.querySelector("main");
+    if (!main) return;
+    const box = document.createElement("p");
+    box.id = "change-status";
+    box.className = "muted";
+    box.textContent = "Sending the change to the devices…";
+    main.insertBefore(box, main.children[1] || null);
+    const url = "/api/v1/changes/" + (Number(after) + 1);
+    for (let i = 0; i < 75; i++) {
+      const r = await api("GET", url);
+      if (r.ok) {
+        const rev = r.data;
+        const offline = rev.pending.filter((p) => !p.connected).length;
+        box.textContent = "Change (revision " + rev.revision + "): " + rev.summary + (rev.finished ? "" : " … waiting");
+        if (rev.finished) {
+          const silent = rev.pending.filter((p) => p.connected).map((p) => p.name);
+          if (silent.length) box.textContent += ". Not applied by: " + silent.join(", ");
+          if (offline) box.textContent += ". Offline devices apply it when they come back.";
+          return;
+        }
+      }
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
+  followChange();
+
   function errorBox(scope) {
     return (scope && scope.querySelector(".form-error")) || document.getElementById("flash");
   }
@@ -103,6 +144,7 @@
         delete body[k];
         return encodeURIComponent(v == null ? "" : String(v));
       });
+      if (!form.dataset.done) await noteRevision();
       const res = await api(form.dataset.method || "POST", url, body);
       if (res.ok) done(form.dataset.done, res, form);
       else if (box) box.textContent = message(res);
@@ -122,6 +164,7 @@
     if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
     const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
     b.disabled = true;
+    await noteRevision();
     const res = await api(b.dataset.method || "POST", b.dataset.api, body);
     b.disabled = false;
     if (res.ok) done(b.dataset.done, res, null);
@@ -203,6 +246,7 @@
   });
   if (apply) apply.addEventListener("click", async () => {
     apply.disabled = true;
+    await noteRevision();
     const res = await api("PUT", "/api/v1/policy", text.value, true);
     if (res.ok) { location.reload(); return; }
     document.getElementById("flash").textContent = message(res);

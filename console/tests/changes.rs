@@ -217,3 +217,34 @@ async fn unknown_revision_is_404_and_garbage_is_422() {
     let body: Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().is_some(), "{body}");
 }
+
+#[tokio::test]
+async fn policy_changes_and_enrollments_are_tracked_too() {
+    let c = console().await;
+    let key = new_key(&c).await;
+    let a = c.enroll(&key, "a").await;
+    let b = c.enroll(&key, "b").await;
+    let _agents = connect_all(&c, &[&a, &b], Mode::Ack).await;
+
+    // a policy that changes both filters
+    let r0 = revision(&c).await;
+    let policy = r#"{"version": 1, "rules": [{"src": ["*"], "dst": ["*:22"], "proto": "tcp"}]}"#;
+    let _: Value = c
+        .admin
+        .put("/api/v1/policy", &serde_json::json!({ "policy": policy }))
+        .await
+        .unwrap();
+    let rep = report_when(&c, r0, |v| v["finished"] == true).await;
+    assert_eq!(
+        (rep["connected"].as_u64(), rep["applied"].as_u64()),
+        (Some(2), Some(2)),
+        "{rep:#}"
+    );
+
+    // an enrollment: both connected peers learn the newcomer
+    let r0 = revision(&c).await;
+    let _n = c.enroll(&key, "newcomer").await;
+    let rep = report_when(&c, r0, |v| v["finished"] == true).await;
+    assert_eq!(rep["applied"], 2, "{rep:#}");
+    assert_eq!(rep["pending"][0]["name"], "newcomer", "{rep:#}");
+}

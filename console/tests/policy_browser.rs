@@ -178,6 +178,12 @@ async fn admin_builds_a_rule_visually_and_pages_fit_1280() {
     d.click("#policy-apply").await;
     d.wait_text("#policy-version", "version 2", |t| t == "2")
         .await;
+    // the page follows the change to the devices: no agent is connected here, so none
+    // applied it and the enrolled ones are pending
+    d.wait_text("#change-status", "the change's rollout", |t| {
+        t.contains("applied by 0 of 0 connected peers") && t.contains("offline, pending")
+    })
+    .await;
 
     // reachability follows: the console's engine now allows exactly tcp/5432
     assert!(check(&d, "laptop-1", "db-1", 5432).await);

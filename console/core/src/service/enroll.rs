@@ -8,7 +8,6 @@ use zmesh_shared::{Secret, WgPublicKey};
 
 use super::audit::record_refusal;
 use super::{AuditCtx, Core, ServiceError};
-use crate::bus::Change;
 use crate::store::{DeviceRow, EnrollDevice, Network, StoreError};
 
 /// What an agent sends to enroll, checked by the caller for size and protocol.
@@ -65,10 +64,7 @@ pub async fn enroll(
     core.metrics.enrolled("key");
     let net = core.store.get_network(device.network_id).await?;
     tracing::info!(device = %device.id, name = %device.name, state = device.state.as_str(), "device enrolled");
-    core.bus.publish(Change::Network {
-        network_id: net.id,
-        revision: net.revision,
-    });
+    core.publish_revision(net.id, net.revision);
     Ok((device, net, credential))
 }
 

@@ -142,6 +142,15 @@ impl Core {
             .observe_change_applied(ms.max(0) as f64 / 1000.0);
     }
 
+    /// Publishes `revision` of the network, known from the transaction that made it.
+    pub fn publish_revision(&self, network_id: NetworkId, revision: u64) {
+        self.bus.publish(Change::Network {
+            network_id,
+            revision,
+        });
+        self.rollouts.note(network_id, revision, true);
+    }
+
     async fn publish(&self, network_id: NetworkId, audited: bool) {
         match self.store.get_network(network_id).await {
             Ok(n) => {

@@ -8,7 +8,6 @@ use zmesh_shared::time::now_ms;
 
 use super::audit::record_refusal;
 use super::{AuditCtx, Core, ServiceError};
-use crate::bus::Change;
 use crate::domain::policy::validate;
 use crate::store::SavedPolicy;
 
@@ -44,10 +43,7 @@ pub async fn save(
     match &r {
         Ok(SavedPolicy { version, revision }) => {
             tracing::info!(version = version.version, revision, summary = %version.summary, "access policy saved");
-            core.bus.publish(Change::Network {
-                network_id: core.network_id,
-                revision: *revision,
-            });
+            core.publish_revision(core.network_id, *revision);
             // new auto_approvers may cover routes already waiting
             super::routes::apply_auto_approvers(core, core.network_id).await;
         }
