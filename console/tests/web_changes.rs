@@ -2,42 +2,19 @@
 //! its latencies, its state, and the devices pending (silent connected ones and offline
 //! ones, linked); a navigation entry; readable by auditors.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+mod support {
+    pub mod web_router;
+}
+
+use axum::http::StatusCode;
 use zmesh_console::bus::Bus;
-use zmesh_console::http::session;
 use zmesh_console::service::{devices, AuditCtx};
 use zmesh_console::store::{Ack, NewTarget, Role, Store};
 use zmesh_console::{app, AppState};
 use zmesh_shared::time::now_ms;
-use zmesh_shared::{Secret, SigningKey, WgPrivateKey};
 
-const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
-
-async fn session(store: &Store, name: &str, role: Role) -> String {
-    let now = now_ms();
-    let u = store.create_user(name, role, PHC, now).await.unwrap();
-    let sid = Secret::generate("zms_");
-    store
-        .create_session(&u.id, &sid.hash(), now, now + 3_600_000)
-        .await
-        .unwrap();
-    sid.expose().to_string()
-}
-
-async fn get(app: &Router, sid: &str, uri: &str) -> (StatusCode, String) {
-    let r = Request::get(uri)
-        .header("cookie", format!("{}={}", session::SESSION_COOKIE, sid))
-        .body(Body::empty())
-        .unwrap();
-    let resp = app.clone().oneshot(r).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into())
-}
+use support::web_router::{get, session};
+use zmesh_shared::{SigningKey, WgPrivateKey};
 
 #[tokio::test]
 async fn changes_page_shows_figures_and_pending_devices() {

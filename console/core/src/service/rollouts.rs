@@ -335,26 +335,34 @@ async fn finish(core: &Core, o: &Open, now: i64) -> Result<(), super::ServiceErr
 /// Most pending devices a report lists (`pending_total` counts them all).
 const MAX_PENDING_LISTED: usize = 100;
 
+/// The report of a stored rollout, its pending list cut to [`MAX_PENDING_LISTED`].
+async fn report_of(
+    core: &Core,
+    row: &crate::store::RolloutRow,
+) -> Result<rollout::Report, super::ServiceError> {
+    let targets = core
+        .store
+        .rollout_targets(core.network_id, row.revision)
+        .await?;
+    let mut r = rollout::report(row, &targets);
+    r.pending.truncate(MAX_PENDING_LISTED);
+    Ok(r)
+}
+
 /// The rollout that carried the change published at `revision` (the first at or after
 /// it); `None` while it is not recorded yet.
 pub async fn report(
     core: &Core,
     revision: u64,
 ) -> Result<Option<rollout::Report>, super::ServiceError> {
-    let Some(row) = core
+    match core
         .store
         .rollout_at_or_after(core.network_id, revision)
         .await?
-    else {
-        return Ok(None);
-    };
-    let targets = core
-        .store
-        .rollout_targets(core.network_id, row.revision)
-        .await?;
-    let mut r = rollout::report(&row, &targets);
-    r.pending.truncate(MAX_PENDING_LISTED);
-    Ok(Some(r))
+    {
+        Some(row) => Ok(Some(report_of(core, &row).await?)),
+        None => Ok(None),
+    }
 }
 
 /// The network's current revision and its newest rollouts, newest first.
@@ -365,13 +373,7 @@ pub async fn recent(
     let net = core.store.get_network(core.network_id).await?;
     let mut out = vec![];
     for row in core.store.recent_rollouts(core.network_id, limit).await? {
-        let targets = core
-            .store
-            .rollout_targets(core.network_id, row.revision)
-            .await?;
-        let mut r = rollout::report(&row, &targets);
-        r.pending.truncate(MAX_PENDING_LISTED);
-        out.push(r);
+        out.push(report_of(core, &row).await?);
     }
     Ok((net.revision, out))
 }
