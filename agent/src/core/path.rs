@@ -27,6 +27,12 @@ const REPROBE_NO_DIRECT: Duration = Duration::from_secs(20);
 const REPROBE_DIRECT: Duration = Duration::from_secs(60);
 /// A path that missed a keepalive while another answers is replaced at once.
 const STALE: Duration = Duration::from_millis(3500);
+/// A probe of the chosen path still unanswered after this many smoothed RTTs (and at
+/// least `MISS_WAIT_MIN`) counts as missed: when another path answers meanwhile, the
+/// chosen one is replaced without waiting for `STALE` (the peer moved to another
+/// network, or ours changed). The floor absorbs Wi-Fi jitter on short paths.
+const MISS_RTTS: u32 = 4;
+const MISS_WAIT_MIN: Duration = Duration::from_millis(150);
 /// A new path must beat the current RTT by this factor to replace it.
 const SWITCH_FACTOR: f64 = 0.75;
 /// Bounds on remembered state.
@@ -245,7 +251,8 @@ impl PathState {
 
     /// An authenticated ping or WireGuard packet came from `from` (not the relay): the
     /// peer is there. Unknown addresses become learned candidates and get probed.
-    /// Returns true if the chosen path changed.
+    /// Returns true if probes are due now (a new address to try: call
+    /// [`poll`](Self::poll) soon, a peer that just moved is waiting for our answer).
     pub fn on_rx_direct(&mut self, from: SocketAddr, now: Instant) -> bool {
         match self.cands.iter_mut().find(|c| c.addr == from) {
             Some(c) => {
@@ -272,7 +279,7 @@ impl PathState {
                 self.next_probe = Some(now);
                 self.burst_until =
                     Some(self.burst_until.map_or(now, |t| t.max(now)) + BURST_INTERVAL * 2);
-                false
+                true
             }
         }
     }
@@ -296,6 +303,19 @@ impl PathState {
                 self.probe_now(now);
             }
         }
+    }
+
+    /// Whether a probe to `c` sent after its last answer has gone unanswered for longer
+    /// than its RTT allows.
+    fn missed(&self, c: &Cand, now: Instant) -> bool {
+        let wait = c
+            .rtt
+            .map_or(MISS_WAIT_MIN, |r| (r * MISS_RTTS).max(MISS_WAIT_MIN));
+        self.outstanding.values().any(|(dst, sent)| {
+            *dst == c.addr
+                && c.last_rx.is_none_or(|rx| *sent > rx)
+                && now.saturating_duration_since(*sent) > wait
+        })
     }
 
     fn reselect(&mut self, now: Instant) -> bool {
@@ -322,12 +342,13 @@ impl PathState {
         let cur_fresh = self
             .selected
             .and_then(|s| self.cands.iter().find(|c| c.addr == s))
-            .is_some_and(|c| fresh(&c));
+            .is_some_and(|c| fresh(&c) && !self.missed(c, now));
         let best_fresh = self
             .cands
             .iter()
             .filter(live)
             .filter(fresh)
+            .filter(|c| !self.missed(c, now))
             .min_by_key(|c| c.rtt)
             .map(|c| c.addr);
         let pick = match (cur, best) {
