@@ -111,9 +111,9 @@ fn log_of(lab: &Lab, name: &str) -> String {
 fn progress(lab: &Lab) -> u64 {
     log_of(lab, "tcp-server")
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("PROGRESS "))
-        .filter_map(|n| n.trim().parse().ok())
-        .last()
+        .find_map(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 
