@@ -412,6 +412,40 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_misses_a_probe_while_another_answers_is_replaced_at_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = PathState::new(1);
+        p.set_relay(Some(a("[100::1]:1")));
+        let (old, new) = (a("192.0.2.1:1"), a("198.51.100.1:1"));
+        p.set_candidates(&[old], t0);
+        let mut out = vec![];
+        p.poll(t0, &mut out);
+        assert!(p.on_pong(old, out[0].1, t0 + ms(10)));
+        assert_eq!(p.kind(), PathKind::Direct(old));
+        // the peer moved: its packets come from a new address, which is probed at once
+        let t1 = t0 + ms(500);
+        assert!(p.on_rx_direct(new, t1));
+        out.clear();
+        p.poll(t1, &mut out);
+        assert_eq!(out.len(), 2, "both the old and the new address are probed");
+        let pong = out.iter().find(|(d, _)| *d == new).unwrap().1;
+        assert!(
+            !p.on_pong(new, pong, t1 + ms(12)),
+            "the old path is not late yet"
+        );
+        out.clear();
+        p.poll(t1 + ms(100), &mut out);
+        assert_eq!(p.kind(), PathKind::Direct(old), "4 RTTs, 150 ms at least");
+        p.poll(t1 + ms(200), &mut out);
+        assert_eq!(
+            p.kind(),
+            PathKind::Direct(new),
+            "replaced long before STALE"
+        );
+    }
+
+    #[test]
     fn learned_addresses_are_bounded() {
         let t0 = Instant::now();
         let mut p = PathState::new(1);
