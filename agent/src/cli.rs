@@ -143,6 +143,20 @@ pub enum Command {
     Down,
     /// Down, then forget the enrollment, the key and the peer cache.
     Logout,
+    /// Test hooks (hidden): `zmesh debug wake` makes the running daemon behave as
+    /// after a wake from sleep.
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        what: DebugCommand,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DebugCommand {
+    /// New handshakes with active peers, STUN and probes now, control stream and relay
+    /// reconnected: what the daemon does when it notices that the host slept.
+    Wake,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -343,6 +357,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print_done(call(&state, &Request::Logout).await?);
             Ok(0)
         }
+        Command::Debug {
+            what: DebugCommand::Wake,
+        } => {
+            print_done(call(&state, &Request::DebugWake).await?);
+            Ok(0)
+        }
         Command::Status { json } => {
             let Reply::Status(s) = call(&state, &Request::Status).await? else {
                 bail!("unexpected reply")
@@ -372,9 +392,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 match call(&state, &req).await {
                     Ok(Reply::Pong(p)) => {
                         ok += 1;
-                        let via = p.endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
+                        let via = p
+                            .via
+                            .clone()
+                            .or(p.endpoint.map(|e| e.to_string()))
+                            .map(|v| format!(" via {v}"))
+                            .unwrap_or_default();
+                        let path_rtt = p
+                            .path_rtt_ms
+                            .map(|r| format!(" path_rtt={r:.2} ms"))
+                            .unwrap_or_default();
+                        let since = p
+                            .path_since
+                            .as_ref()
+                            .map(|_| format!(" path_changed={}", ago(&p.path_since)))
+                            .unwrap_or_default();
                         println!(
-                            "reply from {} ({}): seq={} time={:.2} ms path={}{via}",
+                            "reply from {} ({}): seq={} time={:.2} ms path={}{via}{path_rtt}{since}",
                             p.peer,
                             p.ip,
                             i + 1,
@@ -530,7 +564,7 @@ pub fn status_table(s: &Status) -> String {
         out.push_str("no peers\n");
         return out;
     }
-    let rows: Vec<[String; 7]> = s
+    let rows: Vec<[String; 8]> = s
         .peers
         .iter()
         .map(|p| {
@@ -544,13 +578,27 @@ pub fn status_table(s: &Status) -> String {
                 p.rtt_ms
                     .map(|r| format!("{r:.1}ms"))
                     .unwrap_or_else(|| "-".into()),
+                if p.path_since.is_some() {
+                    ago(&p.path_since)
+                } else {
+                    "-".into()
+                },
                 ago(&p.last_handshake),
                 p.rx_bytes.to_string(),
                 p.tx_bytes.to_string(),
             ]
         })
         .collect();
-    let head = ["NAME", "OVERLAY", "PATH", "RTT", "HANDSHAKE", "RX", "TX"];
+    let head = [
+        "NAME",
+        "OVERLAY",
+        "PATH",
+        "RTT",
+        "CHANGED",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+    ];
     let mut w = head.map(|h| h.len());
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -683,6 +731,7 @@ mod tests {
                 path: crate::ipc::PeerPath::Direct,
                 via: Some("10.0.0.2:51820".into()),
                 rtt_ms: Some(1.5),
+                path_since: None,
                 last_handshake: None,
                 rx_bytes: 10,
                 tx_bytes: 20,

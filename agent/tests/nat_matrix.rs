@@ -264,13 +264,34 @@ impl Matrix {
         )
     }
 
-    /// Time until a ping from `a` to `b` gets through, measured from `t0`.
+    /// Time until a ping from `a` to `b` gets through, measured from `t0`. Each try
+    /// waits 250 ms for its reply (every path here answers well within that), so a
+    /// lost echo costs a quarter second of resolution, not a whole one.
     fn first_packet(&self, a: &Agent, b_ip: Ipv4Addr, t0: Instant, limit: Duration) -> Duration {
         wait_for(
             &format!("first ping {} -> {b_ip}", a.name),
             limit,
-            Duration::from_millis(50),
-            || self.ping1(a, b_ip).then(|| t0.elapsed()),
+            Duration::from_millis(20),
+            || {
+                self.lab
+                    .exec_timeout(
+                        &a.ns,
+                        &[
+                            "ping",
+                            "-n",
+                            "-q",
+                            "-c",
+                            "1",
+                            "-W",
+                            "0.25",
+                            &b_ip.to_string(),
+                        ],
+                        Duration::from_secs(5),
+                    )
+                    .status
+                    .success()
+                    .then(|| t0.elapsed())
+            },
         )
     }
 
@@ -496,45 +517,32 @@ fn nat_matrix() {
     );
     m.stop(&mut [&mut blocked]);
 
-    // home1 moves from r1's LAN to r2's LAN while pinging pub2.
-    let p2_ip = p2.overlay_v4(&m.lab);
+    // home1 moves from r1's LAN to r2's LAN while pinging pub2, then back: its old
+    // underlay address disappears with its link, a new one comes with a new link.
     let (_, via_before, _) = m.direct(&p2, "home1", Instant::now(), Duration::from_secs(30), |v| {
         v.starts_with("192.0.2.21:")
     });
-    let pinger = m.lab.spawn(
-        &h1.ns,
-        "move-ping",
-        &["ping", "-n", "-i", "0.2", "-w", "25", &p2_ip.to_string()],
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let t0 = Instant::now();
-    m.lab
-        .exec_ok(&h1.ns, &["ip", "link", "del", "eth0"])
-        .unwrap();
-    let new_ip = m.plug(&mut r2, &h1.ns.clone());
-    h1.underlay = new_ip;
-    let first = m.first_packet(&h1, p2_ip, t0, Duration::from_secs(30));
-    let (d, via, _) = m.direct(&p2, "home1", t0, Duration::from_secs(40), |v| {
+    let mut moves = vec![move_host(
+        &mut m,
+        &mut h1,
+        &mut r2,
+        &p2,
+        "address change (r1 -> r2)",
+        "192.0.2.22:",
+        &via_before,
+    )];
+    let (_, via_before, _) = m.direct(&p2, "home1", Instant::now(), Duration::from_secs(30), |v| {
         v.starts_with("192.0.2.22:")
     });
-    m.record(
-        "address change (r1 -> r2)",
-        first,
-        Some(d),
-        &format!("direct {via} (was {via_before})"),
-    );
-    // SIGINT makes ping print its summary.
-    // SAFETY: kill(2) on a process this test spawned and has not reaped.
-    unsafe { libc::kill(pinger as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(300));
-    m.lab.stop(pinger, Duration::from_secs(1));
-    let log = std::fs::read_to_string(m.lab.log_path("move-ping")).unwrap_or_default();
-    eprintln!(
-        "ping during the move: {}",
-        log.lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or("(no summary)")
-    );
+    moves.push(move_host(
+        &mut m,
+        &mut h1,
+        &mut r1,
+        &p2,
+        "address change (r2 -> r1)",
+        "192.0.2.21:",
+        &via_before,
+    ));
 
     m.stop(&mut [&mut h1, &mut h2, &mut p2]);
     eprintln!(
@@ -545,4 +553,63 @@ fn nat_matrix() {
         eprintln!("{l}");
     }
     let _ = (&r1, &r2, &s1r, &s2r, &br);
+    // Issue 17: a moved device's first packet within 1 s, a direct path within 2 s.
+    for (case, first, direct) in moves {
+        assert!(
+            first <= Duration::from_secs(1) && direct <= Duration::from_secs(2),
+            "{case}: first packet after {first:?} (want <= 1 s), direct after {direct:?} (want <= 2 s)"
+        );
+    }
+}
+
+/// Moves `h` (pinging `peer` all along) onto router `to`'s LAN: its link, and with it
+/// its underlay address, is deleted, and a new one plugged in. Records and returns the
+/// time from the unplug to the first ping through and to `peer` seeing `h` directly at
+/// an address starting with `want_via`.
+fn move_host(
+    m: &mut Matrix,
+    h: &mut Agent,
+    to: &mut Router,
+    peer: &Agent,
+    case: &str,
+    want_via: &str,
+    via_before: &str,
+) -> (String, Duration, Duration) {
+    let peer_ip = peer.overlay_v4(&m.lab);
+    let log = format!("move-ping-{}", to.lan);
+    let pinger = m.lab.spawn(
+        &h.ns,
+        &log,
+        &["ping", "-n", "-i", "0.2", "-w", "25", &peer_ip.to_string()],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    m.lab
+        .exec_ok(&h.ns, &["ip", "link", "del", "eth0"])
+        .unwrap();
+    let new_ip = m.plug(to, &h.ns.clone());
+    h.underlay = new_ip;
+    let first = m.first_packet(h, peer_ip, t0, Duration::from_secs(30));
+    let (d, via, _) = m.direct(peer, &h.name, t0, Duration::from_secs(40), |v| {
+        v.starts_with(want_via)
+    });
+    m.record(
+        case,
+        first,
+        Some(d),
+        &format!("direct {via} (was {via_before})"),
+    );
+    // SIGINT makes ping print its summary.
+    // SAFETY: kill(2) on a process this test spawned and has not reaped.
+    unsafe { libc::kill(pinger as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(300));
+    m.lab.stop(pinger, Duration::from_secs(1));
+    let out = std::fs::read_to_string(m.lab.log_path(&log)).unwrap_or_default();
+    eprintln!(
+        "ping during the move ({case}): {}",
+        out.lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("(no summary)")
+    );
+    (case.to_string(), first, d)
 }

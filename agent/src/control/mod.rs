@@ -242,6 +242,9 @@ enum SessionEnd {
     Stopped,
     Closed,
     Revoked(String),
+    /// The host woke from sleep or lost the address the stream ran from: connect
+    /// again at once (and get a full map: the console may have changed it meanwhile).
+    NetworkChanged,
 }
 
 /// Runs the control stream until `stop` turns true or the device is revoked.
@@ -257,6 +260,10 @@ pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bo
         ctx.shared.connected.store(false, Ordering::Relaxed);
         match end {
             Ok(SessionEnd::Stopped) => return,
+            Ok(SessionEnd::NetworkChanged) => {
+                backoff.reset();
+                continue;
+            }
             Ok(SessionEnd::Revoked(reason)) if reason == EXPIRED_REASON => {
                 // Not the end: the user signs in again (`zmesh up --reauth`) or an admin
                 // renews the key; until then no peers, and a slow retry.
@@ -306,8 +313,15 @@ pub async fn run(ctx: ControlCtx, mut st: MapState, mut stop: watch::Receiver<bo
         }
         let wait = backoff.next_delay();
         tracing::debug!(?wait, "reconnecting after backoff");
+        // A new network (or a wake) is a better moment to try than the backoff's.
+        let mut net = ctx.dp.net_changes();
+        net.mark_unchanged();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            r = net.changed() => if r.is_ok() {
+                tracing::info!("network changed: reconnecting the control stream now");
+                backoff.reset();
+            },
             _ = stop.changed() => return,
         }
     }
@@ -382,6 +396,13 @@ fn my_endpoints(ctx: &ControlCtx) -> Vec<SocketAddr> {
     v
 }
 
+/// Whether some interface of this host still has `ip`.
+pub(crate) fn host_has_addr(ip: IpAddr) -> bool {
+    endpoints::interface_addrs()
+        .map(|v| v.iter().any(|(_, a)| *a == ip))
+        .unwrap_or(true)
+}
+
 async fn health(dp: &DataPlane) -> Vec<PeerHealth> {
     dp.peer_stats()
         .await
@@ -405,10 +426,14 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     established: &mut bool,
 ) -> Result<SessionEnd, ControlError> {
+    let mut net = ctx.dp.net_changes();
+    net.mark_unchanged();
     let mut ws = tokio::select! {
         r = connect(&ctx.enrollment) => r?,
         _ = stop.changed() => return Ok(SessionEnd::Stopped),
     };
+    // The address this stream leaves from: when it disappears, so does the stream.
+    let local_ip = ws.get_ref().get_ref().0.local_addr().ok().map(|a| a.ip());
     tracing::info!(console = %ctx.enrollment.console, "control stream connected");
     *established = true;
     ctx.shared.connected.store(true, Ordering::Relaxed);
@@ -470,6 +495,26 @@ async fn session(
             _ = stop.changed() => {
                 let _ = ws.close(None).await;
                 return Ok(SessionEnd::Stopped);
+            }
+            r = net.changed() => {
+                if r.is_err() {
+                    net = ctx.dp.net_changes();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                let change = *net.borrow_and_update();
+                let gone = local_ip.is_some_and(|ip| !host_has_addr(ip));
+                if change.wake || gone {
+                    tracing::info!(wake = change.wake, local_gone = gone, "network changed: reconnecting the control stream");
+                    let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+                    return Ok(SessionEnd::NetworkChanged);
+                }
+                let now = my_endpoints(ctx);
+                if now != eps {
+                    tracing::info!(endpoints = ?now, "endpoints changed (network change)");
+                    send(&mut ws, &ClientMsg::Endpoints { endpoints: now.clone() }).await?;
+                    eps = now;
+                }
             }
             msg = ws.next() => {
                 last_rx = Instant::now();

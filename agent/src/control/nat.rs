@@ -186,10 +186,14 @@ impl RelayTask {
                     tracing::warn!(reason = %why, ?retry, "relay connection lost; retrying");
                     let _ = self.dp.set_relay(None);
                     self.shared.set_relay(None);
+                    // A new network is a better moment to try again than the backoff's.
+                    let mut net = self.dp.net_changes();
+                    net.mark_unchanged();
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
                         _ = self.stop.changed() => break,
                         r = self.settings.changed() => if r.is_err() { break },
+                        r = net.changed() => if r.is_ok() { retry = RETRY_MIN / 2 },
                     }
                     retry = (retry * 2).min(RETRY_MAX);
                 }
@@ -234,9 +238,25 @@ impl RelayTask {
         self.shared.set_relay(Some(info.name.clone()));
         let mut ping = tokio::time::interval(RELAY_PING_EVERY);
         let mut nonce = 0u64;
+        let mut net = self.dp.net_changes();
+        net.mark_unchanged();
         loop {
             tokio::select! {
                 _ = self.stop.changed() => return ConnEnd::Stop,
+                r = net.changed() => {
+                    if r.is_err() {
+                        return ConnEnd::Stop;
+                    }
+                    // After a sleep the relay may long have dropped us; a connection
+                    // from an address the host no longer has is dead. Either way the
+                    // relayed peers need a new one now, not after TCP gives up.
+                    let wake = net.borrow_and_update().wake;
+                    let gone = tx.local_addr().is_some_and(|a| !super::host_has_addr(a.ip()));
+                    if wake || gone {
+                        tracing::info!(wake, local_gone = gone, "network changed: reconnecting the relay");
+                        return ConnEnd::Renew;
+                    }
+                }
                 r = self.settings.changed() => {
                     if r.is_err() {
                         return ConnEnd::Stop;

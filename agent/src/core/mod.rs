@@ -100,6 +100,9 @@ pub struct PeerStats {
     pub rtt: Option<Duration>,
     /// When the direct path in use last answered (keepalive probes every 2 s).
     pub last_rx: Option<std::time::Instant>,
+    /// When the endpoint in use last changed (to another direct address, to or from
+    /// the relay).
+    pub path_changed: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -73,6 +73,16 @@ impl StunState {
         }
     }
 
+    /// The network changed: what the servers told us may describe a network we left.
+    /// Forgets the mapped addresses and pending requests and asks every server now.
+    pub fn restart(&mut self, now: Instant) {
+        self.mapped.clear();
+        self.pending.clear();
+        if !self.servers.is_empty() {
+            self.next_round = Some(now);
+        }
+    }
+
     pub fn is_server(&self, a: SocketAddr) -> bool {
         self.servers.contains(&a)
     }

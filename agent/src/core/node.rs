@@ -89,6 +89,9 @@ pub struct Node {
     relay: bool,
     /// Reused buffer for the pings `PathState::poll` asks for.
     pings_due: Vec<(SocketAddr, u64)>,
+    /// The latest `now` the timers saw, to stamp path changes that come from calls
+    /// without a clock (the relay coming and going).
+    last_now: Option<Instant>,
     /// Every random value the node chooses (STUN transaction ids, probe nonces) comes
     /// from here, so a simulation with the same seed and inputs replays the same packets.
     rng: StdRng,
@@ -140,6 +143,7 @@ impl Node {
             stun: StunState::new(rng.gen()),
             relay: false,
             pings_due: vec![],
+            last_now: None,
             rng,
         }
     }
@@ -185,7 +189,7 @@ impl Node {
             peer.path
                 .set_relay(self.relay.then(|| relay_endpoint(&key)));
             peer.path.set_candidates(&peer.config.endpoints, now);
-            apply_path(&mut peer, &mut self.events, &mut self.transmits);
+            apply_path(&mut peer, &mut self.events, &mut self.transmits, Some(now));
             self.by_key.insert(key, peer.index);
             self.peers.insert(peer.index, peer);
         }
@@ -351,7 +355,9 @@ impl Node {
                     dst: from,
                     payload: b.to_vec(),
                 });
-                note_rx(peer, from, now, &mut self.events);
+                if note_rx(peer, from, now, &mut self.events) {
+                    self.next_tick = Some(now);
+                }
                 if matches!(kind, Kind::Init | Kind::Response) {
                     peer.awaiting_handshake = false;
                     self.counters.handshakes += 1;
@@ -379,7 +385,9 @@ impl Node {
             }
             TunnResult::Done => {
                 // Keepalive or cookie: authenticated, so the sender is where it says.
-                note_rx(peer, from, now, &mut self.events);
+                if note_rx(peer, from, now, &mut self.events) {
+                    self.next_tick = Some(now);
+                }
                 return None;
             }
             TunnResult::Err(e) => {
@@ -408,7 +416,9 @@ impl Node {
             tracing::trace!(%src, peer = %peer.config.public_key, "source outside allowed IPs");
             return None;
         }
-        note_rx(peer, from, now, &mut self.events);
+        if note_rx(peer, from, now, &mut self.events) {
+            self.next_tick = Some(now);
+        }
         let pkt = &out[..len];
         let Some(ip) = packet::parse_ip(pkt) else {
             self.counters.drop_bad_inner += 1;
@@ -447,6 +457,7 @@ impl Node {
             _ => return,
         }
         self.next_tick = Some(now + TICK);
+        self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
         // Our limiter is shared by all Tunns, so they do not reset it themselves.
         self.rate_limiter.reset_count();
         for peer in self.peers.values_mut() {
@@ -541,6 +552,7 @@ impl Node {
                     path: p.path.kind(),
                     rtt: p.path.rtt(),
                     last_rx: p.path.last_rx(),
+                    path_changed: p.path_changed,
                 }
             })
             .collect();
@@ -571,7 +583,7 @@ impl Node {
         for peer in self.peers.values_mut() {
             let key = peer.config.public_key.0;
             peer.path.set_relay(on.then(|| relay_endpoint(&key)));
-            apply_path(peer, &mut self.events, &mut self.transmits);
+            apply_path(peer, &mut self.events, &mut self.transmits, self.last_now);
         }
     }
 
@@ -582,6 +594,51 @@ impl Node {
             peer.path.probe_now(now);
         }
         self.next_tick = Some(now);
+    }
+
+    /// The host's network changed (an address, link or default route came or went; the
+    /// I/O layer watches rtnetlink and debounces). Our mapped addresses are asked for
+    /// again at once (the old ones may belong to a network we left), and every peer's
+    /// candidates are probed in a burst: a path through the old network misses its
+    /// probes and is replaced by one that answers (see `path`), and the peer learns
+    /// our new address from the probes themselves, before the console passes it on.
+    pub fn handle_network_change(&mut self, now: Instant) {
+        tracing::debug!(
+            peers = self.peers.len(),
+            "network changed: STUN and probes now"
+        );
+        self.stun.restart(now);
+        self.probe_now(now);
+    }
+
+    /// The host woke from sleep (the boot-time clock ran ahead of the monotonic one).
+    /// Everything a network change does, plus a new handshake with every peer that had
+    /// a session: while we slept the peer may have dropped our session (WireGuard
+    /// rejects a session after 180 s) or restarted, and boringtun's timers, which run
+    /// on the monotonic clock, did not see the time pass, so they would keep sending
+    /// on the dead session until their own retry (about 15 s later).
+    pub fn handle_wake(&mut self, now: Instant) {
+        self.handle_network_change(now);
+        let mut buf = [0u8; MIN_OUT_BUF];
+        let mut n = 0usize;
+        for peer in self.peers.values_mut() {
+            let had_session = peer.tunn.time_since_last_handshake().is_some();
+            if !had_session && !peer.awaiting_handshake {
+                continue;
+            }
+            let Some(ep) = peer.endpoint else { continue };
+            if let TunnResult::WriteToNetwork(b) =
+                peer.tunn.format_handshake_initiation(&mut buf, true)
+            {
+                peer.awaiting_handshake = true;
+                n += 1;
+                self.transmits.push_back(Transmit {
+                    dst: ep,
+                    payload: b.to_vec(),
+                });
+            }
+        }
+        tracing::debug!(handshakes = n, "woke up: new handshakes with active peers");
     }
 
     fn handle_probe(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
@@ -625,7 +682,7 @@ impl Node {
             probe::Kind::Pong => {
                 tracing::trace!(%from, "probe pong");
                 if peer.path.on_pong(from, p.tx, now) {
-                    apply_path(peer, &mut self.events, &mut self.transmits);
+                    apply_path(peer, &mut self.events, &mut self.transmits, Some(now));
                 }
             }
         }
@@ -638,7 +695,7 @@ impl Node {
             self.pings_due.clear();
             peer.path.poll(now, &mut self.pings_due);
             if peer.path.kind() != before {
-                apply_path(peer, &mut self.events, &mut self.transmits);
+                apply_path(peer, &mut self.events, &mut self.transmits, Some(now));
             }
             let Some(k) = &peer.probe_key else { continue };
             for (dst, tx) in self.pings_due.drain(..) {
@@ -694,12 +751,20 @@ impl Node {
 /// Points the peer's endpoint at what its path state chose (if it chose anything).
 /// A handshake waiting for an answer is sent again at once on the new path, instead of
 /// after the 5 s retry timer (the old path is the likely reason it got no answer).
-fn apply_path(peer: &mut Peer, events: &mut VecDeque<Event>, transmits: &mut VecDeque<Transmit>) {
+fn apply_path(
+    peer: &mut Peer,
+    events: &mut VecDeque<Event>,
+    transmits: &mut VecDeque<Transmit>,
+    now: Option<Instant>,
+) {
     let Some(ep) = peer.path.endpoint() else {
         return;
     };
     if peer.endpoint != Some(ep) || !peer.confirmed {
         peer.confirmed = true;
+        if peer.endpoint != Some(ep) {
+            peer.path_changed = now.or(peer.path_changed);
+        }
         peer.endpoint = Some(ep);
         if peer.awaiting_handshake {
             let mut buf = [0u8; MIN_OUT_BUF];
@@ -728,18 +793,19 @@ fn apply_path(peer: &mut Peer, events: &mut VecDeque<Event>, transmits: &mut Vec
 /// An authenticated WireGuard message came from `from`. Classic roaming (follow the
 /// sender), except that a working direct path is not given up for the relay or for
 /// another address until probing says so.
-fn note_rx(peer: &mut Peer, from: SocketAddr, now: Instant, events: &mut VecDeque<Event>) {
-    if !is_relay_endpoint(from) {
-        peer.path.on_rx_direct(from, now);
-    }
+/// Returns true if the peer's path wants probing now (it sent from a new address).
+fn note_rx(peer: &mut Peer, from: SocketAddr, now: Instant, events: &mut VecDeque<Event>) -> bool {
+    let probe = !is_relay_endpoint(from) && peer.path.on_rx_direct(from, now);
     if peer.path.has_live_direct() && peer.endpoint != Some(from) {
-        return;
+        return probe;
     }
     if peer.roam(from) {
+        peer.path_changed = Some(now);
         let device_id = peer.config.device_id;
         events.push_back(Event::EndpointChanged {
             device_id,
             endpoint: from,
         });
     }
+    probe
 }

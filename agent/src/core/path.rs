@@ -27,6 +27,12 @@ const REPROBE_NO_DIRECT: Duration = Duration::from_secs(20);
 const REPROBE_DIRECT: Duration = Duration::from_secs(60);
 /// A path that missed a keepalive while another answers is replaced at once.
 const STALE: Duration = Duration::from_millis(3500);
+/// A probe of the chosen path still unanswered after this many smoothed RTTs (and at
+/// least `MISS_WAIT_MIN`) counts as missed: when another path answers meanwhile, the
+/// chosen one is replaced without waiting for `STALE` (the peer moved to another
+/// network, or ours changed). The floor absorbs Wi-Fi jitter on short paths.
+const MISS_RTTS: u32 = 4;
+const MISS_WAIT_MIN: Duration = Duration::from_millis(150);
 /// A new path must beat the current RTT by this factor to replace it.
 const SWITCH_FACTOR: f64 = 0.75;
 /// Bounds on remembered state.
@@ -245,7 +251,8 @@ impl PathState {
 
     /// An authenticated ping or WireGuard packet came from `from` (not the relay): the
     /// peer is there. Unknown addresses become learned candidates and get probed.
-    /// Returns true if the chosen path changed.
+    /// Returns true if probes are due now (a new address to try: call
+    /// [`poll`](Self::poll) soon, a peer that just moved is waiting for our answer).
     pub fn on_rx_direct(&mut self, from: SocketAddr, now: Instant) -> bool {
         match self.cands.iter_mut().find(|c| c.addr == from) {
             Some(c) => {
@@ -272,7 +279,7 @@ impl PathState {
                 self.next_probe = Some(now);
                 self.burst_until =
                     Some(self.burst_until.map_or(now, |t| t.max(now)) + BURST_INTERVAL * 2);
-                false
+                true
             }
         }
     }
@@ -296,6 +303,19 @@ impl PathState {
                 self.probe_now(now);
             }
         }
+    }
+
+    /// Whether a probe to `c` sent after its last answer has gone unanswered for longer
+    /// than its RTT allows.
+    fn missed(&self, c: &Cand, now: Instant) -> bool {
+        let wait = c
+            .rtt
+            .map_or(MISS_WAIT_MIN, |r| (r * MISS_RTTS).max(MISS_WAIT_MIN));
+        self.outstanding.values().any(|(dst, sent)| {
+            *dst == c.addr
+                && c.last_rx.is_none_or(|rx| *sent > rx)
+                && now.saturating_duration_since(*sent) > wait
+        })
     }
 
     fn reselect(&mut self, now: Instant) -> bool {
@@ -322,12 +342,13 @@ impl PathState {
         let cur_fresh = self
             .selected
             .and_then(|s| self.cands.iter().find(|c| c.addr == s))
-            .is_some_and(|c| fresh(&c));
+            .is_some_and(|c| fresh(&c) && !self.missed(c, now));
         let best_fresh = self
             .cands
             .iter()
             .filter(live)
             .filter(fresh)
+            .filter(|c| !self.missed(c, now))
             .min_by_key(|c| c.rtt)
             .map(|c| c.addr);
         let pick = match (cur, best) {
@@ -388,6 +409,40 @@ mod tests {
         p.poll(later, &mut out);
         assert_eq!(p.kind(), PathKind::Relay);
         assert!(!out.is_empty(), "a dead path starts a new burst");
+    }
+
+    #[test]
+    fn a_path_that_misses_a_probe_while_another_answers_is_replaced_at_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = PathState::new(1);
+        p.set_relay(Some(a("[100::1]:1")));
+        let (old, new) = (a("192.0.2.1:1"), a("198.51.100.1:1"));
+        p.set_candidates(&[old], t0);
+        let mut out = vec![];
+        p.poll(t0, &mut out);
+        assert!(p.on_pong(old, out[0].1, t0 + ms(10)));
+        assert_eq!(p.kind(), PathKind::Direct(old));
+        // the peer moved: its packets come from a new address, which is probed at once
+        let t1 = t0 + ms(500);
+        assert!(p.on_rx_direct(new, t1));
+        out.clear();
+        p.poll(t1, &mut out);
+        assert_eq!(out.len(), 2, "both the old and the new address are probed");
+        let pong = out.iter().find(|(d, _)| *d == new).unwrap().1;
+        assert!(
+            !p.on_pong(new, pong, t1 + ms(12)),
+            "the old path is not late yet"
+        );
+        out.clear();
+        p.poll(t1 + ms(100), &mut out);
+        assert_eq!(p.kind(), PathKind::Direct(old), "4 RTTs, 150 ms at least");
+        p.poll(t1 + ms(200), &mut out);
+        assert_eq!(
+            p.kind(),
+            PathKind::Direct(new),
+            "replaced long before STALE"
+        );
     }
 
     #[test]

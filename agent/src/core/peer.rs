@@ -2,6 +2,7 @@
 //! maps destination addresses to peers by longest-prefix match over allowed IPs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
@@ -26,6 +27,8 @@ pub(crate) struct Peer {
     pub probe_key: Option<ProbeKey>,
     /// We sent a handshake initiation that has not been answered yet.
     pub awaiting_handshake: bool,
+    /// When the endpoint in use last changed (direct address, relay), for status.
+    pub path_changed: Option<Instant>,
 }
 
 impl Peer {
@@ -41,6 +44,7 @@ impl Peer {
             path: PathState::new(u64::from(index) << 40),
             probe_key: None,
             awaiting_handshake: false,
+            path_changed: None,
         }
     }
 

@@ -160,6 +160,18 @@ impl Daemon {
                 },
                 Err(e) => err(format!("{e:#}")),
             },
+            Request::DebugWake => {
+                let g = self.running.lock().await;
+                match g.as_ref().map(|r| r.dp.simulate_wake()) {
+                    Some(Ok(())) => Response::Ok {
+                        result: Reply::Done {
+                            message: "the data plane behaves as after a wake from sleep".into(),
+                        },
+                    },
+                    Some(Err(e)) => err(format!("{e:#}")),
+                    None => err("tunnels are down: run `zmesh up`"),
+                }
+            }
         }
     }
 
@@ -551,12 +563,12 @@ impl Daemon {
     }
 
     async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {
-        let (dp, map) = {
+        let (dp, map, relay) = {
             let g = self.running.lock().await;
             let r = g
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("tunnels are down: run `zmesh up`"))?;
-            (r.dp.clone(), r.shared.map())
+            (r.dp.clone(), r.shared.map(), r.shared.relay())
         };
         let found = map.as_ref().and_then(|m| {
             m.peers.iter().find(|p| {
@@ -582,6 +594,12 @@ impl Daemon {
             rtt_us: rtt.as_micros() as u64,
             path: st.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path)),
             endpoint: st.and_then(|s| s.endpoint),
+            via: st.and_then(|s| match s.path {
+                crate::core::PathKind::Relay => Some(relay.unwrap_or_else(|| "relay".into())),
+                _ => s.endpoint.map(|e| e.to_string()),
+            }),
+            path_rtt_ms: st.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+            path_since: st.and_then(|s| s.path_changed).map(status::rfc3339_ms),
         })
     }
 }

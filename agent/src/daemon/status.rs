@@ -15,6 +15,11 @@ pub(super) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Path changes come in bursts a second apart at most; seconds would hide the order.
+pub(super) fn rfc3339_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 impl Daemon {
     pub(super) async fn status(&self) -> Status {
         let enr = self.state.load_enrollment().ok().flatten();
@@ -129,6 +134,7 @@ impl Daemon {
                             path,
                             via,
                             rtt_ms: s.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+                            path_since: s.and_then(|s| s.path_changed).map(rfc3339_ms),
                             last_handshake: s.and_then(|s| s.last_handshake).map(rfc3339),
                             rx_bytes: s.map_or(0, |s| s.rx_bytes),
                             tx_bytes: s.map_or(0, |s| s.tx_bytes),

@@ -9,6 +9,7 @@
 
 mod coalesce;
 pub mod netcfg;
+mod netwatch;
 mod offload;
 pub mod relay;
 mod tun;
@@ -62,9 +63,22 @@ pub struct PeerStats {
     pub rtt: Option<Duration>,
     /// When that path last answered.
     pub last_rx: Option<std::time::Instant>,
+    /// When the endpoint in use last changed (direct address or relay).
+    pub path_changed: Option<SystemTime>,
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+/// The latest change of the host's network the packet loop noticed (rtnetlink or a
+/// wake from sleep), for the control stream and the relay client: they reconnect at
+/// once when their connection cannot have survived it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetChange {
+    /// Counts changes; 0 = none yet.
+    pub seq: u64,
+    /// The latest change was a wake from sleep (or the test hook that stands for one).
+    pub wake: bool,
 }
 
 /// Where the packet loop puts datagrams for the relay: (peer public key, datagram).
@@ -82,6 +96,8 @@ pub(crate) enum Command {
     /// At most this many accepted-flow summaries; the rest stay queued in the filter.
     FlowSummaries(usize, oneshot::Sender<Vec<FlowSummary>>),
     PeerStats(oneshot::Sender<Vec<crate::core::PeerStats>>),
+    /// Behave as after a wake from sleep (`zmesh debug wake`, for tests).
+    SimulateWake,
     Counters(oneshot::Sender<Counters>),
     Ping {
         dst: IpAddr,
@@ -100,6 +116,7 @@ struct Inner {
     ping_id: u16,
     ping_seq: AtomicU16,
     reflexive: watch::Receiver<Vec<SocketAddr>>,
+    net: watch::Receiver<NetChange>,
 }
 
 /// Handle to a running data plane. Cheap to clone; all clones drive the same loop.
@@ -144,7 +161,21 @@ impl DataPlane {
         let node =
             crate::core::Node::new(cfg.private_key.clone(), cfg.overlay_v4, cfg.overlay_v6, rng);
         let (reflexive_tx, reflexive) = watch::channel(Vec::new());
-        let w = worker::Worker::new(node, tun, udp, rx, wake_loop, cfg.mtu, reflexive_tx);
+        let (net_tx, net) = watch::channel(NetChange::default());
+        let watch = netwatch::NetWatch::new(&tun.name, std::time::Instant::now());
+        let w = worker::Worker::new(
+            node,
+            tun,
+            udp,
+            rx,
+            wake_loop,
+            cfg.mtu,
+            worker::Watches {
+                reflexive: reflexive_tx,
+                netwatch: watch,
+                net: net_tx,
+            },
+        );
         let thread = std::thread::Builder::new()
             .name("zmesh-dataplane".into())
             .spawn(move || w.run())
@@ -158,6 +189,7 @@ impl DataPlane {
                 ping_id: rand::random(),
                 ping_seq: AtomicU16::new(0),
                 reflexive,
+                net,
             }),
         })
     }
@@ -195,6 +227,19 @@ impl DataPlane {
     /// Our server-reflexive addresses, updated as STUN answers change.
     pub fn reflexive(&self) -> watch::Receiver<Vec<SocketAddr>> {
         self.inner.reflexive.clone()
+    }
+
+    /// Network changes and wake-ups, as the packet loop noticed them (after it told
+    /// the core).
+    pub fn net_changes(&self) -> watch::Receiver<NetChange> {
+        self.inner.net.clone()
+    }
+
+    /// Test hook: the data plane behaves as after a wake from sleep (new handshakes
+    /// with active peers, STUN and probes now, and the control stream and relay
+    /// reconnect), so a namespace test need not suspend the machine.
+    pub fn simulate_wake(&self) -> anyhow::Result<()> {
+        self.send(Command::SimulateWake)
     }
 
     /// Connects (`Some`) or disconnects (`None`) the relay: peers without a working
@@ -243,6 +288,7 @@ impl DataPlane {
             return vec![];
         }
         let now = SystemTime::now();
+        let mono = std::time::Instant::now();
         rx.await
             .unwrap_or_default()
             .into_iter()
@@ -254,6 +300,9 @@ impl DataPlane {
                 path: p.path,
                 rtt: p.rtt,
                 last_rx: p.last_rx,
+                path_changed: p
+                    .path_changed
+                    .and_then(|t| now.checked_sub(mono.saturating_duration_since(t))),
                 last_handshake: p.last_handshake_age.and_then(|a| now.checked_sub(a)),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,

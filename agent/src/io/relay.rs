@@ -52,6 +52,8 @@ pub enum RelayClientError {
 pub struct RelaySender {
     w: WriteHalf<TlsStream<TcpStream>>,
     buf: Vec<u8>,
+    /// The TCP connection's local address (gone from the host: the connection is too).
+    local: Option<SocketAddr>,
 }
 
 pub struct RelayReceiver {
@@ -60,6 +62,10 @@ pub struct RelayReceiver {
 }
 
 impl RelaySender {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
     /// Queues one datagram for device `dst` (its WireGuard public key).
     pub async fn send(&mut self, dst: [u8; 32], data: &[u8]) -> std::io::Result<()> {
         self.buf.clear();
@@ -214,6 +220,7 @@ pub async fn connect_via(
             .await
             .map_err(|e| RelayClientError::Connect(addr, e))?;
         let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok();
         let stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
         let (mut r, mut w) = tokio::io::split(stream);
         let mut buf = vec![];
@@ -258,7 +265,7 @@ pub async fn connect_via(
                 )))
             }
         }
-        Ok((RelaySender { w, buf: out }, RelayReceiver { r, buf }))
+        Ok((RelaySender { w, buf: out, local }, RelayReceiver { r, buf }))
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await

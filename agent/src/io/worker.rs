@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::coalesce::Coalescer;
+use super::netwatch::{Change, NetWatch};
 use super::offload::{split_tun_read, VnetHdr, VNET_HDR_LEN};
 use super::tun::Tun;
 use super::udp::{RecvBatch, SendBatch, Udp, RECV_BUF};
-use super::{Command, RelayOut};
+use super::{Command, NetChange, RelayOut};
 use crate::core::{is_relay_endpoint, relay_endpoint, relay_key_prefix, Event, Node};
 use crate::core::{MIN_OUT_BUF, OVERHEAD};
 
@@ -50,6 +51,16 @@ pub(crate) struct Worker {
     stop: Option<Option<oneshot::Sender<()>>>,
     relay: Relay,
     reflexive: watch::Sender<Vec<std::net::SocketAddr>>,
+    netwatch: NetWatch,
+    net: watch::Sender<NetChange>,
+}
+
+/// What the loop watches and reports besides packets: our mapped addresses (from the
+/// core's STUN) and changes of the host's network.
+pub(crate) struct Watches {
+    pub reflexive: watch::Sender<Vec<std::net::SocketAddr>>,
+    pub netwatch: NetWatch,
+    pub net: watch::Sender<NetChange>,
 }
 
 /// The relay side of the loop: datagrams for relay endpoints (100::/64, see
@@ -84,8 +95,13 @@ impl Worker {
         rx: mpsc::Receiver<Command>,
         wake: OwnedFd,
         mtu: u16,
-        reflexive: watch::Sender<Vec<std::net::SocketAddr>>,
+        watches: Watches,
     ) -> Self {
+        let Watches {
+            reflexive,
+            netwatch,
+            net,
+        } = watches;
         let stride = (usize::from(mtu) + OVERHEAD)
             .max(MIN_OUT_BUF)
             .next_multiple_of(64);
@@ -105,6 +121,8 @@ impl Worker {
             stop: None,
             relay: Relay::default(),
             reflexive,
+            netwatch,
+            net,
         }
     }
 
@@ -116,7 +134,8 @@ impl Worker {
                 .poll_timeout()
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
+                .min(Duration::from_secs(1))
+                .min(self.netwatch.poll_timeout().saturating_duration_since(now));
             let mut fds = [
                 libc::pollfd {
                     fd: self.tun.raw_fd(),
@@ -133,10 +152,22 @@ impl Worker {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: self.netwatch.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             let ms = wait.as_millis().min(1000) as libc::c_int;
-            // SAFETY: fds is a live array of three pollfd.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, ms) };
+            // Rounded up, so a deadline a fraction of a millisecond away is not polled
+            // in a busy loop.
+            let ms = if wait.as_micros() % 1000 != 0 {
+                ms + 1
+            } else {
+                ms
+            };
+            // SAFETY: fds is a live array of four pollfd (a negative fd is ignored).
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 4, ms) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -156,6 +187,12 @@ impl Worker {
             }
             if fds[1].revents != 0 {
                 self.pump_udp();
+            }
+            if fds[3].revents != 0 {
+                self.netwatch.on_readable(Instant::now());
+            }
+            if let Some(c) = self.netwatch.poll(Instant::now()) {
+                self.network_changed(c);
             }
             self.timers();
         }
@@ -242,6 +279,10 @@ impl Worker {
                 Command::PeerStats(tx) => {
                     let _ = tx.send(self.node.peer_stats());
                 }
+                Command::SimulateWake => {
+                    let c = self.netwatch.inject_wake();
+                    self.network_changed(c);
+                }
                 Command::Counters(tx) => {
                     let _ = tx.send(self.node.all_counters());
                 }
@@ -265,6 +306,34 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Tells the core (STUN, probes, and after a sleep new handshakes), sends what it
+    /// queued, then tells the control stream and the relay client. The UDP socket is
+    /// bound to the wildcard address (`udp::Udp::bind`), so it survives any change of
+    /// the host's addresses and is never rebound.
+    fn network_changed(&mut self, c: Change) {
+        let now = Instant::now();
+        let wake = match c {
+            Change::Network => {
+                tracing::info!("network changed: probing peers and asking STUN again");
+                self.node.handle_network_change(now);
+                false
+            }
+            Change::Wake { slept } => {
+                tracing::info!(
+                    slept_s = slept.as_secs(),
+                    "woke from sleep: new handshakes with active peers"
+                );
+                self.node.handle_wake(now);
+                true
+            }
+        };
+        self.flush_control();
+        self.net.send_modify(|n| {
+            n.seq += 1;
+            n.wake = wake;
+        });
     }
 
     /// TUN -> encrypt -> UDP.

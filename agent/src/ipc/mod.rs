@@ -65,6 +65,9 @@ pub enum Request {
         peer: String,
         timeout_ms: u64,
     },
+    /// Test hook (`zmesh debug wake`): the data plane behaves as after a wake from
+    /// sleep, so tests need not suspend the machine.
+    DebugWake,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +218,10 @@ pub struct PeerStatus {
     /// Smoothed probe round-trip time of the direct path, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
+    /// When the path last changed (another direct address, to or from the relay):
+    /// RFC 3339 with milliseconds, or null while none was chosen.
+    #[serde(default)]
+    pub path_since: Option<String>,
     /// RFC 3339, or null before the first handshake.
     pub last_handshake: Option<String>,
     pub rx_bytes: u64,
@@ -240,6 +247,15 @@ pub struct PingResult {
     pub rtt_us: u64,
     pub path: PeerPath,
     pub endpoint: Option<SocketAddr>,
+    /// The relay's name for "relay", the peer's address for "direct".
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Smoothed probe RTT of the direct path, in milliseconds.
+    #[serde(default)]
+    pub path_rtt_ms: Option<f64>,
+    /// When the path last changed (RFC 3339 with milliseconds).
+    #[serde(default)]
+    pub path_since: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
