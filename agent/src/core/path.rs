@@ -23,6 +23,11 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_millis(6500);
 /// Without a direct path: new burst this often.
 const REPROBE_NO_DIRECT: Duration = Duration::from_secs(20);
+/// ... but every 2 s for the first minute after a direct path died: the path is likely to
+/// come back (a blocked port reopened, a Wi-Fi roam finished), and every second on the
+/// relay is a second of its extra latency.
+const REPROBE_AFTER_LOSS: Duration = Duration::from_secs(2);
+const RECENTLY_LOST: Duration = Duration::from_secs(60);
 /// With a direct path: probe every candidate this often, to find a faster one.
 const REPROBE_DIRECT: Duration = Duration::from_secs(60);
 /// A path that missed a keepalive while another answers is replaced at once.
@@ -69,6 +74,8 @@ pub struct PathState {
     next_probe: Option<Instant>,
     next_full: Option<Instant>,
     next_tx: u64,
+    /// When the last chosen direct path died.
+    lost_at: Option<Instant>,
 }
 
 impl PathState {
@@ -82,6 +89,7 @@ impl PathState {
             next_probe: None,
             next_full: None,
             next_tx: tx_seed,
+            lost_at: None,
         }
     }
 
@@ -183,9 +191,14 @@ impl PathState {
                 // dropped by the peer's NAT.
                 self.burst_until = Some(now + BURST_INTERVAL * 3);
             }
+            let lost_recently = self
+                .lost_at
+                .is_some_and(|t| now.saturating_duration_since(t) < RECENTLY_LOST);
             self.next_full = Some(
                 now + if self.selected.is_some() {
                     REPROBE_DIRECT
+                } else if lost_recently {
+                    REPROBE_AFTER_LOSS
                 } else {
                     REPROBE_NO_DIRECT
                 },
@@ -298,6 +311,7 @@ impl PathState {
         if !alive {
             tracing::debug!(path = %s, "direct path stopped answering");
             self.selected = None;
+            self.lost_at = Some(now);
             self.reselect(now);
             if self.selected.is_none() {
                 self.probe_now(now);
@@ -409,6 +423,45 @@ mod tests {
         p.poll(later, &mut out);
         assert_eq!(p.kind(), PathKind::Relay);
         assert!(!out.is_empty(), "a dead path starts a new burst");
+    }
+
+    #[test]
+    fn after_a_direct_path_dies_it_is_probed_every_2_s_for_a_minute() {
+        let t0 = Instant::now();
+        let mut p = PathState::new(1);
+        p.set_relay(Some(a("[100::1]:1")));
+        p.set_candidates(&[a("192.0.2.1:1")], t0);
+        let mut out = vec![];
+        p.poll(t0, &mut out);
+        assert!(p.on_pong(out[0].0, out[0].1, t0 + Duration::from_millis(20)));
+        assert_eq!(p.kind(), PathKind::Direct(a("192.0.2.1:1")));
+        // silence: dead after DEAD_AFTER, then on the relay
+        let dead = t0 + DEAD_AFTER + Duration::from_secs(1);
+        let step = Duration::from_millis(100);
+        let mut t = t0 + Duration::from_millis(20);
+        let mut sent_at = vec![];
+        while t < dead + Duration::from_secs(90) {
+            out.clear();
+            p.poll(t, &mut out);
+            if t >= dead && !out.is_empty() {
+                sent_at.push(t);
+            }
+            t += step;
+        }
+        assert_eq!(p.kind(), PathKind::Relay);
+        let gaps: Vec<Duration> = sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+        let first_minute = sent_at
+            .iter()
+            .take_while(|s| **s < dead + RECENTLY_LOST)
+            .count();
+        let worst = gaps[..first_minute - 1].iter().max().unwrap();
+        assert!(
+            *worst <= REPROBE_AFTER_LOSS + step,
+            "gap {worst:?} in the first minute"
+        );
+        // later, back to the slow rounds (each round is a short burst)
+        let later = gaps[first_minute - 1..].iter().max().unwrap();
+        assert!(*later >= REPROBE_NO_DIRECT - step, "{gaps:?}");
     }
 
     #[test]
