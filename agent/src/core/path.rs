@@ -38,6 +38,9 @@ const STALE: Duration = Duration::from_millis(3500);
 /// network, or ours changed). The floor absorbs Wi-Fi jitter on short paths.
 const MISS_RTTS: u32 = 4;
 const MISS_WAIT_MIN: Duration = Duration::from_millis(150);
+/// Before leaving a direct path for the relay a probe must stay unanswered longer: a
+/// loaded machine answers late at times, and the relay adds latency for everyone.
+const FALLBACK_WAIT_MIN: Duration = Duration::from_millis(1_000);
 /// A new path must beat the current RTT by this factor to replace it.
 const SWITCH_FACTOR: f64 = 0.75;
 /// Bounds on remembered state.
@@ -231,11 +234,25 @@ impl PathState {
 
     /// When [`poll`](Self::poll) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let dead = self
+        let sel = self
             .selected
-            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
-            .and_then(|c| c.last_rx)
-            .map(|t| t + DEAD_AFTER);
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s));
+        // when the newest probe of the chosen path counts as missed
+        let miss = sel.and_then(|c| {
+            let wait = c.rtt.map_or(FALLBACK_WAIT_MIN, |r| {
+                (r * MISS_RTTS).max(FALLBACK_WAIT_MIN)
+            });
+            self.outstanding
+                .values()
+                .filter(|(dst, sent)| *dst == c.addr && c.last_rx.is_none_or(|rx| *sent > rx))
+                .map(|(_, sent)| *sent + wait + Duration::from_millis(1))
+                .min()
+        });
+        let dead = sel.and_then(|c| c.last_rx).map(|t| t + DEAD_AFTER);
+        let dead = match (dead, miss) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.next_probe, dead) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -322,9 +339,12 @@ impl PathState {
     /// Whether a probe to `c` sent after its last answer has gone unanswered for longer
     /// than its RTT allows.
     fn missed(&self, c: &Cand, now: Instant) -> bool {
-        let wait = c
-            .rtt
-            .map_or(MISS_WAIT_MIN, |r| (r * MISS_RTTS).max(MISS_WAIT_MIN));
+        self.missed_for(c, now, MISS_WAIT_MIN)
+    }
+
+    /// [`Self::missed`] with at least `min` of waiting.
+    fn missed_for(&self, c: &Cand, now: Instant, min: Duration) -> bool {
+        let wait = c.rtt.map_or(min, |r| (r * MISS_RTTS).max(min));
         self.outstanding.values().any(|(dst, sent)| {
             *dst == c.addr
                 && c.last_rx.is_none_or(|rx| *sent > rx)
@@ -365,6 +385,20 @@ impl PathState {
             .filter(|c| !self.missed(c, now))
             .min_by_key(|c| c.rtt)
             .map(|c| c.addr);
+        // The chosen path missed a probe and no other direct path answers: go to the
+        // relay now rather than after DEAD_AFTER (TCP inside the tunnel backs off
+        // meanwhile); a pong on the old path brings it back at once.
+        let cur_missed = self
+            .selected
+            .and_then(|s| self.cands.iter().find(|c| c.addr == s))
+            .is_some_and(|c| self.missed_for(c, now, FALLBACK_WAIT_MIN));
+        if cur_missed && best_fresh.is_none() && self.relay.is_some() {
+            tracing::debug!("direct path missed a probe; using the relay meanwhile");
+            self.selected = None;
+            self.lost_at = Some(now);
+            self.probe_now(now);
+            return true;
+        }
         let pick = match (cur, best) {
             (Some(_), Some(_)) if !cur_fresh && best_fresh.is_some() => best_fresh,
             (Some((ca, Some(cr))), Some((ba, Some(br)))) => {
@@ -375,7 +409,13 @@ impl PathState {
                 }
             }
             (Some((ca, _)), _) => Some(ca),
-            (None, b) => b.map(|(a, _)| a),
+            (None, _) => self
+                .cands
+                .iter()
+                .filter(live)
+                .filter(|c| !self.missed(c, now))
+                .min_by_key(|c| c.rtt)
+                .map(|c| c.addr),
         };
         let changed = pick != self.selected;
         self.selected = pick;
@@ -423,6 +463,47 @@ mod tests {
         p.poll(later, &mut out);
         assert_eq!(p.kind(), PathKind::Relay);
         assert!(!out.is_empty(), "a dead path starts a new burst");
+    }
+
+    #[test]
+    fn an_unanswered_probe_moves_to_the_relay_within_about_a_second_and_back() {
+        let t0 = Instant::now();
+        let mut p = PathState::new(1);
+        p.set_relay(Some(a("[100::1]:1")));
+        p.set_candidates(&[a("192.0.2.1:1")], t0);
+        let mut out = vec![];
+        let mut t = t0;
+        // answer everything for 8 s: direct, keepalives only after the burst
+        while t < t0 + Duration::from_secs(8) {
+            out.clear();
+            p.poll(t, &mut out);
+            for (d, tx) in out.clone() {
+                p.on_pong(d, tx, t + Duration::from_millis(10));
+            }
+            t += Duration::from_millis(100);
+        }
+        assert_eq!(p.kind(), PathKind::Direct(a("192.0.2.1:1")));
+        // the path goes dark: no more answers
+        let dark = t;
+        while p.kind() != PathKind::Relay && t < dark + DEAD_AFTER {
+            out.clear();
+            p.poll(t, &mut out);
+            t = p.poll_timeout().unwrap().max(t + Duration::from_millis(1));
+        }
+        assert_eq!(p.kind(), PathKind::Relay);
+        // the next keepalive was due within 2 s, then 1 s of waiting
+        let took = t - dark;
+        assert!(
+            took <= KEEPALIVE + FALLBACK_WAIT_MIN + Duration::from_millis(200),
+            "{took:?}"
+        );
+        // probes go out at once; the first answer brings the direct path back
+        out.clear();
+        p.poll(t, &mut out);
+        assert!(!out.is_empty());
+        let (d, tx) = out[0];
+        assert!(p.on_pong(d, tx, t + Duration::from_millis(10)));
+        assert_eq!(p.kind(), PathKind::Direct(a("192.0.2.1:1")));
     }
 
     #[test]
