@@ -153,12 +153,25 @@ async fn scrape_shows_what_happened() {
     hello_and_map(&mut ws, a.device_id, &a.signing_key).await;
     // a second enrollment reaches the first agent as a delta
     let b = c.enroll(&key, "bravo").await;
-    loop {
+    let enrolled_at = loop {
         match next(&mut ws).await {
-            Some(ServerMsg::PeerDelta { .. }) => break,
+            Some(ServerMsg::PeerDelta { delta }) => {
+                break delta.verify(&a.signing_key).unwrap().version
+            }
             Some(_) => continue,
             None => panic!("stream ended before the delta"),
         }
+    };
+    // the enrollment's rollout is recorded before the next change (else the two could be
+    // tracked as one)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = c.admin.get("/api/v1/changes").await.unwrap();
+        if v["changes"][0]["revision"].as_u64() >= Some(enrolled_at) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "enrollment not tracked: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // an admin's change (tracked until the connected agents applied it) as another delta
     let _: serde_json::Value = c
@@ -335,12 +348,13 @@ async fn scrape_shows_what_happened() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    // the acknowledgement is timed when the change's rollout finishes (alpha was the one
-    // connected agent it reached)
+    // acknowledgements are timed when a change's rollout finishes: bravo's enrollment and
+    // the rename each reached alpha (the one connected agent), and its one Applied (of
+    // the rename's version) covers both
     let deadline = Instant::now() + Duration::from_secs(15);
     let t = loop {
         let (t, _) = scrape(&metrics_url, None).await;
-        if val(&t, "zmesh_console_change_acks_total") >= 1.0 {
+        if val(&t, "zmesh_console_change_acks_total") >= 2.0 {
             break t;
         }
         assert!(
@@ -349,13 +363,13 @@ async fn scrape_shows_what_happened() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(val(&t, "zmesh_console_change_acks_total"), 1.0);
-    assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 1.0);
+    assert_eq!(val(&t, "zmesh_console_change_acks_total"), 2.0);
+    assert_eq!(val(&t, "zmesh_console_change_apply_seconds_count"), 2.0);
     let took = val(&t, "zmesh_console_change_apply_seconds_sum");
     assert!((0.0..15.0).contains(&took), "{took}");
     assert_eq!(
         val(&t, "zmesh_console_change_apply_seconds_bucket{le=\"+Inf\"}"),
-        1.0
+        2.0
     );
 
     // the gauge follows the stream closing
