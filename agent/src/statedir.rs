@@ -365,6 +365,7 @@ mod tests {
             filter: vec![],
             policy_version: None,
             dns: None,
+            network: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn names() -> &'static Names {
             }],
             filter: vec![],
             policy_version: None,
+            network: None,
             dns: Some(DnsConfig {
                 suffix: "default.zmesh.internal".into(),
                 records: vec![DnsRecord {

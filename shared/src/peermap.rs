@@ -85,6 +85,22 @@ pub struct PeerMap {
     /// then answers no names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// The network's name and its membership rule. Missing: a console from before
+    /// several networks, which means a network that is not exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkInfo>,
+}
+
+/// What a device needs to know about the network it is in, beyond its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The network's name on its console (`default` for the first one).
+    pub name: String,
+    /// Set by the network's admin: a device in this network must not be in any other
+    /// network at the same time. The agent refuses (or holds down) its other profiles
+    /// while this one is up, and says why in `zmesh status`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
 }
 
 /// The names of a network: every device answers as `NAME.SUFFIX` (A and AAAA with
@@ -152,6 +168,9 @@ pub struct PeerDelta {
     /// The network's new names; present only when they changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Box<DnsConfig>>,
+    /// The network's new name or membership rule; present only when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkInfo>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -201,12 +220,14 @@ impl PeerMap {
             .clone()
             .filter(|_| self.dns != new.dns)
             .map(Box::new);
+        let network = new.network.clone().filter(|_| self.network != new.network);
         if upsert.is_empty()
             && remove.is_empty()
             && me.is_none()
             && filter.is_none()
             && policy_version.is_none()
             && dns.is_none()
+            && network.is_none()
         {
             return None;
         }
@@ -222,6 +243,7 @@ impl PeerMap {
             filter,
             policy_version,
             dns,
+            network,
         })
     }
 
@@ -260,6 +282,9 @@ impl PeerMap {
         }
         if let Some(dns) = &d.dns {
             self.dns = Some((**dns).clone());
+        }
+        if let Some(n) = &d.network {
+            self.network = Some(n.clone());
         }
         self.version = d.version;
         self.issued_at_ms = d.issued_at_ms;
@@ -340,6 +365,7 @@ mod tests {
             filter: vec![],
             policy_version: None,
             dns: None,
+            network: None,
         };
         m.normalize();
         m
@@ -432,6 +458,34 @@ mod tests {
         v.as_object_mut().unwrap().remove("filter");
         let back: PeerMap = serde_json::from_value(v).unwrap();
         assert!(back.filter.is_empty());
+    }
+
+    #[test]
+    fn network_rule_travels_in_deltas_only_when_changed() {
+        let old = map(vec![peer(2)], 1);
+        let mut new = old.clone();
+        new.version = 2;
+        new.network = Some(NetworkInfo {
+            name: "client-a".into(),
+            exclusive: true,
+        });
+        let d = old.diff(&new).expect("an exclusivity change is a delta");
+        assert_eq!(d.network, new.network);
+        let mut applied = old.clone();
+        applied.apply(&d).unwrap();
+        assert_eq!(applied, new);
+        let mut newer = new.clone();
+        newer.version = 3;
+        newer.peers.push(peer(3));
+        newer.normalize();
+        let d2 = new.diff(&newer).unwrap();
+        assert!(d2.network.is_none());
+        assert!(!serde_json::to_string(&d2).unwrap().contains("network\""));
+        // a map from an older console (no `network`) parses as not exclusive
+        let v = serde_json::to_value(&old).unwrap();
+        assert!(v.get("network").is_none());
+        let back: PeerMap = serde_json::from_value(v).unwrap();
+        assert!(back.network.is_none());
     }
 
     #[test]

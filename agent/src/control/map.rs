@@ -199,6 +199,7 @@ pub(crate) mod tests {
             filter: vec![],
             policy_version: None,
             dns: None,
+            network: None,
         };
         m.normalize();
         m

@@ -274,6 +274,7 @@ mod tests {
             peers: vec![peer("Bravo", 2)],
             filter: vec![],
             policy_version: None,
+            network: None,
             dns: Some(DnsConfig {
                 suffix: "default.zmesh.internal".into(),
                 records: vec![

@@ -163,6 +163,7 @@ impl<'a> PeerMapBuilder<'a> {
             filter,
             policy_version: Some(self.snap.policy.version),
             dns: Some(super::dns::config(net)),
+            network: None,
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
@@ -259,6 +260,7 @@ pub fn map_for(
         filter: vec![],
         policy_version: Some(snap.policy.version),
         dns: Some(super::dns::config(&snap.network)),
+        network: None,
     })
 }
 

@@ -173,6 +173,7 @@ impl NetworkView {
             filter,
             policy_version: Some(self.snapshot.policy.version),
             dns: Some(super::dns::config(&self.snapshot.network)),
+            network: None,
         })
     }
 
@@ -251,6 +252,7 @@ impl NetworkView {
             filter,
             policy_version,
             dns,
+            network: None,
         }))
     }
 
@@ -358,6 +360,7 @@ impl NetworkView {
                     filter: Some(new.filter),
                     policy_version: new.policy_version,
                     dns: new.dns.map(Box::new),
+                    network: None,
                 }),
                 base_version,
             ),
