@@ -163,6 +163,11 @@ pub async fn remove(
     }))
 }
 
+const E422: (u16, crate::http::routes::Content, &str) = (
+    422,
+    ERR,
+    "invalid field or path parameter; `field` names it",
+);
 const E404: (u16, crate::http::routes::Content, &str) = (
     404,
     ERR,
@@ -214,7 +219,7 @@ pub fn routes() -> Vec<RouteDef> {
             access: Admin,
             request: None,
             query: None,
-            responses: vec![(200, body::<NetworkSummary>(), "the network"), E401, E404],
+            responses: vec![(200, body::<NetworkSummary>(), "the network"), E401, E404, E422],
             handler: || get(get_one),
         },
         RouteDef {
@@ -233,7 +238,7 @@ pub fn routes() -> Vec<RouteDef> {
                 E401,
                 (403, ERR, "auditor, or an account scoped to one network"),
                 E404,
-                (422, ERR, "invalid field; `field` names it"),
+                E422,
             ],
             handler: || axum::routing::patch(update),
         },
