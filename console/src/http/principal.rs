@@ -162,7 +162,9 @@ async fn authorize(
         }
         _ => from_token(&state, &parts, source.clone(), what.clone()).await?,
     };
-    let ctx = AuditCtx::new(principal.actor(), source);
+    let mut ctx = AuditCtx::new(principal.actor(), source);
+    // whatever a principal scoped to a network does is recorded inside that network
+    ctx.network = principal.network();
     if principal.role() == Role::Member {
         let reason = "members have no access to the admin API";
         let mut d = what;
@@ -191,7 +193,7 @@ async fn authorize(
             let reason = format!("this account is scoped to network {name}");
             let mut d = what;
             d["reason"] = reason.clone().into();
-            record_refusal(&state.store, ctx.in_network(net), "auth.forbidden", d).await;
+            record_refusal(&state.store, ctx, "auth.forbidden", d).await;
             return Err(ApiError::forbidden("forbidden", reason));
         }
     }
