@@ -197,6 +197,15 @@ async fn check_tamper(s: &Store, t: Tamper, backend: &str) {
         let csv = export_to_vec(s, export::Format::Csv, &key, &EventFilter::default()).await;
         let r = verify::verify_export(&csv[..], &pk).unwrap();
         assert!(r.ok && r.verified == n, "{r:?}");
+        // a CSV export from before several networks (13 columns, no `network`) still
+        // verifies
+        let old = String::from_utf8(csv.clone())
+            .unwrap()
+            .replacen(",network\r\n", "\r\n", 1)
+            .replace(",\r\n", "\r\n");
+        assert!(!old.lines().next().unwrap().contains("network"));
+        let r = verify::verify_export(old.as_bytes(), &pk).unwrap();
+        assert!(r.ok && r.verified == n, "old CSV: {r:?}");
     }
     let want = tamper(s, t, n).await;
     let r = verify::verify_store(s, &pk).await.unwrap();

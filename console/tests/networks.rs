@@ -210,9 +210,20 @@ async fn a_second_network_with_its_own_admin() {
         .any(|e| e["action"] == "network.create" && e["network"] == lab_id));
     let filtered = events(&c.admin, "network=lab").await;
     assert_eq!(filtered.len(), seen.len());
-    // and the whole chain still verifies
+    // and the whole chain still verifies, also offline from CSV and JSONL exports
     let v: Value = c.admin.get("/api/v1/audit/verify").await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
+    for fmt in ["csv", "jsonl"] {
+        let file = c
+            .admin
+            .get_text(&format!("/api/v1/audit/events?format={fmt}"))
+            .await
+            .unwrap();
+        assert!(file.contains(lab_id), "{fmt}");
+        let r = zmesh_console::service::audit::verify::verify_export(file.as_bytes(), &d1.signing_key)
+            .unwrap();
+        assert!(r.ok, "{fmt}: {r:?}");
+    }
 
     // exclusive reaches a connected agent of the network as a delta
     let mut ws = c.connect(d1.credential.expose()).await.unwrap();

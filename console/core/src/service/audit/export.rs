@@ -27,7 +27,9 @@ pub const PAGE: u32 = 2000;
 const CHUNK: usize = 64 * 1024;
 pub const FORMAT_TAG: &str = "zmesh-audit-v1";
 
-pub const CSV_COLUMNS: [&str; 13] = [
+/// The columns of a CSV export; exports from before several networks lack the last
+/// one (`network`), and the verifier takes both.
+pub const CSV_COLUMNS: [&str; 14] = [
     "record",
     "seq",
     "time_ms",
@@ -41,6 +43,7 @@ pub const CSV_COLUMNS: [&str; 13] = [
     "prev_hash",
     "hash",
     "signature",
+    "network",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,6 +193,7 @@ pub fn encode_header(fmt: Format, h: &Header, buf: &mut Vec<u8>) {
                 String::new(),
                 String::new(),
                 cell(&h.public_key),
+                String::new(),
             ];
             csv_row(buf, &meta);
             if let Some(a) = &h.anchor {
@@ -236,6 +240,7 @@ pub fn encode_event(fmt: Format, e: &AuditEvent, buf: &mut Vec<u8>) {
                 cell(&e.prev_hash),
                 cell(&e.hash),
                 String::new(),
+                opt(&e.network),
             ];
             csv_row(buf, &row);
         }
@@ -319,6 +324,7 @@ fn csv_checkpoint(buf: &mut Vec<u8>, record: &str, c: &Checkpoint) {
         String::new(),
         cell(&c.hash),
         cell(&c.signature),
+        String::new(),
     ];
     csv_row(buf, &row);
 }

@@ -298,6 +298,8 @@ struct Records<R> {
     r: R,
     jsonl: bool,
     csv_header_pending: Option<Vec<String>>,
+    /// Columns of the CSV export being read (13 before several networks, else 14).
+    csv_cols: usize,
     /// CSV: checkpoint rows seen before the first event, gathered into the header.
     line: String,
 }
@@ -309,6 +311,7 @@ impl<R: BufRead> Records<R> {
             r,
             jsonl,
             csv_header_pending: None,
+            csv_cols: CSV_COLUMNS.len(),
             line: String::new(),
         })
     }
@@ -359,12 +362,14 @@ impl<R: BufRead> Records<R> {
         if self.csv_header_pending.is_none() {
             let cols = read_csv_record(&mut self.r)?
                 .ok_or_else(|| VerifyError::Format("empty file".into()))?;
-            if cols != CSV_COLUMNS {
+            // 13 columns: an export from before several networks (no `network`)
+            if cols != CSV_COLUMNS && cols != CSV_COLUMNS[..13] {
                 return Err(VerifyError::Format("unexpected CSV columns".into()));
             }
+            self.csv_cols = cols.len();
             let meta = read_csv_record(&mut self.r)?
                 .ok_or_else(|| VerifyError::Format("no export row".into()))?;
-            if meta.len() != CSV_COLUMNS.len()
+            if meta.len() != self.csv_cols
                 || meta[0] != "export"
                 || uncell(&meta[5]) != FORMAT_TAG
             {
@@ -411,7 +416,7 @@ impl<R: BufRead> Records<R> {
                 None => return Ok(None),
             }
         };
-        if row.len() != CSV_COLUMNS.len() || row[0] != "event" {
+        if row.len() != self.csv_cols || row[0] != "event" {
             return Err(VerifyError::Format("expected an event row".into()));
         }
         let text = |i: usize| -> Option<String> {
@@ -436,7 +441,7 @@ impl<R: BufRead> Records<R> {
             source_addr: text(7),
             before: json(8)?,
             after: json(9)?,
-            network: None,
+            network: if self.csv_cols > 13 { text(13) } else { None },
             prev_hash: text(10).unwrap_or_default(),
             hash: text(11).unwrap_or_default(),
         })))
@@ -444,7 +449,7 @@ impl<R: BufRead> Records<R> {
 }
 
 fn csv_checkpoint(row: &[String]) -> Result<Checkpoint, VerifyError> {
-    if row.len() != CSV_COLUMNS.len() {
+    if row.len() < 13 {
         return Err(VerifyError::Format("short checkpoint row".into()));
     }
     let bad = || VerifyError::Format("bad checkpoint row".into());
