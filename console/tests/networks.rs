@@ -220,8 +220,9 @@ async fn a_second_network_with_its_own_admin() {
             .await
             .unwrap();
         assert!(file.contains(lab_id), "{fmt}");
-        let r = zmesh_console::service::audit::verify::verify_export(file.as_bytes(), &d1.signing_key)
-            .unwrap();
+        let r =
+            zmesh_console::service::audit::verify::verify_export(file.as_bytes(), &d1.signing_key)
+                .unwrap();
         assert!(r.ok, "{fmt}: {r:?}");
     }
 

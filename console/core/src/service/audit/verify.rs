@@ -369,9 +369,7 @@ impl<R: BufRead> Records<R> {
             self.csv_cols = cols.len();
             let meta = read_csv_record(&mut self.r)?
                 .ok_or_else(|| VerifyError::Format("no export row".into()))?;
-            if meta.len() != self.csv_cols
-                || meta[0] != "export"
-                || uncell(&meta[5]) != FORMAT_TAG
+            if meta.len() != self.csv_cols || meta[0] != "export" || uncell(&meta[5]) != FORMAT_TAG
             {
                 return Err(VerifyError::Format(
                     "the second row is not the export row".into(),
