@@ -180,7 +180,29 @@ async fn a_second_network_with_its_own_admin() {
         &["networks", "set", "default", "--exclusive", "true"],
     )
     .unwrap_err();
+    assert!(e.contains("404"), "{e}");
+    // but the network's own admin sets its rule (and its auditor may not)
+    let out = cli(
+        &c,
+        &lab_token,
+        &["networks", "set", "lab", "--exclusive", "true"],
+    )
+    .unwrap();
+    assert!(out.contains("exclusive: yes"), "{out}");
+    let e = cli(
+        &c,
+        &lab_audit,
+        &["networks", "set", "lab", "--exclusive", "false"],
+    )
+    .unwrap_err();
     assert!(e.contains("403"), "{e}");
+    let out = cli(
+        &c,
+        &lab_token,
+        &["networks", "set", "lab", "--exclusive", "false"],
+    )
+    .unwrap();
+    assert!(out.contains("exclusive: no"), "{out}");
     let listed = cli(&c, &lab_token, &["networks", "list"]).unwrap();
     assert!(
         listed.contains("lab") && !listed.contains("default"),
@@ -201,6 +223,13 @@ async fn a_second_network_with_its_own_admin() {
     let lab_id = lab_net["id"].as_str().unwrap();
     assert!(seen.iter().all(|e| e["network"] == lab_id), "{seen:?}");
     assert!(seen.iter().any(|e| e["action"] == "enroll_key.create"));
+    // including what the devices did themselves (no admin's scope was involved)
+    let enrolled = seen
+        .iter()
+        .filter(|e| e["action"] == "device.enroll")
+        .count();
+    assert_eq!(enrolled, 2, "{seen:?}");
+    assert!(seen.iter().any(|e| e["action"] == "enroll_key.use"));
     let all = events(&c.admin, "").await;
     assert!(all
         .iter()
@@ -261,6 +290,10 @@ async fn a_second_network_with_its_own_admin() {
     let all = events(&c.admin, "action=network.delete").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["before"]["devices"], json!(["l1", "l2"]));
+    // its admin's and auditor's tokens died with it
+    assert_eq!(all[0]["after"]["tokens_revoked"], json!(2), "{}", all[0]);
+    let e = cli(&c, &lab_token, &["devices", "list"]).unwrap_err();
+    assert!(e.contains("401"), "{e}");
     let v: Value = c.admin.get("/api/v1/audit/verify").await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
 }

@@ -53,7 +53,18 @@ pub fn console_wide(method: &Method, path: &str) -> bool {
         || under("/api/v1/audit/evidence")
         || under("/api/v1/audit/checkpoints")
         || under("/api/v1/audit/verify")
-        || (under("/api/v1/networks") && *method != Method::GET)
+        || (under("/api/v1/networks") && !network_admin(method, path))
+}
+
+/// Reading networks, and changing one network's settings (`PATCH
+/// /api/v1/networks/{name}`, e.g. making it exclusive), are open to the admins of that
+/// network; the handler lets a scoped caller name only its own.
+fn network_admin(method: &Method, path: &str) -> bool {
+    *method == Method::GET
+        || (*method == Method::PATCH
+            && path
+                .strip_prefix("/api/v1/networks/")
+                .is_some_and(|n| !n.is_empty() && !n.contains('/')))
 }
 
 /// The value of `network` in a request's query string, percent-decoded.
@@ -161,7 +172,9 @@ mod tests {
         assert!(console_wide(&Method::GET, "/api/v1/users"));
         assert!(console_wide(&Method::POST, "/api/v1/tokens/x/revoke"));
         assert!(console_wide(&Method::POST, "/api/v1/networks"));
-        assert!(console_wide(&Method::PATCH, "/api/v1/networks/lab"));
+        assert!(!console_wide(&Method::PATCH, "/api/v1/networks/lab"));
+        assert!(!console_wide(&Method::PATCH, "/api/v1/networks/{name}"));
+        assert!(console_wide(&Method::DELETE, "/api/v1/networks/lab"));
         assert!(!console_wide(&Method::GET, "/api/v1/networks"));
         assert!(!console_wide(&Method::GET, "/api/v1/audit/events"));
         assert!(!console_wide(&Method::GET, "/api/v1/whoami"));

@@ -330,6 +330,7 @@ async fn finish(core: &Core, o: &Open, now: i64) -> Result<(), super::ServiceErr
             .acting(AuditCtx::system())
             .record_event(
                 AuditChange::new("change.applied", format!("revision:{}", o.revision))
+                    .in_network(o.network)
                     .after(&after),
             )
             .await?;

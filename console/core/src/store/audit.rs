@@ -59,6 +59,10 @@ pub struct Change {
     pub target: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
+    /// The network the change is inside, when the actor's context does not say (an
+    /// agent's enrollment, the system's expiry). A `device:` target without either is
+    /// looked up (see [`append`]).
+    pub network: Option<zmesh_shared::NetworkId>,
 }
 
 impl Change {
@@ -75,6 +79,11 @@ impl Change {
     }
     pub fn after<T: serde::Serialize>(mut self, v: &T) -> Self {
         self.after = serde_json::to_value(v).ok();
+        self
+    }
+    /// The change is inside `network`.
+    pub fn in_network(mut self, network: zmesh_shared::NetworkId) -> Self {
+        self.network = Some(network);
         self
     }
 }
@@ -125,6 +134,19 @@ pub(crate) async fn append(
         .await?;
     let seq: i64 = head.try_get("seq")?;
     let prev: String = head.try_get("hash")?;
+    // Every event about a device names the device's network, whoever acted (an admin
+    // of any scope, the device itself, the system), so a network's auditor sees it.
+    let mut network = ctx.network.or(c.network);
+    if network.is_none() {
+        if let Some(id) = c.target.as_deref().and_then(|t| t.strip_prefix("device:")) {
+            network = sqlx::query("SELECT network_id FROM devices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| super::parse_col(&r, "network_id"))
+                .transpose()?;
+        }
+    }
     let e = EventBody {
         time_ms: now_ms(),
         actor: ctx.actor.clone(),
@@ -133,7 +155,7 @@ pub(crate) async fn append(
         source_addr: ctx.source_addr.clone(),
         before: c.before,
         after: c.after,
-        network: ctx.network.map(|n| n.to_string()),
+        network: network.map(|n| n.to_string()),
     }
     .seal(seq as u64, &prev);
     sqlx::query(&format!(

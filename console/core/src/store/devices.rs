@@ -289,7 +289,8 @@ impl Store {
             format!("enroll_key:{}", key.id),
             self.audit.source_addr.clone(),
         );
-        let mut used = Change::new("enroll_key.use", format!("enroll_key:{}", key.id));
+        let mut used = Change::new("enroll_key.use", format!("enroll_key:{}", key.id))
+            .in_network(key.network_id);
         used.before = Some(serde_json::json!({"used_count": key.used_count - 1}));
         used.after = Some(serde_json::json!({"used_count": key.used_count, "device_id": id}));
         append(&mut tx, &ctx, used).await?;
@@ -511,7 +512,9 @@ impl Store {
         append(
             &mut tx,
             &self.audit,
-            Change::new("device.delete", format!("device:{id}")).before(&cur),
+            Change::new("device.delete", format!("device:{id}"))
+                .in_network(cur.network_id)
+                .before(&cur),
         )
         .await?;
         tx.commit().await?;

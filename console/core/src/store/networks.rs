@@ -446,13 +446,42 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // Accounts and tokens scoped to the network would see nothing anywhere once it
+        // is gone (and would silently get back in if a network of the same name came
+        // later? no: scope is by id, but a dead account is still a live credential):
+        // they are disabled and revoked in the same transaction.
+        let now = zmesh_shared::time::now_ms();
+        sqlx::query(
+            "DELETE FROM web_sessions WHERE user_id IN (SELECT id FROM users WHERE network_id = $1)",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let users = sqlx::query(
+            "UPDATE users SET disabled_at_ms = $2 WHERE network_id = $1 AND disabled_at_ms IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let tokens = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at_ms = $2 \
+             WHERE network_id = $1 AND revoked_at_ms IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         sqlx::query("DELETE FROM networks WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
         let ctx = self.audit.as_ref().clone().in_network(id);
         let c = super::audit::Change::new("network.delete", format!("network:{id}"))
-            .before(&serde_json::json!({"network": net, "devices": names}));
+            .before(&serde_json::json!({"network": net, "devices": names}))
+            .after(&serde_json::json!({"users_disabled": users, "tokens_revoked": tokens}));
         super::audit::append(&mut tx, &ctx, c).await?;
         tx.commit().await?;
         Ok(names.len() as u64)

@@ -248,6 +248,7 @@ impl Store {
                 },
                 format!("policy:{version}"),
             )
+            .in_network(net)
             .before(&serde_json::json!({ "version": current.version }))
             .after(&serde_json::json!({
                 "version": version,

@@ -31,6 +31,7 @@ pub async fn record_refusal(
         target: None,
         before: None,
         after: Some(detail),
+        network: None,
     };
     if let Err(e) = store.acting(ctx).record_event(c).await {
         tracing::error!(error = %e, action, "could not record a refused call in the audit log");
