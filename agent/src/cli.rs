@@ -106,15 +106,26 @@ pub enum Command {
         reauth: bool,
         #[command(flatten)]
         routes: RouteArgs,
+        /// The profile (a separate enrollment, in another network) to enroll or bring
+        /// up: 1-15 characters of a-z, 0-9, '-'. Default: the profile `default`.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
-    /// Show this device and its peers.
+    /// Show this device and its peers, in every profile.
     Status {
         #[arg(long)]
         json: bool,
+        /// Only this profile.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
     /// Ping a peer (name or overlay IP) through the tunnel.
     Ping {
         peer: String,
+        /// The profile whose network the peer is in (default: the one running profile
+        /// that has a peer of that name or address).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         #[arg(long, short = 'c', default_value_t = 4)]
         count: u32,
         /// Per-probe timeout, e.g. 2s or 500ms.
@@ -140,9 +151,17 @@ pub enum Command {
         openmetrics: bool,
     },
     /// Remove tunnels and the TUN device; keep the enrollment.
-    Down,
+    Down {
+        /// The profile to take down (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
     /// Down, then forget the enrollment, the key and the peer cache.
-    Logout,
+    Logout {
+        /// The profile to forget (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
     /// Test hooks (hidden): `zmesh debug wake` makes the running daemon behave as
     /// after a wake from sleep.
     #[command(hide = true)]
@@ -270,6 +289,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
             reauth,
             routes,
+            profile,
         } => {
             let routes = routes.flags()?;
             // (the console and its trust come from the enrollment)
@@ -296,6 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 fingerprint,
                 reauth,
                 routes,
+                profile,
             };
             match call(&state, &req).await? {
                 Reply::Login {
@@ -349,12 +370,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{text}");
             Ok(0)
         }
-        Command::Down => {
-            print_done(call(&state, &Request::Down).await?);
+        Command::Down { profile } => {
+            print_done(call(&state, &Request::Down { profile }).await?);
             Ok(0)
         }
-        Command::Logout => {
-            print_done(call(&state, &Request::Logout).await?);
+        Command::Logout { profile } => {
+            print_done(call(&state, &Request::Logout { profile }).await?);
             Ok(0)
         }
         Command::Debug {
@@ -363,14 +384,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print_done(call(&state, &Request::DebugWake).await?);
             Ok(0)
         }
-        Command::Status { json } => {
-            let Reply::Status(s) = call(&state, &Request::Status).await? else {
+        Command::Status { json, profile } => {
+            let Reply::Status(s) = call(&state, &Request::Status { profile }).await? else {
                 bail!("unexpected reply")
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", status_table(&s));
+                print!("{}", status_tables(&s));
             }
             Ok(0)
         }
@@ -378,6 +399,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             peer,
             count,
             timeout,
+            profile,
         } => {
             let mut ok = 0;
             let count = count.clamp(1, 10_000);
@@ -388,6 +410,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let req = Request::Ping {
                     peer: peer.clone(),
                     timeout_ms: timeout.as_millis() as u64,
+                    profile: profile.clone(),
                 };
                 match call(&state, &req).await {
                     Ok(Reply::Pong(p)) => {
@@ -457,7 +480,60 @@ fn ago(rfc: &Option<String>) -> String {
     }
 }
 
-/// The human form of `zmesh status`.
+/// `zmesh status` for every profile: one block each, headed by the profile's name
+/// and network (just the block when only the default profile is enrolled).
+pub fn status_tables(s: &Status) -> String {
+    if s.profiles.is_empty() {
+        return profile_head(s, false) + &status_table(s);
+    }
+    let mut out = String::new();
+    for (i, p) in s.profiles.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&profile_head(p, true));
+        out.push_str(&status_table(p));
+    }
+    out
+}
+
+/// The line naming a profile and its network, and why it is down if it was not taken
+/// down (empty for a lone default profile that runs).
+fn profile_head(s: &Status, always: bool) -> String {
+    let mut out = String::new();
+    if always || s.profile != "default" || s.blocked.is_some() {
+        out.push_str(&format!(
+            "profile {}{}{}\n",
+            s.profile,
+            s.network
+                .as_ref()
+                .map(|n| format!(
+                    ": network {}{}",
+                    n.name,
+                    if n.exclusive { " (exclusive)" } else { "" }
+                ))
+                .unwrap_or_default(),
+            if s.dropped_cross_network > 0 {
+                format!(
+                    "; {} packets dropped that would have crossed networks",
+                    s.dropped_cross_network
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if let Some(b) = &s.blocked {
+        out.push_str(&format!(
+            "{}: {}\n",
+            if b.held { "held" } else { "refused" },
+            b.reason
+        ));
+    }
+    out
+}
+
+/// The human form of `zmesh status` for one profile.
 pub fn status_table(s: &Status) -> String {
     let Some(me) = &s.me else {
         return "not enrolled\n".into();
@@ -707,6 +783,11 @@ mod tests {
     #[test]
     fn table_lists_peers() {
         let s = Status {
+            profile: "default".into(),
+            network: None,
+            blocked: None,
+            dropped_cross_network: 0,
+            profiles: vec![],
             routes: Default::default(),
             me: Some(SelfStatus {
                 name: "a".into(),
