@@ -8,12 +8,13 @@
 mod login;
 mod metrics;
 mod metrics_http;
+mod ping;
 pub mod profiles;
 mod status;
 mod supervise;
+mod tunnels;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +26,11 @@ use zmesh_shared::{CertFingerprint, Secret};
 
 use crate::config::DaemonConfig;
 use crate::control::enroll::{enroll, EnrollParams};
-use crate::control::map::MapState;
 use crate::control::tls::Trust;
-use crate::control::{self, ControlCtx, ControlEvent, Shared};
+use crate::control::{ControlEvent, Shared};
 use crate::io::netcfg::NetCfg;
-use crate::io::{DataPlane, DataPlaneConfig};
-use crate::ipc::{self, NamedRelay, NatInfo, PeerPath, PingResult, Reply, Request, Response};
+use crate::io::DataPlane;
+use crate::ipc::{self, Reply, Request, Response};
 use crate::prefs::{check_routes, RouteFlags};
 use crate::statedir::{Enrollment, StateDir, StateError};
 
@@ -482,183 +482,6 @@ impl Daemon {
         ))
     }
 
-    /// Starts the data plane, restores the cached map, and spawns the control stream.
-    async fn start_tunnels(self: &Arc<Self>, p: &Prof, enr: Enrollment) -> anyhow::Result<Running> {
-        let private_key = p.state.load_private_key()?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "enrolled but {} is missing",
-                p.state.path("private.key").display()
-            )
-        })?;
-        let default = p.name == profiles::DEFAULT;
-        let dp = DataPlane::start(DataPlaneConfig {
-            tun_name: p.tun.clone(),
-            private_key: private_key.clone(),
-            overlay_v4: enr.overlay_v4,
-            overlay_v6: enr.overlay_v6,
-            network_v4: enr.network_v4,
-            network_v6: enr.network_v6,
-            // the other profiles take an ephemeral port
-            listen_port: if default { self.cfg.listen_port } else { 0 },
-            mtu: self.cfg.mtu,
-        })
-        .await?;
-        tracing::info!(profile = %p.name, tun = %p.tun, udp = %dp.local_addr(), "data plane started");
-        let mut st = MapState::new(enr.signing_key, enr.device_id);
-        let shared = Shared::new(None);
-        let keep: Vec<std::net::IpAddr> = crate::control::nat::console_ip(&enr.console)
-            .await
-            .into_iter()
-            .collect();
-        shared.init_routing(
-            enr.routes.clone(),
-            keep,
-            NetCfg::new(&p.tun, p.state.root()),
-        );
-        match p.state.load_cache(&enr.signing_key) {
-            Ok(Some((cache, map))) => {
-                tracing::info!(
-                    profile = %p.name,
-                    version = map.version,
-                    peers = map.peers.len(),
-                    "restoring peers from the signed cache"
-                );
-                control::apply_map(&dp, &shared, &map).await;
-                st = st.with_cache(cache, map);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(profile = %p.name, error = %e, "refusing the peer map cache; waiting for the console")
-            }
-        }
-        let (stop, stop_rx) = watch::channel(false);
-        let cached_nat = self.cached_nat(p, &enr, &dp).await;
-        if let Some(s) = &cached_nat {
-            shared.keep_off_tunnel(
-                s.stun
-                    .iter()
-                    .map(|a| a.ip())
-                    .chain(s.relays.iter().map(|r| r.addr.ip())),
-            );
-        }
-        let (nat_tx, nat_rx) = watch::channel(cached_nat);
-        let (routes_tx, routes_changed) = watch::channel(0u64);
-        let relay_task = tokio::spawn(
-            crate::control::nat::RelayTask {
-                enrollment: enr.clone(),
-                key: private_key,
-                dp: dp.clone(),
-                shared: shared.clone(),
-                settings: nat_rx.clone(),
-                stop: stop_rx.clone(),
-            }
-            .run(),
-        );
-        let ctx = ControlCtx {
-            enrollment: enr.clone(),
-            state: p.state.clone(),
-            dp: dp.clone(),
-            tun_name: p.tun.clone(),
-            shared: shared.clone(),
-            events: self.profile_events(&p.name, &shared),
-            nat: nat_tx,
-            reporter: Arc::new(std::sync::Mutex::new(control::Reporter::new(
-                p.state.load_or_create_report_key()?,
-                enr.device_id,
-                zmesh_shared::time::now_ms(),
-            ))),
-            routes_changed,
-        };
-        let dns_task = match crate::dns::start(crate::dns::DnsParams {
-            tun: p.tun.clone(),
-            network_v4: enr.network_v4,
-            host_dns: if default {
-                self.cfg.host_dns
-            } else {
-                crate::dns::host::for_other_profile(self.cfg.host_dns)
-            },
-            state_dir: self.cfg.state_dir.clone(),
-            names: shared.names(),
-            stop: stop_rx.clone(),
-        })
-        .await
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(profile = %p.name, error = %e, "resolver not started: zmesh names will not resolve");
-                None
-            }
-        };
-        let task = tokio::spawn(control::run(ctx, st, stop_rx));
-        Ok(Running {
-            enr,
-            crossnet: Default::default(),
-            dp,
-            shared,
-            stop,
-            task,
-            relay_task,
-            dns_task,
-            nat: nat_rx,
-            routes_tx,
-        })
-    }
-
-    /// The NAT settings the console sent last time, applied before the console answers
-    /// (or while it is down), so relayed peers come back after a restart too.
-    async fn cached_nat(
-        &self,
-        p: &Prof,
-        enr: &Enrollment,
-        dp: &DataPlane,
-    ) -> Option<crate::control::nat::NatSettings> {
-        let c = match p.state.load_nat() {
-            Ok(c) => c?,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring the NAT settings cache");
-                return None;
-            }
-        };
-        let console = crate::control::nat::console_addr(&enr.console).await;
-        let s = crate::control::nat::settings(&c.stun, &c.relays, c.relay_token, console);
-        tracing::info!(
-            stun = s.stun.len(),
-            relays = s.relays.len(),
-            "NAT settings from the cache"
-        );
-        if let Err(e) = dp.set_stun_servers(s.stun.clone()) {
-            tracing::warn!(error = %e, "cannot set STUN servers");
-        }
-        Some(s)
-    }
-
-    /// STUN servers and relays as the daemon uses them (for `zmesh netcheck`): the
-    /// default profile's, or the first running profile's.
-    async fn nat_info(&self) -> anyhow::Result<NatInfo> {
-        let g = self.profiles.lock().await;
-        let r = g
-            .get(profiles::DEFAULT)
-            .and_then(|s| s.running.as_ref())
-            .or_else(|| g.values().find_map(|s| s.running.as_ref()))
-            .ok_or_else(|| {
-                anyhow::anyhow!("tunnels are down: run `zmesh up` first, or pass --stun")
-            })?;
-        let s = r.nat.borrow().clone().ok_or_else(|| {
-            anyhow::anyhow!("the console has not sent its STUN servers yet; pass --stun")
-        })?;
-        Ok(NatInfo {
-            stun: s.stun,
-            relays: s
-                .relays
-                .into_iter()
-                .map(|r| NamedRelay {
-                    name: r.name,
-                    addr: r.addr,
-                })
-                .collect(),
-        })
-    }
-
     /// Stops a profile's stream and removes its tunnels; false if nothing was running.
     async fn stop_tunnels(&self, name: &str) -> bool {
         let mut g = self.profiles.lock().await;
@@ -718,98 +541,6 @@ impl Daemon {
         let _ = std::fs::remove_file(p.state.path(crate::statedir::NAT_FILE));
         self.recheck.notify_one();
     }
-
-    /// Pings `peer` (a name or an overlay address) in the profile named, or else in
-    /// the one running profile whose map has that peer.
-    async fn ping(
-        &self,
-        profile: Option<&str>,
-        peer: &str,
-        timeout_ms: u64,
-    ) -> anyhow::Result<PingResult> {
-        let want = profile.map(|p| profiles::resolve(Some(p))).transpose()?;
-        let (dp, map, relay) = {
-            let g = self.profiles.lock().await;
-            let running: Vec<(&String, &Running)> = g
-                .iter()
-                .filter_map(|(n, s)| s.running.as_ref().map(|r| (n, r)))
-                .filter(|(n, _)| want.as_ref().is_none_or(|w| w == *n))
-                .collect();
-            let pick = match (&want, running.as_slice()) {
-                (Some(w), []) => {
-                    anyhow::bail!("profile {w}: tunnels are down: run `zmesh up --profile {w}`")
-                }
-                (None, []) => anyhow::bail!("tunnels are down: run `zmesh up`"),
-                (_, [one]) => one.1,
-                (Some(_), [first, ..]) => first.1,
-                (None, many) => {
-                    let has: Vec<&(&String, &Running)> = many
-                        .iter()
-                        .filter(|(_, r)| {
-                            r.shared
-                                .map()
-                                .is_some_and(|m| find_peer(&m, peer).is_some())
-                        })
-                        .collect();
-                    match has.as_slice() {
-                        [one] => one.1,
-                        [] => {
-                            many.iter()
-                                .find(|(n, _)| n.as_str() == profiles::DEFAULT)
-                                .unwrap_or(&many[0])
-                                .1
-                        }
-                        several => anyhow::bail!(
-                            "{peer:?} is a peer in several profiles ({}): pass --profile NAME",
-                            several
-                                .iter()
-                                .map(|(n, _)| n.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    }
-                }
-            };
-            (pick.dp.clone(), pick.shared.map(), pick.shared.relay())
-        };
-        let found = map.as_ref().and_then(|m| find_peer(m, peer));
-        let (ip, name, dev) = match (found, peer.parse::<IpAddr>()) {
-            (Some(p), Ok(ip)) => (ip, p.name.clone(), Some(p.device_id)),
-            (Some(p), Err(_)) => (IpAddr::V4(p.overlay_v4), p.name.clone(), Some(p.device_id)),
-            (None, Ok(ip)) => (ip, ip.to_string(), None),
-            (None, Err(_)) => anyhow::bail!("no peer named {peer:?} in the peer map"),
-        };
-        let timeout = Duration::from_millis(timeout_ms.clamp(100, 60_000));
-        let rtt = dp.ping(ip, timeout).await?;
-        let stats = dp.peer_stats().await;
-        let st = stats.iter().find(|s| Some(s.device_id) == dev);
-        Ok(PingResult {
-            peer: name,
-            ip,
-            rtt_us: rtt.as_micros() as u64,
-            path: st.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path)),
-            endpoint: st.and_then(|s| s.endpoint),
-            via: st.and_then(|s| match s.path {
-                crate::core::PathKind::Relay => Some(relay.unwrap_or_else(|| "relay".into())),
-                _ => s.endpoint.map(|e| e.to_string()),
-            }),
-            path_rtt_ms: st.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
-            path_since: st.and_then(|s| s.path_changed).map(status::rfc3339_ms),
-        })
-    }
-}
-
-/// The peer of `map` named `peer` (case-insensitive) or owning that overlay address.
-fn find_peer<'a>(
-    map: &'a zmesh_shared::peermap::PeerMap,
-    peer: &str,
-) -> Option<&'a zmesh_shared::peermap::Peer> {
-    map.peers.iter().find(|p| {
-        p.name.eq_ignore_ascii_case(peer)
-            || peer
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip == IpAddr::V4(p.overlay_v4) || ip == IpAddr::V6(p.overlay_v6))
-    })
 }
 
 /// Puts back the resolv.conf the resolver replaced, if it did.
