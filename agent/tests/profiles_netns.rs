@@ -68,6 +68,16 @@ fn one_agent_in_two_networks_never_bridges_them() {
     c2.start_with(&mut lab, &probe, &["--overlay-v4", "10.77.0.0/16"], &[]);
     c3.start(&mut lab, &probe);
     a1.join(&mut lab, &c1, &[]);
+    // in console 1 everyone reaches everyone, and a1 may use an exit node
+    let pfile = lab.dir.path().join("policy.json");
+    std::fs::write(
+        &pfile,
+        r#"{ "version": 1, "rules": [
+            { "src": ["*"], "dst": ["*:*"] },
+            { "src": ["a1"], "dst": ["autogroup:internet:*"] } ] }"#,
+    )
+    .unwrap();
+    c1.cli(&lab, &["policy", "set", pfile.to_str().unwrap()]);
     b1.join(&mut lab, &c2, &[]);
 
     // ---- multi in both networks ----
