@@ -4,8 +4,15 @@
 "use strict";
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  // The network the page shows (?network=NAME); kept in links and sent with every call.
+  const network = new URLSearchParams(location.search).get("network");
+  function withNetwork(url) {
+    if (!network || !url.startsWith("/") || /[?&]network=/.test(url)) return url;
+    return url + (url.includes("?") ? "&" : "?") + "network=" + encodeURIComponent(network);
+  }
 
   async function api(method, url, body, asText) {
+    url = withNetwork(url);
     const headers = { "X-CSRF-Token": csrf };
     let payload;
     if (body !== undefined) {
@@ -543,7 +550,7 @@
       if (again) { again = false; refresh(); }
     }
   }
-  const es = new EventSource("/ui/events");
+  const es = new EventSource(withNetwork("/ui/events"));
   let opened = false;
   es.addEventListener("open", () => {
     document.body.dataset.live = "on";
@@ -553,4 +560,32 @@
   });
   es.addEventListener("error", () => { document.body.dataset.live = "off"; });
   es.addEventListener("change", refresh);
+
+  // Network picker (console-wide accounts): lists the networks, reloads the page with
+  // ?network=NAME; links to other pages keep the network.
+  (async function () {
+    const sel = document.getElementById("network-picker");
+    if (!sel) return;
+    const res = await api("GET", "/api/v1/networks");
+    if (!res.ok || !res.data) return;
+    const current = network || "default";
+    for (const n of res.data.networks || []) {
+      const o = document.createElement("option");
+      o.value = n.name;
+      o.textContent = n.name;
+      if (n.name === current) o.selected = true;
+      sel.appendChild(o);
+    }
+    sel.hidden = res.data.networks.length < 2 && !network;
+    sel.addEventListener("change", function () {
+      const q = new URLSearchParams(location.search);
+      q.set("network", sel.value);
+      location.search = q.toString();
+    });
+  })();
+  if (network) {
+    for (const a of document.querySelectorAll('a[href^="/ui/"]')) {
+      a.setAttribute("href", withNetwork(a.getAttribute("href")));
+    }
+  }
 })();

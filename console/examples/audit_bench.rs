@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
                         source_addr: Some("192.0.2.1".into()),
                         before: Some(json!({"name": format!("old{s}"), "tags": ["a", "b"]})),
                         after: Some(json!({"name": format!("new{s}"), "tags": ["a", "b"]})),
+                        network: None,
                     }
                     .seal(s, &prev);
                     prev = e.hash.clone();

@@ -149,6 +149,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .map(|l| l.local_addr())
         .transpose()?;
     let nat = nat_advert(&cfg.nat, &stun_addrs, relay_addr, cfg.builtin_relay);
+    first_network(&store, &cfg).await?;
     let state = AppState::new(store, signing_key, Some(tls_id.fingerprint), bus)
         .await?
         .with_nat(nat)
@@ -542,4 +543,20 @@ fn nat_advert(
         relays,
         token_ttl: nat.relay_token_ttl,
     }
+}
+
+/// Creates the first network with `--overlay-v4/-v6` on a fresh database; an existing
+/// one keeps its stored ranges (a warning says when they differ from the flags).
+async fn first_network(store: &Store, cfg: &ServeConfig) -> anyhow::Result<()> {
+    let net = store
+        .first_network(cfg.overlay_v4, cfg.overlay_v6)
+        .await
+        .context("creating the first network")?;
+    if let Some(v4) = cfg.overlay_v4.filter(|v| *v != net.prefix_v4) {
+        tracing::warn!(asked = %v4, kept = %net.prefix_v4, network = %net.name, "--overlay-v4 ignored: the network already exists with another range");
+    }
+    if let Some(v6) = cfg.overlay_v6.filter(|v| *v != net.prefix_v6) {
+        tracing::warn!(asked = %v6, kept = %net.prefix_v6, network = %net.name, "--overlay-v6 ignored: the network already exists with another range");
+    }
+    Ok(())
 }

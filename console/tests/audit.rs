@@ -53,6 +53,7 @@ async fn rehash_from(s: &Store, from: u64) {
             source_addr: e.source_addr.clone(),
             before: e.before.clone(),
             after: e.after.clone(),
+            network: e.network.clone(),
         }
         .seal(e.seq, &prev);
         sqlx::query("UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3")

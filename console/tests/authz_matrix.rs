@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use zmesh_console::bus::Bus;
 use zmesh_console::http::web::{self, WebAccess};
 use zmesh_console::http::{routes, Access};
-use zmesh_console::store::{Role, Store};
+use zmesh_console::store::{NewNetwork, Role, Store};
 use zmesh_console::{app, AppState};
 use zmesh_shared::time::now_ms;
 use zmesh_shared::{Secret, SigningKey};
@@ -91,6 +91,11 @@ const EXPECTED: &[(&str, &str, Class)] = {
         ("DELETE", "/api/v1/users/{id}", Write),
         ("GET", "/api/v1/users/{id}/tokens", Read),
         ("POST", "/api/v1/users/{id}/tokens", Write),
+        ("GET", "/api/v1/networks", Read),
+        ("POST", "/api/v1/networks", Write),
+        ("GET", "/api/v1/networks/{name}", Read),
+        ("PATCH", "/api/v1/networks/{name}", Write),
+        ("DELETE", "/api/v1/networks/{name}", Write),
         ("POST", "/agent/v1/enroll", EnrollKey),
         ("POST", "/agent/v1/login", Public),
         ("POST", "/agent/v1/login/wait", Public),
@@ -129,13 +134,16 @@ enum Who {
     Token(&'static str, String),
     /// Session id and its CSRF token.
     Session(&'static str, String, String),
+    /// A token or session scoped to the network "lab" (checked by
+    /// `network_scoped_principals`, not by the matrix of unscoped ones).
+    Scoped(&'static str, Box<Who>),
 }
 
 impl Who {
     fn name(&self) -> &'static str {
         match self {
             Who::Anonymous => "anonymous",
-            Who::Token(n, _) | Who::Session(n, _, _) => n,
+            Who::Token(n, _) | Who::Session(n, _, _) | Who::Scoped(n, _) => n,
         }
     }
 }
@@ -214,6 +222,52 @@ async fn env() -> Env {
         .unwrap();
     let now = now_ms();
     let mut who = vec![Who::Anonymous];
+    // a second network with its own admin and auditor (token and session each)
+    store.default_network().await.unwrap();
+    let lab = store
+        .create_network(|_| {
+            Ok::<_, ()>(NewNetwork {
+                name: "lab".into(),
+                v4: "10.88.0.0/16".parse().unwrap(),
+                v6: "fd88::/48".parse().unwrap(),
+                dns_suffix: None,
+                exclusive: false,
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let phc0 = zmesh_console::domain::password::hash_password("correct horse battery".into())
+        .await
+        .unwrap();
+    for (label, role) in [("lab admin", Role::Admin), ("lab auditor", Role::Auditor)] {
+        let t = Secret::generate("zmt_");
+        store
+            .create_admin_token_in(label, role, &t.hash(), None, now, Some(lab.id))
+            .await
+            .unwrap();
+        who.push(Who::Scoped(
+            label,
+            Box::new(Who::Token(label, t.expose().into())),
+        ));
+        let u = store
+            .create_user_in(&label.replace(' ', "-"), role, &phc0, now, Some(lab.id))
+            .await
+            .unwrap();
+        let sid = Secret::generate("zms_");
+        store
+            .create_session(&u.id, &sid.hash(), now, now + 3_600_000)
+            .await
+            .unwrap();
+        who.push(Who::Scoped(
+            label,
+            Box::new(Who::Session(
+                label,
+                sid.expose().into(),
+                zmesh_console::http::session::csrf_for(sid.expose()),
+            )),
+        ));
+    }
     for (name, role) in [("admin", Role::Admin), ("auditor", Role::Auditor)] {
         let t = Secret::generate("zmt_");
         store
@@ -283,6 +337,7 @@ async fn env() -> Env {
 
 fn concrete(path: &str) -> String {
     path.replace("{id}", "nope")
+        .replace("/networks/{name}", "/networks/lab")
         .replace("{version}", "1")
         .replace("{revision}", "1")
         .replace("{token}", "zsu_nope")
@@ -299,8 +354,12 @@ async fn call(
     let mut b = Request::builder()
         .method(method.clone())
         .uri(concrete(path));
+    let who = match who {
+        Who::Scoped(_, w) => w.as_ref(),
+        w => w,
+    };
     match who {
-        Who::Anonymous => {}
+        Who::Anonymous | Who::Scoped(..) => {}
         Who::Token(_, t) => b = b.header("authorization", format!("Bearer {t}")),
         Who::Session(_, sid, token) => {
             b = b.header(
@@ -380,7 +439,7 @@ async fn matrix_of_every_route_and_principal() {
     let mut failures = vec![];
     let mut cells = 0;
     for (method, path, class) in EXPECTED {
-        for who in &env.who {
+        for who in env.who.iter().filter(|w| !matches!(w, Who::Scoped(..))) {
             let (status, loc) = call(&env.app, method, path, who, true).await;
             cells += 1;
             if let Err(e) = check(*class, method, who, status, &loc) {
@@ -398,6 +457,63 @@ async fn matrix_of_every_route_and_principal() {
         failures.join("\n")
     );
     assert!(cells >= EXPECTED.len() * 7);
+}
+
+/// Principals scoped to the network "lab" against every API route: in their own
+/// network (no `network` parameter, or `network=lab`) like any admin or auditor; asking
+/// for `default` (or a network that does not exist) always 404 for network-scoped
+/// routes, never 2xx; console-wide routes (accounts, tokens, the whole audit chain,
+/// the access log, changing networks) 403 whatever the network.
+#[tokio::test]
+async fn network_scoped_principals() {
+    let env = env().await;
+    let mut failures = vec![];
+    let mut cells = 0;
+    for (method, path, class) in EXPECTED {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let m: Method = method.parse().unwrap();
+        let console_wide = zmesh_console::http::scope::console_wide(&m, path);
+        let scoped = zmesh_console::http::scope::network_scoped(path);
+        for who in env.who.iter().filter(|w| matches!(w, Who::Scoped(..))) {
+            let auditor = who.name().contains("auditor");
+            for network in [None, Some("lab"), Some("default"), Some("nope")] {
+                let p = match network {
+                    Some(n) => format!("{}?network={n}", concrete(path)),
+                    None => concrete(path),
+                };
+                let (status, _) = call(&env.app, method, &p, who, true).await;
+                let s = status.as_u16();
+                cells += 1;
+                let other = matches!(network, Some("default" | "nope"));
+                let ok = if auditor && *class == Class::Write {
+                    s == 403
+                } else if console_wide {
+                    s == 403
+                } else if scoped && other {
+                    s == 404
+                } else if *path == "/api/v1/audit/events" && other {
+                    s == 404
+                } else {
+                    !matches!(s, 401 | 403) && s < 500
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{method} {p} as {}: got {s} (class {class:?})",
+                        who.name()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cells > 200);
 }
 
 /// A session without its CSRF token may read but never write, whatever its role.

@@ -445,6 +445,7 @@ async fn world() -> World {
     ids.insert("enroll-keys", vec![key_id]);
     ids.insert("tokens", vec![victim["id"].as_str().unwrap().to_string()]);
     ids.insert("users", vec![user_id.clone(), "alice".into()]);
+    ids.insert("networks", strs(&["default", "nosuch", "Bad_Name"]));
     ids.insert(
         "policy",
         strs(&["0", "1", "2", "-1", "18446744073709551616"]),
@@ -468,6 +469,8 @@ async fn world() -> World {
     q.insert("action", strs(&["device.", "policy.saved", ""]));
     q.insert("verdict", strs(&["accepted", "denied", "maybe"]));
     q.insert("one_sided", strs(&["true", "false", "1"]));
+    q.insert("network", strs(&["default", "nosuch", "Bad_Name", ""]));
+    q.insert("force", strs(&["true", "false", "1"]));
     q.insert("after", strs(&["0", "5", "x"]));
     q.insert("limit", strs(&["1", "10000", "0", "10001", "x"]));
 

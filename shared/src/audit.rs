@@ -34,6 +34,11 @@ pub struct AuditEvent {
     pub before: Option<Value>,
     #[serde(default)]
     pub after: Option<Value>,
+    /// The network the action was inside (its name); absent for console-wide actions
+    /// and for every event from before several networks. Hashed only when present, so
+    /// older chains verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -48,6 +53,8 @@ pub struct EventBody {
     pub source_addr: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
+    /// The network the action was inside (see [`AuditEvent::network`]).
+    pub network: Option<String>,
 }
 
 impl EventBody {
@@ -62,6 +69,7 @@ impl EventBody {
             source_addr: self.source_addr,
             before: self.before,
             after: self.after,
+            network: self.network,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -95,6 +103,11 @@ pub fn event_hash(e: &AuditEvent) -> String {
             Some(v) => put(format!("1{}", canonical_json(v)).as_bytes()),
             None => put(b"0"),
         }
+    }
+    // Added with several networks: only when present, so every older event (and every
+    // console-wide one) keeps its hash.
+    if let Some(n) = &e.network {
+        put(format!("1{n}").as_bytes());
     }
     hex::encode(h.finalize())
 }
@@ -291,6 +304,7 @@ mod tests {
                     source_addr: Some("127.0.0.1".into()),
                     before: Some(json!({"name": "a", "tags": ["x"]})),
                     after: Some(json!({"tags": ["x"], "name": format!("b{seq}")})),
+                    network: None,
                 }
                 .seal(seq, &prev);
                 prev = e.hash.clone();
@@ -390,7 +404,54 @@ mod tests {
             source_addr: e.source_addr.clone(),
             before: e.before.clone(),
             after: e.after.clone(),
+            network: e.network.clone(),
         }
+    }
+
+    #[test]
+    fn network_is_hashed_only_when_present() {
+        // An event as consoles before several networks wrote it: its hash (computed
+        // with the encoding of that time) must not change.
+        let old = EventBody {
+            time_ms: 1_700_000_000_000,
+            actor: "admin:ops".into(),
+            action: "device.rename".into(),
+            target: Some("dev1".into()),
+            before: Some(json!({"name": "a"})),
+            ..Default::default()
+        }
+        .seal(1, GENESIS_HASH);
+        assert_eq!(
+            old.hash,
+            "e3a7198209e9819c0297a117d76c77bbad5d9eceb35e4a071258bb787c4c14c7"
+        );
+        // and its JSON has no `network` key, as before
+        assert!(!serde_json::to_string(&old).unwrap().contains("network"));
+        let back: AuditEvent = serde_json::from_str(&serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(event_hash(&back), old.hash);
+
+        // with a network, the network is covered: editing or dropping it is caught
+        let sk = SigningKey::generate();
+        let pk = sk.public_key();
+        let e = EventBody {
+            network: Some("lab".into()),
+            ..body_of(&old)
+        }
+        .seal(1, GENESIS_HASH);
+        assert_ne!(e.hash, old.hash);
+        assert_eq!(verify(std::slice::from_ref(&e), &[], &pk), Ok(1));
+        let mut edited = e.clone();
+        edited.network = Some("default".into());
+        assert_eq!(
+            verify(&[edited], &[], &pk),
+            Err(ChainError::Hash { seq: 1 })
+        );
+        let mut dropped = e.clone();
+        dropped.network = None;
+        assert_eq!(
+            verify(&[dropped], &[], &pk),
+            Err(ChainError::Hash { seq: 1 })
+        );
     }
 
     #[test]

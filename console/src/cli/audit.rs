@@ -381,6 +381,8 @@ pub async fn tokens(c: ApiClient, cmd: TokensCmd) -> anyhow::Result<()> {
                 name,
                 role: Some(role),
                 ttl_seconds: ttl.map(|d| d.as_secs().max(1)),
+                // `--network NAME`: the token is scoped to that network
+                network: c.network().map(str::to_string),
             };
             let v: Value = c.post("/api/v1/tokens", Some(&body)).await?;
             let token = v["token"]

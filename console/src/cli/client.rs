@@ -17,6 +17,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// `--network`: sent as `?network=NAME` with every call.
+    network: Option<String>,
 }
 
 impl ApiClient {
@@ -56,7 +58,14 @@ impl ApiClient {
                 crate::infra::tls_client::pinned_client_config(pin)?
             }
         };
-        Self::new(base, token, tls)
+        let mut c = Self::new(base, token, tls)?;
+        c.network = a.network.clone().filter(|n| !n.is_empty());
+        Ok(c)
+    }
+
+    /// `--network`, if given.
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
     }
 
     pub fn new(base: String, token: String, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
@@ -66,13 +75,23 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTPS client")?;
-        Ok(ApiClient { http, base, token })
+        Ok(ApiClient {
+            http,
+            base,
+            token,
+            network: None,
+        })
     }
 
     fn req(&self, m: Method, path: &str) -> RequestBuilder {
-        self.http
+        let r = self
+            .http
             .request(m, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.token);
+        match &self.network {
+            Some(n) => r.query(&[("network", n)]),
+            None => r,
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

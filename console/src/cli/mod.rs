@@ -9,6 +9,7 @@ mod audit_report;
 mod changes;
 mod client;
 mod dns;
+mod networks;
 mod output;
 mod policy;
 mod routes;
@@ -120,6 +121,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: changes::ChangesCmd,
     },
+    /// Several networks on one console: create, list, make exclusive, delete.
+    Networks {
+        #[command(subcommand)]
+        cmd: networks::NetworksCmd,
+    },
 }
 
 /// How the CLI reaches the console.
@@ -139,6 +145,11 @@ pub struct ConnArgs {
     /// Verify the console against this CA bundle instead of pinning DATA_DIR/tls/cert.pem.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The network a command acts in, by name (default: the token's own network if it
+    /// is scoped to one, else the first network, "default"). With `users create` and
+    /// `tokens create`: the one network the new account or token is scoped to.
+    #[arg(long, env = "ZMESH_NETWORK", global = true, value_name = "NAME")]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +271,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Changes { cmd } => {
             changes::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
+        }
+        Command::Networks { cmd } => {
+            networks::run(ApiClient::from_args(&cli.data_dir, &cli.conn)?, cmd).await
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `zmesh-console users list|disable|enable`: console users (local accounts and people
-//! who signed in through SSO) over the admin API.
+//! `zmesh-console users list|create|disable|enable`: console users (local accounts and
+//! people who signed in through SSO) over the admin API.
 
 use anyhow::bail;
 use clap::Subcommand;
@@ -10,6 +10,14 @@ use super::ApiClient;
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCmd {
+    /// Create a local account; its password is read from standard input (first line,
+    /// at least 12 characters). With --network NAME the account sees and changes that
+    /// network only.
+    Create {
+        username: String,
+        #[arg(long, default_value = "auditor", value_parser = ["admin", "auditor"])]
+        role: String,
+    },
     /// List users: name, role, state, sign-in method, groups, last sign-in, and for SSO
     /// users the last check at the identity provider and its result.
     List {
@@ -57,6 +65,24 @@ fn when(v: &Value) -> String {
 
 pub async fn run(c: ApiClient, cmd: UsersCmd) -> anyhow::Result<()> {
     match cmd {
+        UsersCmd::Create { username, role } => {
+            let mut pw = String::new();
+            std::io::stdin().read_line(&mut pw)?;
+            let pw = pw.trim_end_matches(['\r', '\n']).to_string();
+            let mut body = json!({"username": username, "role": role, "password": pw});
+            if let Some(n) = c.network() {
+                body["network"] = n.into();
+            }
+            let u: Value = c.post("/api/v1/users", Some(&body)).await?;
+            println!(
+                "created {} {}{}",
+                u["role"].as_str().unwrap_or("?"),
+                u["username"].as_str().unwrap_or(&username),
+                c.network()
+                    .map(|n| format!(" (network {n})"))
+                    .unwrap_or_default()
+            );
+        }
         UsersCmd::List { json } => {
             let v: Value = c.get("/api/v1/users").await?;
             if json {

@@ -28,6 +28,9 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// 404 naming the network asked for (that does not exist or is not the caller's).
+    #[error("network {0:?} not found")]
+    NoNetwork(String),
     /// 410: the thing asked for existed but is over (an expired login request).
     #[error("{message}")]
     Gone { code: &'static str, message: String },
@@ -108,6 +111,12 @@ impl ApiError {
             ApiError::NotFound { what } => {
                 (S::NOT_FOUND, "not_found", format!("{what} not found"), None)
             }
+            ApiError::NoNetwork(name) => (
+                S::NOT_FOUND,
+                "not_found",
+                format!("network {name:?} not found"),
+                Some("network".into()),
+            ),
             ApiError::Gone { code, message } => (S::GONE, code, message.clone(), None),
             ApiError::TooMany { code, message } => {
                 (S::TOO_MANY_REQUESTS, code, message.clone(), None)

@@ -15,6 +15,7 @@ pub mod path;
 pub mod principal;
 pub mod query;
 pub mod routes;
+pub mod scope;
 pub mod session;
 pub mod state;
 

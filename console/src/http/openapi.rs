@@ -123,6 +123,21 @@ pub fn document() -> Value {
         if let Some(q) = r.query {
             op = op.parameters(Some(q()));
         }
+        let scoped = super::scope::network_scoped(r.path);
+        if scoped {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(super::scope::PARAM)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .description(Some(
+                        "the network to act in, by name (default: the caller's own network \
+                         if its account or token is scoped to one, else the first network, \
+                         \"default\")",
+                    ))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
         if let Some(req) = r.request {
             let mut b = RequestBodyBuilder::new().required(Some(Required::True));
             for (media, c) in content(req, &mut schemas) {
@@ -130,7 +145,31 @@ pub fn document() -> Value {
             }
             op = op.request_body(Some(b.build()));
         }
-        for (status, body, desc) in &r.responses {
+        let mut responses = r.responses.clone();
+        if super::scope::console_wide(&r.method, r.path)
+            && !responses.iter().any(|(s, ..)| *s == 403)
+        {
+            responses.push((
+                403,
+                super::routes::ERR,
+                "the caller's account or token is scoped to one network",
+            ));
+        }
+        if scoped {
+            // every scoped route may answer these about `network`
+            for (status, desc) in [
+                (
+                    404,
+                    "no such object, or no network of that name (for a caller scoped to a network: none but its own)",
+                ),
+                (422, "invalid field; `field` names it (`network`: not a network name)"),
+            ] {
+                if !responses.iter().any(|(s, ..)| *s == status) {
+                    responses.push((status, super::routes::ERR, desc));
+                }
+            }
+        }
+        for (status, body, desc) in &responses {
             let mut b = ResponseBuilder::new().description(*desc);
             for (media, c) in content(*body, &mut schemas) {
                 b = b.content(media, c);

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use zmesh_shared::secret::hash_secret;
 use zmesh_shared::time::now_ms;
-use zmesh_shared::TokenId;
+use zmesh_shared::{NetworkId, TokenId};
 
 use super::error::ApiError;
 use super::session::{self, check_origin, same_secret, WebUser, CSRF_HEADER};
@@ -30,6 +30,8 @@ pub enum Principal {
         id: TokenId,
         name: String,
         role: Role,
+        /// The one network the token may act in; `None`: console-wide.
+        network: Option<NetworkId>,
     },
     /// A user signed in to the web console, calling with the session cookie.
     User(Box<WebUser>),
@@ -40,6 +42,14 @@ impl Principal {
         match self {
             Principal::Token { role, .. } => *role,
             Principal::User(w) => w.user.role,
+        }
+    }
+
+    /// The one network the caller may see and change; `None`: console-wide.
+    pub fn network(&self) -> Option<NetworkId> {
+        match self {
+            Principal::Token { network, .. } => *network,
+            Principal::User(w) => w.user.network_id,
         }
     }
 
@@ -152,7 +162,9 @@ async fn authorize(
         }
         _ => from_token(&state, &parts, source.clone(), what.clone()).await?,
     };
-    let ctx = AuditCtx::new(principal.actor(), source);
+    let mut ctx = AuditCtx::new(principal.actor(), source);
+    // whatever a principal scoped to a network does is recorded inside that network
+    ctx.network = principal.network();
     if principal.role() == Role::Member {
         let reason = "members have no access to the admin API";
         let mut d = what;
@@ -169,6 +181,21 @@ async fn authorize(
         d["reason"] = reason.into();
         record_refusal(&state.store, ctx, "auth.forbidden", d).await;
         return Err(ApiError::forbidden("forbidden", reason));
+    }
+    if let Some(net) = principal.network() {
+        if super::scope::console_wide(&parts.method, parts.uri.path()) {
+            let name = state
+                .store
+                .get_network(net)
+                .await
+                .map(|n| n.name)
+                .unwrap_or_else(|_| net.to_string());
+            let reason = format!("this account is scoped to network {name}");
+            let mut d = what;
+            d["reason"] = reason.clone().into();
+            record_refusal(&state.store, ctx, "auth.forbidden", d).await;
+            return Err(ApiError::forbidden("forbidden", reason));
+        }
     }
     tracing::debug!(kind = principal.kind(), role = principal.role().as_str(), method = %parts.method, path = %parts.uri.path(), "admin call");
     if let Principal::User(w) = &principal {
@@ -213,6 +240,7 @@ async fn from_token(
         id: row.id,
         name: row.name,
         role: row.role,
+        network: row.network_id,
     })
 }
 

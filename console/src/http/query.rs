@@ -46,10 +46,17 @@ pub fn text_param(q: &HashMap<String, String>, k: &str) -> Result<Option<String>
     }
 }
 
+/// The audit event filter of a query string; `network`: only events recorded inside
+/// this network (already resolved by the caller), whose device names `device` is in.
 pub async fn event_filter(
     state: &AppState,
     q: &HashMap<String, String>,
+    network: Option<zmesh_shared::NetworkId>,
 ) -> Result<EventFilter, ApiError> {
+    let state = &match network {
+        Some(n) => state.in_network(n),
+        None => state.clone(),
+    };
     let device = match text_param(q, "device")? {
         None => None,
         Some(d) => Some(match d.parse::<DeviceId>() {
@@ -66,6 +73,7 @@ pub async fn event_filter(
         actor: text_param(q, "actor")?,
         device,
         action: text_param(q, "action")?,
+        network: network.map(|n| n.to_string()),
     })
 }
 

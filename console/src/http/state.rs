@@ -22,7 +22,7 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Inner {
     /// What the service functions take; its fields (`store`, `network_id`, `bus`, ...)
     /// are reachable through `AppState` too.
@@ -74,6 +74,18 @@ impl std::ops::Deref for Inner {
 }
 
 impl AppState {
+    /// The same state acting in another network (see `http::scope`).
+    pub fn in_network(&self, network_id: zmesh_shared::NetworkId) -> AppState {
+        if network_id == self.core.network_id {
+            return self.clone();
+        }
+        let mut inner = Inner::clone(&self.inner);
+        inner.core = self.core.in_network(network_id);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Resolves (creating if needed) the default network.
     pub async fn new(
         store: Store,

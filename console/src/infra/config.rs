@@ -19,6 +19,13 @@ pub enum ConfigError {
     Audit(String),
     #[error("{0}")]
     Nat(String),
+    /// `--overlay-v4` / `--overlay-v6` out of range.
+    #[error("{flag} {value:?}: {reason}")]
+    Overlay {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Oidc(#[from] super::oidc_config::OidcConfigError),
     #[error(
@@ -114,6 +121,58 @@ pub struct ServeArgs {
         default_value = "180"
     )]
     pub device_key_lifetime: String,
+    /// Overlay IPv4 range of the first network when this console creates it (a fresh
+    /// database), prefix length 8 to 30. Default 100.64.0.0/10. An existing network
+    /// keeps its range (a warning says so).
+    #[arg(long, env = "ZMESH_OVERLAY_V4", value_name = "CIDR")]
+    pub overlay_v4: Option<String>,
+    /// Overlay IPv6 range of the first network when this console creates it: a
+    /// unique-local range inside fd00::/8, prefix length 32 to 64. Default: a random /48.
+    #[arg(long, env = "ZMESH_OVERLAY_V6", value_name = "CIDR")]
+    pub overlay_v6: Option<String>,
+}
+
+/// `--overlay-v4`: a canonical IPv4 prefix of length 8 to 30.
+pub fn overlay_v4(s: &str) -> Result<ipnet::Ipv4Net, ConfigError> {
+    let bad = |reason| ConfigError::Overlay {
+        flag: "--overlay-v4",
+        value: s.to_string(),
+        reason,
+    };
+    let n: ipnet::Ipv4Net = s
+        .trim()
+        .parse()
+        .map_err(|_| bad("expected an IPv4 prefix such as 10.77.0.0/16"))?;
+    if !(8..=30).contains(&n.prefix_len()) {
+        return Err(bad("the prefix length must be 8 to 30"));
+    }
+    if n.trunc() != n {
+        return Err(bad("host bits are set (give the network address)"));
+    }
+    Ok(n)
+}
+
+/// `--overlay-v6`: a canonical unique-local (fd00::/8) prefix of length 32 to 64.
+pub fn overlay_v6(s: &str) -> Result<ipnet::Ipv6Net, ConfigError> {
+    let bad = |reason| ConfigError::Overlay {
+        flag: "--overlay-v6",
+        value: s.to_string(),
+        reason,
+    };
+    let n: ipnet::Ipv6Net = s
+        .trim()
+        .parse()
+        .map_err(|_| bad("expected an IPv6 prefix such as fd12:3456:789a::/48"))?;
+    if n.network().octets()[0] != 0xfd {
+        return Err(bad("must be a unique-local range inside fd00::/8"));
+    }
+    if !(32..=64).contains(&n.prefix_len()) {
+        return Err(bad("the prefix length must be 32 to 64"));
+    }
+    if n.trunc() != n {
+        return Err(bad("host bits are set (give the network address)"));
+    }
+    Ok(n)
 }
 
 /// The longest `--device-key-lifetime` (100 years).
@@ -325,6 +384,9 @@ pub struct ServeConfig {
     pub oidc: Option<super::oidc_config::OidcConfig>,
     /// Key lifetime of devices enrolled by login; `None`: never expires.
     pub device_key_lifetime: Option<Duration>,
+    /// Ranges of the first network if this console creates it; `None`: the defaults.
+    pub overlay_v4: Option<ipnet::Ipv4Net>,
+    pub overlay_v6: Option<ipnet::Ipv6Net>,
 }
 
 impl ServeConfig {
@@ -381,6 +443,8 @@ impl ServeConfig {
                 .oidc
                 .validate(std::env::var("ZMESH_OIDC_CLIENT_SECRET").ok())?,
             device_key_lifetime: key_lifetime(&a.device_key_lifetime)?,
+            overlay_v4: a.overlay_v4.as_deref().map(overlay_v4).transpose()?,
+            overlay_v6: a.overlay_v6.as_deref().map(overlay_v6).transpose()?,
         })
     }
 
@@ -476,6 +540,36 @@ mod tests {
             device_key_lifetime: "180".into(),
             metrics_listen: None,
             metrics_allow_remote: false,
+            overlay_v4: None,
+            overlay_v6: None,
+        }
+    }
+
+    #[test]
+    fn overlay_ranges_are_checked() {
+        let dir = std::env::temp_dir();
+        let c = ServeConfig::from_args(&dir, args()).unwrap();
+        assert_eq!((c.overlay_v4, c.overlay_v6), (None, None));
+        let mut a = args();
+        a.overlay_v4 = Some("10.77.0.0/16".into());
+        a.overlay_v6 = Some("fd77:1::/48".into());
+        let c = ServeConfig::from_args(&dir, a).unwrap();
+        assert_eq!(c.overlay_v4.unwrap().to_string(), "10.77.0.0/16");
+        assert_eq!(c.overlay_v6.unwrap().to_string(), "fd77:1::/48");
+        for (v4, v6, flag) in [
+            ("10.0.0.0/7", "fd00::/48", "--overlay-v4"),
+            ("10.0.0.0/31", "fd00::/48", "--overlay-v4"),
+            ("10.0.0.1/16", "fd00::/48", "--overlay-v4"),
+            ("nonsense", "fd00::/48", "--overlay-v4"),
+            ("10.0.0.0/16", "2001:db8::/48", "--overlay-v6"),
+            ("10.0.0.0/16", "fd00::/31", "--overlay-v6"),
+            ("10.0.0.0/16", "fd00::/65", "--overlay-v6"),
+        ] {
+            let mut a = args();
+            a.overlay_v4 = Some(v4.into());
+            a.overlay_v6 = Some(v6.into());
+            let e = ServeConfig::from_args(&dir, a).unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{v4} {v6}: {e}");
         }
     }
 

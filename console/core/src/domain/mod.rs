@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod names;
 pub mod nat;
+pub mod networks;
 pub mod password;
 pub mod peermap;
 pub mod policy;

@@ -163,11 +163,19 @@ impl<'a> PeerMapBuilder<'a> {
             filter,
             policy_version: Some(self.snap.policy.version),
             dns: Some(super::dns::config(net)),
-            network: None,
+            network: Some(network_info(net)),
         };
         // already in order; normalize keeps the invariant explicit and is cheap on sorted input
         map.normalize();
         Some(map)
+    }
+}
+
+/// What a device's map says about its network: its name and whether it is exclusive.
+pub fn network_info(net: &crate::store::Network) -> zmesh_shared::peermap::NetworkInfo {
+    zmesh_shared::peermap::NetworkInfo {
+        name: net.name.clone(),
+        exclusive: net.exclusive,
     }
 }
 
@@ -188,6 +196,8 @@ pub fn quick_changes(
 ) -> Option<Vec<Peer>> {
     let (a, b) = (&old.network, &new.network);
     if a.id != b.id
+        || a.name != b.name
+        || a.exclusive != b.exclusive
         || a.prefix_v4 != b.prefix_v4
         || a.prefix_v6 != b.prefix_v6
         || old.policy.version != new.policy.version
@@ -260,7 +270,7 @@ pub fn map_for(
         filter: vec![],
         policy_version: Some(snap.policy.version),
         dns: Some(super::dns::config(&snap.network)),
-        network: None,
+        network: Some(network_info(&snap.network)),
     })
 }
 
@@ -308,6 +318,7 @@ pub(crate) mod tests {
                 dns_suffix: None,
                 dns_records: vec![],
                 dns_split: vec![],
+                exclusive: false,
             },
             devices,
             policy: PolicyVersion::builtin_default(0),

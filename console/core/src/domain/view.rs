@@ -173,7 +173,7 @@ impl NetworkView {
             filter,
             policy_version: Some(self.snapshot.policy.version),
             dns: Some(super::dns::config(&self.snapshot.network)),
-            network: None,
+            network: Some(super::peermap::network_info(&self.snapshot.network)),
         })
     }
 
@@ -231,10 +231,14 @@ impl NetworkView {
         let policy_version = (pv_o != pv_n).then_some(pv_n);
         let dns_n = super::dns::config(&self.snapshot.network);
         let dns = (super::dns::config(&old.snapshot.network) != dns_n).then(|| Box::new(dns_n));
+        let info_n = super::peermap::network_info(&self.snapshot.network);
+        let network =
+            (super::peermap::network_info(&old.snapshot.network) != info_n).then_some(info_n);
         if me.is_none()
             && filter.is_none()
             && policy_version.is_none()
             && dns.is_none()
+            && network.is_none()
             && upsert.is_empty()
             && remove.is_empty()
         {
@@ -252,7 +256,7 @@ impl NetworkView {
             filter,
             policy_version,
             dns,
-            network: None,
+            network,
         }))
     }
 
@@ -272,6 +276,8 @@ impl NetworkView {
             || old.snapshot.policy.version != self.snapshot.policy.version
             || super::dns::config(&old.snapshot.network)
                 != super::dns::config(&self.snapshot.network)
+            || super::peermap::network_info(&old.snapshot.network)
+                != super::peermap::network_info(&self.snapshot.network)
         {
             return Some(true);
         }
@@ -360,7 +366,7 @@ impl NetworkView {
                     filter: Some(new.filter),
                     policy_version: new.policy_version,
                     dns: new.dns.map(Box::new),
-                    network: None,
+                    network: new.network,
                 }),
                 base_version,
             ),
@@ -649,6 +655,7 @@ mod tests {
                         "seed {seed} round {round} change {what}"
                     );
                     assert_eq!(map.me, want.me, "seed {seed} round {round} change {what}");
+                    assert_eq!(map.network, want.network, "seed {seed} round {round}");
                     still.push((id, map, new.clone()));
                 }
                 // devices that appeared connect now and get their full map
@@ -671,5 +678,56 @@ mod tests {
             seen.iter().all(|n| *n > 0),
             "not every kind of step was exercised: {seen:?}"
         );
+    }
+
+    /// Making the network exclusive reaches every device as a delta carrying only the
+    /// network's new info (name and rule); full maps carry it always; an unchanged
+    /// network is not repeated in deltas.
+    #[test]
+    fn exclusive_change_is_a_delta_with_the_network() {
+        let devices: Vec<DeviceRow> = (1..=4u8).map(|n| tagged(n, "web")).collect();
+        let snap = snapshot(devices);
+        let first = Arc::new(next_view(None, snap.clone(), T0));
+        let d0 = snap.devices[0].id;
+        let m = first.map(d0).unwrap();
+        let info = m.network.clone().expect("full maps name the network");
+        assert_eq!(info.name, "default");
+        assert!(!info.exclusive);
+
+        // an endpoint change only: the delta does not repeat the network
+        let mut s = snap.clone();
+        s.network.revision += 1;
+        s.devices[1].endpoints = vec!["203.0.113.9:41641".parse().unwrap()];
+        let second = Arc::new(next_view(Some(&first), s.clone(), T0 + 1));
+        match second.step(&first, d0, m.version) {
+            Step::Delta(d) => assert!(d.network.is_none(), "{d:?}"),
+            other => panic!("expected a delta, got {other:?}"),
+        }
+
+        let mut s2 = s.clone();
+        s2.network.revision += 1;
+        s2.network.exclusive = true;
+        let third = Arc::new(next_view(Some(&second), s2, T0 + 2));
+        assert!(
+            third.quick.is_none(),
+            "a rule change is not a key/endpoint change"
+        );
+        for d in &snap.devices {
+            assert_eq!(third.changes_for(&second, d.id), Some(true));
+            match third.step(&second, d.id, second.revision()) {
+                Step::Delta(delta) => {
+                    let n = delta.network.as_ref().expect("network in the delta");
+                    assert!(n.exclusive);
+                    assert_eq!(n.name, "default");
+                    assert!(delta.upsert.is_empty() && delta.remove.is_empty());
+                }
+                other => panic!("expected a delta, got {other:?}"),
+            }
+        }
+        let mut applied = second.map(d0).unwrap();
+        if let Step::Delta(d) = third.step(&second, d0, applied.version) {
+            applied.apply(&d).unwrap();
+        }
+        assert_eq!(applied.network, third.map(d0).unwrap().network);
     }
 }

@@ -19,6 +19,7 @@ mod error;
 pub mod expiry;
 pub mod idp_refresh;
 pub mod login;
+pub mod networks;
 pub mod policy;
 pub mod rollouts;
 pub mod routes;
@@ -44,13 +45,16 @@ pub use error::ServiceError;
 #[derive(Clone, Debug)]
 pub struct Core {
     inner: Arc<CoreInner>,
+    /// The network this core acts in: the first network ("default") for the core
+    /// `serve` makes, another for the copies [`Core::in_network`] makes per request.
+    pub network_id: NetworkId,
 }
 
 #[derive(Debug)]
 pub struct CoreInner {
     pub store: Store,
-    /// The network admins and enrollment keys operate on (one per console for now).
-    pub network_id: NetworkId,
+    /// The first network ("default"), where a request names no other.
+    pub default_network_id: NetworkId,
     pub signing_key: SigningKey,
     pub bus: Bus,
     pub snapshots: SnapshotCache,
@@ -79,7 +83,7 @@ impl Core {
         Ok(Core {
             inner: Arc::new(CoreInner {
                 store,
-                network_id: net.id,
+                default_network_id: net.id,
                 signing_key,
                 bus,
                 snapshots: SnapshotCache::default(),
@@ -87,7 +91,16 @@ impl Core {
                 rollouts: rollouts::Rollouts::default(),
                 metrics: Arc::new(Metrics::new()),
             }),
+            network_id: net.id,
         })
+    }
+
+    /// The same core acting in another network (cheap: shares everything else).
+    pub fn in_network(&self, network_id: NetworkId) -> Core {
+        Core {
+            inner: self.inner.clone(),
+            network_id,
+        }
     }
 
     /// Same core with another key lifetime for devices enrolled by login (`None`: keys
@@ -98,11 +111,15 @@ impl Core {
                 inner.device_key_lifetime = d;
                 Core {
                     inner: Arc::new(inner),
+                    network_id: self.network_id,
                 }
             }
             Err(inner) => {
                 tracing::error!("core already shared; device key lifetime not applied");
-                Core { inner }
+                Core {
+                    inner,
+                    network_id: self.network_id,
+                }
             }
         }
     }
@@ -115,11 +132,15 @@ impl Core {
                 inner.metrics = metrics;
                 Core {
                     inner: Arc::new(inner),
+                    network_id: self.network_id,
                 }
             }
             Err(inner) => {
                 tracing::error!("core already shared; metrics registry not replaced");
-                Core { inner }
+                Core {
+                    inner,
+                    network_id: self.network_id,
+                }
             }
         }
     }

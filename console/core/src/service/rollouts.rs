@@ -165,8 +165,18 @@ struct Open {
 async fn track(core: Core, mut notes: mpsc::Receiver<Note>, ping_interval: Duration) {
     // the view each network was at when last tracked: what the next change is diffed from
     let mut prev: HashMap<NetworkId, Arc<NetworkView>> = HashMap::new();
-    if let Ok(v) = core.snapshots.view(&core.store, core.network_id, 0).await {
-        prev.insert(core.network_id, v);
+    // every network's view now (a network created later is noted when it is created)
+    let nets = match core.store.network_revisions().await {
+        Ok(n) => n.into_iter().map(|(id, _)| id).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list networks; tracking the first one");
+            vec![core.network_id]
+        }
+    };
+    for net in nets {
+        if let Ok(v) = core.snapshots.view(&core.store, net, 0).await {
+            prev.insert(net, v);
+        }
     }
     let mut open: Vec<Open> = Vec::new();
     let mut tick = tokio::time::interval(TICK);

@@ -14,6 +14,7 @@ pub async fn create(
     name: &str,
     role: Role,
     ttl_seconds: Option<u64>,
+    network: Option<zmesh_shared::NetworkId>,
 ) -> Result<(AdminTokenRow, Secret), ServiceError> {
     let name = name.trim();
     check_token_name("name", name)?;
@@ -29,7 +30,7 @@ pub async fn create(
     let row = core
         .store
         .acting(ctx)
-        .create_admin_token(name, role, &token.hash(), expires, now)
+        .create_admin_token_in(name, role, &token.hash(), expires, now, network)
         .await?;
     tracing::info!(token = %row.id, role = row.role.as_str(), "API token created");
     Ok((row, token))

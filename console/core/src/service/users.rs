@@ -30,13 +30,26 @@ pub async fn create(
     role: Role,
     password: String,
 ) -> Result<UserRow, ServiceError> {
+    create_in(store, ctx, username, role, password, None).await
+}
+
+/// Creates a user scoped to `network` (`None`: console-wide): the account sees and
+/// changes that network only.
+pub async fn create_in(
+    store: &Store,
+    ctx: AuditCtx,
+    username: &str,
+    role: Role,
+    password: String,
+    network: Option<zmesh_shared::NetworkId>,
+) -> Result<UserRow, ServiceError> {
     let username = username.trim();
     validate_username(username)?;
     check_password_rules("password", &password)?;
     let phc = hash_password(password).await?;
     let u = store
         .acting(ctx)
-        .create_user(username, role, &phc, now_ms())
+        .create_user_in(username, role, &phc, now_ms(), network)
         .await?;
     tracing::info!(user = %u.username, role = u.role.as_str(), "user created");
     Ok(u)

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
-use zmesh_shared::TokenId;
+use zmesh_shared::NetworkId;
 
 use super::audit::{append, Change};
 use super::enroll_keys::check_hash;
@@ -42,6 +42,9 @@ pub struct UserRow {
     /// What that check found: `ok`, `groups changed`, `role changed`, `disabled: REASON`,
     /// `unreachable: REASON`, `error: REASON` or `no refresh token`.
     pub idp_check: Option<String>,
+    /// The one network this account may see and change; `None`: console-wide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<NetworkId>,
 }
 
 /// A user and their password hash, for sign-in only. Debug never prints the hash.
@@ -90,10 +93,10 @@ pub struct OwnedToken {
 
 pub(super) const USER_COLS: &str = "id, username, role, created_at_ms, created_by, \
      disabled_at_ms, last_sign_in_ms, issuer, subject, email, display_name, groups, \
-     idp_checked_at_ms, idp_check";
+     idp_checked_at_ms, idp_check, network_id";
 const USER_COLS_U: &str = "u.id, u.username, u.role, u.created_at_ms, u.created_by, \
      u.disabled_at_ms, u.last_sign_in_ms, u.issuer, u.subject, u.email, u.display_name, \
-     u.groups, u.idp_checked_at_ms, u.idp_check";
+     u.groups, u.idp_checked_at_ms, u.idp_check, u.network_id";
 
 pub(super) fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
     let role: String = r.try_get("role")?;
@@ -112,6 +115,7 @@ pub(super) fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
         groups: super::json_col(r, "groups")?,
         idp_checked_at_ms: r.try_get("idp_checked_at_ms")?,
         idp_check: r.try_get("idp_check")?,
+        network_id: super::opt_parse_col(r, "network_id")?,
     })
 }
 
@@ -151,7 +155,10 @@ fn check_phc(h: &str) -> Result<(), StoreError> {
     }
 }
 
-async fn user_in(tx: &mut Transaction<'static, Any>, id: &str) -> Result<UserRow, StoreError> {
+pub(super) async fn user_in(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+) -> Result<UserRow, StoreError> {
     let r = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -232,10 +239,31 @@ impl Store {
         password_hash: &str,
         now_ms: i64,
     ) -> Result<UserRow, StoreError> {
+        self.create_user_in(username, role, password_hash, now_ms, None)
+            .await
+    }
+
+    /// Creates a user scoped to `network` (`None`: console-wide).
+    pub async fn create_user_in(
+        &self,
+        username: &str,
+        role: Role,
+        password_hash: &str,
+        now_ms: i64,
+        network: Option<NetworkId>,
+    ) -> Result<UserRow, StoreError> {
         let mut tx = self.begin_write().await?;
-        let u = self
+        let mut u = self
             .insert_user(&mut tx, username, role, password_hash, now_ms)
             .await?;
+        if let Some(n) = network {
+            sqlx::query("UPDATE users SET network_id = $2 WHERE id = $1")
+                .bind(&u.id)
+                .bind(n.to_string())
+                .execute(&mut *tx)
+                .await?;
+            u.network_id = Some(n);
+        }
         append(
             &mut tx,
             &self.audit,
@@ -687,60 +715,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    // ---- personal API tokens ----
-
-    /// Creates a token owned by `user_id` with that user's role (kept in step when the
-    /// role changes; revoked when the user is disabled or deleted).
-    pub async fn create_personal_token(
-        &self,
-        user_id: &str,
-        name: &str,
-        token_hash: &str,
-        expires_at_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<AdminTokenRow, StoreError> {
-        if name.trim().is_empty() || name.len() > 128 {
-            return Err(StoreError::invalid("name", "must be 1 to 128 bytes"));
-        }
-        check_hash("token_hash", token_hash)?;
-        let mut tx = self.begin_write().await?;
-        let u = user_in(&mut tx, user_id).await?;
-        if u.disabled_at_ms.is_some() {
-            return Err(StoreError::invalid("user", "the user is disabled"));
-        }
-        let id = TokenId::new();
-        sqlx::query(
-            "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, \
-             revoked_at_ms, user_id) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
-        )
-        .bind(id.to_string())
-        .bind(name)
-        .bind(u.role.as_str())
-        .bind(token_hash)
-        .bind(now_ms)
-        .bind(expires_at_ms)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        let row = AdminTokenRow {
-            id,
-            name: name.to_string(),
-            role: u.role,
-            created_at_ms: now_ms,
-            expires_at_ms,
-            revoked_at_ms: None,
-        };
-        append(
-            &mut tx,
-            &self.audit,
-            Change::new("token.create", format!("token:{id}"))
-                .after(&serde_json::json!({"token": row, "owner": u.username})),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(row)
     }
 
     /// Every API token with the username of its owner (`None`: not a personal token).

@@ -25,6 +25,9 @@ pub struct AuditCtx {
     pub actor: String,
     /// The client's IP address, when the change came over the network.
     pub source_addr: Option<String>,
+    /// The network the actor acts inside (a network-scoped route, a scoped account);
+    /// recorded with every event. `None`: console-wide.
+    pub network: Option<zmesh_shared::NetworkId>,
 }
 
 impl AuditCtx {
@@ -32,13 +35,20 @@ impl AuditCtx {
         AuditCtx {
             actor: "system".into(),
             source_addr: None,
+            network: None,
         }
     }
     pub fn new(actor: impl Into<String>, source_addr: Option<String>) -> Self {
         AuditCtx {
             actor: actor.into(),
             source_addr,
+            network: None,
         }
+    }
+    /// The same actor acting inside `network`.
+    pub fn in_network(mut self, network: zmesh_shared::NetworkId) -> Self {
+        self.network = Some(network);
+        self
     }
 }
 
@@ -70,7 +80,7 @@ impl Change {
 }
 
 const EVENT_COLS: &str =
-    "seq, time_ms, actor, action, target, source_addr, before_json, after_json, prev_hash, hash";
+    "seq, time_ms, actor, action, target, source_addr, before_json, after_json, prev_hash, hash, network_id";
 
 fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
     let seq: i64 = r.try_get("seq")?;
@@ -88,6 +98,7 @@ fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
         source_addr: r.try_get("source_addr")?,
         before: json("before_json")?,
         after: json("after_json")?,
+        network: r.try_get("network_id")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })
@@ -122,10 +133,11 @@ pub(crate) async fn append(
         source_addr: ctx.source_addr.clone(),
         before: c.before,
         after: c.after,
+        network: ctx.network.map(|n| n.to_string()),
     }
     .seal(seq as u64, &prev);
     sqlx::query(&format!(
-        "INSERT INTO audit_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO audit_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(seq)
     .bind(e.time_ms)
@@ -137,6 +149,7 @@ pub(crate) async fn append(
     .bind(e.after.as_ref().map(Value::to_string))
     .bind(&e.prev_hash)
     .bind(&e.hash)
+    .bind(e.network.clone())
     .execute(&mut **tx)
     .await?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
@@ -157,6 +170,8 @@ pub struct EventFilter {
     pub device: Option<String>,
     /// Exact action (`device.revoke`) or a prefix ending in `.` (`device.`).
     pub action: Option<String>,
+    /// Events recorded inside this network (its id).
+    pub network: Option<String>,
 }
 
 impl EventFilter {
@@ -258,6 +273,9 @@ impl Store {
             } else {
                 cond(&mut sql, "action = ?", vec![BindVal::S(a.clone())]);
             }
+        }
+        if let Some(n) = &f.network {
+            cond(&mut sql, "network_id = ?", vec![BindVal::S(n.clone())]);
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {limit}"));
         let mut q = sqlx::query(&sql).bind(after as i64).bind(upto as i64);

@@ -47,6 +47,7 @@ pub use audit::{AuditCtx, Change as AuditChange, EventFilter, Head};
 pub use error::{EnrollKeyRejection, StoreError};
 pub use idp::{DueUser, IdpRefreshed, SealedToken, TokenUpdate};
 pub use logins::{DeviceLogin, LoginPoll, NewDeviceLogin};
+pub use networks::{NetworkCount, NewNetwork, FIRST_NETWORK, FIRST_V4};
 pub use policies::{PolicyVersion, SavedPolicy, DEFAULT_POLICY};
 pub use reauth::user_owner;
 pub use rollouts::{Ack, NewTarget, RolloutRow, TargetRow};
@@ -76,6 +77,9 @@ pub struct Network {
     pub dns_records: Vec<DnsRecord>,
     /// Split-DNS entries.
     pub dns_split: Vec<SplitDns>,
+    /// A device in this network must not be in any other network at the same time
+    /// (sent to agents in their maps; their agents enforce it).
+    pub exclusive: bool,
 }
 
 /// The names part of a network, as admins change it (and as its audit events show it).
@@ -181,6 +185,9 @@ pub struct AdminTokenRow {
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// The one network this token may see and change; `None`: console-wide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<NetworkId>,
 }
 
 /// A network, all its devices and its policy in force, read in one transaction

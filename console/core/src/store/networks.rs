@@ -1,4 +1,6 @@
-//! Networks: the default network, revisions, overlay address allocation and snapshots.
+//! Networks: the first network ("default"), the others admins create, list, change and
+//! delete (each change one transaction with its audit event), revisions, overlay
+//! address allocation and snapshots.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -12,11 +14,32 @@ use super::devices::{device_from_row, DEVICE_COLS};
 use super::{parse_col, to_json, Network, NetworkDns, NetworkSnapshot, Store, StoreError};
 
 pub(crate) const NETWORK_COLS: &str =
-    "id, name, prefix_v4, prefix_v6, revision, created_at_ms, dns_suffix, dns_records, dns_split";
+    "id, name, prefix_v4, prefix_v6, revision, created_at_ms, dns_suffix, dns_records, dns_split, exclusive";
 
-const DEFAULT_NAME: &str = "default";
-/// The CGNAT range, which Tailscale-style overlays use because LANs rarely do.
-const DEFAULT_V4: &str = "100.64.0.0/10";
+/// The first network's name (made on first start; never deleted).
+pub const FIRST_NETWORK: &str = "default";
+/// The CGNAT range, which Tailscale-style overlays use because LANs rarely do: the
+/// first network's default range.
+pub const FIRST_V4: &str = "100.64.0.0/10";
+const DEFAULT_NAME: &str = FIRST_NETWORK;
+const DEFAULT_V4: &str = FIRST_V4;
+
+/// A network to create, its ranges already chosen and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNetwork {
+    pub name: String,
+    pub v4: Ipv4Net,
+    pub v6: Ipv6Net,
+    pub dns_suffix: Option<String>,
+    pub exclusive: bool,
+}
+
+/// A network with how many devices (in every state) it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkCount {
+    pub network: Network,
+    pub devices: u64,
+}
 
 pub(crate) fn network_from_row(r: &AnyRow) -> Result<Network, StoreError> {
     let revision: i64 = r.try_get("revision")?;
@@ -30,6 +53,7 @@ pub(crate) fn network_from_row(r: &AnyRow) -> Result<Network, StoreError> {
         dns_suffix: r.try_get("dns_suffix")?,
         dns_records: opt_json(r, "dns_records")?,
         dns_split: opt_json(r, "dns_split")?,
+        exclusive: r.try_get::<i64, _>("exclusive")? != 0,
     })
 }
 
@@ -217,6 +241,16 @@ impl Store {
     /// The network named "default", created on first call (100.64.0.0/10 and a random
     /// ULA /48). Replicas racing to create it all end up with the same row.
     pub async fn default_network(&self) -> Result<Network, StoreError> {
+        self.first_network(None, None).await
+    }
+
+    /// The network named "default", created on first call with these ranges (`None`:
+    /// 100.64.0.0/10, a random ULA /48). An existing one keeps its stored ranges.
+    pub async fn first_network(
+        &self,
+        v4: Option<Ipv4Net>,
+        v6: Option<Ipv6Net>,
+    ) -> Result<Network, StoreError> {
         let select = format!("SELECT {NETWORK_COLS} FROM networks WHERE name = $1");
         if let Some(r) = sqlx::query(&select)
             .bind(DEFAULT_NAME)
@@ -231,8 +265,8 @@ impl Store {
         )
         .bind(NetworkId::new().to_string())
         .bind(DEFAULT_NAME)
-        .bind(DEFAULT_V4)
-        .bind(random_ula48().to_string())
+        .bind(v4.map_or_else(|| DEFAULT_V4.to_string(), |n| n.to_string()))
+        .bind(v6.unwrap_or_else(random_ula48).to_string())
         .bind(zmesh_shared::time::now_ms())
         .execute(&self.pool)
         .await?;
@@ -252,6 +286,176 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound { what: "network" })?;
         network_from_row(&r)
+    }
+
+    /// The network with this name, if any.
+    pub async fn network_by_name(&self, name: &str) -> Result<Option<Network>, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {NETWORK_COLS} FROM networks WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(network_from_row).transpose()
+    }
+
+    /// Every network with its number of devices, oldest first (the first network first).
+    pub async fn list_networks(&self) -> Result<Vec<NetworkCount>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NETWORK_COLS}, (SELECT COUNT(*) FROM devices d WHERE d.network_id = networks.id) AS n \
+             FROM networks ORDER BY created_at_ms, name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok(NetworkCount {
+                    network: network_from_row(r)?,
+                    devices: n.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a network in one transaction with its `network.create` event: `check`
+    /// gets every existing network (read under a lock, so two creations cannot both
+    /// pass an overlap check) and returns what to create or refuses. `Ok(Err(_))`:
+    /// refused, nothing written.
+    pub async fn create_network<E>(
+        &self,
+        check: impl FnOnce(&[Network]) -> Result<NewNetwork, E>,
+    ) -> Result<Result<Network, E>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // serialises creations on PostgreSQL (the first network's row stays locked)
+        sqlx::query("UPDATE networks SET revision = revision WHERE name = $1")
+            .bind(DEFAULT_NAME)
+            .execute(&mut *tx)
+            .await?;
+        let all = sqlx::query(&format!(
+            "SELECT {NETWORK_COLS} FROM networks ORDER BY name"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(network_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let new = match check(&all) {
+            Ok(n) => n,
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+        };
+        if all.iter().any(|n| n.name == new.name) {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict {
+                field: "name",
+                reason: format!("a network named {:?} already exists", new.name),
+            });
+        }
+        if let Some(s) = &new.dns_suffix {
+            super::devices::check_text("dns_suffix", Some(s), 253)?;
+        }
+        let id = NetworkId::new();
+        sqlx::query(
+            "INSERT INTO networks (id, name, prefix_v4, prefix_v6, revision, next_host, created_at_ms, dns_suffix, exclusive) \
+             VALUES ($1, $2, $3, $4, 0, 1, $5, $6, $7)",
+        )
+        .bind(id.to_string())
+        .bind(&new.name)
+        .bind(new.v4.to_string())
+        .bind(new.v6.to_string())
+        .bind(zmesh_shared::time::now_ms())
+        .bind(new.dns_suffix.as_deref())
+        .bind(i64::from(new.exclusive))
+        .execute(&mut *tx)
+        .await?;
+        let net = fetch_network(&mut tx, id).await?;
+        let ctx = self.audit.as_ref().clone().in_network(id);
+        let c = super::audit::Change::new("network.create", format!("network:{id}")).after(&net);
+        super::audit::append(&mut tx, &ctx, c).await?;
+        tx.commit().await?;
+        Ok(Ok(net))
+    }
+
+    /// Sets whether a network is exclusive: bumps its revision (agents get a delta
+    /// with the network's new rule) and records `network.update`, in one transaction.
+    /// Unchanged: nothing is written. Returns the network after.
+    pub async fn set_network_exclusive(
+        &self,
+        id: NetworkId,
+        exclusive: bool,
+    ) -> Result<Network, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let before = fetch_network(&mut tx, id).await?;
+        if before.exclusive == exclusive {
+            tx.rollback().await?;
+            return Ok(before);
+        }
+        bump_revision(&mut tx, id).await?;
+        sqlx::query("UPDATE networks SET exclusive = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(i64::from(exclusive))
+            .execute(&mut *tx)
+            .await?;
+        let after = fetch_network(&mut tx, id).await?;
+        let ctx = self.audit.as_ref().clone().in_network(id);
+        let c = super::audit::Change::new("network.update", format!("network:{id}"))
+            .before(&serde_json::json!({"exclusive": before.exclusive}))
+            .after(&serde_json::json!({"exclusive": after.exclusive}));
+        super::audit::append(&mut tx, &ctx, c).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Deletes a network (never the first), its keys, policy versions and rollouts;
+    /// one that still has devices only with `force`, which deletes them in the same
+    /// transaction. Records `network.delete` with the network and the deleted devices'
+    /// names. Returns how many devices went.
+    pub async fn delete_network(&self, id: NetworkId, force: bool) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let net = fetch_network(&mut tx, id).await?;
+        if net.name == DEFAULT_NAME {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict {
+                field: "name",
+                reason: "the first network (\"default\") cannot be deleted".into(),
+            });
+        }
+        let names: Vec<String> =
+            sqlx::query("SELECT name FROM devices WHERE network_id = $1 ORDER BY name")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("name"))
+                .collect::<Result<_, _>>()?;
+        if !names.is_empty() && !force {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict {
+                field: "force",
+                reason: format!(
+                    "network {:?} still has {} device(s); delete them first or use force",
+                    net.name,
+                    names.len()
+                ),
+            });
+        }
+        sqlx::query("DELETE FROM devices WHERE network_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM networks WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let ctx = self.audit.as_ref().clone().in_network(id);
+        let c = super::audit::Change::new("network.delete", format!("network:{id}"))
+            .before(&serde_json::json!({"network": net, "devices": names}));
+        super::audit::append(&mut tx, &ctx, c).await?;
+        tx.commit().await?;
+        Ok(names.len() as u64)
     }
 
     /// Every network's id and revision (for the metrics scrape), by id.
@@ -301,6 +505,20 @@ impl Store {
             routes,
         })
     }
+}
+
+async fn fetch_network(
+    tx: &mut Transaction<'static, Any>,
+    id: NetworkId,
+) -> Result<Network, StoreError> {
+    let r = sqlx::query(&format!(
+        "SELECT {NETWORK_COLS} FROM networks WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound { what: "network" })?;
+    network_from_row(&r)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Admin API tokens, looked up by the hash of the bearer secret.
+//! Admin API tokens, looked up by the hash of the bearer secret, and users' personal
+//! tokens.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -9,7 +10,7 @@ use super::enroll_keys::check_hash;
 use super::error::unique_violation;
 use super::{parse_col, AdminTokenRow, Role, Store, StoreError};
 
-const TOKEN_COLS: &str = "id, name, role, created_at_ms, expires_at_ms, revoked_at_ms";
+const TOKEN_COLS: &str = "id, name, role, created_at_ms, expires_at_ms, revoked_at_ms, network_id";
 
 fn token_from_row(r: &AnyRow) -> Result<AdminTokenRow, StoreError> {
     let role: String = r.try_get("role")?;
@@ -20,6 +21,7 @@ fn token_from_row(r: &AnyRow) -> Result<AdminTokenRow, StoreError> {
         created_at_ms: r.try_get("created_at_ms")?,
         expires_at_ms: r.try_get("expires_at_ms")?,
         revoked_at_ms: r.try_get("revoked_at_ms")?,
+        network_id: super::opt_parse_col(r, "network_id")?,
     })
 }
 
@@ -32,6 +34,20 @@ impl Store {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<AdminTokenRow, StoreError> {
+        self.create_admin_token_in(name, role, token_hash, expires_at_ms, now_ms, None)
+            .await
+    }
+
+    /// Creates a token scoped to `network` (`None`: console-wide).
+    pub async fn create_admin_token_in(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+        network: Option<zmesh_shared::NetworkId>,
+    ) -> Result<AdminTokenRow, StoreError> {
         if name.trim().is_empty() || name.len() > 128 {
             return Err(StoreError::invalid("name", "must be 1 to 128 bytes"));
         }
@@ -39,8 +55,8 @@ impl Store {
         let id = TokenId::new();
         let mut tx = self.begin_write().await?;
         let r = sqlx::query(&format!(
-            "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, revoked_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL) RETURNING {TOKEN_COLS}"
+            "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, revoked_at_ms, network_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7) RETURNING {TOKEN_COLS}"
         ))
         .bind(id.to_string())
         .bind(name)
@@ -48,6 +64,7 @@ impl Store {
         .bind(token_hash)
         .bind(now_ms)
         .bind(expires_at_ms)
+        .bind(network.map(|n| n.to_string()))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match unique_violation(&e) {
@@ -135,5 +152,63 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound { what: "token" })?;
         token_from_row(&r)
+    }
+}
+
+impl Store {
+    // ---- personal API tokens ----
+
+    /// Creates a token owned by `user_id` with that user's role (kept in step when the
+    /// role changes; revoked when the user is disabled or deleted).
+    pub async fn create_personal_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        token_hash: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<AdminTokenRow, StoreError> {
+        if name.trim().is_empty() || name.len() > 128 {
+            return Err(StoreError::invalid("name", "must be 1 to 128 bytes"));
+        }
+        check_hash("token_hash", token_hash)?;
+        let mut tx = self.begin_write().await?;
+        let u = super::accounts::user_in(&mut tx, user_id).await?;
+        if u.disabled_at_ms.is_some() {
+            return Err(StoreError::invalid("user", "the user is disabled"));
+        }
+        let id = TokenId::new();
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, name, role, token_hash, created_at_ms, expires_at_ms, \
+             revoked_at_ms, user_id, network_id) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(u.role.as_str())
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .bind(user_id)
+        .bind(u.network_id.map(|n| n.to_string()))
+        .execute(&mut *tx)
+        .await?;
+        let row = AdminTokenRow {
+            id,
+            name: name.to_string(),
+            role: u.role,
+            created_at_ms: now_ms,
+            expires_at_ms,
+            revoked_at_ms: None,
+            network_id: u.network_id,
+        };
+        append(
+            &mut tx,
+            &self.audit,
+            Change::new("token.create", format!("token:{id}"))
+                .after(&serde_json::json!({"token": row, "owner": u.username})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 }

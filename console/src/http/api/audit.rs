@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::types::{AuditCheckpoints, AuditHead, FlowList};
 use crate::http::query::{access_filter, event_filter, known, parse_time};
-use crate::http::{ApiError, AppState};
+use crate::http::{scope, ApiError, AppState, Principal};
 use crate::service::audit::access_export::{self, AccessSelection};
 use crate::service::audit::evidence;
 use crate::service::audit::export::{self, Format};
@@ -28,15 +28,28 @@ type Params = Query<HashMap<String, String>>;
 
 pub async fn events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Extension(ctx): Extension<AuditCtx>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     known(
         &q,
-        &["format", "since", "until", "actor", "device", "action"],
+        &[
+            "format", "since", "until", "actor", "device", "action", "network",
+        ],
     )?;
     let fmt = format_param(&q)?;
-    let filter = event_filter(&state, &q).await?;
+    // `network` filters; a scoped principal sees its own network's events only
+    let asked = q.get(scope::PARAM).map(String::as_str);
+    let network = match (asked, principal.network()) {
+        (None, None) => None,
+        _ => Some(
+            scope::resolve(&state, Some(&principal), Some(&ctx), asked)
+                .await?
+                .id,
+        ),
+    };
+    let filter = event_filter(&state, &q, network).await?;
     // who read the log is part of the log
     let detail = json!({"format": fmt, "filter": export::filter_json(&filter)});
     record_export(&state.store, ctx, detail).await?;

@@ -2,14 +2,14 @@
 //! connected peers`, latencies, devices still pending); read-only, from the rollouts
 //! `service::rollouts` records.
 
-use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::rollout::Report;
 use crate::http::path::ApiPath;
-use crate::http::{ApiError, AppState};
+use crate::http::scope::Scoped;
+use crate::http::ApiError;
 use crate::service::rollouts as svc;
 
 /// Rollouts listed by `GET /api/v1/changes`.
@@ -24,13 +24,13 @@ pub struct ChangeList {
     pub changes: Vec<Report>,
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<ChangeList>, ApiError> {
+pub async fn list(Scoped(state): Scoped) -> Result<Json<ChangeList>, ApiError> {
     let (revision, changes) = svc::recent(&state, LIST_LIMIT).await?;
     Ok(Json(ChangeList { revision, changes }))
 }
 
 pub async fn get_one(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiPath(revision): ApiPath<u64>,
 ) -> Result<Json<Report>, ApiError> {
     svc::report(&state, revision)

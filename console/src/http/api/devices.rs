@@ -5,18 +5,18 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 
 use super::types::{AddDevice, DeviceList, PatchDevice};
 use crate::http::path::ApiPath;
-use crate::http::{ApiError, ApiJson, AppState, Principal};
+use crate::http::scope::Scoped;
+use crate::http::{ApiError, ApiJson, Principal};
 use crate::service::devices::{self as svc, DeviceUpdate};
 use crate::store::{AuditCtx, DeviceRow};
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
+pub async fn list(Scoped(state): Scoped) -> Result<Json<DeviceList>, ApiError> {
     let now = zmesh_shared::time::now_ms();
     Ok(Json(DeviceList {
         devices: svc::list_with_status(&state, state.ping_interval, now).await?,
@@ -24,14 +24,14 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<DeviceList>, Api
 }
 
 pub async fn get_one(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
     Ok(Json(svc::find(&state, &id).await?))
 }
 
 pub async fn update(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchDevice>,
@@ -45,7 +45,7 @@ pub async fn update(
 }
 
 pub async fn approve(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
@@ -53,7 +53,7 @@ pub async fn approve(
 }
 
 pub async fn revoke(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceRow>, ApiError> {
@@ -61,7 +61,7 @@ pub async fn revoke(
 }
 
 pub async fn remove(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -70,7 +70,7 @@ pub async fn remove(
 }
 
 pub async fn add(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(caller): Extension<Principal>,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<AddDevice>,
@@ -88,7 +88,7 @@ pub async fn add(
 }
 
 pub async fn wireguard_config(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (row, map) = svc::agentless_map(&state, &id).await?;

@@ -3,12 +3,12 @@
 //! extra records under the suffix and split-DNS domains (answered by resolvers reached
 //! through the mesh).
 
-use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use crate::http::path::ApiPath;
-use crate::http::{ApiError, ApiJson, AppState};
+use crate::http::scope::Scoped;
+use crate::http::{ApiError, ApiJson};
 use crate::service::dns::{self as svc, DnsSettings};
 use crate::store::AuditCtx;
 
@@ -21,12 +21,12 @@ pub struct SetDns {
     pub suffix: Option<String>,
 }
 
-pub async fn get(State(state): State<AppState>) -> Result<Json<DnsSettings>, ApiError> {
+pub async fn get(Scoped(state): Scoped) -> Result<Json<DnsSettings>, ApiError> {
     Ok(Json(svc::get(&state).await?))
 }
 
 pub async fn put(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<SetDns>,
 ) -> Result<Json<DnsSettings>, ApiError> {
@@ -54,7 +54,7 @@ pub struct PutSplitDns {
 }
 
 pub async fn add_record(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<AddDnsRecord>,
 ) -> Result<Json<DnsSettings>, ApiError> {
@@ -64,7 +64,7 @@ pub async fn add_record(
 }
 
 pub async fn remove_record(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<DnsSettings>, ApiError> {
@@ -72,7 +72,7 @@ pub async fn remove_record(
 }
 
 pub async fn put_split(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(domain): ApiPath<String>,
     ApiJson(body): ApiJson<PutSplitDns>,
@@ -83,7 +83,7 @@ pub async fn put_split(
 }
 
 pub async fn remove_split(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(domain): ApiPath<String>,
 ) -> Result<Json<DnsSettings>, ApiError> {

@@ -1,17 +1,17 @@
 //! `/api/v1/enroll-keys`: create (the key text is shown once), list, get, revoke.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use super::types::{CreateEnrollKey, EnrollKeyCreated, EnrollKeyList};
 use crate::http::path::ApiPath;
-use crate::http::{ApiError, ApiJson, AppState, Principal};
+use crate::http::scope::Scoped;
+use crate::http::{ApiError, ApiJson, Principal};
 use crate::service::enroll_keys::{self as svc, KeyRequest};
 use crate::store::{AuditCtx, EnrollKeyRow};
 
 pub async fn create(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(caller): Extension<Principal>,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<CreateEnrollKey>,
@@ -34,21 +34,21 @@ pub async fn create(
     ))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<EnrollKeyList>, ApiError> {
+pub async fn list(Scoped(state): Scoped) -> Result<Json<EnrollKeyList>, ApiError> {
     Ok(Json(EnrollKeyList {
         enroll_keys: state.store.list_enroll_keys(state.network_id).await?,
     }))
 }
 
 pub async fn get_one(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {
     Ok(Json(svc::find(&state, &id).await?))
 }
 
 pub async fn revoke(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EnrollKeyRow>, ApiError> {

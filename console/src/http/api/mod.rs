@@ -7,6 +7,7 @@ pub mod changes;
 pub mod devices;
 pub mod dns;
 pub mod enroll_keys;
+pub mod networks;
 pub mod policy;
 pub mod schemas;
 pub mod subnet_routes;
@@ -57,6 +58,12 @@ const WG_QUICK: Content = Content::Text(&[("text/plain", "wg-quick configuration
 
 /// Every route of the admin REST API.
 pub fn routes() -> Vec<RouteDef> {
+    let mut r = table();
+    r.extend(networks::routes());
+    r
+}
+
+fn table() -> Vec<RouteDef> {
     use Access::*;
     vec![
         RouteDef {

@@ -8,7 +8,7 @@
 //! policy document can be (`policy` is not a policy field).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use zmesh_shared::DeviceId;
 
 use crate::domain::policy::{snapshot_inventory, summarize, RuleChanges};
 use crate::http::path::ApiPath;
+use crate::http::scope::Scoped;
 use crate::http::{ApiError, ApiJson, AppState, Principal};
 use crate::store::{AuditCtx, PolicyVersion, SavedPolicy};
 
@@ -117,7 +118,7 @@ pub struct Saved {
     pub revision: u64,
 }
 
-pub async fn get_current(State(state): State<AppState>) -> Result<Json<PolicyVersion>, ApiError> {
+pub async fn get_current(Scoped(state): Scoped) -> Result<Json<PolicyVersion>, ApiError> {
     Ok(Json(state.store.current_policy(state.network_id).await?))
 }
 
@@ -138,7 +139,7 @@ async fn save(
 }
 
 pub async fn put(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(caller): Extension<Principal>,
     Extension(ctx): Extension<AuditCtx>,
     PolicyBody(text): PolicyBody,
@@ -154,7 +155,7 @@ pub struct RollbackRequest {
 }
 
 pub async fn rollback(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(caller): Extension<Principal>,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<RollbackRequest>,
@@ -193,7 +194,7 @@ pub struct History {
     pub versions: Vec<HistoryEntry>,
 }
 
-pub async fn history(State(state): State<AppState>) -> Result<Json<History>, ApiError> {
+pub async fn history(Scoped(state): Scoped) -> Result<Json<History>, ApiError> {
     let versions = state
         .store
         .policy_history(state.network_id)
@@ -211,7 +212,7 @@ pub async fn history(State(state): State<AppState>) -> Result<Json<History>, Api
 }
 
 pub async fn get_version(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiPath(n): ApiPath<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     let n: u64 = n
@@ -267,7 +268,7 @@ fn find_device(
 }
 
 pub async fn check(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(body): ApiJson<CheckRequest>,
 ) -> Result<Json<CheckResult>, ApiError> {
     let port = match (body.proto, body.port) {
@@ -321,7 +322,7 @@ pub struct DiffResult {
 }
 
 pub async fn diff(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     PolicyBody(text): PolicyBody,
 ) -> Result<Response, ApiError> {
     let snap = current_snapshot(&state).await?;
@@ -389,7 +390,7 @@ pub struct EditResult {
 /// nothing is saved). The result must validate against the live inventory, so an edit
 /// naming an unknown group or tag is refused here, where the admin made it.
 pub async fn edit(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(body): ApiJson<EditRequest>,
 ) -> Result<Response, ApiError> {
     if body.text.len() > MAX_POLICY_BYTES {

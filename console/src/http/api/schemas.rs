@@ -77,6 +77,9 @@ pub struct AuditEventsQuery {
     device: Option<String>,
     /// Exact action (`device.revoke`) or a prefix ending in '.' (`device.`).
     action: Option<String>,
+    /// Only events recorded inside this network (by name); a caller scoped to a
+    /// network always gets its own network's events only.
+    network: Option<String>,
 }
 
 /// Query of `GET /api/v1/flows` (any other parameter is refused with 422).

@@ -2,15 +2,15 @@
 //! their approval by admins. Every change is a `service::routes` call, which audits it
 //! and publishes it to the agents.
 
-use axum::extract::State;
 use axum::{Extension, Json};
 
 use super::types::{RouteApproval, RouteList};
-use crate::http::{ApiError, ApiJson, AppState};
+use crate::http::scope::Scoped;
+use crate::http::{ApiError, ApiJson};
 use crate::service::routes as svc;
 use crate::store::{AuditCtx, RouteRow};
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<RouteList>, ApiError> {
+pub async fn list(Scoped(state): Scoped) -> Result<Json<RouteList>, ApiError> {
     let now = zmesh_shared::time::now_ms();
     Ok(Json(RouteList {
         routes: svc::list(&state, state.ping_interval, now).await?,
@@ -18,7 +18,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<RouteList>, ApiE
 }
 
 pub async fn approve(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<RouteApproval>,
 ) -> Result<Json<RouteRow>, ApiError> {
@@ -28,7 +28,7 @@ pub async fn approve(
 }
 
 pub async fn unapprove(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(ctx): Extension<AuditCtx>,
     ApiJson(body): ApiJson<RouteApproval>,
 ) -> Result<Json<RouteRow>, ApiError> {

@@ -27,6 +27,9 @@ pub struct CreateToken {
     #[schema(minimum = 1, maximum = 315360000)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// The one network the token may act in, by name; absent: console-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -48,7 +51,9 @@ pub async fn create(
         None => Role::Admin,
         Some(r) => parse_role(r)?,
     };
-    let (row, token) = svc::create(&state, ctx, &body.name, role, body.ttl_seconds).await?;
+    let network = scope_of(&state, body.network.as_deref()).await?;
+    let (row, token) =
+        svc::create(&state, ctx, &body.name, role, body.ttl_seconds, network).await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {
@@ -69,4 +74,20 @@ pub async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminTokenRow>, ApiError> {
     Ok(Json(svc::revoke(&state, ctx, &id).await?))
+}
+
+/// The network named in a `network` field of a new account or token (`None`: absent,
+/// console-wide); an unknown name is refused with 422 naming the field.
+pub async fn scope_of(
+    state: &AppState,
+    name: Option<&str>,
+) -> Result<Option<zmesh_shared::NetworkId>, ApiError> {
+    let Some(name) = name else { return Ok(None) };
+    match state.store.network_by_name(name).await? {
+        Some(n) => Ok(Some(n.id)),
+        None => Err(ApiError::invalid(
+            "network",
+            format!("no network named {name:?}"),
+        )),
+    }
 }

@@ -25,6 +25,9 @@ pub struct CreateUser {
     #[serde(default)]
     #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
+    /// The one network the account may see and change, by name; absent: console-wide.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -84,7 +87,16 @@ pub async fn create(
         None => Role::Auditor,
         Some(r) => parse_role(r)?,
     };
-    let u = svc::create(&state.store, ctx, &body.username, role, body.password).await?;
+    let network = super::tokens::scope_of(&state, body.network.as_deref()).await?;
+    let u = svc::create_in(
+        &state.store,
+        ctx,
+        &body.username,
+        role,
+        body.password,
+        network,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(u)))
 }
 

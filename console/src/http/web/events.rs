@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
@@ -25,6 +24,7 @@ use zmesh_shared::{DeviceId, NetworkId};
 
 use crate::bus::Change;
 use crate::domain::presence::online_and_next_expiry;
+use crate::http::scope::Scoped;
 use crate::http::state::AppState;
 
 /// Changes arriving within this time after the first one go out as one event.
@@ -113,7 +113,7 @@ async fn next_event(
     }
 }
 
-pub async fn events(State(state): State<AppState>) -> Response {
+pub async fn events(Scoped(state): Scoped) -> Response {
     let rx = state.bus.subscribe();
     let (online, wake) = presence(&state).await;
     let stream = futures_util::stream::unfold(

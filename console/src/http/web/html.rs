@@ -123,7 +123,7 @@ pub fn page(user: &WebUser, active: &str, title: &str, body: &str) -> Response {
 <link rel="stylesheet" href="/ui/assets/app.css">
 <script src="/ui/assets/app.js" defer></script>
 </head><body data-role="{role}">
-<header><div class="brand">zmesh</div><nav>{nav}</nav>
+<header><div class="brand">zmesh</div>{picker}<nav>{nav}</nav>
 <div class="who"><span id="who">{user} <span class="role role-{role}">{role}</span></span>
 <form method="post" action="/ui/signout" class="inline"><input type="hidden" name="csrf" value="{csrf}">
 <button type="submit" id="signout" class="link">Sign out</button></form></div></header>
@@ -131,6 +131,12 @@ pub fn page(user: &WebUser, active: &str, title: &str, body: &str) -> Response {
 {body}
 </main></body></html>"#,
         csrf = esc(&user.csrf),
+        // console-wide accounts pick the network a page shows; scoped ones have one
+        picker = if user.user.network_id.is_none() {
+            "<select id=\"network-picker\" aria-label=\"Network\" hidden></select>"
+        } else {
+            ""
+        },
         title = esc(title),
         role = user.user.role.as_str(),
         user = esc(&user.user.username),

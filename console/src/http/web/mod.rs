@@ -208,6 +208,17 @@ async fn gate(
             "Your account has no access to the console; ask an admin.",
         ));
     }
+    // accounts and the access log are console-wide: not for accounts scoped to a network
+    if web.user.network_id.is_some() && (admin_only || req.uri().path().starts_with("/ui/access")) {
+        return Ok(html::error_page(
+            &web,
+            StatusCode::FORBIDDEN,
+            "This page is console-wide; your account is scoped to one network.",
+        ));
+    }
+    // pages resolve their network (`?network=`) like the API does (`http::scope`)
+    req.extensions_mut()
+        .insert(crate::http::Principal::User(Box::new(web.clone())));
     if admin_only && !web.is_admin() {
         return Ok(html::error_page(
             &web,

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -14,6 +14,7 @@ use zmesh_shared::wire::DeviceState;
 
 use super::html::{ago, esc, opt_time, page, time};
 use crate::http::error::ApiError;
+use crate::http::scope::Scoped;
 use crate::http::session::WebUser;
 use crate::http::state::AppState;
 use crate::store::{DeviceRow, EnrollKeyRow};
@@ -80,7 +81,7 @@ fn online_badge(on: bool) -> &'static str {
 }
 
 pub async fn overview(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
 ) -> Result<Response, ApiError> {
     let now = now_ms();
@@ -163,7 +164,7 @@ fn matches(d: &DeviceRow, q: &str) -> bool {
 }
 
 pub async fn devices(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
     Query(q): Query<DeviceQuery>,
 ) -> Result<Response, ApiError> {
@@ -242,7 +243,7 @@ pub async fn devices(
 }
 
 pub async fn device(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -370,7 +371,7 @@ fn key_status(k: &EnrollKeyRow, now: i64) -> &'static str {
 }
 
 pub async fn keys(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
     headers: HeaderMap,
     uri: axum::http::Uri,

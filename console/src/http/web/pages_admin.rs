@@ -50,7 +50,8 @@ pub async fn audit(
         *v = v.trim().to_string();
     }
     let mut notice = String::new();
-    let filter = match crate::http::query::event_filter(&state, &q).await {
+    // a user scoped to a network sees its events only
+    let filter = match crate::http::query::event_filter(&state, &q, user.user.network_id).await {
         Ok(f) => f,
         Err(e) => {
             let _ = write!(

@@ -5,21 +5,20 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 
 use super::html::{esc, page, time};
 use crate::http::error::ApiError;
+use crate::http::scope::Scoped;
 use crate::http::session::WebUser;
-use crate::http::state::AppState;
 use crate::service::rollouts::recent;
 
 /// Changes the page lists.
 const SHOWN: u32 = 50;
 
 pub async fn changes(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
 ) -> Result<Response, ApiError> {
     let (revision, all) = recent(&state, SHOWN).await?;

@@ -4,17 +4,16 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 
 use super::html::{esc, page, url_enc};
 use crate::http::error::ApiError;
+use crate::http::scope::Scoped;
 use crate::http::session::WebUser;
-use crate::http::state::AppState;
 
 pub async fn dns(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
 ) -> Result<Response, ApiError> {
     let s = crate::service::dns::get(&state).await?;

@@ -13,17 +13,16 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 
 use super::html::{esc, page, time};
 use crate::http::error::ApiError;
+use crate::http::scope::Scoped;
 use crate::http::session::WebUser;
-use crate::http::state::AppState;
 
 pub async fn policy(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
 ) -> Result<Response, ApiError> {
     let current = state.store.current_policy(state.network_id).await?;

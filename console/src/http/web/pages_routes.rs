@@ -5,15 +5,14 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use zmesh_shared::time::now_ms;
 
 use super::html::{esc, page, time};
 use crate::http::error::ApiError;
+use crate::http::scope::Scoped;
 use crate::http::session::WebUser;
-use crate::http::state::AppState;
 use crate::service::routes::{list, RouteStatus};
 
 fn actions(r: &RouteStatus) -> String {
@@ -40,7 +39,7 @@ fn actions(r: &RouteStatus) -> String {
 }
 
 pub async fn routes(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Extension(user): Extension<WebUser>,
 ) -> Result<Response, ApiError> {
     let all = list(&state, state.ping_interval, now_ms()).await?;

@@ -436,6 +436,7 @@ impl<R: BufRead> Records<R> {
             source_addr: text(7),
             before: json(8)?,
             after: json(9)?,
+            network: None,
             prev_hash: text(10).unwrap_or_default(),
             hash: text(11).unwrap_or_default(),
         })))
