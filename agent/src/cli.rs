@@ -11,8 +11,10 @@ use zmesh_shared::{CertFingerprint, Secret};
 
 use crate::config::DaemonConfig;
 use crate::control::login::MAX_LOGIN_WAIT;
-use crate::ipc::{self, Reply, Request, Response, Status};
+use crate::ipc::{self, Reply, Request, Response};
 use crate::statedir::StateDir;
+use crate::status_text::ago;
+pub use crate::status_text::{status_table, status_tables};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,15 +108,26 @@ pub enum Command {
         reauth: bool,
         #[command(flatten)]
         routes: RouteArgs,
+        /// The profile (a separate enrollment, in another network) to enroll or bring
+        /// up: 1-15 characters of a-z, 0-9, '-'. Default: the profile `default`.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
-    /// Show this device and its peers.
+    /// Show this device and its peers, in every profile.
     Status {
         #[arg(long)]
         json: bool,
+        /// Only this profile.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
     /// Ping a peer (name or overlay IP) through the tunnel.
     Ping {
         peer: String,
+        /// The profile whose network the peer is in (default: the one running profile
+        /// that has a peer of that name or address).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         #[arg(long, short = 'c', default_value_t = 4)]
         count: u32,
         /// Per-probe timeout, e.g. 2s or 500ms.
@@ -140,9 +153,17 @@ pub enum Command {
         openmetrics: bool,
     },
     /// Remove tunnels and the TUN device; keep the enrollment.
-    Down,
+    Down {
+        /// The profile to take down (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
     /// Down, then forget the enrollment, the key and the peer cache.
-    Logout,
+    Logout {
+        /// The profile to forget (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
     /// Test hooks (hidden): `zmesh debug wake` makes the running daemon behave as
     /// after a wake from sleep.
     #[command(hide = true)]
@@ -270,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
             reauth,
             routes,
+            profile,
         } => {
             let routes = routes.flags()?;
             // (the console and its trust come from the enrollment)
@@ -296,6 +318,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 fingerprint,
                 reauth,
                 routes,
+                profile,
             };
             match call(&state, &req).await? {
                 Reply::Login {
@@ -349,12 +372,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{text}");
             Ok(0)
         }
-        Command::Down => {
-            print_done(call(&state, &Request::Down).await?);
+        Command::Down { profile } => {
+            print_done(call(&state, &Request::Down { profile }).await?);
             Ok(0)
         }
-        Command::Logout => {
-            print_done(call(&state, &Request::Logout).await?);
+        Command::Logout { profile } => {
+            print_done(call(&state, &Request::Logout { profile }).await?);
             Ok(0)
         }
         Command::Debug {
@@ -363,14 +386,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print_done(call(&state, &Request::DebugWake).await?);
             Ok(0)
         }
-        Command::Status { json } => {
-            let Reply::Status(s) = call(&state, &Request::Status).await? else {
+        Command::Status { json, profile } => {
+            let Reply::Status(s) = call(&state, &Request::Status { profile }).await? else {
                 bail!("unexpected reply")
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print!("{}", status_table(&s));
+                print!("{}", status_tables(&s));
             }
             Ok(0)
         }
@@ -378,6 +401,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             peer,
             count,
             timeout,
+            profile,
         } => {
             let mut ok = 0;
             let count = count.clamp(1, 10_000);
@@ -388,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let req = Request::Ping {
                     peer: peer.clone(),
                     timeout_ms: timeout.as_millis() as u64,
+                    profile: profile.clone(),
                 };
                 match call(&state, &req).await {
                     Ok(Reply::Pong(p)) => {
@@ -446,187 +471,10 @@ fn print_done(r: Reply) {
     }
 }
 
-fn ago(rfc: &Option<String>) -> String {
-    let Some(s) = rfc else { return "never".into() };
-    match humantime::parse_rfc3339(s)
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-    {
-        Some(d) => format!("{}s ago", d.as_secs()),
-        None => s.clone(),
-    }
-}
-
-/// The human form of `zmesh status`.
-pub fn status_table(s: &Status) -> String {
-    let Some(me) = &s.me else {
-        return "not enrolled\n".into();
-    };
-    let ips: Vec<String> = me.overlay_ips.iter().map(|i| i.to_string()).collect();
-    let mut out = format!(
-        "{} {} [{}] console {} ({}){}{}\n",
-        me.name,
-        ips.join(" "),
-        me.state,
-        me.console,
-        match (me.connected, me.state.as_str()) {
-            (true, _) => "connected",
-            // tunnels up, stream not (yet): it is being set up or retried with backoff
-            (false, "up") => "connecting",
-            _ => "not connected",
-        },
-        me.key_expires_at
-            .as_ref()
-            .map(|t| format!(", key expires {t}"))
-            .unwrap_or_default(),
-        if me.state == "expired" {
-            ": the key expired; sign in again with `zmesh up --reauth`"
-        } else {
-            ""
-        },
-    );
-    let r = &s.routes;
-    if !r.advertised.is_empty() {
-        let v: Vec<String> = r
-            .advertised
-            .iter()
-            .map(|n| {
-                let state = if r.approved.contains(n) {
-                    "approved"
-                } else {
-                    "waiting for approval"
-                };
-                format!("{n} ({state})")
-            })
-            .collect();
-        out.push_str(&format!(
-            "advertising {}{}\n",
-            v.join(", "),
-            if r.snat { "" } else { "; no source NAT" }
-        ));
-    }
-    if let Some(e) = &r.exit_node {
-        out.push_str(&format!(
-            "exit node {e}: {}{}\n",
-            if r.exit_node_active {
-                "in use"
-            } else {
-                "not offered to this device (traffic goes direct)"
-            },
-            if r.exit_node_allow_lan {
-                ", local networks direct"
-            } else {
-                ""
-            }
-        ));
-    }
-    for p in &s.peers {
-        if !p.routes.is_empty() || p.exit_node {
-            let v: Vec<String> = p
-                .routes
-                .iter()
-                .map(|n| {
-                    if p.primary_routes.contains(n) {
-                        format!("{n} (primary)")
-                    } else {
-                        n.to_string()
-                    }
-                })
-                .collect();
-            out.push_str(&format!(
-                "  via {}: {}{}\n",
-                p.name,
-                v.join(", "),
-                if p.exit_node {
-                    if v.is_empty() {
-                        "exit node"
-                    } else {
-                        ", exit node"
-                    }
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
-    if let Some(d) = &s.dns {
-        out.push_str(&format!(
-            "names: {} (resolver {}){}\n",
-            d.suffix,
-            d.resolver,
-            me.dns_name
-                .as_ref()
-                .map(|n| format!(", this device is {n}"))
-                .unwrap_or_default()
-        ));
-    }
-    if s.peers.is_empty() {
-        out.push_str("no peers\n");
-        return out;
-    }
-    let rows: Vec<[String; 8]> = s
-        .peers
-        .iter()
-        .map(|p| {
-            [
-                p.name.clone(),
-                p.overlay_ips
-                    .first()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                format!("{} {}", p.path, p.via.as_deref().unwrap_or("-")),
-                p.rtt_ms
-                    .map(|r| format!("{r:.1}ms"))
-                    .unwrap_or_else(|| "-".into()),
-                if p.path_since.is_some() {
-                    ago(&p.path_since)
-                } else {
-                    "-".into()
-                },
-                ago(&p.last_handshake),
-                p.rx_bytes.to_string(),
-                p.tx_bytes.to_string(),
-            ]
-        })
-        .collect();
-    let head = [
-        "NAME",
-        "OVERLAY",
-        "PATH",
-        "RTT",
-        "CHANGED",
-        "HANDSHAKE",
-        "RX",
-        "TX",
-    ];
-    let mut w = head.map(|h| h.len());
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        let mut l = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect::<Vec<_>>()
-            .join("  ");
-        l.truncate(l.trim_end().len());
-        l.push('\n');
-        l
-    };
-    out.push_str(&line(head.to_vec()));
-    for r in &rows {
-        out.push_str(&line(r.iter().map(|s| s.as_str()).collect()));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{PeerStatus, SelfStatus};
+    use crate::ipc::{PeerStatus, SelfStatus, Status};
 
     #[test]
     fn cli_parses_the_documented_commands() {
@@ -707,6 +555,11 @@ mod tests {
     #[test]
     fn table_lists_peers() {
         let s = Status {
+            profile: "default".into(),
+            network: None,
+            blocked: None,
+            dropped_cross_network: 0,
+            profiles: vec![],
             routes: Default::default(),
             me: Some(SelfStatus {
                 name: "a".into(),

@@ -16,3 +16,4 @@ pub mod ipc;
 pub mod netcheck;
 pub mod prefs;
 pub mod statedir;
+pub mod status_text;

@@ -96,6 +96,8 @@ pub struct Shared {
     names: tokio::sync::watch::Sender<Arc<crate::dns::Names>>,
     /// When a map or delta was last applied (Unix ms; 0: never), for the map age metric.
     map_applied_ms: AtomicI64,
+    /// Counts applied maps and deltas (the daemon re-checks its profiles on a change).
+    map_seq: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -113,6 +115,7 @@ impl Shared {
             expired: AtomicBool::new(false),
             routing: Mutex::new(RouteState::new(routes::RoutePrefs::default())),
             map_applied_ms: AtomicI64::new(0),
+            map_seq: watch::Sender::new(0),
         })
     }
     /// Sets the route preferences, the underlay addresses to keep off an exit node,
@@ -189,9 +192,14 @@ impl Shared {
     pub fn names(&self) -> tokio::sync::watch::Receiver<Arc<crate::dns::Names>> {
         self.names.subscribe()
     }
+    /// Ticks after every applied map or delta.
+    pub fn map_changes(&self) -> watch::Receiver<u64> {
+        self.map_seq.subscribe()
+    }
     fn set_map(&self, m: PeerMap) {
         let names = crate::dns::Names::from_map(&m);
         *self.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        self.map_seq.send_modify(|n| *n += 1);
         self.map_applied_ms
             .store(zmesh_shared::time::now_ms(), Ordering::Relaxed);
         self.names.send_if_modified(|n| {

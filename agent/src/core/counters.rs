@@ -65,6 +65,11 @@ pub struct Counters {
     /// The inbound policy filter's own counters (accepted by rule or as reply, drops by reason).
     #[serde(default)]
     pub filter: crate::filter::Counters,
+    /// Packets dropped because they would cross from one network (profile) into
+    /// another: inbound to another network's prefixes, or read from the TUN with a
+    /// source in another network's overlay (see `core::crossnet`).
+    #[serde(default)]
+    pub drop_cross_network: u64,
     /// Path probes that authenticated (pings and pongs).
     #[serde(default)]
     pub probes_rx: u64,
@@ -111,6 +116,7 @@ impl Counters {
             + self.drop_oversize
             + self.drop_policy
             + self.drop_probe
+            + self.drop_cross_network
     }
 }
 

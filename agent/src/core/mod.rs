@@ -10,6 +10,7 @@
 //! (a `poll(2)` loop) and the simulation tests drive it.
 
 mod counters;
+pub mod crossnet;
 pub mod nat;
 mod node;
 pub mod packet;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use zmesh_shared::{DeviceId, WgPublicKey};
 
 pub use counters::Counters;
+pub use crossnet::CrossNet;
 pub use nat::{is_relay_endpoint, relay_endpoint, relay_key_prefix, NatMapping};
 pub use node::{Node, MIN_OUT_BUF, OVERHEAD};
 pub use path::PathKind;
@@ -115,5 +117,7 @@ pub enum CoreError {
     BadPingTarget(IpAddr),
 }
 
+#[cfg(test)]
+mod crossnet_tests;
 #[cfg(test)]
 mod robustness_tests;

@@ -26,6 +26,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zmesh_shared::policy::FilterRule;
 use zmesh_shared::WgPrivateKey;
 
+use super::crossnet::CrossNet;
 use super::nat::{is_relay_endpoint, relay_endpoint, StunState};
 use super::packet;
 use super::peer::{Peer, RouteTable};
@@ -95,6 +96,8 @@ pub struct Node {
     /// Every random value the node chooses (STUN transaction ids, probe nonces) comes
     /// from here, so a simulation with the same seed and inputs replays the same packets.
     rng: StdRng,
+    /// Prefixes of the other profiles' networks (see [`super::crossnet`]); empty with one.
+    crossnet: CrossNet,
 }
 
 impl Node {
@@ -145,6 +148,7 @@ impl Node {
             pings_due: vec![],
             last_now: None,
             rng,
+            crossnet: CrossNet::default(),
         }
     }
 
@@ -230,6 +234,21 @@ impl Node {
         if pkt.len() > MAX_IP_PACKET || out.len() < (pkt.len() + OVERHEAD).max(MIN_OUT_BUF) {
             self.counters.drop_oversize += 1;
             return None;
+        }
+        // Forwarded here by the kernel from another profile's tunnel: never leaves.
+        if !self.crossnet.is_empty() {
+            match crate::ip::parse_ip(pkt) {
+                None => {
+                    self.counters.drop_tun_invalid += 1;
+                    return None;
+                }
+                Some(ip) if self.crossnet.blocks_src(ip.src) => {
+                    self.counters.drop_cross_network += 1;
+                    tracing::trace!(src = %ip.src, %dst, "source in another network");
+                    return None;
+                }
+                Some(_) => {}
+            }
         }
         let Some(idx) = self.routes.lookup(dst) else {
             self.counters.drop_no_route += 1;
@@ -424,6 +443,12 @@ impl Node {
             self.counters.drop_bad_inner += 1;
             return None;
         };
+        // Another profile's network is not reachable through this one.
+        if !self.crossnet.is_empty() && self.crossnet.blocks_dst(ip.dst) {
+            self.counters.drop_cross_network += 1;
+            tracing::trace!(dst = %ip.dst, "destination in another network");
+            return None;
+        }
         if let Some(r) = packet::echo_reply(pkt, &ip) {
             if let Some(sent) = self.pings.remove(&(r.src, r.id, r.seq)) {
                 if r.dst == IpAddr::V4(self.own_v4) || r.dst == IpAddr::V6(self.own_v6) {
@@ -721,6 +746,11 @@ impl Node {
         let mut c = self.counters.clone();
         c.filter = self.filter.counters();
         c
+    }
+
+    /// Sets the other profiles' prefixes (empty: this is the only network).
+    pub fn set_crossnet(&mut self, c: CrossNet) {
+        self.crossnet = c;
     }
 
     /// Replaces the inbound filter rules; tracked flows are kept, so replies to flows

@@ -25,6 +25,8 @@ use crate::ipc::Reply;
 /// A login started by `up`, waiting for `login_wait`.
 #[derive(Debug)]
 pub(super) struct LoginInProgress {
+    /// The profile it enrolls (or re-authenticates).
+    profile: super::Prof,
     console: String,
     pin: Option<CertFingerprint>,
     ca_pem: Option<String>,
@@ -71,6 +73,7 @@ impl Daemon {
     /// Starts an enrollment by login; answers the link for the user.
     pub(super) async fn login_start(
         self: &Arc<Self>,
+        p: &super::Prof,
         console: String,
         name: Option<String>,
         ca_pem: Option<String>,
@@ -80,7 +83,7 @@ impl Daemon {
             return Err(LoginUpError::NoTrust.into());
         }
         let trust = Trust::from_parts(fingerprint, ca_pem.as_deref())?;
-        let private = self.state.load_or_create_private_key()?;
+        let private = p.state.load_or_create_private_key()?;
         let pending = login::start(LoginParams {
             console: &console,
             trust: &trust,
@@ -91,6 +94,7 @@ impl Daemon {
         .await?;
         Ok(self
             .keep_login(LoginInProgress {
+                profile: p.clone(),
                 console,
                 pin: fingerprint,
                 ca_pem,
@@ -102,8 +106,8 @@ impl Daemon {
 
     /// Starts signing in again as the enrolled device, with a new key pair; answers
     /// the link for the user. Works with tunnels up, down or expired.
-    pub(super) async fn reauth_start(self: &Arc<Self>) -> anyhow::Result<Reply> {
-        let enr = self
+    pub(super) async fn reauth_start(self: &Arc<Self>, p: &super::Prof) -> anyhow::Result<Reply> {
+        let enr = p
             .state
             .load_enrollment()?
             .ok_or(LoginUpError::NotEnrolled)?;
@@ -126,6 +130,7 @@ impl Daemon {
         tracing::info!(device_id = %enr.device_id, new_public_key = %key.public_key(), "re-authentication started");
         Ok(self
             .keep_login(LoginInProgress {
+                profile: p.clone(),
                 console: enr.console,
                 pin: enr.pin,
                 ca_pem: enr.ca_pem,
@@ -164,15 +169,17 @@ impl Daemon {
             .ok_or(LoginUpError::NothingPending)?;
         let resp = l.pending.wait().await?;
         tracing::info!(device_id = %resp.device_id, "the user confirmed the sign-in");
+        let p = l.profile;
         if let Some(r) = l.reauth {
-            return self.finish_reauth(r, resp).await;
+            return self.finish_reauth(&p, r, resp).await;
         }
-        let mut running = self.running.lock().await;
-        match self.state.load_enrollment()? {
+        let mut g = self.profiles.lock().await;
+        match p.state.load_enrollment()? {
             Some(_) => Err(LoginUpError::EnrolledMeanwhile.into()),
             None => {
-                let (enr, note) = self.save_new_enrollment(&l.console, l.pin, l.ca_pem, resp)?;
-                self.bring_up(&mut running, enr, note).await
+                let (enr, note) =
+                    self.save_new_enrollment(&p, &l.console, l.pin, l.ca_pem, resp)?;
+                self.bring_up(&mut g, &p, enr, note).await
             }
         }
     }
@@ -180,6 +187,7 @@ impl Daemon {
     /// The user confirmed a re-authentication: same device, new credential, new key.
     async fn finish_reauth(
         self: &Arc<Self>,
+        p: &super::Prof,
         r: Reauth,
         resp: EnrollResponse,
     ) -> anyhow::Result<String> {
@@ -190,8 +198,8 @@ impl Daemon {
             }
             .into());
         }
-        let mut running = self.running.lock().await;
-        let mut enr = match self.state.load_enrollment()? {
+        let mut g = self.profiles.lock().await;
+        let mut enr = match p.state.load_enrollment()? {
             Some(e) if e.device_id == r.device_id => e,
             _ => return Err(LoginUpError::EnrollmentChanged.into()),
         };
@@ -199,7 +207,7 @@ impl Daemon {
         if !same_addrs {
             tracing::warn!(old = %enr.overlay_v4, new = %resp.overlay_v4, "the console gave other addresses on re-authentication");
         }
-        if let Some(run) = running.take() {
+        if let Some(run) = g.get_mut(&p.name).and_then(|s| s.running.take()) {
             Self::shutdown(run).await;
         }
         enr.credential = resp.credential;
@@ -210,10 +218,15 @@ impl Daemon {
         enr.down = false;
         // The credential first: with it the device can sign in again should the key
         // not get written.
-        self.state.save_enrollment(&enr)?;
-        self.state.save_private_key(&r.key)?;
+        p.state.save_enrollment(&enr)?;
+        p.state.save_private_key(&r.key)?;
         tracing::info!(device_id = %enr.device_id, public_key = %r.key.public_key(), "re-authenticated: key rotated");
-        *running = Some(self.start_tunnels(enr.clone()).await?);
+        let run = self.start_tunnels(p, enr.clone()).await?;
+        let slot = g.entry(p.name.clone()).or_default();
+        slot.admitted = Some(super::supervise::Admitted::of(&run));
+        slot.running = Some(run);
+        slot.blocked = None;
+        self.update_crossnet(&mut g);
         Ok(format!(
             "{} re-authenticated: same device {}, addresses {}, {}{}; new WireGuard key {}; up",
             enr.name,

@@ -27,15 +27,25 @@ pub(super) struct Snapshot {
     /// Peers by path: direct, relay, unknown (no confirmed path yet).
     pub peers: [u64; 3],
     pub counters: Counters,
+    /// Per running profile: packets dropped because they would cross into another
+    /// profile's network.
+    pub cross_network: Vec<(String, u64)>,
 }
 
 impl Daemon {
     pub(super) async fn metrics_snapshot(&self) -> Snapshot {
-        let (dp, shared) = {
-            let g = self.running.lock().await;
-            match g.as_ref() {
-                Some(r) => (Some(r.dp.clone()), Some(r.shared.clone())),
-                None => (None, None),
+        let (dp, shared, all) = {
+            let g = self.profiles.lock().await;
+            let all: Vec<(String, crate::io::DataPlane)> = g
+                .iter()
+                .filter_map(|(n, s)| s.running.as_ref().map(|r| (n.clone(), r.dp.clone())))
+                .collect();
+            match g
+                .get(super::profiles::DEFAULT)
+                .and_then(|s| s.running.as_ref())
+            {
+                Some(r) => (Some(r.dp.clone()), Some(r.shared.clone()), all),
+                None => (None, None, all),
             }
         };
         let mut s = Snapshot {
@@ -62,6 +72,10 @@ impl Daemon {
                 };
                 s.peers[i] += 1;
             }
+        }
+        for (name, dp) in all {
+            let n = dp.counters().await.drop_cross_network;
+            s.cross_network.push((name, n));
         }
         s
     }
@@ -227,7 +241,20 @@ impl Collector for Snapshot {
                 ("oversize", c.drop_oversize),
                 ("policy", c.drop_policy),
                 ("probe", c.drop_probe),
+                ("cross_network", c.drop_cross_network),
             ],
+        )?;
+        let v: Vec<(&str, u64)> = (self.cross_network.iter())
+            .map(|(n, v)| (n.as_str(), *v))
+            .collect();
+        counters(
+            e,
+            "zmesh_agent_dropped_cross_network_packets",
+            "Packets a profile's data plane dropped because they would have crossed into \
+             another profile's network, by profile (every running profile).",
+            None,
+            "profile",
+            &v,
         )?;
         let f = &c.filter;
         counters(
@@ -287,6 +314,7 @@ mod tests {
         snap.counters.tx_bytes_relay = 300;
         snap.counters.drop_replay = 4;
         snap.counters.filter.accepted_rule = 6;
+        snap.cross_network = vec![("default".into(), 2), ("lab".into(), 0)];
         let mut r = Registry::default();
         r.register_collector(Box::new(snap));
         let (t, _) = zmesh_shared::metrics::encode(&r, false);
@@ -302,6 +330,8 @@ mod tests {
             "zmesh_agent_tunnel_bytes_total{direction=\"tx\",path=\"direct\"} 700",
             "zmesh_agent_dropped_packets_total{reason=\"replay\"} 4",
             "zmesh_agent_filter_accepted_packets_total{reason=\"rule\"} 6",
+            "zmesh_agent_dropped_cross_network_packets_total{profile=\"default\"} 2",
+            "zmesh_agent_dropped_cross_network_packets_total{profile=\"lab\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "no {line:?} in\n{t}");
         }

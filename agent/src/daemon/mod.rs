@@ -1,14 +1,20 @@
-//! The agent process (`zmesh daemon`): owns the state dir, the data plane and the
-//! control stream, and answers the CLI on the control socket. Tunnels come up at
-//! start from the signed cache when the device is enrolled and was not taken down,
-//! so a restart while the console is unreachable keeps the mesh working.
+//! The agent process (`zmesh daemon`): owns the state dir, the data planes and the
+//! control streams, and answers the CLI on the control socket. Each profile (one
+//! enrollment, see [`profiles`]) has its own data plane, stream, relay client and
+//! resolver; tunnels come up at start from the signed cache for every profile that is
+//! enrolled and was not taken down, so a restart while a console is unreachable keeps
+//! the mesh working. Which profiles may run together is [`supervise`]'s job.
 
 mod login;
 mod metrics;
 mod metrics_http;
+mod ping;
+pub mod profiles;
 mod status;
+mod supervise;
+mod tunnels;
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +26,20 @@ use zmesh_shared::{CertFingerprint, Secret};
 
 use crate::config::DaemonConfig;
 use crate::control::enroll::{enroll, EnrollParams};
-use crate::control::map::MapState;
 use crate::control::tls::Trust;
-use crate::control::{self, ControlCtx, ControlEvent, Shared};
+use crate::control::{ControlEvent, Shared};
 use crate::io::netcfg::NetCfg;
-use crate::io::{DataPlane, DataPlaneConfig};
-use crate::ipc::{self, NamedRelay, NatInfo, PeerPath, PingResult, Reply, Request, Response};
+use crate::io::DataPlane;
+use crate::ipc::{self, Reply, Request, Response};
 use crate::prefs::{check_routes, RouteFlags};
 use crate::statedir::{Enrollment, StateDir, StateError};
 
-/// Tunnels plus the control stream feeding them.
+/// One profile's tunnels plus the control stream feeding them.
 struct Running {
+    /// The enrollment it was started with (ranges, routes).
+    enr: Enrollment,
+    /// The other networks' prefixes last given to the data plane.
+    crossnet: crate::core::CrossNet,
     dp: DataPlane,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -43,11 +52,35 @@ struct Running {
     routes_tx: watch::Sender<u64>,
 }
 
+/// A profile as the daemon keeps it.
+#[derive(Default)]
+struct Slot {
+    running: Option<Running>,
+    /// Why it does not run, for `status` (refused or held, see `profiles::plan`).
+    blocked: Option<supervise::Blocked>,
+    /// What it was admitted with, to notice when its map changes that.
+    admitted: Option<supervise::Admitted>,
+}
+
+/// Every profile the daemon has dealt with, by name.
+type Profiles = BTreeMap<String, Slot>;
+
+/// Where a profile's files and devices are.
+#[derive(Debug, Clone)]
+struct Prof {
+    name: String,
+    state: StateDir,
+    tun: String,
+}
+
 pub struct Daemon {
     cfg: DaemonConfig,
+    /// The state directory (the `default` profile's; others under `profiles/`).
     state: StateDir,
-    running: Mutex<Option<Running>>,
-    events: mpsc::UnboundedSender<ControlEvent>,
+    profiles: Mutex<Profiles>,
+    events: mpsc::UnboundedSender<(String, ControlEvent)>,
+    /// Wakes the supervisor (a map changed, a profile went down).
+    recheck: Arc<tokio::sync::Notify>,
     /// The enrollment by login that `up` started and `login_wait` finishes.
     login: Mutex<Option<login::LoginInProgress>>,
 }
@@ -77,6 +110,8 @@ enum UpError {
     ReauthWithKey,
     #[error("enrollment key: {0}")]
     Key(#[from] zmesh_shared::enroll_key::EnrollKeyError),
+    #[error("no profile named {0:?} is enrolled (see `zmesh status`)")]
+    NoProfile(String),
 }
 
 fn ok(message: impl Into<String>) -> Response {
@@ -94,6 +129,20 @@ fn err(e: impl std::fmt::Display) -> Response {
 }
 
 impl Daemon {
+    /// Where profile `name` (validated) keeps its files and which TUN it uses.
+    fn prof(&self, name: &str) -> Prof {
+        Prof {
+            name: name.to_string(),
+            state: profiles::state_dir(&self.state, name),
+            tun: profiles::tun_name(&self.cfg.tun_name, name),
+        }
+    }
+
+    /// The profile a request names, validated.
+    fn prof_arg(&self, name: Option<&str>) -> anyhow::Result<Prof> {
+        Ok(self.prof(&profiles::resolve(name)?))
+    }
+
     async fn handle(self: &Arc<Self>, req: Request) -> Response {
         tracing::debug!(request = ?req, "control request");
         match req {
@@ -105,43 +154,62 @@ impl Daemon {
                 fingerprint,
                 reauth,
                 routes,
-            } => match if reauth {
-                if enroll_key.is_some() {
-                    Err(UpError::ReauthWithKey.into())
-                } else {
-                    self.reauth_start().await
+                profile,
+            } => {
+                let r = async {
+                    let p = self.prof_arg(profile.as_deref())?;
+                    if reauth {
+                        if enroll_key.is_some() {
+                            return Err(UpError::ReauthWithKey.into());
+                        }
+                        self.reauth_start(&p).await
+                    } else {
+                        self.up(&p, console, enroll_key, name, ca_pem, fingerprint, routes)
+                            .await
+                    }
                 }
-            } else {
-                self.up(console, enroll_key, name, ca_pem, fingerprint, routes)
-                    .await
-            } {
-                Ok(result) => Response::Ok { result },
-                Err(e) => err(format!("{e:#}")),
-            },
+                .await;
+                match r {
+                    Ok(result) => Response::Ok { result },
+                    Err(e) => err(format!("{e:#}")),
+                }
+            }
             Request::LoginWait => match self.login_wait().await {
                 Ok(m) => ok(m),
                 Err(e) => err(format!("{e:#}")),
             },
-            Request::Down => {
-                let had = self.stop_tunnels().await;
-                if let Err(e) = self.update_enrollment(|e| e.down = true) {
-                    return err(e);
+            Request::Down { profile } => match self.down(profile.as_deref()).await {
+                Ok(m) => ok(m),
+                Err(e) => err(format!("{e:#}")),
+            },
+            Request::Logout { profile } => {
+                let p = match self.prof_arg(profile.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => return err(format!("{e:#}")),
+                };
+                self.stop_tunnels(&p.name).await;
+                let r = p.state.forget();
+                if p.name != profiles::DEFAULT && r.is_ok() {
+                    let _ = std::fs::remove_dir_all(p.state.root());
                 }
-                ok(if had {
-                    "tunnels down"
-                } else {
-                    "tunnels were already down"
-                })
-            }
-            Request::Logout => {
-                self.stop_tunnels().await;
-                match self.state.forget() {
-                    Ok(()) => ok("logged out: key, enrollment and peer cache removed"),
+                self.profiles.lock().await.remove(&p.name);
+                self.recheck.notify_one();
+                match r {
+                    Ok(()) if p.name == profiles::DEFAULT => {
+                        ok("logged out: key, enrollment and peer cache removed")
+                    }
+                    Ok(()) => ok(format!(
+                        "profile {}: logged out: key, enrollment and peer cache removed",
+                        p.name
+                    )),
                     Err(e) => err(e),
                 }
             }
-            Request::Status => Response::Ok {
-                result: Reply::Status(Box::new(self.status().await)),
+            Request::Status { profile } => match self.status_reply(profile.as_deref()).await {
+                Ok(s) => Response::Ok {
+                    result: Reply::Status(Box::new(s)),
+                },
+                Err(e) => err(format!("{e:#}")),
             },
             Request::Metrics { openmetrics } => Response::Ok {
                 result: Reply::Metrics {
@@ -154,37 +222,76 @@ impl Daemon {
                 },
                 Err(e) => err(format!("{e:#}")),
             },
-            Request::Ping { peer, timeout_ms } => match self.ping(&peer, timeout_ms).await {
+            Request::Ping {
+                peer,
+                timeout_ms,
+                profile,
+            } => match self.ping(profile.as_deref(), &peer, timeout_ms).await {
                 Ok(p) => Response::Ok {
                     result: Reply::Pong(p),
                 },
                 Err(e) => err(format!("{e:#}")),
             },
             Request::DebugWake => {
-                let g = self.running.lock().await;
-                match g.as_ref().map(|r| r.dp.simulate_wake()) {
-                    Some(Ok(())) => Response::Ok {
-                        result: Reply::Done {
-                            message: "the data plane behaves as after a wake from sleep".into(),
-                        },
-                    },
-                    Some(Err(e)) => err(format!("{e:#}")),
-                    None => err("tunnels are down: run `zmesh up`"),
+                let g = self.profiles.lock().await;
+                let mut n = 0;
+                for r in g.values().filter_map(|s| s.running.as_ref()) {
+                    if let Err(e) = r.dp.simulate_wake() {
+                        return err(format!("{e:#}"));
+                    }
+                    n += 1;
+                }
+                if n == 0 {
+                    err("tunnels are down: run `zmesh up`")
+                } else {
+                    ok("the data plane behaves as after a wake from sleep")
                 }
             }
         }
     }
 
-    fn update_enrollment(&self, f: impl FnOnce(&mut Enrollment)) -> Result<(), StateError> {
-        if let Some(mut e) = self.state.load_enrollment()? {
+    /// `zmesh down [--profile NAME]`: stops the tunnels and remembers it.
+    async fn down(&self, profile: Option<&str>) -> anyhow::Result<String> {
+        let p = self.prof_arg(profile)?;
+        let had = self.stop_tunnels(&p.name).await;
+        let enrolled = p.state.load_enrollment()?.is_some();
+        self.update_enrollment(&p, |e| e.down = true)?;
+        if let Some(s) = self.profiles.lock().await.get_mut(&p.name) {
+            s.blocked = None;
+        }
+        // held profiles may come back now
+        self.recheck.notify_one();
+        if !enrolled && p.name != profiles::DEFAULT {
+            return Err(UpError::NoProfile(p.name).into());
+        }
+        let what = if p.name == profiles::DEFAULT {
+            "tunnels".to_string()
+        } else {
+            format!("profile {}: tunnels", p.name)
+        };
+        Ok(if had {
+            format!("{what} down")
+        } else {
+            format!("{what} were already down")
+        })
+    }
+
+    fn update_enrollment(
+        &self,
+        p: &Prof,
+        f: impl FnOnce(&mut Enrollment),
+    ) -> Result<(), StateError> {
+        if let Some(mut e) = p.state.load_enrollment()? {
             f(&mut e);
-            self.state.save_enrollment(&e)?;
+            p.state.save_enrollment(&e)?;
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn up(
         self: &Arc<Self>,
+        p: &Prof,
         console: Option<String>,
         enroll_key: Option<Secret>,
         name: Option<String>,
@@ -192,14 +299,17 @@ impl Daemon {
         fingerprint: Option<CertFingerprint>,
         routes: RouteFlags,
     ) -> anyhow::Result<Reply> {
-        let mut running = self.running.lock().await;
-        let existing = self.state.load_enrollment()?;
+        let mut g = self.profiles.lock().await;
+        let existing = p.state.load_enrollment()?;
+        let running = g.get(&p.name).is_some_and(|s| s.running.is_some());
         let (enr, note) = match (existing, enroll_key) {
             (None, None) => {
                 // Enrollment by login: the user signs in; `login_wait` finishes it.
-                drop(running);
+                drop(g);
                 let console = console.ok_or(UpError::NotEnrolled)?;
-                return self.login_start(console, name, ca_pem, fingerprint).await;
+                return self
+                    .login_start(p, console, name, ca_pem, fingerprint)
+                    .await;
             }
             (None, Some(key)) => {
                 let console = console.ok_or(UpError::NoConsole)?;
@@ -208,7 +318,7 @@ impl Daemon {
                     return Err(UpError::PinMismatch.into());
                 }
                 let trust = Trust::from_parts(key.pin, ca_pem.as_deref())?;
-                let private = self.state.load_or_create_private_key()?;
+                let private = p.state.load_or_create_private_key()?;
                 let resp = enroll(EnrollParams {
                     console: &console,
                     trust: &trust,
@@ -217,10 +327,10 @@ impl Daemon {
                     name,
                 })
                 .await?;
-                self.save_new_enrollment(&console, key.pin, ca_pem, resp)?
+                self.save_new_enrollment(p, &console, key.pin, ca_pem, resp)?
             }
             (Some(e), _) if e.revoked => return Err(UpError::Revoked.into()),
-            (Some(e), _) if e.expired && running.is_some() => return Err(UpError::Expired.into()),
+            (Some(e), _) if e.expired && running => return Err(UpError::Expired.into()),
             (Some(e), _) if e.expired => (
                 e,
                 " (its key had expired: if it still has, sign in again with `zmesh up --reauth`)",
@@ -234,8 +344,9 @@ impl Daemon {
                 },
             ),
         };
-        let enr = self.apply_route_flags(enr, &routes, running.as_ref())?;
-        let message = self.bring_up(&mut running, enr, note).await?;
+        let run = g.get(&p.name).and_then(|s| s.running.as_ref());
+        let enr = self.apply_route_flags(p, enr, &routes, run)?;
+        let message = self.bring_up(&mut g, p, enr, note).await?;
         Ok(Reply::Done { message })
     }
 
@@ -243,6 +354,7 @@ impl Daemon {
     /// re-applies at once. Bad flags change nothing.
     fn apply_route_flags(
         &self,
+        p: &Prof,
         mut enr: Enrollment,
         flags: &RouteFlags,
         running: Option<&Running>,
@@ -257,7 +369,7 @@ impl Daemon {
         )?;
         if let Some(name) = flags.exit_node.as_deref().filter(|n| !n.trim().is_empty()) {
             let map = running.and_then(|r| r.shared.map()).or_else(|| {
-                self.state
+                p.state
                     .load_cache(&enr.signing_key)
                     .ok()
                     .flatten()
@@ -272,7 +384,7 @@ impl Daemon {
         }
         if prefs != enr.routes {
             enr.routes = prefs.clone();
-            self.state.save_enrollment(&enr)?;
+            p.state.save_enrollment(&enr)?;
             if let Some(r) = running {
                 r.shared.set_route_prefs(prefs);
                 r.routes_tx.send_modify(|n| *n += 1);
@@ -281,16 +393,17 @@ impl Daemon {
         Ok(enr)
     }
 
-    /// Saves what the console answered an enrollment (by key or by login) as this
-    /// device's enrollment; returns it with a note for the user.
+    /// Saves what the console answered an enrollment (by key or by login) as the
+    /// profile's enrollment; returns it with a note for the user.
     fn save_new_enrollment(
         &self,
+        p: &Prof,
         console: &str,
         pin: Option<CertFingerprint>,
         ca_pem: Option<String>,
         resp: EnrollResponse,
     ) -> anyhow::Result<(Enrollment, &'static str)> {
-        tracing::info!(device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
+        tracing::info!(profile = %p.name, device_id = %resp.device_id, name = %resp.name, overlay_v4 = %resp.overlay_v4, state = resp.state.as_str(), "enrolled");
         let e = Enrollment {
             routes: Default::default(),
             console: console.trim().trim_end_matches('/').to_string(),
@@ -309,7 +422,7 @@ impl Daemon {
             down: false,
             expired: false,
         };
-        self.state.save_enrollment(&e)?;
+        p.state.save_enrollment(&e)?;
         let pending = resp.state == zmesh_shared::wire::DeviceState::Pending;
         Ok((
             e,
@@ -321,199 +434,65 @@ impl Daemon {
         ))
     }
 
-    /// Clears a `down` mark and starts the tunnels unless they run; the user's message.
+    /// Clears a `down` mark and starts the profile's tunnels unless they run or the
+    /// other profiles forbid it (overlapping ranges, an exclusive network: then the
+    /// profile stays enrolled but down, and the error says why); the user's message.
     async fn bring_up(
         self: &Arc<Self>,
-        running: &mut Option<Running>,
+        g: &mut Profiles,
+        p: &Prof,
         mut enr: Enrollment,
         note: &str,
     ) -> anyhow::Result<String> {
-        if enr.down {
-            enr.down = false;
-            self.state.save_enrollment(&enr)?;
-        }
-        if running.is_some() {
+        let tag = if p.name == profiles::DEFAULT {
+            String::new()
+        } else {
+            format!("profile {}: ", p.name)
+        };
+        if g.get(&p.name).is_some_and(|s| s.running.is_some()) {
+            if enr.down {
+                enr.down = false;
+                p.state.save_enrollment(&enr)?;
+            }
             return Ok(format!(
-                "{} ({}) is already up{note}",
+                "{tag}{} ({}) is already up{note}",
                 enr.name, enr.overlay_v4
             ));
         }
-        *running = Some(self.start_tunnels(enr.clone()).await?);
+        if let Err(reason) = self.admit(g, p, &enr).await {
+            if !enr.down {
+                enr.down = true;
+                p.state.save_enrollment(&enr)?;
+            }
+            anyhow::bail!("{reason}");
+        }
+        if enr.down {
+            enr.down = false;
+            p.state.save_enrollment(&enr)?;
+        }
+        let r = self.start_tunnels(p, enr.clone()).await?;
+        let slot = g.entry(p.name.clone()).or_default();
+        slot.admitted = Some(supervise::Admitted::of(&r));
+        slot.running = Some(r);
+        slot.blocked = None;
+        self.update_crossnet(g);
         Ok(format!(
-            "{} ({}, {}) is up{note}",
+            "{tag}{} ({}, {}) is up{note}",
             enr.name, enr.overlay_v4, enr.overlay_v6
         ))
     }
 
-    /// Starts the data plane, restores the cached map, and spawns the control stream.
-    async fn start_tunnels(self: &Arc<Self>, enr: Enrollment) -> anyhow::Result<Running> {
-        let private_key = self.state.load_private_key()?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "enrolled but {} is missing",
-                self.state.path("private.key").display()
-            )
-        })?;
-        let dp = DataPlane::start(DataPlaneConfig {
-            tun_name: self.cfg.tun_name.clone(),
-            private_key: private_key.clone(),
-            overlay_v4: enr.overlay_v4,
-            overlay_v6: enr.overlay_v6,
-            network_v4: enr.network_v4,
-            network_v6: enr.network_v6,
-            listen_port: self.cfg.listen_port,
-            mtu: self.cfg.mtu,
-        })
-        .await?;
-        tracing::info!(tun = %self.cfg.tun_name, udp = %dp.local_addr(), "data plane started");
-        let mut st = MapState::new(enr.signing_key, enr.device_id);
-        let shared = Shared::new(None);
-        let keep: Vec<std::net::IpAddr> = crate::control::nat::console_ip(&enr.console)
-            .await
-            .into_iter()
-            .collect();
-        shared.init_routing(
-            enr.routes.clone(),
-            keep,
-            NetCfg::new(&self.cfg.tun_name, self.state.root()),
-        );
-        match self.state.load_cache(&enr.signing_key) {
-            Ok(Some((cache, map))) => {
-                tracing::info!(
-                    version = map.version,
-                    peers = map.peers.len(),
-                    "restoring peers from the signed cache"
-                );
-                control::apply_map(&dp, &shared, &map).await;
-                st = st.with_cache(cache, map);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "refusing the peer map cache; waiting for the console")
-            }
-        }
-        let (stop, stop_rx) = watch::channel(false);
-        let cached_nat = self.cached_nat(&enr, &dp).await;
-        if let Some(s) = &cached_nat {
-            shared.keep_off_tunnel(
-                s.stun
-                    .iter()
-                    .map(|a| a.ip())
-                    .chain(s.relays.iter().map(|r| r.addr.ip())),
-            );
-        }
-        let (nat_tx, nat_rx) = watch::channel(cached_nat);
-        let (routes_tx, routes_changed) = watch::channel(0u64);
-        let relay_task = tokio::spawn(
-            crate::control::nat::RelayTask {
-                enrollment: enr.clone(),
-                key: private_key,
-                dp: dp.clone(),
-                shared: shared.clone(),
-                settings: nat_rx.clone(),
-                stop: stop_rx.clone(),
-            }
-            .run(),
-        );
-        let ctx = ControlCtx {
-            enrollment: enr.clone(),
-            state: self.state.clone(),
-            dp: dp.clone(),
-            tun_name: self.cfg.tun_name.clone(),
-            shared: shared.clone(),
-            events: self.events.clone(),
-            nat: nat_tx,
-            reporter: Arc::new(std::sync::Mutex::new(control::Reporter::new(
-                self.state.load_or_create_report_key()?,
-                enr.device_id,
-                zmesh_shared::time::now_ms(),
-            ))),
-            routes_changed,
-        };
-        let dns_task = match crate::dns::start(crate::dns::DnsParams {
-            tun: self.cfg.tun_name.clone(),
-            network_v4: enr.network_v4,
-            host_dns: self.cfg.host_dns,
-            state_dir: self.cfg.state_dir.clone(),
-            names: shared.names(),
-            stop: stop_rx.clone(),
-        })
-        .await
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(error = %e, "resolver not started: zmesh names will not resolve");
-                None
-            }
-        };
-        let task = tokio::spawn(control::run(ctx, st, stop_rx));
-        Ok(Running {
-            dp,
-            shared,
-            stop,
-            task,
-            relay_task,
-            dns_task,
-            nat: nat_rx,
-            routes_tx,
-        })
-    }
-
-    /// The NAT settings the console sent last time, applied before the console answers
-    /// (or while it is down), so relayed peers come back after a restart too.
-    async fn cached_nat(
-        &self,
-        enr: &Enrollment,
-        dp: &DataPlane,
-    ) -> Option<crate::control::nat::NatSettings> {
-        let c = match self.state.load_nat() {
-            Ok(c) => c?,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring the NAT settings cache");
-                return None;
-            }
-        };
-        let console = crate::control::nat::console_addr(&enr.console).await;
-        let s = crate::control::nat::settings(&c.stun, &c.relays, c.relay_token, console);
-        tracing::info!(
-            stun = s.stun.len(),
-            relays = s.relays.len(),
-            "NAT settings from the cache"
-        );
-        if let Err(e) = dp.set_stun_servers(s.stun.clone()) {
-            tracing::warn!(error = %e, "cannot set STUN servers");
-        }
-        Some(s)
-    }
-
-    /// STUN servers and relays as the daemon uses them (for `zmesh netcheck`).
-    async fn nat_info(&self) -> anyhow::Result<NatInfo> {
-        let running = self.running.lock().await;
-        let r = running.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("tunnels are down: run `zmesh up` first, or pass --stun")
-        })?;
-        let s = r.nat.borrow().clone().ok_or_else(|| {
-            anyhow::anyhow!("the console has not sent its STUN servers yet; pass --stun")
-        })?;
-        Ok(NatInfo {
-            stun: s.stun,
-            relays: s
-                .relays
-                .into_iter()
-                .map(|r| NamedRelay {
-                    name: r.name,
-                    addr: r.addr,
-                })
-                .collect(),
-        })
-    }
-
-    /// Stops the stream and removes the tunnels; false if nothing was running.
-    async fn stop_tunnels(&self) -> bool {
-        let Some(r) = self.running.lock().await.take() else {
+    /// Stops a profile's stream and removes its tunnels; false if nothing was running.
+    async fn stop_tunnels(&self, name: &str) -> bool {
+        let mut g = self.profiles.lock().await;
+        let Some(r) = g.get_mut(name).and_then(|s| s.running.take()) else {
             return false;
         };
         Self::shutdown(r).await;
-        restore_host_dns(&self.state);
+        if name == profiles::DEFAULT {
+            restore_host_dns(&self.state);
+        }
+        self.update_crossnet(&mut g);
         true
     }
 
@@ -537,11 +516,11 @@ impl Daemon {
     }
 
     /// Remembers (for `zmesh status` and `zmesh up`) whether the key has expired.
-    fn mark_expired(&self, expired: bool) {
-        let r = match self.state.load_enrollment() {
+    fn mark_expired(&self, p: &Prof, expired: bool) {
+        let r = match p.state.load_enrollment() {
             Ok(Some(mut e)) if e.expired != expired => {
                 e.expired = expired;
-                self.state.save_enrollment(&e)
+                p.state.save_enrollment(&e)
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -551,56 +530,16 @@ impl Daemon {
         }
     }
 
-    async fn on_revoked(&self, reason: String) {
-        tracing::warn!(%reason, "device revoked: removing tunnels, not reconnecting");
-        self.stop_tunnels().await;
-        if let Err(e) = self.update_enrollment(|e| e.revoked = true) {
+    async fn on_revoked(&self, p: &Prof, reason: String) {
+        tracing::warn!(profile = %p.name, %reason, "device revoked: removing tunnels, not reconnecting");
+        self.stop_tunnels(&p.name).await;
+        if let Err(e) = self.update_enrollment(p, |e| e.revoked = true) {
             tracing::error!(error = %e, "cannot mark the enrollment revoked");
         }
         // The cached map describes a mesh this device is no longer part of.
-        let _ = std::fs::remove_file(self.state.path(crate::statedir::PEERMAP_FILE));
-        let _ = std::fs::remove_file(self.state.path(crate::statedir::NAT_FILE));
-    }
-
-    async fn ping(&self, peer: &str, timeout_ms: u64) -> anyhow::Result<PingResult> {
-        let (dp, map, relay) = {
-            let g = self.running.lock().await;
-            let r = g
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("tunnels are down: run `zmesh up`"))?;
-            (r.dp.clone(), r.shared.map(), r.shared.relay())
-        };
-        let found = map.as_ref().and_then(|m| {
-            m.peers.iter().find(|p| {
-                p.name.eq_ignore_ascii_case(peer)
-                    || peer.parse::<IpAddr>().is_ok_and(|ip| {
-                        ip == IpAddr::V4(p.overlay_v4) || ip == IpAddr::V6(p.overlay_v6)
-                    })
-            })
-        });
-        let (ip, name, dev) = match (found, peer.parse::<IpAddr>()) {
-            (Some(p), Ok(ip)) => (ip, p.name.clone(), Some(p.device_id)),
-            (Some(p), Err(_)) => (IpAddr::V4(p.overlay_v4), p.name.clone(), Some(p.device_id)),
-            (None, Ok(ip)) => (ip, ip.to_string(), None),
-            (None, Err(_)) => anyhow::bail!("no peer named {peer:?} in the peer map"),
-        };
-        let timeout = Duration::from_millis(timeout_ms.clamp(100, 60_000));
-        let rtt = dp.ping(ip, timeout).await?;
-        let stats = dp.peer_stats().await;
-        let st = stats.iter().find(|s| Some(s.device_id) == dev);
-        Ok(PingResult {
-            peer: name,
-            ip,
-            rtt_us: rtt.as_micros() as u64,
-            path: st.map_or(PeerPath::Unknown, |s| PeerPath::from(s.path)),
-            endpoint: st.and_then(|s| s.endpoint),
-            via: st.and_then(|s| match s.path {
-                crate::core::PathKind::Relay => Some(relay.unwrap_or_else(|| "relay".into())),
-                _ => s.endpoint.map(|e| e.to_string()),
-            }),
-            path_rtt_ms: st.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
-            path_since: st.and_then(|s| s.path_changed).map(status::rfc3339_ms),
-        })
+        let _ = std::fs::remove_file(p.state.path(crate::statedir::PEERMAP_FILE));
+        let _ = std::fs::remove_file(p.state.path(crate::statedir::NAT_FILE));
+        self.recheck.notify_one();
     }
 }
 
@@ -618,6 +557,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     // A daemon that died (crash, kill -9) may have left routing rules, NAT or changed
     // forwarding settings behind: put the host back before anything else.
     NetCfg::cleanup_stale(state.root());
+    for name in profiles::others(&state) {
+        NetCfg::cleanup_stale(profiles::state_dir(&state, &name).root());
+    }
     // a crash left the host pointed at a resolver that is gone: undo that first
     restore_host_dns(&state);
     let listener = ipc::bind(&state.socket_path())?;
@@ -636,41 +578,30 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let d = Arc::new(Daemon {
         cfg,
         state: state.clone(),
-        running: Mutex::new(None),
+        profiles: Mutex::new(Profiles::new()),
         events,
+        recheck: Arc::new(tokio::sync::Notify::new()),
         login: Mutex::new(None),
     });
 
-    match state.load_enrollment() {
-        Ok(Some(e)) if !e.revoked && !e.down => {
-            let mut g = d.running.lock().await;
-            match d.start_tunnels(e).await {
-                Ok(r) => *g = Some(r),
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "cannot bring tunnels up at start")
-                }
-            }
-        }
-        Ok(Some(e)) => tracing::info!(
-            revoked = e.revoked,
-            down = e.down,
-            expired = e.expired,
-            "enrolled; tunnels stay down"
-        ),
-        Ok(None) => tracing::info!("not enrolled yet; waiting for `zmesh up`"),
-        Err(e) => tracing::error!(error = %e, "cannot read the enrollment"),
+    // Every profile that was up comes up again, as far as the rules allow.
+    {
+        let mut g = d.profiles.lock().await;
+        d.reconcile(&mut g, true).await;
     }
 
     let de = d.clone();
     tokio::spawn(async move {
-        while let Some(ev) = events_rx.recv().await {
+        while let Some((name, ev)) = events_rx.recv().await {
+            let p = de.prof(&name);
             match ev {
-                ControlEvent::Revoked { reason } => de.on_revoked(reason).await,
-                ControlEvent::Expired => de.mark_expired(true),
-                ControlEvent::Renewed => de.mark_expired(false),
+                ControlEvent::Revoked { reason } => de.on_revoked(&p, reason).await,
+                ControlEvent::Expired => de.mark_expired(&p, true),
+                ControlEvent::Renewed => de.mark_expired(&p, false),
             }
         }
     });
+    let supervisor = tokio::spawn(supervise::run(d.clone()));
 
     let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics_http::serve(l, d.clone())));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -693,10 +624,14 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    supervisor.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
-    d.stop_tunnels().await;
+    let names: Vec<String> = d.profiles.lock().await.keys().cloned().collect();
+    for n in names {
+        d.stop_tunnels(&n).await;
+    }
     let _ = std::fs::remove_file(state.socket_path());
     Ok(())
 }

@@ -21,28 +21,63 @@ pub(super) fn rfc3339_ms(t: SystemTime) -> String {
 }
 
 impl Daemon {
-    pub(super) async fn status(&self) -> Status {
-        let enr = self.state.load_enrollment().ok().flatten();
-        let public_key = self
+    /// `zmesh status [--profile NAME]`: the profile named, or the default profile's
+    /// status with every profile's in `profiles` (when there are others).
+    pub(super) async fn status_reply(&self, profile: Option<&str>) -> anyhow::Result<Status> {
+        if let Some(n) = profile {
+            let p = self.prof_arg(Some(n))?;
+            if p.name != super::profiles::DEFAULT && p.state.load_enrollment()?.is_none() {
+                return Err(super::UpError::NoProfile(p.name).into());
+            }
+            return Ok(self.status(&p).await);
+        }
+        let mut top = self.status(&self.prof(super::profiles::DEFAULT)).await;
+        let others = super::profiles::others(&self.state);
+        let mut all = Vec::new();
+        for n in others {
+            let p = self.prof(&n);
+            if matches!(p.state.load_enrollment(), Ok(Some(_))) {
+                all.push(self.status(&p).await);
+            }
+        }
+        if !all.is_empty() {
+            if top.me.is_some() {
+                all.insert(0, top.clone());
+            }
+            top.profiles = all;
+        }
+        Ok(top)
+    }
+
+    pub(super) async fn status(&self, p: &super::Prof) -> Status {
+        let enr = p.state.load_enrollment().ok().flatten();
+        let public_key = p
             .state
             .load_private_key()
             .ok()
             .flatten()
             .map(|k| k.public_key().to_string())
             .unwrap_or_default();
-        let (dp, shared) = {
-            let g = self.running.lock().await;
-            match g.as_ref() {
-                Some(r) => (Some(r.dp.clone()), Some(r.shared.clone())),
-                None => (None, None),
+        let (dp, shared, blocked) = {
+            let g = self.profiles.lock().await;
+            let slot = g.get(&p.name);
+            let blocked = slot.and_then(|s| s.blocked.clone());
+            match slot.and_then(|s| s.running.as_ref()) {
+                Some(r) => (Some(r.dp.clone()), Some(r.shared.clone()), blocked),
+                None => (None, None, blocked),
             }
         };
         let Some(enr) = enr else {
             return Status {
+                profile: p.name.clone(),
                 me: None,
                 peers: vec![],
                 routes: Default::default(),
                 dns: None,
+                network: None,
+                blocked: None,
+                dropped_cross_network: 0,
+                profiles: vec![],
             };
         };
         let state = if enr.revoked {
@@ -52,9 +87,35 @@ impl Daemon {
         } else if dp.is_some() {
             "up"
         } else {
-            "down"
+            match &blocked {
+                Some(b) if b.held => "held",
+                Some(_) if enr.down => "refused",
+                _ => "down",
+            }
         };
-        let map = shared.as_ref().and_then(|s| s.map());
+        let blocked = blocked
+            .filter(|_| dp.is_none() && matches!(state, "held" | "refused"))
+            .map(|b| crate::ipc::BlockedStatus {
+                held: b.held,
+                reason: b.reason,
+            });
+        let map = shared.as_ref().and_then(|s| s.map()).or_else(|| {
+            // not running: what the cache says of the network
+            p.state
+                .load_cache(&enr.signing_key)
+                .ok()
+                .flatten()
+                .map(|(_, m)| m)
+                .filter(|_| blocked.is_some())
+        });
+        let network =
+            map.as_ref()
+                .and_then(|m| m.network.clone())
+                .map(|n| crate::ipc::NetworkStatus {
+                    name: n.name,
+                    exclusive: n.exclusive,
+                });
+        let map = if shared.is_some() { map } else { None };
         let sel = shared
             .as_ref()
             .map(|s| s.route_selection())
@@ -106,9 +167,9 @@ impl Daemon {
                     )
                 }),
         };
-        let stats = match &dp {
-            Some(d) => d.peer_stats().await,
-            None => Vec::new(),
+        let (stats, dropped_cross_network) = match &dp {
+            Some(d) => (d.peer_stats().await, d.counters().await.drop_cross_network),
+            None => (Vec::new(), 0),
         };
         let peers = map
             .map(|m| {
@@ -150,10 +211,15 @@ impl Daemon {
             })
             .unwrap_or_default();
         Status {
+            profile: p.name.clone(),
             me: Some(me),
             peers,
             routes,
             dns,
+            network,
+            blocked,
+            dropped_cross_network,
+            profiles: vec![],
         }
     }
 }

@@ -59,6 +59,17 @@ pub fn resolved_running() -> bool {
     Path::new("/run/systemd/resolve/io.systemd.Resolve").exists()
 }
 
+/// The mode of a profile other than `default`: /etc/resolv.conf has room for one
+/// resolver only (the default profile's), so the others use systemd-resolved (per
+/// link) when it runs and leave the host alone otherwise.
+pub fn for_other_profile(mode: HostDns) -> HostDns {
+    match mode {
+        HostDns::Auto if resolved_running() => HostDns::Resolved,
+        HostDns::Resolved => HostDns::Resolved,
+        _ => HostDns::Off,
+    }
+}
+
 /// What `Auto` means on this host.
 pub fn effective(mode: HostDns) -> HostDns {
     match mode {

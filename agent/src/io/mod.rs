@@ -92,6 +92,8 @@ pub(crate) enum Command {
     /// A datagram the relay delivered from the peer with this public key.
     RelayRecv([u8; 32], Vec<u8>),
     SetFilter(Vec<FilterRule>, oneshot::Sender<()>),
+    /// The other profiles' prefixes (`core::crossnet`).
+    SetCrossNet(crate::core::CrossNet),
     DeniedFlows(oneshot::Sender<Vec<DeniedFlow>>),
     /// At most this many accepted-flow summaries; the rest stay queued in the filter.
     FlowSummaries(usize, oneshot::Sender<Vec<FlowSummary>>),
@@ -260,6 +262,12 @@ impl DataPlane {
         let (tx, rx) = oneshot::channel();
         self.send(Command::SetFilter(rules, tx))?;
         rx.await.map_err(|_| anyhow!("data plane stopped"))
+    }
+
+    /// Sets the prefixes of the other profiles' networks: inbound packets to them and
+    /// TUN packets from their overlays are dropped (`drop_cross_network`).
+    pub fn set_crossnet(&self, c: crate::core::CrossNet) -> anyhow::Result<()> {
+        self.send(Command::SetCrossNet(c))
     }
 
     /// Takes the denied inbound flows recorded since the last call (rate-limited per

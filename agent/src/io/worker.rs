@@ -258,6 +258,10 @@ impl Worker {
                     self.node.set_filter(rules);
                     let _ = tx.send(());
                 }
+                Command::SetCrossNet(c) => {
+                    tracing::debug!(?c, "prefixes of other networks");
+                    self.node.set_crossnet(c);
+                }
                 Command::DeniedFlows(tx) => {
                     let mut v = Vec::new();
                     while let Some(d) = self.node.poll_denied() {

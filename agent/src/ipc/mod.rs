@@ -45,13 +45,28 @@ pub enum Request {
         /// Route and exit-node flags; unset ones keep the device's preferences.
         #[serde(default)]
         routes: crate::prefs::RouteFlags,
+        /// The profile (enrollment) to enroll or bring up; none: `default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
     },
     /// Waits for the user to sign in to the login the last `up` started, then
     /// finishes like an `up` with a key (the answer is [`Reply::Done`]).
     LoginWait,
-    Down,
-    Logout,
-    Status,
+    Down {
+        /// none: `default`
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    Logout {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// One profile's status, or (none) the default profile's with every profile's in
+    /// [`Status::profiles`].
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
     /// The STUN servers and relays in use (what `zmesh netcheck` checks by default).
     Nat,
     /// The Prometheus metrics text (what `daemon --metrics-listen` serves).
@@ -64,6 +79,9 @@ pub enum Request {
     Ping {
         peer: String,
         timeout_ms: u64,
+        /// none: the running profile whose map has the peer (error if several do)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
     },
     /// Test hook (`zmesh debug wake`): the data plane behaves as after a wake from
     /// sleep, so tests need not suspend the machine.
@@ -113,6 +131,25 @@ pub struct NamedRelay {
 /// `zmesh status --json` prints exactly this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// The profile (enrollment) this is about.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Its network, as its map names it (null before a map, or from an older console).
+    #[serde(default)]
+    pub network: Option<NetworkStatus>,
+    /// Why the profile is down although it was not taken down: refused (overlapping
+    /// ranges, an exclusive network; down until `zmesh up --profile NAME`) or held
+    /// (another profile's network is exclusive; back by itself once it ends).
+    #[serde(default)]
+    pub blocked: Option<BlockedStatus>,
+    /// Packets its data plane dropped because they would have crossed into another
+    /// profile's network.
+    #[serde(default)]
+    pub dropped_cross_network: u64,
+    /// Without `--profile`, when other profiles are enrolled: every profile's status
+    /// (this one first), each like this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<Status>,
     #[serde(rename = "self")]
     pub me: Option<SelfStatus>,
     pub peers: Vec<PeerStatus>,
@@ -122,6 +159,22 @@ pub struct Status {
     /// The resolver and the suffix its names live under; null before a map with names.
     #[serde(default)]
     pub dns: Option<Box<DnsStatus>>,
+}
+
+fn default_profile() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub name: String,
+    pub exclusive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockedStatus {
+    pub held: bool,
+    pub reason: String,
 }
 
 /// `zmesh status`'s view of routes: what this device advertises (approval is the
@@ -393,7 +446,33 @@ mod tests {
     fn request_wire_format() {
         let r: Request =
             serde_json::from_str(r#"{"cmd":"ping","peer":"b","timeout_ms":1000}"#).unwrap();
-        assert!(matches!(r, Request::Ping { ref peer, timeout_ms: 1000 } if peer == "b"));
+        assert!(
+            matches!(r, Request::Ping { ref peer, timeout_ms: 1000, profile: None } if peer == "b")
+        );
+        // an older CLI's requests (no profile) read as the default profile; a newer
+        // one's name it, and leave it out when it is the default
+        for (line, want) in [
+            (r#"{"cmd":"down"}"#, None),
+            (r#"{"cmd":"down","profile":"lab"}"#, Some("lab")),
+            (r#"{"cmd":"status"}"#, None),
+            (r#"{"cmd":"logout","profile":"lab"}"#, Some("lab")),
+            (r#"{"cmd":"up","profile":"lab"}"#, Some("lab")),
+        ] {
+            let r: Request = serde_json::from_str(line).unwrap();
+            let got = match &r {
+                Request::Down { profile }
+                | Request::Status { profile }
+                | Request::Logout { profile }
+                | Request::Up { profile, .. } => profile.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got.as_deref(), want, "{line}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::Down { profile: None }).unwrap(),
+            r#"{"cmd":"down"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"down","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(
             r#"{"cmd":"ping","peer":"b","timeout_ms":1,"x":1}"#
         )
@@ -429,6 +508,7 @@ mod tests {
             ca_pem: None,
             fingerprint: None,
             reauth: false,
+            profile: None,
         };
         assert!(!format!("{up:?}").contains("topsecret"));
         let back: Request = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();
@@ -440,6 +520,11 @@ mod tests {
     #[test]
     fn status_json_shape() {
         let s = Status {
+            profile: "default".into(),
+            network: None,
+            blocked: None,
+            dropped_cross_network: 0,
+            profiles: vec![],
             routes: Default::default(),
             me: Some(SelfStatus {
                 name: "a".into(),
@@ -510,7 +595,7 @@ mod tests {
                 let (s, _) = l.accept().await.unwrap();
                 serve_conn(s, |req| async move {
                     match req {
-                        Request::Down => Response::Ok {
+                        Request::Down { .. } => Response::Ok {
                             result: Reply::Done {
                                 message: "down".into(),
                             },
@@ -524,15 +609,23 @@ mod tests {
                 .unwrap();
             }
         });
-        let r = call(&sock, &Request::Down, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let r = call(
+            &sock,
+            &Request::Down { profile: None },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(r, Response::Ok { result: Reply::Done { ref message } } if message == "down")
         );
-        let r = call(&sock, &Request::Status, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let r = call(
+            &sock,
+            &Request::Status { profile: None },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert!(matches!(r, Response::Error { .. }));
         server.abort();
         // garbage and over-long lines get an error or are cut off, never a panic
@@ -549,7 +642,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let e = call(
             &tmp.path().join("nope.sock"),
-            &Request::Status,
+            &Request::Status { profile: None },
             Duration::from_secs(1),
         )
         .await
