@@ -112,6 +112,11 @@ pub enum Command {
         /// up: 1-15 characters of a-z, 0-9, '-'. Default: the profile `default`.
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
+        /// Enrolling by login (no --enroll-key): the console's network to join, by name
+        /// (default: the console's first network, or the network of the account that
+        /// confirms, if it is scoped to one). An enrollment key names its network itself.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["enroll_key", "reauth"])]
+        network: Option<String>,
     },
     /// Show this device and its peers, in every profile.
     Status {
@@ -292,6 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             reauth,
             routes,
             profile,
+            network,
         } => {
             let routes = routes.flags()?;
             // (the console and its trust come from the enrollment)
@@ -319,6 +325,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 reauth,
                 routes,
                 profile,
+                network,
             };
             match call(&state, &req).await? {
                 Reply::Login {

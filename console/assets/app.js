@@ -2,14 +2,16 @@
 // REST API (/api/v1/...) with the session cookie and the page's CSRF token; the pages
 // themselves only read. No framework, no CDN.
 "use strict";
+// The network the page shows (?network=NAME); kept in links and sent with every call
+// (API calls, the live-update stream). Shared by the three parts below.
+const network = new URLSearchParams(location.search).get("network");
+function withNetwork(url) {
+  if (!network || !url.startsWith("/") || /[?&]network=/.test(url)) return url;
+  return url + (url.includes("?") ? "&" : "?") + "network=" + encodeURIComponent(network);
+}
+
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
-  // The network the page shows (?network=NAME); kept in links and sent with every call.
-  const network = new URLSearchParams(location.search).get("network");
-  function withNetwork(url) {
-    if (!network || !url.startsWith("/") || /[?&]network=/.test(url)) return url;
-    return url + (url.includes("?") ? "&" : "?") + "network=" + encodeURIComponent(network);
-  }
 
   async function api(method, url, body, asText) {
     url = withNetwork(url);
@@ -560,32 +562,38 @@
   });
   es.addEventListener("error", () => { document.body.dataset.live = "off"; });
   es.addEventListener("change", refresh);
+})();
 
-  // Network picker (console-wide accounts): lists the networks, reloads the page with
-  // ?network=NAME; links to other pages keep the network.
-  (async function () {
-    const sel = document.getElementById("network-picker");
-    if (!sel) return;
-    const res = await api("GET", "/api/v1/networks");
-    if (!res.ok || !res.data) return;
-    const current = network || "default";
-    for (const n of res.data.networks || []) {
-      const o = document.createElement("option");
-      o.value = n.name;
-      o.textContent = n.name;
-      if (n.name === current) o.selected = true;
-      sel.appendChild(o);
-    }
-    sel.hidden = res.data.networks.length < 2 && !network;
-    sel.addEventListener("change", function () {
-      const q = new URLSearchParams(location.search);
-      q.set("network", sel.value);
-      location.search = q.toString();
-    });
-  })();
+// ---- network picker and links ----
+// Console-wide accounts get a picker that lists the networks and reloads the page with
+// ?network=NAME; links to other pages keep the network.
+(function () {
   if (network) {
     for (const a of document.querySelectorAll('a[href^="/ui/"]')) {
       a.setAttribute("href", withNetwork(a.getAttribute("href")));
     }
   }
+  const sel = document.getElementById("network-picker");
+  if (!sel) return;
+  fetch("/api/v1/networks", { credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((data) => {
+      if (!data) return;
+      const nets = data.networks || [];
+      const current = network || "default";
+      for (const n of nets) {
+        const o = document.createElement("option");
+        o.value = n.name;
+        o.textContent = n.name;
+        if (n.name === current) o.selected = true;
+        sel.appendChild(o);
+      }
+      sel.hidden = nets.length < 2 && !network;
+      sel.addEventListener("change", function () {
+        const q = new URLSearchParams(location.search);
+        q.set("network", sel.value);
+        location.search = q.toString();
+      });
+    })
+    .catch(() => {});
 })();

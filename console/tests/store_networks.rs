@@ -119,7 +119,11 @@ async fn networks(s: &Store) {
     };
     let evs = s.audit_events_page(0, head.seq, &f, 100).await.unwrap();
     let actions: Vec<&str> = evs.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["network.create", "network.update"]);
+    // (the device added in it too: events about a device name its network)
+    assert_eq!(
+        actions,
+        ["network.create", "device.add_agentless", "network.update"]
+    );
     assert!(evs
         .iter()
         .all(|e| e.network.as_deref() == Some(net.id.to_string().as_str())));

@@ -72,10 +72,11 @@ async fn reauth(s: &Store) {
         user(s, "alice@example.com").await,
         user(s, "bob@example.com").await,
     );
+    let net = s.default_network().await.unwrap();
     let k1 = pk();
     let p1 = login(s, "c1", k1, None).await;
     let d = s
-        .confirm_device_login("c1", &alice, None, NOW, Some(NOW + 1000))
+        .confirm_device_login("c1", net.id, &alice, None, NOW, Some(NOW + 1000))
         .await
         .unwrap();
     assert_eq!(d.key_expires_at_ms, Some(NOW + 1000));
@@ -117,7 +118,7 @@ async fn reauth(s: &Store) {
     let net = s.default_network().await.unwrap();
     // bob is not the owner: nothing changes
     assert!(matches!(
-        s.confirm_device_login("c2", &bob, None, NOW, Some(NOW + 5000))
+        s.confirm_device_login("c2", net.id, &bob, None, NOW, Some(NOW + 5000))
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -126,7 +127,7 @@ async fn reauth(s: &Store) {
 
     // alice is: same device, new key and expiry, a new revision
     let r = s
-        .confirm_device_login("c2", &alice, Some("renamed"), NOW, Some(NOW + 5000))
+        .confirm_device_login("c2", net.id, &alice, Some("renamed"), NOW, Some(NOW + 5000))
         .await
         .unwrap();
     assert_eq!(r.public_key, k2);
@@ -142,7 +143,7 @@ async fn reauth(s: &Store) {
     assert_eq!(s.list_devices(net.id).await.unwrap().len(), 1);
     // used once
     assert!(s
-        .confirm_device_login("c2", &alice, None, NOW, None)
+        .confirm_device_login("c2", net.id, &alice, None, NOW, None)
         .await
         .is_err());
 

@@ -4,7 +4,8 @@
 //! device enrolled through the agent API appears on both within 2 s without a reload
 //! (server-sent events from `/ui/events`, no polling), with its IPv4, IPv6, OS and
 //! owner; the device table sorts by a clicked column; the API's device list carries the
-//! same `online` state the page shows.
+//! same `online` state the page shows. With a second network, the header's network
+//! picker reloads the page in it, links keep it, and live updates are that network's.
 //!
 //! Without Chromium the test prints a notice and passes, unless `CI` is set: then it
 //! fails.
@@ -137,6 +138,54 @@ async fn new_device_appears_live_in_a_second_session() {
     assert!(devs
         .iter()
         .all(|d| d["online"] == json!(false) && d["os"] == "linux"));
+
+    // A second network: the picker lists both, choosing one reloads the page in it,
+    // its links keep the network, and its live updates are that network's.
+    let lab = page_json(
+        &b,
+        "POST",
+        "/api/v1/networks",
+        json!({"name": "lab", "v4": "10.88.0.0/16"}),
+    )
+    .await;
+    assert_eq!(lab["name"], "lab", "{lab}");
+    let lab_key = page_json(
+        &b,
+        "POST",
+        "/api/v1/enroll-keys?network=lab",
+        json!({"reusable": true}),
+    )
+    .await;
+    let lab_key = lab_key["key"].as_str().unwrap().to_string();
+    enroll(dir.path(), &url, &lab_key, "lab-1").await;
+    b.goto(&format!("{url}/ui/devices")).await;
+    live(&b).await;
+    b.find("#network-picker:not([hidden]) option[value=lab]")
+        .await;
+    assert!(b.find_all("tr[data-device=lab-1]").await.is_empty());
+    b.exec(
+        "const s = document.getElementById('network-picker'); s.value = 'lab';
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    appears(&b, "#devices-body tr[data-device=lab-1]", Instant::now()).await;
+    assert!(b.url().await.contains("network=lab"), "{}", b.url().await);
+    assert!(b.find_all("tr[data-device=web-1]").await.is_empty());
+    live(&b).await;
+    let href = b
+        .exec(
+            "return document.querySelector('a[href^=\"/ui/keys\"]').getAttribute('href');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(href, json!("/ui/keys?network=lab"));
+    // live: a lab enrollment shows up; one in the first network does not
+    enroll(dir.path(), &url, &key, "default-4").await;
+    let t0 = Instant::now();
+    enroll(dir.path(), &url, &lab_key, "lab-2").await;
+    appears(&b, "#devices-body tr[data-device=lab-2]", t0).await;
+    assert!(b.find_all("tr[data-device=default-4]").await.is_empty());
     a.quit().await;
     b.quit().await;
 }

@@ -72,6 +72,11 @@ pub struct LoginStart {
     /// and takes `public_key` as its new key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth: Option<ReauthProof>,
+    /// The network to join, by name (`zmesh up --network NAME`); none: the console's
+    /// first network, or the network of the account that confirms, if it is scoped to
+    /// one. Ignored for a re-authentication (the device stays in its network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Which enrolled device signs in again, and its proof: its current stream credential.

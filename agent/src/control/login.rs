@@ -50,6 +50,8 @@ pub struct LoginParams<'a> {
     pub name: Option<String>,
     /// Signing in again as this enrolled device (`zmesh up --reauth`).
     pub reauth: Option<ReauthProof>,
+    /// The console's network to join, by name (`zmesh up --network`).
+    pub network: Option<String>,
 }
 
 /// A started login: the link for the user and what the device needs to wait for it.
@@ -109,6 +111,7 @@ pub async fn start(p: LoginParams<'_>) -> Result<PendingLogin, LoginError> {
         hostname: hostname(),
         os: Some(std::env::consts::OS.to_string()),
         reauth: p.reauth,
+        network: p.network,
     };
     let resp = client
         .post(url)

@@ -69,13 +69,20 @@ pub(super) enum LoginUpError {
     EnrollmentChanged,
 }
 
+/// What `up` asks of an enrollment: the device name, and for a login the network.
+#[derive(Debug, Default)]
+pub(super) struct LoginArgs {
+    pub name: Option<String>,
+    pub network: Option<String>,
+}
+
 impl Daemon {
     /// Starts an enrollment by login; answers the link for the user.
     pub(super) async fn login_start(
         self: &Arc<Self>,
         p: &super::Prof,
         console: String,
-        name: Option<String>,
+        login: LoginArgs,
         ca_pem: Option<String>,
         fingerprint: Option<CertFingerprint>,
     ) -> anyhow::Result<Reply> {
@@ -88,8 +95,9 @@ impl Daemon {
             console: &console,
             trust: &trust,
             public_key: private.public_key(),
-            name,
+            name: login.name,
             reauth: None,
+            network: login.network,
         })
         .await?;
         Ok(self
@@ -121,6 +129,7 @@ impl Daemon {
             trust: &trust,
             public_key: key.public_key(),
             name: None,
+            network: None,
             reauth: Some(ReauthProof {
                 device_id: enr.device_id,
                 credential: enr.credential.clone(),

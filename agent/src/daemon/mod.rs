@@ -6,6 +6,7 @@
 //! the mesh working. Which profiles may run together is [`supervise`]'s job.
 
 mod login;
+use login::LoginArgs;
 mod metrics;
 mod metrics_http;
 mod ping;
@@ -155,6 +156,7 @@ impl Daemon {
                 reauth,
                 routes,
                 profile,
+                network,
             } => {
                 let r = async {
                     let p = self.prof_arg(profile.as_deref())?;
@@ -164,7 +166,8 @@ impl Daemon {
                         }
                         self.reauth_start(&p).await
                     } else {
-                        self.up(&p, console, enroll_key, name, ca_pem, fingerprint, routes)
+                        let login = LoginArgs { name, network };
+                        self.up(&p, console, enroll_key, login, ca_pem, fingerprint, routes)
                             .await
                     }
                 }
@@ -294,11 +297,12 @@ impl Daemon {
         p: &Prof,
         console: Option<String>,
         enroll_key: Option<Secret>,
-        name: Option<String>,
+        login: LoginArgs,
         ca_pem: Option<String>,
         fingerprint: Option<CertFingerprint>,
         routes: RouteFlags,
     ) -> anyhow::Result<Reply> {
+        let LoginArgs { name, network } = login;
         let mut g = self.profiles.lock().await;
         let existing = p.state.load_enrollment()?;
         let running = g.get(&p.name).is_some_and(|s| s.running.is_some());
@@ -308,7 +312,7 @@ impl Daemon {
                 drop(g);
                 let console = console.ok_or(UpError::NotEnrolled)?;
                 return self
-                    .login_start(p, console, name, ca_pem, fingerprint)
+                    .login_start(p, console, LoginArgs { name, network }, ca_pem, fingerprint)
                     .await;
             }
             (None, Some(key)) => {

@@ -48,6 +48,10 @@ pub enum Request {
         /// The profile (enrollment) to enroll or bring up; none: `default`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
+        /// Enrollment by login: the console's network to join, by name; none: the
+        /// console's first network (or the confirming account's own network).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Waits for the user to sign in to the login the last `up` started, then
     /// finishes like an `up` with a key (the answer is [`Reply::Done`]).
@@ -509,6 +513,7 @@ mod tests {
             fingerprint: None,
             reauth: false,
             profile: None,
+            network: None,
         };
         assert!(!format!("{up:?}").contains("topsecret"));
         let back: Request = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();

@@ -39,6 +39,9 @@ pub struct LoginRequest {
     pub os: Option<String>,
     /// A re-authentication: the enrolled device and its current credential.
     pub reauth: Option<(DeviceId, Secret)>,
+    /// The network to join, by name; `None`: the first network (or, at confirmation,
+    /// the confirming account's own network if it is scoped to one).
+    pub network: Option<String>,
 }
 
 /// Starts a login: the request (its `code` goes into the URL) and the agent's poll
@@ -52,9 +55,24 @@ pub async fn start(
     if let Some(n) = &req.name {
         check_name("name", n)?;
     }
-    let reauth_device_id = match &req.reauth {
-        None => None,
-        Some((id, credential)) => Some(check_proof(core, ctx, *id, credential).await?.id),
+    let (reauth_device_id, network_id) = match &req.reauth {
+        None => match req.network.as_deref() {
+            None => (None, core.network_id),
+            Some(name) => {
+                let net = core.store.network_by_name(name).await?.ok_or_else(|| {
+                    ServiceError::invalid(
+                        "network",
+                        format!("no network named {name:?} on this console"),
+                    )
+                })?;
+                (None, net.id)
+            }
+        },
+        // the device stays in its network
+        Some((id, credential)) => {
+            let d = check_proof(core, ctx, *id, credential).await?;
+            (Some(d.id), d.network_id)
+        }
     };
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -66,7 +84,7 @@ pub async fn start(
         .create_device_login(NewDeviceLogin {
             code,
             poll_hash: poll.hash(),
-            network_id: core.network_id,
+            network_id,
             public_key: req.public_key,
             name: req.name,
             hostname: req.hostname,
@@ -93,12 +111,7 @@ async fn check_proof(
     credential: &Secret,
 ) -> Result<DeviceRow, ServiceError> {
     let path = zmesh_shared::wire::LOGIN_PATH;
-    let Some(d) = core
-        .store
-        .device_for_reauth(id, &credential.hash())
-        .await?
-        .filter(|d| d.network_id == core.network_id)
-    else {
+    let Some(d) = core.store.device_for_reauth(id, &credential.hash()).await? else {
         let detail = serde_json::json!({"reason": "re-authentication proof refused",
             "device": id, "path": path});
         record_refusal(&core.store, ctx, "auth.failed", detail).await;
@@ -159,13 +172,33 @@ pub async fn confirm(
             });
         }
     }
+    // An account scoped to one network enrolls devices there only: a login that asked
+    // for no network (so the first) joins the account's network; one that asked for
+    // another network is refused.
+    let mut network = l.network_id;
+    if let (Some(own), None) = (user.network_id, l.reauth_device_id) {
+        if l.network_id != own {
+            let first = core.store.default_network().await?;
+            if l.network_id != first.id {
+                let detail = serde_json::json!({
+                    "reason": "login asks for a network the confirming account is not scoped to",
+                    "user": user.username, "network": l.network_id});
+                record_refusal(&core.store, ctx, "auth.forbidden", detail).await;
+                return Err(ServiceError::Forbidden {
+                    code: "other_network",
+                    message: "this device asks to join a network your account is not in".into(),
+                });
+            }
+            network = own;
+        }
+    }
     let expires = core
         .device_key_lifetime
         .map(|d| now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64));
     let row = core
         .store
         .acting(ctx)
-        .confirm_device_login(code, user, name, now, expires)
+        .confirm_device_login(code, network, user, name, now, expires)
         .await?;
     let reauth = l.reauth_device_id.is_some();
     if reauth {

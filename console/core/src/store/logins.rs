@@ -149,11 +149,14 @@ impl Store {
 
     /// `user` confirms the request: the device is enrolled, active and owned by them
     /// (`name` overrides the requested one), its key expiring at `key_expires_at_ms`.
-    /// Recorded as `device.enroll` (method login). A re-authentication goes to
+    /// The device joins `network` (the login's, or the confirming account's when the
+    /// service decided so). Recorded as `device.enroll` (method login). A
+    /// re-authentication goes to
     /// [`Store::confirm_reauth`] instead (`name` is not used).
     pub async fn confirm_device_login(
         &self,
         code: &str,
+        network: NetworkId,
         user: &UserRow,
         name: Option<&str>,
         now_ms: i64,
@@ -162,12 +165,13 @@ impl Store {
         if let Some(n) = name {
             validate_name(n)?;
         }
-        with_retry(|| self.try_confirm(code, user, name, now_ms, key_expires_at_ms)).await
+        with_retry(|| self.try_confirm(code, network, user, name, now_ms, key_expires_at_ms)).await
     }
 
     async fn try_confirm(
         &self,
         code: &str,
+        network: NetworkId,
         user: &UserRow,
         name: Option<&str>,
         now_ms: i64,
@@ -201,21 +205,17 @@ impl Store {
             )
             .await;
         }
-        let alloc = allocate(&mut tx, l.network_id).await?;
+        let alloc = allocate(&mut tx, network).await?;
         let name = match name.map(str::to_string).or(l.name.clone()) {
             Some(n) => {
-                if name_taken(&mut tx, l.network_id, &n, None).await? {
+                if name_taken(&mut tx, network, &n, None).await? {
                     return Err(StoreError::NameTaken { name: n });
                 }
                 n
             }
             None => {
-                free_derived_name(
-                    &mut tx,
-                    l.network_id,
-                    &derive_name_base(l.hostname.as_deref()),
-                )
-                .await?
+                free_derived_name(&mut tx, network, &derive_name_base(l.hostname.as_deref()))
+                    .await?
             }
         };
         let id = DeviceId::new();
@@ -224,7 +224,7 @@ impl Store {
             &mut tx,
             &Insert {
                 id,
-                network_id: l.network_id,
+                network_id: network,
                 name: &name,
                 owner: &owner,
                 tags: &[],

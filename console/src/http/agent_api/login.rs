@@ -53,6 +53,7 @@ pub async fn start(
             hostname: req.hostname,
             os: req.os,
             reauth: req.reauth.map(|p| (p.device_id, p.credential)),
+            network: req.network,
         },
     )
     .await?;

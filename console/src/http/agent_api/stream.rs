@@ -82,8 +82,11 @@ pub async fn stream(
         .on_upgrade(move |socket| async move {
             let id = device.id;
             // changes the agent makes (endpoints) are recorded as the device's
-            let ctx = AuditCtx::new(format!("device:{id}"), source);
+            // ... inside the device's own network: the services it calls (hello,
+            // endpoints, routes, flow reports) act there, as do its audit events
+            let ctx = AuditCtx::new(format!("device:{id}"), source).in_network(device.network_id);
             let _connected = state.metrics.stream_connected();
+            let state = state.in_network(device.network_id);
             Stream {
                 ctx,
                 state,
