@@ -15,23 +15,17 @@ pub const FIRST: &str = crate::store::FIRST_NETWORK;
 /// The CGNAT range, the first network's default and where new networks get a /16.
 pub const CGNAT: &str = crate::store::FIRST_V4;
 
-/// A network name: a lower-case DNS label (1 to 63 of `a-z 0-9 -`, no `-` at an end).
+/// A network name: a lower-case DNS label (1 to 63 of `a-z 0-9 -`, no `-` at an end):
+/// a device name's rule, in lower case only (it is the default DNS suffix's first label
+/// and appears in URLs).
 pub fn check_name(field: &str, name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(DomainError::invalid(
             field,
             "a lower-case DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'",
-        ))
+        ));
     }
+    super::names::check_name(field, name)
 }
 
 /// An overlay IPv4 range: a canonical prefix of length 8 to 30.
