@@ -12,13 +12,9 @@ use zmesh_console::bus::Bus;
 use zmesh_console::service::{devices, networks, AuditCtx};
 use zmesh_console::store::{Role, Store};
 use zmesh_console::{app, AppState};
-use zmesh_shared::secret::Secret;
-use zmesh_shared::time::now_ms;
 use zmesh_shared::{SigningKey, WgPrivateKey};
 
-use support::web_router::{get, session};
-
-const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+use support::web_router::{get, session, session_in};
 
 #[tokio::test]
 async fn pages_follow_the_network_and_the_account_scope() {
@@ -61,17 +57,7 @@ async fn pages_follow_the_network_and_the_account_scope() {
         .unwrap();
     }
     // an admin of lab only, signed in
-    let now = now_ms();
-    let u = store
-        .create_user_in("lena", Role::Admin, PHC, now, Some(lab_id))
-        .await
-        .unwrap();
-    let sid = Secret::generate("zms_");
-    store
-        .create_session(&u.id, &sid.hash(), now, now + 3_600_000)
-        .await
-        .unwrap();
-    let lab_sid = sid.expose().to_string();
+    let lab_sid = session_in(&store, "lena", Role::Admin, Some(lab_id)).await;
     let app = app(state);
 
     // console-wide admin: the first network by default, another by ?network=, a picker

@@ -18,8 +18,22 @@ const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
 
 /// A user `name` with `role` and a live session; returns the session cookie's value.
 pub async fn session(store: &Store, name: &str, role: Role) -> String {
+    session_in(store, name, role, None).await
+}
+
+/// [`session`] for a user scoped to `network` (`None`: console-wide).
+#[allow(dead_code)] // not every test that includes this module has scoped users
+pub async fn session_in(
+    store: &Store,
+    name: &str,
+    role: Role,
+    network: Option<zmesh_shared::NetworkId>,
+) -> String {
     let now = now_ms();
-    let u = store.create_user(name, role, PHC, now).await.unwrap();
+    let u = store
+        .create_user_in(name, role, PHC, now, network)
+        .await
+        .unwrap();
     let sid = Secret::generate("zms_");
     store
         .create_session(&u.id, &sid.hash(), now, now + 3_600_000)
